@@ -1,0 +1,349 @@
+//! Verification, index repair and statistics: everything that walks the whole repository.
+//!
+//! `check` proves that every snapshot decrypts, every chunk list it references decrypts and
+//! matches, and every chunk it lists is where the list says (the pack exists, its header
+//! authenticates and lists the chunk at that place). `--read-data` also reads every blob of
+//! every pack and verifies it cryptographically, then names the snapshots, streams and byte
+//! ranges that damaged chunks affect.
+
+use crate::chunklist::{self, ChunkRef};
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, BlobKind, PackId};
+use crate::pack::{self, PackEntry};
+use crate::repository::Repository;
+use crate::snapshot::Snapshot;
+use crate::storage::{FileKind, Storage};
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub objects: usize,
+    pub packs: usize,
+    pub chunks_referenced: usize,
+    pub blobs_read: usize,
+    pub bytes_read: u64,
+    pub unreferenced_packs: usize,
+    pub unreferenced_bytes: u64,
+    /// One sentence per problem found. Empty means the repository is sound.
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Pack headers of every pack on disk, or why a pack's header could not be read.
+struct PackTable {
+    entries: HashMap<PackId, HashMap<(BlobKind, BlobId), PackEntry>>,
+    sizes: HashMap<PackId, u64>,
+    damaged: HashMap<PackId, String>,
+}
+
+fn load_packs(repo: &Repository) -> Result<PackTable> {
+    let mut t = PackTable {
+        entries: HashMap::new(),
+        sizes: HashMap::new(),
+        damaged: HashMap::new(),
+    };
+    for name in repo.storage.list(FileKind::Pack)? {
+        let Ok(id) = PackId::from_hex(&name) else {
+            continue;
+        };
+        t.sizes
+            .insert(id, repo.storage.size(FileKind::Pack, &name).unwrap_or(0));
+        match pack::read_header(repo.storage.as_ref(), &repo.keys, id) {
+            Ok(entries) => {
+                t.entries.insert(
+                    id,
+                    entries.into_iter().map(|e| ((e.kind, e.id), e)).collect(),
+                );
+            }
+            Err(e) => {
+                t.damaged.insert(id, e.to_string());
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// Why the blob at `r` cannot be found where it is said to be, if it cannot.
+fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<String> {
+    let p = r.loc.pack;
+    if let Some(why) = t.damaged.get(&p) {
+        return Some(why.clone());
+    }
+    let Some(entries) = t.entries.get(&p) else {
+        return Some(format!("pack {} is missing", p.short()));
+    };
+    match entries.get(&(kind, r.id)) {
+        Some(e)
+            if e.offset == r.loc.offset
+                && e.stored_len == r.loc.stored_len
+                && e.plain_len == r.loc.plain_len =>
+        {
+            None
+        }
+        Some(_) => Some(format!(
+            "pack {} lists blob {} at another place",
+            p.short(),
+            r.id.short()
+        )),
+        None => Some(format!(
+            "pack {} does not hold blob {}",
+            p.short(),
+            r.id.short()
+        )),
+    }
+}
+
+/// Walk every chunk of every object, calling `visit(snapshot, object name, chunk, object offset)`.
+/// Problems with snapshots and chunk lists go to `problems`.
+fn walk(
+    repo: &Repository,
+    t: &PackTable,
+    problems: &mut Vec<String>,
+    mut visit: impl FnMut(&Snapshot, &str, &ChunkRef, u64),
+) -> Result<Vec<Snapshot>> {
+    let mut snaps = Vec::new();
+    for id in repo.snapshot_ids()? {
+        match repo.load_snapshot(id) {
+            Ok(s) => snaps.push(s),
+            Err(e) => problems.push(format!("snapshot {}: {e}", id.short())),
+        }
+    }
+    snaps.sort_by_key(|s| (s.time, s.time_nanos));
+    for s in &snaps {
+        for o in &s.objects {
+            let mut expect_start = 0u64;
+            for l in &o.chunk_lists {
+                let lref = ChunkRef {
+                    id: l.id,
+                    loc: l.location(),
+                };
+                if l.start != expect_start {
+                    problems.push(format!(
+                        "snapshot {} {:?}: chunk lists do not cover the stream contiguously",
+                        s.id.short(),
+                        o.name
+                    ));
+                }
+                expect_start = l.start + l.bytes;
+                if let Some(why) = misplaced(t, BlobKind::ChunkList, &lref) {
+                    problems.push(format!(
+                        "snapshot {} {:?}: bytes {}..{} unreadable: chunk list {}: {why}",
+                        s.id.short(),
+                        o.name,
+                        l.start,
+                        l.start + l.bytes,
+                        l.id.short()
+                    ));
+                    continue;
+                }
+                let block = match pack::read_blob(
+                    repo.storage.as_ref(),
+                    &repo.keys,
+                    BlobKind::ChunkList,
+                    l.id,
+                    &l.location(),
+                )
+                .and_then(|p| chunklist::decode(&p))
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        problems.push(format!(
+                            "snapshot {} {:?}: bytes {}..{} unreadable: {e}",
+                            s.id.short(),
+                            o.name,
+                            l.start,
+                            l.start + l.bytes
+                        ));
+                        continue;
+                    }
+                };
+                let mut off = l.start;
+                for c in &block {
+                    visit(s, &o.name, c, off);
+                    off += c.loc.plain_len as u64;
+                }
+                if off != l.start + l.bytes {
+                    problems.push(format!(
+                        "snapshot {} {:?}: a chunk list's size disagrees with the snapshot",
+                        s.id.short(),
+                        o.name
+                    ));
+                }
+            }
+            if expect_start != o.size {
+                problems.push(format!(
+                    "snapshot {} {:?}: chunk lists cover {expect_start} bytes but the stream has {}",
+                    s.id.short(), o.name, o.size
+                ));
+            }
+        }
+    }
+    Ok(snaps)
+}
+
+pub fn check(
+    repo: &Repository,
+    read_data: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<CheckReport> {
+    let mut r = CheckReport::default();
+    progress("reading pack headers");
+    let t = load_packs(repo)?;
+    r.packs = t.sizes.len();
+    for (p, why) in &t.damaged {
+        r.problems.push(format!("pack {}: {why}", p.short()));
+    }
+    progress("checking snapshots and chunk lists");
+    let mut referenced_packs: HashSet<PackId> = HashSet::new();
+    let mut referenced: HashSet<BlobId> = HashSet::new();
+    let mut bad_chunks: HashMap<BlobId, String> = HashMap::new();
+    let mut problems = Vec::new();
+    let snaps = walk(repo, &t, &mut problems, |_, _, c, _| {
+        referenced_packs.insert(c.loc.pack);
+        if referenced.insert(c.id) {
+            if let Some(why) = misplaced(&t, BlobKind::Chunk, c) {
+                bad_chunks.insert(c.id, why);
+            }
+        }
+    })?;
+    for s in &snaps {
+        for o in &s.objects {
+            for l in &o.chunk_lists {
+                referenced_packs.insert(l.pack);
+            }
+        }
+    }
+    r.problems.extend(problems);
+    r.snapshots = snaps.len();
+    r.objects = snaps.iter().map(|s| s.objects.len()).sum();
+    r.chunks_referenced = referenced.len();
+
+    if read_data {
+        let mut packs: Vec<&PackId> = t.entries.keys().collect();
+        packs.sort();
+        for (i, p) in packs.iter().enumerate() {
+            progress(&format!("reading pack {}/{}", i + 1, packs.len()));
+            let bytes = match repo.storage.read_all(FileKind::Pack, &p.to_hex()) {
+                Ok(b) => b,
+                Err(e) => {
+                    r.problems.push(format!("pack {}: {e}", p.short()));
+                    continue;
+                }
+            };
+            r.bytes_read += bytes.len() as u64;
+            if bytes.len() < 16 || &bytes[..8] != pack::MAGIC {
+                r.problems
+                    .push(format!("pack {}: its preamble is damaged", p.short()));
+            }
+            for e in t.entries[p].values() {
+                r.blobs_read += 1;
+                let start = e.offset as usize;
+                let end = start + e.stored_len as usize;
+                let res = bytes
+                    .get(start..end)
+                    .ok_or_else(|| Error::Corrupt("blob lies past the end of the pack".into()))
+                    .and_then(|sealed| {
+                        pack::open_blob(&repo.keys, e.kind, e.id, &e.location(**p), sealed)
+                    });
+                if let Err(err) = res {
+                    if e.kind == BlobKind::Chunk {
+                        bad_chunks.insert(e.id, err.to_string());
+                    } else if referenced_packs.contains(p) {
+                        r.problems.push(err.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    // Name what each damaged chunk breaks: snapshot, stream, byte range.
+    if !bad_chunks.is_empty() {
+        let mut affected = Vec::new();
+        let mut ignored = Vec::new();
+        walk(repo, &t, &mut ignored, |s, name, c, off| {
+            if let Some(why) = bad_chunks.get(&c.id) {
+                affected.push(format!(
+                    "snapshot {} {name:?}: bytes {off}..{} are damaged: {why}",
+                    s.id.short(),
+                    off + c.loc.plain_len as u64
+                ));
+            }
+        })?;
+        let unreferenced_bad = bad_chunks
+            .keys()
+            .filter(|id| !referenced.contains(id))
+            .count();
+        r.problems.extend(affected);
+        if unreferenced_bad > 0 {
+            r.problems.push(format!(
+                "{unreferenced_bad} damaged chunk(s) belong to no snapshot (left by an interrupted ingest)"
+            ));
+        }
+    }
+    for (p, size) in &t.sizes {
+        if !referenced_packs.contains(p) {
+            r.unreferenced_packs += 1;
+            r.unreferenced_bytes += size;
+        }
+    }
+    Ok(r)
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Stats {
+    pub snapshots: usize,
+    pub objects: usize,
+    /// Sum of the sizes of every stream in every snapshot.
+    pub logical_bytes: u64,
+    /// Plaintext bytes of the distinct chunks those streams use.
+    pub unique_bytes: u64,
+    /// Sealed bytes of those chunks in packs.
+    pub stored_chunk_bytes: u64,
+    /// Size of every pack file (everything the repository stores, with headers and garbage).
+    pub pack_bytes: u64,
+    pub packs: usize,
+    pub chunks: usize,
+    pub dedup_ratio: f64,
+    pub compression_ratio: f64,
+}
+
+pub fn stats(repo: &Repository) -> Result<Stats> {
+    let t = load_packs(repo)?;
+    let mut st = Stats {
+        packs: t.sizes.len(),
+        pack_bytes: t.sizes.values().sum(),
+        ..Default::default()
+    };
+    let mut seen = HashSet::new();
+    let mut problems = Vec::new();
+    let snaps = walk(repo, &t, &mut problems, |_, _, c, _| {
+        if seen.insert(c.id) {
+            st.unique_bytes += c.loc.plain_len as u64;
+            st.stored_chunk_bytes += c.loc.stored_len as u64;
+        }
+    })?;
+    if let Some(p) = problems.first() {
+        return Err(Error::Corrupt(format!("{p}; run `sluice check`")));
+    }
+    st.chunks = seen.len();
+    st.snapshots = snaps.len();
+    st.objects = snaps.iter().map(|s| s.objects.len()).sum();
+    st.logical_bytes = snaps.iter().flat_map(|s| &s.objects).map(|o| o.size).sum();
+    st.dedup_ratio = ratio(st.logical_bytes, st.unique_bytes);
+    st.compression_ratio = ratio(st.unique_bytes, st.stored_chunk_bytes);
+    Ok(st)
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        1.0
+    } else {
+        a as f64 / b as f64
+    }
+}

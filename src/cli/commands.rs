@@ -1,0 +1,767 @@
+//! One function per subcommand.
+
+use super::output::{bytes, rate, table};
+use super::password::PasswordSource;
+use super::{Cli, Command, IngestArgs, InitArgs, KeyAction, RepairWhat};
+use anyhow::{anyhow, bail, Context, Result};
+use sluice::chunker::{parse_size, ChunkerParams};
+use sluice::codec::Compression;
+use sluice::completeness::Expect;
+use sluice::crypto::KdfParams;
+use sluice::index::Index;
+use sluice::ingest::{self, IngestOptions, IngestReport, Source, StreamSpec};
+use sluice::producer::CommandSpec;
+use sluice::reader::{ChunkCache, ObjectReader};
+use sluice::repository::{InitOptions, Repository};
+use sluice::Error;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Exit statuses, documented in README.md.
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_DAMAGED: i32 = 3;
+pub const EXIT_STREAM_FAILED: i32 = 4;
+
+/// Run the command; returns the process exit status.
+pub fn run(cli: Cli) -> i32 {
+    let quiet = cli.quiet;
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::Corrupt(_)) => EXIT_DAMAGED,
+                Some(Error::StreamFailed(_)) => EXIT_STREAM_FAILED,
+                _ => EXIT_ERROR,
+            };
+            let mut msg = format!("{e:#}");
+            if e.downcast_ref::<Error>().is_some_and(|e| e.is_disk_full()) {
+                msg.push_str(" — the disk is full: free space and run the ingest again (nothing was recorded)");
+            }
+            let _ = quiet;
+            eprintln!("sluice: error: {msg}");
+            code
+        }
+    }
+}
+
+fn repo_path(cli: &Cli) -> Result<PathBuf> {
+    cli.repo
+        .clone()
+        .ok_or_else(|| anyhow!("no repository given: use --repo PATH or set SLUICE_REPO"))
+}
+
+fn passwords(cli: &Cli) -> PasswordSource {
+    PasswordSource {
+        file: cli.password_file.clone(),
+        command: cli.password_command.clone(),
+    }
+}
+
+pub(crate) fn open(cli: &Cli) -> Result<Repository> {
+    let path = repo_path(cli)?;
+    // Say "not a repository" or "newer format" before asking for a passphrase.
+    Repository::read_config(&path)?;
+    let pw = passwords(cli).get(false)?;
+    Ok(Repository::open(&path, &pw)?)
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Init(a) => init(&cli, a),
+        Command::Ingest(a) => ingest_cmd(&cli, a),
+        Command::Snapshots { name, json } => snapshots(&cli, name.as_deref(), *json),
+        Command::Ls {
+            snapshot,
+            long,
+            json,
+        } => ls(&cli, snapshot, *long, *json),
+        Command::Cat { snapshot, name } => cat(&cli, snapshot, name),
+        Command::Check { read_data, json } => check(&cli, *read_data, *json),
+        Command::Repair {
+            what: RepairWhat::Index,
+        } => repair_index(&cli),
+        Command::Key { action } => key(&cli, action),
+        Command::Stats { json } => stats(&cli, *json),
+        Command::Mount(a) => crate::mount_cmd::mount(&cli, a),
+        Command::Umount { mountpoint } => crate::mount_cmd::umount(mountpoint),
+    }
+}
+
+fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
+    let path = repo_path(cli)?;
+    let avg = parse_size(&a.chunk_size).map_err(|e| anyhow!("--chunk-size: {e}"))?;
+    let chunker = ChunkerParams::with_avg(
+        u32::try_from(avg).map_err(|_| anyhow!("--chunk-size is too large"))?,
+    );
+    chunker.validate()?;
+    let compression: Compression = a.compression.parse().map_err(|e: String| anyhow!(e))?;
+    if path.join("config").exists() {
+        bail!(
+            "{} already holds a sluice repository; refusing to overwrite it",
+            path.display()
+        );
+    }
+    let pw = passwords(cli).get(true)?;
+    let mut kdf = KdfParams::DEFAULT;
+    if let Some(m) = a.kdf_memory_kib {
+        kdf.m_kib = m.max(64);
+        kdf.t = 1;
+    }
+    let repo = Repository::init(
+        &path,
+        &pw,
+        InitOptions {
+            chunker,
+            compression,
+            kdf,
+        },
+    )?;
+    if !cli.quiet {
+        eprintln!(
+            "created sluice repository {} (key {}, chunks ~{}, {})",
+            path.display(),
+            repo.key_id,
+            bytes(avg),
+            match compression {
+                Compression::None => "no compression".to_string(),
+                Compression::Zstd { level } => format!("zstd level {level}"),
+            }
+        );
+        eprintln!("keep the passphrase safe: without it the data cannot be read by anyone");
+    }
+    Ok(0)
+}
+
+fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("invalid duration {s:?}: use e.g. 30s, 5m, 1h"))?;
+    if !(v > 0.0) {
+        bail!("invalid duration {s:?}: must be positive");
+    }
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+/// The streams an ingest command names, in order.
+fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
+    let mut specs = Vec::new();
+    for e in &a.exec {
+        let (name, cmd) = e
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--exec {e:?}: expected NAME='shell command'"))?;
+        if cmd.trim().is_empty() {
+            bail!("--exec {name}: the command is empty");
+        }
+        specs.push(StreamSpec {
+            name: name.to_string(),
+            source: Source::Command(CommandSpec::Shell(cmd.to_string())),
+            expect,
+        });
+    }
+    if let Some(f) = &a.streams {
+        for (name, cmd) in crate::streams_file::read(f)? {
+            specs.push(StreamSpec {
+                name,
+                source: Source::Command(CommandSpec::Shell(cmd)),
+                expect,
+            });
+        }
+    }
+    if !specs.is_empty() {
+        if a.name.is_some() || !a.command.is_empty() {
+            bail!("use either --name [-- COMMAND] or --exec/--streams, not both");
+        }
+        if a.tee {
+            bail!("--tee works with a single stream only");
+        }
+        return Ok(specs);
+    }
+    let name = a.name.clone().ok_or_else(|| {
+        anyhow!("name the stream: sluice ingest --name NAME (or use --exec NAME='command')")
+    })?;
+    let source = if a.command.is_empty() {
+        if std::io::stdin().is_terminal() {
+            bail!("stdin is a terminal: pipe a stream in (pg_dump db | sluice ingest --name db.sql) or give a command after --");
+        }
+        Source::Stdin
+    } else {
+        Source::Command(CommandSpec::Argv(a.command.clone()))
+    };
+    Ok(vec![StreamSpec {
+        name,
+        source,
+        expect,
+    }])
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into a buffer we own.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if r != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// A live progress line on stderr while `running` holds.
+fn progress_thread(
+    counter: Arc<AtomicU64>,
+    running: Arc<AtomicBool>,
+    hint: Option<u64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut shown = false;
+        while running.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(250));
+            if !running.load(Ordering::Relaxed) {
+                break;
+            }
+            let n = counter.load(Ordering::Relaxed);
+            let secs = t0.elapsed().as_secs_f64();
+            let mut line = format!("\r\x1b[K  {}  {}", bytes(n), rate(n, secs));
+            if let Some(total) = hint.filter(|&t| t > 0) {
+                let pct = (n as f64 / total as f64 * 100.0).min(100.0);
+                let speed = n as f64 / secs.max(0.001);
+                let eta = if speed > 0.0 && n < total {
+                    (total - n) as f64 / speed
+                } else {
+                    0.0
+                };
+                line.push_str(&format!(
+                    "  {pct:.1}%  ETA {}:{:02}",
+                    eta as u64 / 60,
+                    eta as u64 % 60
+                ));
+            }
+            eprint!("{line}");
+            shown = true;
+        }
+        if shown {
+            eprint!("\r\x1b[K");
+        }
+    })
+}
+
+fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
+    let expect: Expect = a
+        .expect
+        .parse()
+        .map_err(|e: String| anyhow!("--expect: {e}"))?;
+    let specs = stream_specs(a, expect)?;
+    for s in &specs {
+        sluice::snapshot::validate_name(&s.name)?;
+    }
+    let stall_timeout = a.stall_timeout.as_deref().map(parse_duration).transpose()?;
+    let size_hint = a
+        .size_hint
+        .as_deref()
+        .map(|s| parse_size(s).map_err(|e| anyhow!("--size-hint: {e}")))
+        .transpose()?;
+    let repo = open(cli)?;
+    let quiet = cli.quiet;
+    let _lock = repo.lock_write(&mut |holder| {
+        if !quiet {
+            eprintln!("sluice: repository is in use by {holder}; waiting for it to finish...");
+        }
+    })?;
+    // Leftovers of an ingest that died are garbage now that we hold the lock.
+    let _ = repo.storage.clear_tmp();
+    let (index, sync) = Index::open(&repo)?;
+    if !quiet {
+        if sync.rebuilt && sync.packs_added > 0 {
+            eprintln!(
+                "sluice: rebuilt the index from {} pack(s)",
+                sync.packs_added
+            );
+        }
+        for u in &sync.unreadable {
+            eprintln!("sluice: warning: pack {u} (run `sluice check`)");
+        }
+    }
+    let progress = Arc::new(AtomicU64::new(0));
+    let running = Arc::new(AtomicBool::new(true));
+    let show_progress = !quiet && std::io::stderr().is_terminal();
+    let ticker =
+        show_progress.then(|| progress_thread(progress.clone(), running.clone(), size_hint));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let tee: Option<Box<dyn Write + Send>> = if a.tee {
+        Some(Box::new(std::io::stdout()))
+    } else {
+        None
+    };
+    let result = ingest::ingest(
+        &repo,
+        &index,
+        specs,
+        IngestOptions {
+            host: a.host.clone().unwrap_or_else(hostname),
+            tags: a.tags.clone(),
+            allow_partial: a.allow_partial,
+            jobs: a.jobs.unwrap_or(cores),
+            workers: cores,
+            quiet,
+            stall_timeout,
+            progress,
+            tee: Mutex::new(tee),
+        },
+    );
+    running.store(false, Ordering::Relaxed);
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    let report = result?;
+    report_ingest(&report, a.json && !a.tee, quiet)
+}
+
+fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
+    if json {
+        let objects: Vec<serde_json::Value> = r
+            .objects
+            .iter()
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .collect();
+        let mut v = serde_json::json!({
+            "snapshot": r.snapshot.map(|s| s.to_hex()),
+            "complete": r.complete,
+            "bytes": r.bytes(),
+            "added_bytes": r.added_bytes(),
+            "seconds": r.seconds,
+            "objects": objects,
+        });
+        if let [o] = r.objects.as_slice() {
+            v["name"] = serde_json::json!(o.name);
+            v["blake3"] = serde_json::json!(o.blake3);
+        }
+        println!("{v}");
+    }
+    let total = r.bytes();
+    let added = r.added_bytes();
+    if !quiet || r.snapshot.is_none() || !r.complete {
+        for o in &r.objects {
+            let dedup = if o.chunks == 0 {
+                100.0
+            } else {
+                (o.chunks - o.new_chunks) as f64 / o.chunks as f64 * 100.0
+            };
+            let status = if o.complete {
+                String::new()
+            } else {
+                format!("  INCOMPLETE: {}", o.problem.as_deref().unwrap_or(""))
+            };
+            if !quiet || !o.complete {
+                eprintln!(
+                    "{}: {} read, {} added, {dedup:.1}% of chunks already stored, blake3 {}, {}{status}",
+                    o.name,
+                    bytes(o.bytes),
+                    bytes(o.added_bytes),
+                    o.blake3,
+                    rate(o.bytes, o.seconds)
+                );
+            }
+        }
+    }
+    match (r.snapshot, r.complete) {
+        (Some(id), true) => {
+            if !quiet {
+                eprintln!(
+                    "snapshot {} saved: {} in {} stream(s), {} added, {}",
+                    id.short(),
+                    bytes(total),
+                    r.objects.len(),
+                    bytes(added),
+                    rate(total, r.seconds)
+                );
+            }
+            Ok(0)
+        }
+        (Some(id), false) => {
+            eprintln!(
+                "sluice: warning: snapshot {} saved as PARTIAL (--allow-partial): {}",
+                id.short(),
+                r.problem().unwrap_or_default()
+            );
+            Ok(EXIT_STREAM_FAILED)
+        }
+        (None, _) => {
+            eprintln!(
+                "sluice: error: {}; no snapshot was recorded (use --allow-partial to keep it marked partial)",
+                r.problem().unwrap_or_else(|| "a stream failed".into())
+            );
+            Ok(EXIT_STREAM_FAILED)
+        }
+    }
+}
+
+fn snapshots(cli: &Cli, name: Option<&str>, json: bool) -> Result<i32> {
+    let repo = open(cli)?;
+    let snaps: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|s| name.is_none_or(|n| s.object(n).is_some()))
+        .collect();
+    if json {
+        let v: Vec<serde_json::Value> = snaps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id.to_hex(),
+                    "short_id": s.id.short(),
+                    "time": sluice::time::format_utc(s.time),
+                    "unix_time": s.time,
+                    "host": s.host,
+                    "tags": s.tags,
+                    "complete": s.complete,
+                    "bytes": s.objects.iter().map(|o| o.size).sum::<u64>(),
+                    "names": s.objects.iter().map(|o| o.name.clone()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = snaps
+        .iter()
+        .map(|s| {
+            let names: Vec<&str> = s.objects.iter().map(|o| o.name.as_str()).collect();
+            vec![
+                s.id.short(),
+                sluice::time::format_utc(s.time),
+                s.host.clone(),
+                s.tags.join(","),
+                bytes(s.objects.iter().map(|o| o.size).sum()),
+                if s.complete {
+                    "complete".into()
+                } else {
+                    "PARTIAL".into()
+                },
+                names.join(" "),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "ID",
+                "TIME (UTC)",
+                "HOST",
+                "TAGS",
+                "SIZE",
+                "STATUS",
+                "STREAMS"
+            ],
+            &rows
+        )
+    );
+    if !cli.quiet {
+        eprintln!("{} snapshot(s)", snaps.len());
+    }
+    Ok(0)
+}
+
+fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
+    let repo = open(cli)?;
+    let snap = repo.resolve(spec, None)?;
+    if json {
+        let mut v = serde_json::to_value(&snap)?;
+        // Chunk-list references are internal; keep the listing about streams.
+        if let Some(objs) = v.get_mut("objects").and_then(|o| o.as_array_mut()) {
+            for o in objs {
+                if let Some(m) = o.as_object_mut() {
+                    m.remove("chunk_lists");
+                }
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let mut rows = Vec::new();
+    for o in &snap.objects {
+        let mut row = vec![o.size.to_string(), o.blake3.clone(), o.name.clone()];
+        if long {
+            let (cmd, exit) = match &o.producer {
+                Some(p) => (
+                    p.command.clone(),
+                    match (p.exit_code, p.signal) {
+                        (Some(c), _) => format!("exit {c}"),
+                        (None, Some(s)) => format!("signal {s}"),
+                        _ => "-".into(),
+                    },
+                ),
+                None => ("stdin".into(), "-".into()),
+            };
+            row.insert(
+                2,
+                if o.complete {
+                    "complete".into()
+                } else {
+                    format!("INCOMPLETE ({})", o.problem.as_deref().unwrap_or(""))
+                },
+            );
+            row.insert(3, o.format.clone().unwrap_or_else(|| "-".into()));
+            row.insert(4, exit);
+            row.insert(5, cmd);
+        }
+        rows.push(row);
+    }
+    let header: Vec<&str> = if long {
+        vec![
+            "SIZE", "BLAKE3", "STATUS", "FORMAT", "EXIT", "PRODUCER", "NAME",
+        ]
+    } else {
+        vec!["SIZE", "BLAKE3", "NAME"]
+    };
+    if !cli.quiet {
+        eprintln!(
+            "snapshot {} taken {} on {}{}",
+            snap.id.short(),
+            sluice::time::format_utc(snap.time),
+            snap.host,
+            if snap.tags.is_empty() {
+                String::new()
+            } else {
+                format!(" tags {}", snap.tags.join(","))
+            }
+        );
+    }
+    print!("{}", table(&header, &rows));
+    Ok(0)
+}
+
+fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
+    let repo = open(cli)?;
+    let snap = repo.resolve(spec, Some(name))?;
+    let object = snap.object(name).ok_or_else(|| {
+        Error::NotFound(format!(
+            "snapshot {} has no stream named {name:?}",
+            snap.id.short()
+        ))
+    })?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let cache = ChunkCache::new(repo.keys.clone(), repo.storage.clone(), 96 << 20, cores);
+    let reader = ObjectReader::new(cache, object, 24 << 20);
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    let mut hasher = blake3::Hasher::new();
+    while off < reader.size() {
+        let n = reader.read_at(off, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        match out.write_all(&buf[..n]) {
+            Ok(()) => {}
+            // `sluice cat ... | head`: the reader has what it wanted.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            Err(e) => return Err(e).context("cannot write to stdout"),
+        }
+        off += n as u64;
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(e).context("cannot write to stdout")
+        }
+        _ => {}
+    }
+    if off != object.size || hasher.finalize().to_hex().as_str() != object.blake3 {
+        return Err(Error::Corrupt(format!(
+            "{name:?} in snapshot {}: the restored stream does not match its recorded BLAKE3 digest",
+            snap.id.short()
+        ))
+        .into());
+    }
+    Ok(0)
+}
+
+fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
+    let repo = open(cli)?;
+    let quiet = cli.quiet;
+    let tty = std::io::stderr().is_terminal();
+    let r = sluice::check::check(&repo, read_data, &mut |msg| {
+        if !quiet && tty {
+            eprint!("\r\x1b[K{msg}");
+        }
+    })?;
+    if !quiet && tty {
+        eprint!("\r\x1b[K");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for p in &r.problems {
+            println!("damaged: {p}");
+        }
+        if !quiet {
+            eprintln!(
+                "checked {} snapshot(s), {} stream(s), {} pack(s), {} chunk(s){}",
+                r.snapshots,
+                r.objects,
+                r.packs,
+                r.chunks_referenced,
+                if read_data {
+                    format!(", read {} in {} blob(s)", bytes(r.bytes_read), r.blobs_read)
+                } else {
+                    String::new()
+                }
+            );
+            if r.unreferenced_packs > 0 {
+                eprintln!(
+                    "{} pack(s) ({}) belong to no snapshot: left by interrupted ingests; later ingests reuse their chunks",
+                    r.unreferenced_packs,
+                    bytes(r.unreferenced_bytes)
+                );
+            }
+        }
+    }
+    if r.ok() {
+        if !quiet && !json {
+            eprintln!("no problems found");
+        }
+        Ok(0)
+    } else {
+        eprintln!(
+            "sluice: error: {} problem(s) found; the streams named above cannot be fully restored",
+            r.problems.len()
+        );
+        Ok(EXIT_DAMAGED)
+    }
+}
+
+fn repair_index(cli: &Cli) -> Result<i32> {
+    let repo = open(cli)?;
+    let quiet = cli.quiet;
+    let _lock = repo.lock_write(&mut |holder| {
+        if !quiet {
+            eprintln!("sluice: repository is in use by {holder}; waiting...");
+        }
+    })?;
+    let r = Index::rebuild(&repo)?;
+    for u in &r.unreadable {
+        eprintln!("sluice: warning: skipped unreadable pack {u}");
+    }
+    if !quiet {
+        eprintln!("index rebuilt from {} pack(s)", r.packs_added);
+    }
+    Ok(if r.unreadable.is_empty() {
+        0
+    } else {
+        EXIT_DAMAGED
+    })
+}
+
+fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
+    let repo = open(cli)?;
+    match action {
+        KeyAction::Add { new_password_file } => {
+            let pw = PasswordSource::get_new(new_password_file.as_deref())?;
+            let id = repo.add_key(&pw, KdfParams::DEFAULT)?;
+            if !cli.quiet {
+                eprintln!("added key {id}");
+            }
+            println!("{id}");
+        }
+        KeyAction::List { json } => {
+            let keys = repo.list_keys()?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                let rows: Vec<Vec<String>> = keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            if k.current { "*".into() } else { " ".into() },
+                            k.id.clone(),
+                            sluice::time::format_utc(k.created),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&[" ", "ID", "CREATED (UTC)"], &rows));
+            }
+        }
+        KeyAction::Remove { id } => {
+            repo.remove_key(id)?;
+            if !cli.quiet {
+                eprintln!("removed key {id}");
+            }
+        }
+        KeyAction::Passwd { new_password_file } => {
+            let pw = PasswordSource::get_new(new_password_file.as_deref())?;
+            let new_id = repo.add_key(&pw, KdfParams::DEFAULT)?;
+            // The new key exists and is durable before the old one goes.
+            sluice::storage::Storage::remove(
+                repo.storage.as_ref(),
+                sluice::storage::FileKind::Key,
+                &repo.key_id,
+            )?;
+            if !cli.quiet {
+                eprintln!(
+                    "passphrase changed: key {} replaced by {new_id}",
+                    repo.key_id
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn stats(cli: &Cli, json: bool) -> Result<i32> {
+    let repo = open(cli)?;
+    let s = sluice::check::stats(&repo)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(0);
+    }
+    println!("snapshots            {}", s.snapshots);
+    println!("streams              {}", s.objects);
+    println!(
+        "logical bytes        {} ({})",
+        bytes(s.logical_bytes),
+        s.logical_bytes
+    );
+    println!(
+        "unique chunk bytes   {} in {} chunks",
+        bytes(s.unique_bytes),
+        s.chunks
+    );
+    println!("stored chunk bytes   {}", bytes(s.stored_chunk_bytes));
+    println!(
+        "pack files           {} in {} packs",
+        bytes(s.pack_bytes),
+        s.packs
+    );
+    println!("deduplication        {:.2}x", s.dedup_ratio);
+    println!("compression          {:.2}x", s.compression_ratio);
+    println!(
+        "overall              {:.2}x",
+        if s.pack_bytes == 0 {
+            1.0
+        } else {
+            s.logical_bytes as f64 / s.pack_bytes as f64
+        }
+    );
+    Ok(0)
+}

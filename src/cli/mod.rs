@@ -1,0 +1,193 @@
+//! The command line: parses, calls the library, prints. No logic of its own beyond that.
+//!
+//! Exit status: 0 success; 1 error; 2 usage; 3 damaged data found (check, cat);
+//! 4 a stream failed or was incomplete (nothing recorded, or recorded as partial).
+
+mod commands;
+pub mod output;
+pub mod password;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+pub use commands::run;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Encrypted, deduplicated backups of streams, mountable over FUSE"
+)]
+pub struct Cli {
+    /// Repository directory.
+    #[arg(long, global = true, env = "SLUICE_REPO")]
+    pub repo: Option<PathBuf>,
+    /// Read the passphrase from this file (first line).
+    #[arg(long, global = true, env = "SLUICE_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command to get the passphrase on its stdout.
+    #[arg(long, global = true, env = "SLUICE_PASSWORD_COMMAND")]
+    pub password_command: Option<String>,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Store a stream (stdin, or the output of a command) as a new snapshot.
+    Ingest(IngestArgs),
+    /// List snapshots.
+    Snapshots {
+        /// Only snapshots holding this stream name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the streams of a snapshot.
+    Ls {
+        /// Snapshot id, unique id prefix, or `latest`.
+        snapshot: String,
+        /// Show provenance: producer command, exit status, format check.
+        #[arg(short, long)]
+        long: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a stream to stdout, verified.
+    Cat {
+        /// Snapshot id, unique prefix, or `latest` (the newest snapshot holding NAME).
+        snapshot: String,
+        name: String,
+    },
+    /// Verify the repository.
+    Check {
+        /// Also read and verify every blob of every pack.
+        #[arg(long)]
+        read_data: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Repair derived data.
+    Repair {
+        #[command(subcommand)]
+        what: RepairWhat,
+    },
+    /// Manage the passphrases (key files) that open the repository.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Logical vs stored bytes, deduplication and compression ratios.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mount the snapshots read-only: `sluice mount [REPO] MOUNTPOINT`.
+    Mount(MountArgs),
+    /// Unmount a sluice mount (also one whose process died).
+    Umount { mountpoint: PathBuf },
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Average chunk size (power of two, 64K..16M); fixed for the repository's life.
+    #[arg(long, default_value = "1M")]
+    pub chunk_size: String,
+    /// zstd:N (1-19) or none.
+    #[arg(long, default_value = "zstd:3")]
+    pub compression: String,
+    /// Argon2id memory in KiB (default 65536). Lower only for tests.
+    #[arg(long, hide = true)]
+    pub kdf_memory_kib: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// Name of the stream (may contain '/': db/shop.sql).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Several streams in one snapshot: NAME='shell command' (repeatable).
+    #[arg(long = "exec", value_name = "NAME=COMMAND")]
+    pub exec: Vec<String>,
+    /// A TOML file mapping stream names to shell commands ([streams] name = "command").
+    #[arg(long)]
+    pub streams: Option<PathBuf>,
+    /// Producers run at once with --exec/--streams (default: number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name recorded in the snapshot (default: this machine's).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Keep the snapshot, marked partial, even if a producer fails or a stream is incomplete.
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Completeness check: auto (by content), none, or a format name.
+    #[arg(long, default_value = "auto")]
+    pub expect: String,
+    /// Abort when no byte arrives for this long (e.g. 30s, 5m).
+    #[arg(long)]
+    pub stall_timeout: Option<String>,
+    /// Pass the stream through to stdout while storing it.
+    #[arg(long)]
+    pub tee: bool,
+    /// Expected stream size, for a percentage and ETA in the progress line.
+    #[arg(long)]
+    pub size_hint: Option<String>,
+    /// The producer command and its arguments (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairWhat {
+    /// Rebuild the index from the packs.
+    Index,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyAction {
+    /// Add a passphrase (SLUICE_NEW_PASSWORD, --new-password-file, or a prompt).
+    Add {
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List key files.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key file by id (not the one in use, not the last).
+    Remove { id: String },
+    /// Change the passphrase of the key in use.
+    Passwd {
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// `MOUNTPOINT`, or `REPO MOUNTPOINT`.
+    #[arg(num_args = 1..=2, required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Stay attached; unmount on Ctrl-C or SIGTERM.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Let other users enter the mount (off by default).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Internal: the daemon child of `sluice mount`.
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}

@@ -1,0 +1,118 @@
+//! The compression envelope inside every sealed blob: one codec byte, then the payload.
+//! Compression happens before encryption (ciphertext does not compress).
+
+use crate::error::{Error, Result};
+
+const CODEC_STORED: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+
+/// The repository's compression setting, recorded in its config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "algorithm", rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Zstd { level: i32 },
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "none" {
+            return Ok(Compression::None);
+        }
+        let level = match s.strip_prefix("zstd") {
+            Some("") => 3,
+            Some(rest) => rest
+                .strip_prefix(':')
+                .and_then(|l| l.parse::<i32>().ok())
+                .filter(|l| (1..=19).contains(l))
+                .ok_or_else(|| {
+                    format!("invalid compression {s:?}: use zstd:N with N from 1 to 19, or none")
+                })?,
+            None => return Err(format!("invalid compression {s:?}: use zstd:N or none")),
+        };
+        Ok(Compression::Zstd { level })
+    }
+}
+
+/// A reusable per-thread compressor (zstd contexts are expensive to create).
+pub struct Encoder {
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Encoder {
+    pub fn new(c: Compression) -> Result<Encoder> {
+        let zstd = match c {
+            Compression::None => None,
+            Compression::Zstd { level } => Some(
+                zstd::bulk::Compressor::new(level)
+                    .map_err(|e| Error::io("cannot create a zstd compressor", e))?,
+            ),
+        };
+        Ok(Encoder { zstd })
+    }
+
+    /// Codec byte + payload. Stored raw when compression would not save at least 1/32.
+    pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
+        if let Some(z) = &mut self.zstd {
+            let bound = zstd::zstd_safe::compress_bound(data.len());
+            let mut out = Vec::with_capacity(bound + 1);
+            out.push(CODEC_ZSTD);
+            let mut payload = Vec::with_capacity(bound);
+            if z.compress_to_buffer(data, &mut payload).is_ok()
+                && payload.len() < data.len() - data.len() / 32
+            {
+                out.extend_from_slice(&payload);
+                return out;
+            }
+        }
+        let mut out = Vec::with_capacity(data.len() + 1);
+        out.push(CODEC_STORED);
+        out.extend_from_slice(data);
+        out
+    }
+}
+
+/// Undo `encode`. `expected_len` bounds the decompressed size (from the index or header).
+pub fn decode(encoded: &[u8], expected_len: usize) -> Result<Vec<u8>> {
+    match encoded.split_first() {
+        Some((&CODEC_STORED, rest)) => Ok(rest.to_vec()),
+        Some((&CODEC_ZSTD, rest)) => zstd::bulk::decompress(rest, expected_len)
+            .map_err(|e| Error::Corrupt(format!("zstd payload does not decompress: {e}"))),
+        Some((c, _)) => Err(Error::Corrupt(format!("unknown codec byte {c}"))),
+        None => Err(Error::Corrupt("empty blob payload".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_falls_back_to_stored() {
+        let mut enc = Encoder::new(Compression::Zstd { level: 3 }).unwrap();
+        let text = b"INSERT INTO t VALUES (1);\n".repeat(1000);
+        let e = enc.encode(&text);
+        assert_eq!(e[0], CODEC_ZSTD);
+        assert!(e.len() < text.len() / 10);
+        assert_eq!(decode(&e, text.len()).unwrap(), text);
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let e = enc.encode(&random);
+        assert_eq!(decode(&e, random.len()).unwrap(), random);
+        assert_eq!(decode(&enc.encode(b""), 0).unwrap(), b"");
+        assert!(decode(&[9, 1, 2], 3).is_err());
+    }
+
+    #[test]
+    fn parses_settings() {
+        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+        assert_eq!(
+            "zstd:6".parse::<Compression>().unwrap(),
+            Compression::Zstd { level: 6 }
+        );
+        assert!("zstd:99".parse::<Compression>().is_err());
+        assert!("lz4".parse::<Compression>().is_err());
+    }
+}

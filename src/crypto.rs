@@ -1,0 +1,218 @@
+//! Keys and sealing. Owns the key hierarchy (one random master secret, subkeys derived from it
+//! with BLAKE3's KDF), the passphrase KDF (Argon2id) and the sealed-blob envelope
+//! (XChaCha20-Poly1305 with a random 24-byte nonce; the associated data binds kind and id).
+//! Nothing here touches the disk.
+
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, BlobKind};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+pub const NONCE_LEN: usize = 24;
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed blob adds to its plaintext.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+const AAD_PREFIX: &[u8] = b"sluice-blob-v1";
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // The OS RNG failing is not a recoverable condition for a tool that must never reuse a nonce.
+    getrandom::fill(&mut b).expect("the operating system's random number generator failed");
+    b
+}
+
+/// The repository's master secret. Never written to disk except sealed in a key file.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterSecret(pub [u8; 32]);
+
+/// Everything derived from the master secret that a running process needs.
+#[derive(Clone, ZeroizeOnDrop)]
+pub struct Keys {
+    #[zeroize(skip)]
+    cipher: XChaCha20Poly1305,
+    id_key: [u8; 32],
+    config_mac_key: [u8; 32],
+    /// Seed for the chunker's gear table, so chunk boundaries do not fingerprint content.
+    pub chunker_seed: u64,
+}
+
+impl Keys {
+    pub fn derive(master: &MasterSecret) -> Keys {
+        let mut enc = blake3::derive_key("sluice 2026-11 blob encryption key v1", &master.0);
+        let id_key = blake3::derive_key("sluice 2026-11 blob id key v1", &master.0);
+        let config_mac_key = blake3::derive_key("sluice 2026-11 config mac key v1", &master.0);
+        let seed = blake3::derive_key("sluice 2026-11 chunker seed v1", &master.0);
+        let cipher = XChaCha20Poly1305::new(&Key::from(enc));
+        enc.zeroize();
+        let mut seed8 = [0u8; 8];
+        seed8.copy_from_slice(&seed[..8]);
+        Keys {
+            cipher,
+            id_key,
+            config_mac_key,
+            chunker_seed: u64::from_le_bytes(seed8),
+        }
+    }
+
+    /// The keyed content address of a plaintext blob.
+    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
+        BlobId(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    }
+
+    pub fn config_mac(&self, body: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.config_mac_key, body).as_bytes()
+    }
+
+    /// Seal `plaintext` as a blob of `kind` named `id`: nonce || ciphertext || tag.
+    pub fn seal(&self, kind: BlobKind, id: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+        seal_with(&self.cipher, &aad(kind, id), plaintext)
+    }
+
+    /// Open a sealed blob; fails if it was altered or is not the blob `kind`/`id` names.
+    pub fn open(&self, kind: BlobKind, id: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>> {
+        open_with(&self.cipher, &aad(kind, id), sealed).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{kind:?} blob {} failed authentication",
+                hex::encode(&id[..4])
+            ))
+        })
+    }
+}
+
+fn aad(kind: BlobKind, id: &[u8; 32]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(AAD_PREFIX.len() + 33);
+    a.extend_from_slice(AAD_PREFIX);
+    a.push(kind as u8);
+    a.extend_from_slice(id);
+    a
+}
+
+fn seal_with(cipher: &XChaCha20Poly1305, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let nonce: [u8; NONCE_LEN] = random_bytes();
+    let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_inout_detached(&XNonce::from(nonce), aad, (&mut out[NONCE_LEN..]).into())
+        .expect("XChaCha20-Poly1305 accepts messages of any size we produce");
+    out.extend_from_slice(&tag);
+    out
+}
+
+fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return None;
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let nonce = XNonce::try_from(nonce).ok()?;
+    let tag = Tag::try_from(tag).ok()?;
+    let mut buf = ct.to_vec();
+    cipher
+        .decrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into(), &tag)
+        .ok()?;
+    Some(buf)
+}
+
+/// Argon2id parameters, recorded in each key file so they can be raised later.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl KdfParams {
+    /// 64 MiB, 3 passes: about a quarter second here, expensive for a guesser.
+    pub const DEFAULT: KdfParams = KdfParams {
+        m_kib: 64 * 1024,
+        t: 3,
+        p: 1,
+    };
+}
+
+/// Key-encryption key: what a passphrase turns into. Zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Kek([u8; 32]);
+
+pub fn derive_kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Kek> {
+    let p = argon2::Params::new(params.m_kib, params.t, params.p, Some(32))
+        .map_err(|e| Error::Corrupt(format!("invalid key derivation parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
+    let mut out = [0u8; 32];
+    argon
+        .hash_password_into(passphrase, salt, &mut out)
+        .map_err(|e| Error::Corrupt(format!("key derivation failed: {e}")))?;
+    Ok(Kek(out))
+}
+
+impl Kek {
+    pub fn seal_master(&self, key_id: &[u8], master: &MasterSecret) -> Vec<u8> {
+        let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
+        seal_with(&cipher, &key_aad(key_id), &master.0)
+    }
+
+    /// None when the passphrase is wrong (or the key file was altered).
+    pub fn open_master(&self, key_id: &[u8], sealed: &[u8]) -> Option<MasterSecret> {
+        let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
+        let mut plain = open_with(&cipher, &key_aad(key_id), sealed)?;
+        let secret = <[u8; 32]>::try_from(plain.as_slice())
+            .ok()
+            .map(MasterSecret);
+        plain.zeroize();
+        secret
+    }
+}
+
+fn key_aad(key_id: &[u8]) -> Vec<u8> {
+    let mut a = b"sluice-keyfile-v1".to_vec();
+    a.extend_from_slice(key_id);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_binding() {
+        let keys = Keys::derive(&MasterSecret([7; 32]));
+        let id = keys.blob_id(b"hello");
+        let sealed = keys.seal(BlobKind::Chunk, &id.0, b"hello");
+        assert_eq!(
+            keys.open(BlobKind::Chunk, &id.0, &sealed).unwrap(),
+            b"hello"
+        );
+        // Wrong kind, wrong id, flipped byte: all rejected.
+        assert!(keys.open(BlobKind::ChunkList, &id.0, &sealed).is_err());
+        assert!(keys.open(BlobKind::Chunk, &[0; 32], &sealed).is_err());
+        let mut bad = sealed.clone();
+        bad[30] ^= 1;
+        assert!(keys.open(BlobKind::Chunk, &id.0, &bad).is_err());
+        assert!(keys.open(BlobKind::Chunk, &id.0, &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn ids_are_keyed() {
+        let a = Keys::derive(&MasterSecret([1; 32]));
+        let b = Keys::derive(&MasterSecret([2; 32]));
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x").0, *blake3::hash(b"x").as_bytes());
+    }
+
+    #[test]
+    fn kek_round_trip() {
+        let params = KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let kek = derive_kek(b"pw", b"saltsaltsaltsalt", params).unwrap();
+        let sealed = kek.seal_master(b"k1", &MasterSecret([9; 32]));
+        assert_eq!(kek.open_master(b"k1", &sealed).unwrap().0, [9; 32]);
+        assert!(kek.open_master(b"k2", &sealed).is_none());
+        let wrong = derive_kek(b"pw2", b"saltsaltsaltsalt", params).unwrap();
+        assert!(wrong.open_master(b"k1", &sealed).is_none());
+    }
+}

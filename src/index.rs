@@ -1,0 +1,189 @@
+//! The sled index: chunk id → location, and the set of packs it has absorbed. It is a cache
+//! over the pack headers, used by writers for deduplication; it can always be rebuilt
+//! (`sluice repair index`) and is brought up to date with the packs on disk whenever a writer
+//! opens it. Keys are keyed hashes and values are locations: nothing readable is stored.
+//!
+//! sled holds an exclusive lock for the life of the opening process, so only the holder of
+//! the repository write lock opens it; readers never need it.
+
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, PackId};
+use crate::pack::{self, Location, PackEntry};
+use crate::repository::Repository;
+use crate::storage::{FileKind, Storage};
+use std::collections::HashSet;
+
+const INDEX_VERSION: &[u8] = b"1";
+
+#[derive(Clone)]
+pub struct Index {
+    db: sled::Db,
+    blobs: sled::Tree,
+    packs: sled::Tree,
+}
+
+/// What bringing the index up to date found.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub packs_added: usize,
+    pub packs_dropped: usize,
+    pub unreadable: Vec<String>,
+    pub rebuilt: bool,
+}
+
+impl Index {
+    fn open_db(repo: &Repository) -> std::result::Result<Index, sled::Error> {
+        let db = sled::Config::new()
+            .path(repo.path.join("index"))
+            .cache_capacity(16 << 20)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let blobs = db.open_tree("blobs")?;
+        let packs = db.open_tree("packs")?;
+        Ok(Index { db, blobs, packs })
+    }
+
+    /// Open (rebuilding if missing, damaged or of another version) and sync with the packs on
+    /// disk. Call only under the write lock.
+    pub fn open(repo: &Repository) -> Result<(Index, SyncReport)> {
+        let dir = repo.path.join("index");
+        let mut rebuilt = false;
+        let index = match Self::open_db(repo) {
+            Ok(ix) if ix.db.get("version").ok().flatten().as_deref() == Some(INDEX_VERSION) => ix,
+            Ok(ix) => {
+                // Fresh (or foreign) database: start clean.
+                drop(ix);
+                rebuilt = true;
+                let _ = std::fs::remove_dir_all(&dir);
+                Self::open_db(repo).map_err(sled_err)?
+            }
+            Err(_) => {
+                // The index is a cache: a damaged one is discarded and rebuilt from the packs.
+                rebuilt = true;
+                let _ = std::fs::remove_dir_all(&dir);
+                Self::open_db(repo).map_err(sled_err)?
+            }
+        };
+        index
+            .db
+            .insert("version", INDEX_VERSION)
+            .map_err(sled_err)?;
+        let mut report = index.sync_with_packs(repo)?;
+        report.rebuilt = rebuilt;
+        Ok((index, report))
+    }
+
+    /// Delete and rebuild from scratch.
+    pub fn rebuild(repo: &Repository) -> Result<SyncReport> {
+        let dir = repo.path.join("index");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))?;
+        }
+        let (index, mut report) = Self::open(repo)?;
+        index.flush()?;
+        report.rebuilt = true;
+        Ok(report)
+    }
+
+    /// Absorb packs that are on disk but not indexed (a writer that died after finishing a
+    /// pack) and drop packs that vanished (so we never dedup against missing data).
+    fn sync_with_packs(&self, repo: &Repository) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let on_disk: HashSet<PackId> = repo
+            .storage
+            .list(FileKind::Pack)?
+            .iter()
+            .filter_map(|n| PackId::from_hex(n).ok())
+            .collect();
+        let mut indexed = HashSet::new();
+        for item in self.packs.iter() {
+            let (k, _) = item.map_err(sled_err)?;
+            if let Some(p) = PackId::from_slice(&k) {
+                indexed.insert(p);
+            }
+        }
+        for p in on_disk.difference(&indexed) {
+            match pack::read_header(repo.storage.as_ref(), &repo.keys, *p) {
+                Ok(entries) => {
+                    self.add_pack(*p, &entries)?;
+                    report.packs_added += 1;
+                }
+                Err(e) => report.unreadable.push(format!("{}: {e}", p.short())),
+            }
+        }
+        let vanished: HashSet<PackId> = indexed.difference(&on_disk).copied().collect();
+        if !vanished.is_empty() {
+            for item in self.blobs.iter() {
+                let (k, v) = item.map_err(sled_err)?;
+                if decode_loc(&v).is_some_and(|l| vanished.contains(&l.pack)) {
+                    self.blobs.remove(k).map_err(sled_err)?;
+                }
+            }
+            for p in &vanished {
+                self.packs.remove(p.0).map_err(sled_err)?;
+            }
+            report.packs_dropped = vanished.len();
+        }
+        Ok(report)
+    }
+
+    pub fn get(&self, id: &BlobId) -> Result<Option<Location>> {
+        Ok(self
+            .blobs
+            .get(id.0)
+            .map_err(sled_err)?
+            .and_then(|v| decode_loc(&v)))
+    }
+
+    /// Record a finished, durable pack.
+    pub fn add_pack(&self, pack: PackId, entries: &[PackEntry]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            batch.insert(&e.id.0[..], encode_loc(&e.location(pack)).as_slice());
+        }
+        self.blobs.apply_batch(batch).map_err(sled_err)?;
+        self.packs.insert(pack.0, &[]).map_err(sled_err)?;
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(sled_err)?;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+}
+
+fn sled_err(e: sled::Error) -> Error {
+    Error::Corrupt(format!(
+        "the index is damaged ({e}); run `sluice repair index`"
+    ))
+}
+
+fn encode_loc(l: &Location) -> [u8; 48] {
+    let mut b = [0u8; 48];
+    b[..32].copy_from_slice(&l.pack.0);
+    b[32..40].copy_from_slice(&l.offset.to_le_bytes());
+    b[40..44].copy_from_slice(&l.stored_len.to_le_bytes());
+    b[44..48].copy_from_slice(&l.plain_len.to_le_bytes());
+    b
+}
+
+fn decode_loc(b: &[u8]) -> Option<Location> {
+    if b.len() != 48 {
+        return None;
+    }
+    Some(Location {
+        pack: PackId::from_slice(&b[..32])?,
+        offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
+        stored_len: u32::from_le_bytes(b[40..44].try_into().ok()?),
+        plain_len: u32::from_le_bytes(b[44..48].try_into().ok()?),
+    })
+}

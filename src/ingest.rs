@@ -1,0 +1,681 @@
+//! The ingest pipeline: streams in, one snapshot out (or none).
+//!
+//! Per stream: a reader thread reads and chunks (and hashes the whole stream, and feeds the
+//! completeness checker); worker threads compute keyed chunk ids and compress and seal the
+//! chunks not already stored; an assembler puts results back in stream order, stores new
+//! blobs and writes the chunk list. All streams share one `Sink`, which appends blobs to the
+//! current pack and hands full packs to a finisher thread that fsyncs them and indexes them.
+//! Channels are bounded, so memory does not grow with stream size.
+//!
+//! The snapshot file is written only after every pack it references is durable, and only if
+//! every stream is complete (or the caller allowed partial snapshots).
+
+use crate::chunker::StreamChunker;
+use crate::chunklist::{self, ChunkRef, BLOCK_CHUNKS};
+use crate::codec::Encoder;
+use crate::completeness::{Checker, Expect, Outcome};
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, BlobKind, SnapshotId};
+use crate::index::Index;
+use crate::pack::{Location, PackWriter};
+use crate::producer::{CommandSpec, Exit, FdReader, Producer};
+use crate::repository::Repository;
+use crate::snapshot::{self, ChunkListRef, Object, Provenance, Snapshot};
+use crate::storage::{lock, FileKind, Storage};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const STOPPED: &str = "stopped because another stream failed";
+
+/// One stream to ingest.
+pub struct StreamSpec {
+    pub name: String,
+    pub source: Source,
+    pub expect: Expect,
+}
+
+pub enum Source {
+    Stdin,
+    Command(CommandSpec),
+    /// Any reader (tests, library users).
+    Reader(Box<dyn Read + Send>),
+}
+
+pub struct IngestOptions {
+    pub host: String,
+    pub tags: Vec<String>,
+    pub allow_partial: bool,
+    /// Streams ingested at once.
+    pub jobs: usize,
+    /// Compression/sealing threads per stream.
+    pub workers: usize,
+    pub quiet: bool,
+    pub stall_timeout: Option<Duration>,
+    /// Bytes read so far, over all streams, for a progress display.
+    pub progress: Arc<AtomicU64>,
+    /// Pass the (single) stream through to this writer while storing it (`--tee`).
+    pub tee: Mutex<Option<Box<dyn std::io::Write + Send>>>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ObjectReport {
+    pub name: String,
+    pub bytes: u64,
+    /// Bytes this stream added to the repository (sealed size of new chunks).
+    pub added_bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub blake3: String,
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IngestReport {
+    /// None when nothing was recorded (a stream failed and partial snapshots were not allowed).
+    pub snapshot: Option<SnapshotId>,
+    pub complete: bool,
+    pub objects: Vec<ObjectReport>,
+    pub seconds: f64,
+}
+
+impl IngestReport {
+    pub fn bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.bytes).sum()
+    }
+    pub fn added_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.added_bytes).sum()
+    }
+    /// The first problem, phrased for the user.
+    pub fn problem(&self) -> Option<String> {
+        self.objects.iter().find_map(|o| {
+            o.problem
+                .as_ref()
+                .map(|p| format!("stream {:?}: {p}", o.name))
+        })
+    }
+}
+
+/// Ingest `streams` into one new snapshot. The caller holds the write lock and the index.
+pub fn ingest(
+    repo: &Repository,
+    index: &Index,
+    streams: Vec<StreamSpec>,
+    opts: IngestOptions,
+) -> Result<IngestReport> {
+    let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
+    for n in &names {
+        snapshot::validate_name(n)?;
+    }
+    snapshot::validate_names_together(&names)?;
+    if streams.is_empty() {
+        return Err(Error::InvalidInput("nothing to ingest".into()));
+    }
+    let started = Instant::now();
+    let (time, time_nanos) = crate::time::now();
+    let abort = AtomicBool::new(false);
+    let sink = Sink::new(repo, index)?;
+    let jobs = opts.jobs.max(1);
+    let tee = &opts.tee;
+
+    let queue = Mutex::new(streams.into_iter().enumerate().collect::<Vec<_>>());
+    let results: Mutex<Vec<(usize, Result<Object>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let next = lock(&queue).pop();
+                let Some((i, spec)) = next else { break };
+                let r = ingest_one(repo, &sink, spec, &opts, &abort, tee);
+                if r.as_ref().map(|o| !o.complete).unwrap_or(true) && !opts.allow_partial {
+                    abort.store(true, Ordering::SeqCst);
+                }
+                lock(&results).push((i, r));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for (_, r) in results {
+        match r {
+            Ok(o) => objects.push(o),
+            Err(e) => errors.push(e),
+        }
+    }
+    let durations = std::mem::take(&mut *lock(&sink.durations));
+    // Finish packs even on failure: their chunks are durable and reusable by the next ingest.
+    let (stats, finish_result) = sink.finish();
+    // The root cause first: a storage failure explains the streams that stopped because of it,
+    // and a stream's own failure explains the others that were stopped in sympathy.
+    finish_result?;
+    errors.sort_by_key(|e| match e {
+        Error::StreamFailed(m) if m == STOPPED => 2,
+        Error::StreamFailed(_) => 1,
+        _ => 0,
+    });
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    let complete = objects.iter().all(|o| o.complete);
+    let mut reports: Vec<ObjectReport> = objects
+        .iter()
+        .map(|o| {
+            let st = stats.get(&o.name).copied().unwrap_or_default();
+            ObjectReport {
+                name: o.name.clone(),
+                bytes: o.size,
+                added_bytes: st.added_bytes,
+                chunks: o.chunks,
+                new_chunks: st.new_chunks,
+                blake3: o.blake3.clone(),
+                complete: o.complete,
+                format: o.format.clone(),
+                problem: o.problem.clone(),
+                seconds: (o.ended - o.started).max(0) as f64,
+            }
+        })
+        .collect();
+    for (r, o) in reports.iter_mut().zip(&objects) {
+        r.seconds = durations.get(&o.name).copied().unwrap_or(r.seconds);
+    }
+    let mut report = IngestReport {
+        snapshot: None,
+        complete,
+        objects: reports,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    if !complete && !opts.allow_partial {
+        return Ok(report);
+    }
+    let snap = Snapshot {
+        id: SnapshotId::random(),
+        time,
+        time_nanos,
+        host: opts.host.clone(),
+        tags: opts.tags.clone(),
+        complete,
+        objects,
+    };
+    let bytes = snap.encode(&repo.keys)?;
+    repo.storage
+        .put(FileKind::Snapshot, &snap.id.to_hex(), &bytes)?;
+    report.snapshot = Some(snap.id);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Work for the sealing threads.
+struct Job {
+    seq: u64,
+    data: Vec<u8>,
+}
+
+enum Sealed {
+    /// Already in the repository (or in this session): nothing to write.
+    Known { seq: u64, id: BlobId, len: usize },
+    New {
+        seq: u64,
+        id: BlobId,
+        sealed: Vec<u8>,
+        len: usize,
+    },
+}
+
+impl Sealed {
+    fn seq(&self) -> u64 {
+        match self {
+            Sealed::Known { seq, .. } | Sealed::New { seq, .. } => *seq,
+        }
+    }
+}
+
+fn ingest_one(
+    repo: &Repository,
+    sink: &Sink,
+    spec: StreamSpec,
+    opts: &IngestOptions,
+    abort: &AtomicBool,
+    tee: &Mutex<Option<Box<dyn std::io::Write + Send>>>,
+) -> Result<Object> {
+    let started = crate::time::now().0;
+    let t0 = Instant::now();
+    let (mut producer, reader): (Option<Producer>, Box<dyn Read + Send>) = match spec.source {
+        Source::Stdin => (None, Box::new(FdReader::stdin(opts.stall_timeout)?)),
+        Source::Reader(r) => (None, r),
+        Source::Command(cmd) => {
+            let (p, r) = Producer::spawn(cmd, opts.quiet, opts.stall_timeout)?;
+            (Some(p), Box::new(r))
+        }
+    };
+    let workers = opts.workers.max(1);
+    let (job_tx, job_rx) = sync_channel::<Job>(workers + 1);
+    let (res_tx, res_rx) = sync_channel::<Result<Sealed>>(workers * 2 + 2);
+    // Owned only by the workers: when they all stop, a blocked reader's send fails.
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let keys = &repo.keys;
+    let compression = repo.config.compression;
+    let params = repo.config.chunker;
+    let name = spec.name.clone();
+
+    let (read_result, assembled) = std::thread::scope(|s| {
+        let reader_thread = s.spawn(move || -> Result<(blake3::Hasher, Checker, u64)> {
+            let mut chunker = StreamChunker::new(reader, params, keys.chunker_seed);
+            let mut hasher = blake3::Hasher::new();
+            let mut checker = Checker::new(spec.expect);
+            let mut total = 0u64;
+            let mut seq = 0u64;
+            let mut tee_err = None;
+            loop {
+                if abort.load(Ordering::Relaxed) {
+                    return Err(Error::StreamFailed(STOPPED.into()));
+                }
+                let next = chunker.next_chunk(&mut |b| {
+                    hasher.update(b);
+                    checker.feed(b);
+                    total += b.len() as u64;
+                    opts.progress.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    if let Some(w) = lock(tee).as_mut() {
+                        if tee_err.is_none() {
+                            if let Err(e) = w.write_all(b) {
+                                tee_err = Some(e);
+                            }
+                        }
+                    }
+                });
+                if let Some(e) = tee_err.take() {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        return Err(Error::io("cannot write the --tee output", e));
+                    }
+                }
+                match next {
+                    Ok(Some(data)) => {
+                        if job_tx.send(Job { seq, data }).is_err() {
+                            // The assembler stopped on an error; it reports it.
+                            break;
+                        }
+                        seq += 1;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(Error::StreamFailed(format!(
+                            "reading the stream failed after {total} bytes: {e}"
+                        )))
+                    }
+                }
+            }
+            if let Some(w) = lock(tee).as_mut() {
+                let _ = w.flush();
+            }
+            Ok((hasher, checker, total))
+        });
+        for _ in 0..workers {
+            let res_tx = res_tx.clone();
+            let job_rx = job_rx.clone();
+            s.spawn(move || {
+                let mut encoder = match Encoder::new(compression) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = res_tx.send(Err(e));
+                        return;
+                    }
+                };
+                loop {
+                    let job = match lock(&job_rx).recv() {
+                        Ok(j) => j,
+                        Err(_) => break,
+                    };
+                    let r = seal_chunk(keys, sink, &mut encoder, job);
+                    if res_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(res_tx);
+        drop(job_rx);
+        // If assembly fails, dropping `res_rx` stops the workers, which drops the job
+        // receiver, which unblocks the reader: the scope always ends.
+        let assembled = assemble(keys, sink, &name, res_rx);
+        let read_result = reader_thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::StreamFailed("the reader thread panicked".into())));
+        (read_result, assembled)
+    });
+
+    // The producer's fate is part of the stream's: wait for it in every case.
+    let mut provenance = None;
+    let mut exit = Exit::default();
+    if let Some(mut p) = producer.take() {
+        if read_result.is_err() || assembled.is_err() {
+            p.kill();
+        }
+        let command = p.spec.display();
+        let (e, stderr_tail) = p.wait()?;
+        exit = e.clone();
+        provenance = Some(Provenance {
+            command,
+            exit_code: e.code,
+            signal: e.signal,
+            stderr_tail,
+        });
+    }
+    let (hasher, checker, total) = match read_result {
+        Ok(r) => r,
+        Err(e) => {
+            if let (Some(p), Error::StreamFailed(_)) = (&provenance, &e) {
+                if !exit.success() {
+                    return Err(Error::StreamFailed(format!(
+                        "producer `{}` {}; {e}",
+                        p.command,
+                        exit.describe()
+                    )));
+                }
+            }
+            return Err(e);
+        }
+    };
+    let (chunk_lists, chunks) = assembled?;
+    let verdict = checker.finish();
+    let mut problem = None;
+    if let Some(p) = &provenance {
+        if !exit.success() {
+            problem = Some(format!("producer `{}` {}", p.command, exit.describe()));
+        }
+    }
+    if problem.is_none() {
+        if let Outcome::Incomplete(why) = &verdict.outcome {
+            problem = Some(why.clone());
+        }
+    }
+    lock(&sink.durations).insert(spec.name.clone(), t0.elapsed().as_secs_f64());
+    Ok(Object {
+        name: spec.name,
+        size: total,
+        blake3: hasher.finalize().to_hex().to_string(),
+        complete: problem.is_none(),
+        chunks,
+        chunk_lists,
+        producer: provenance,
+        format: verdict.format.map(|f| f.name().to_string()),
+        problem,
+        started,
+        ended: crate::time::now().0,
+    })
+}
+
+fn seal_chunk(keys: &Keys, sink: &Sink, encoder: &mut Encoder, job: Job) -> Result<Sealed> {
+    let id = keys.blob_id(&job.data);
+    let len = job.data.len();
+    if sink.is_known(&id)? {
+        return Ok(Sealed::Known {
+            seq: job.seq,
+            id,
+            len,
+        });
+    }
+    let sealed = keys.seal(BlobKind::Chunk, &id.0, &encoder.encode(&job.data));
+    Ok(Sealed::New {
+        seq: job.seq,
+        id,
+        sealed,
+        len,
+    })
+}
+
+/// Put sealed chunks back in stream order, store them, and build the chunk list.
+fn assemble(
+    keys: &Keys,
+    sink: &Sink,
+    name: &str,
+    results: Receiver<Result<Sealed>>,
+) -> Result<(Vec<ChunkListRef>, u64)> {
+    let mut pending: BTreeMap<u64, Sealed> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut block: Vec<ChunkRef> = Vec::with_capacity(BLOCK_CHUNKS);
+    let mut lists = Vec::new();
+    let mut offset = 0u64;
+    let mut block_start = 0u64;
+    let mut encoder = Encoder::new(crate::codec::Compression::Zstd { level: 3 })?;
+    for r in results.iter() {
+        let r = r?;
+        pending.insert(r.seq(), r);
+        while let Some(item) = pending.remove(&next) {
+            next += 1;
+            let (id, len, loc) = match item {
+                Sealed::Known { id, len, .. } => (id, len, sink.location(&id)?),
+                Sealed::New {
+                    id, sealed, len, ..
+                } => {
+                    let loc = sink.store(name, BlobKind::Chunk, id, &sealed, len)?;
+                    (id, len, loc)
+                }
+            };
+            block.push(ChunkRef { id, loc });
+            offset += len as u64;
+            if block.len() == BLOCK_CHUNKS {
+                lists.push(store_block(
+                    keys,
+                    sink,
+                    name,
+                    &mut encoder,
+                    &block,
+                    block_start,
+                )?);
+                block.clear();
+                block_start = offset;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        return Err(Error::StreamFailed(
+            "internal error: chunks were lost between threads".into(),
+        ));
+    }
+    if !block.is_empty() {
+        lists.push(store_block(
+            keys,
+            sink,
+            name,
+            &mut encoder,
+            &block,
+            block_start,
+        )?);
+    }
+    Ok((lists, next))
+}
+
+fn store_block(
+    keys: &Keys,
+    sink: &Sink,
+    name: &str,
+    encoder: &mut Encoder,
+    block: &[ChunkRef],
+    start: u64,
+) -> Result<ChunkListRef> {
+    let plain = chunklist::encode(block);
+    let id = keys.blob_id(&plain);
+    let loc = match sink.is_known(&id)? {
+        true => sink.location(&id)?,
+        false => {
+            let sealed = keys.seal(BlobKind::ChunkList, &id.0, &encoder.encode(&plain));
+            sink.store(name, BlobKind::ChunkList, id, &sealed, plain.len())?
+        }
+    };
+    Ok(ChunkListRef {
+        id,
+        pack: loc.pack,
+        offset: loc.offset,
+        stored_len: loc.stored_len,
+        plain_len: loc.plain_len,
+        start,
+        bytes: block.iter().map(|c| c.loc.plain_len as u64).sum(),
+        chunks: block.len() as u32,
+    })
+}
+
+#[derive(Clone, Copy, Default)]
+struct ObjectStats {
+    added_bytes: u64,
+    new_chunks: u64,
+}
+
+/// Shared by all streams of one ingest: the open pack, the blobs stored in this session, and
+/// the finisher thread that makes full packs durable and then indexes them.
+struct Sink<'a> {
+    repo: &'a Repository,
+    index: Index,
+    state: Arc<Mutex<SinkState>>,
+    finisher: Mutex<Option<Finisher>>,
+    durations: Mutex<HashMap<String, f64>>,
+}
+
+struct SinkState {
+    pack: Option<PackWriter>,
+    /// Blobs written in this session whose pack is not yet durable and indexed.
+    session: HashMap<BlobId, Location>,
+    stats: HashMap<String, ObjectStats>,
+}
+
+struct Finisher {
+    tx: SyncSender<PackWriter>,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(repo: &'a Repository, index: &Index) -> Result<Sink<'a>> {
+        let state = Arc::new(Mutex::new(SinkState {
+            pack: None,
+            session: HashMap::new(),
+            stats: HashMap::new(),
+        }));
+        // One pack may wait while the next fills: fsync overlaps with chunking and sealing.
+        let (tx, rx) = sync_channel::<PackWriter>(1);
+        let keys = repo.keys.clone();
+        let compression = repo.config.compression;
+        let finisher_index = index.clone();
+        let finisher_state = state.clone();
+        let thread = std::thread::spawn(move || -> Result<()> {
+            let mut encoder = Encoder::new(compression)?;
+            for p in rx {
+                let (id, entries) = p.finish(&keys, &mut encoder)?;
+                finisher_index.add_pack(id, &entries)?;
+                let mut st = lock(&finisher_state);
+                for e in &entries {
+                    st.session.remove(&e.id);
+                }
+            }
+            Ok(())
+        });
+        Ok(Sink {
+            repo,
+            index: index.clone(),
+            state,
+            finisher: Mutex::new(Some(Finisher { tx, thread })),
+            durations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn is_known(&self, id: &BlobId) -> Result<bool> {
+        if lock(&self.state).session.contains_key(id) {
+            return Ok(true);
+        }
+        Ok(self.index.get(id)?.is_some())
+    }
+
+    fn location(&self, id: &BlobId) -> Result<Location> {
+        if let Some(l) = lock(&self.state).session.get(id) {
+            return Ok(*l);
+        }
+        self.index.get(id)?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "blob {} vanished from the index during ingest",
+                id.short()
+            ))
+        })
+    }
+
+    /// Append a sealed blob unless this session or the index already has it.
+    fn store(
+        &self,
+        object: &str,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        plain_len: usize,
+    ) -> Result<Location> {
+        let mut st = lock(&self.state);
+        if let Some(l) = st.session.get(&id) {
+            return Ok(*l);
+        }
+        if let Some(l) = self.index.get(&id)? {
+            return Ok(l);
+        }
+        if st.pack.is_none() {
+            st.pack = Some(PackWriter::create(self.repo.storage.as_ref())?);
+        }
+        let pack = st
+            .pack
+            .as_mut()
+            .ok_or_else(|| Error::StreamFailed("no open pack".into()))?;
+        let loc = pack.append(kind, id, sealed, plain_len)?;
+        let full = pack.size() >= self.repo.config.pack_size;
+        st.session.insert(id, loc);
+        let s = st.stats.entry(object.to_string()).or_default();
+        s.added_bytes += sealed.len() as u64;
+        if kind == BlobKind::Chunk {
+            s.new_chunks += 1;
+        }
+        let full_pack = if full { st.pack.take() } else { None };
+        drop(st);
+        if let Some(p) = full_pack {
+            self.send_to_finisher(p)?;
+        }
+        Ok(loc)
+    }
+
+    fn send_to_finisher(&self, pack: PackWriter) -> Result<()> {
+        let tx = lock(&self.finisher).as_ref().map(|f| f.tx.clone());
+        match tx {
+            Some(tx) if tx.send(pack).is_ok() => Ok(()),
+            // The finisher ended early: its error is reported by `finish`.
+            _ => Err(Error::StreamFailed("writing packs failed".into())),
+        }
+    }
+
+    /// Finish the open pack, wait for the finisher, make directory entries durable.
+    fn finish(self) -> (HashMap<String, ObjectStats>, Result<()>) {
+        let mut st = lock(&self.state);
+        let last = st.pack.take();
+        let stats = std::mem::take(&mut st.stats);
+        drop(st);
+        let sent = match last {
+            Some(p) if !p.is_empty() => self.send_to_finisher(p),
+            _ => Ok(()),
+        };
+        let finished = match lock(&self.finisher).take() {
+            Some(f) => {
+                drop(f.tx);
+                f.thread.join().unwrap_or_else(|_| {
+                    Err(Error::StreamFailed("the pack finisher panicked".into()))
+                })
+            }
+            None => Ok(()),
+        };
+        let r = finished
+            .and(sent)
+            .and_then(|_| self.repo.storage.sync())
+            .and_then(|_| self.index.flush());
+        (stats, r)
+    }
+}

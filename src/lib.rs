@@ -1,0 +1,24 @@
+//! sluice: an encrypted, deduplicated backup store for streams, mountable over FUSE.
+//!
+//! The library holds all logic; `main.rs` and `cli.rs` only parse arguments and print.
+//! See FORMAT.md for the on-disk format.
+
+pub mod check;
+pub mod chunker;
+pub mod chunklist;
+pub mod codec;
+pub mod completeness;
+pub mod crypto;
+pub mod error;
+pub mod ids;
+pub mod index;
+pub mod ingest;
+pub mod pack;
+pub mod producer;
+pub mod reader;
+pub mod repository;
+pub mod snapshot;
+pub mod storage;
+pub mod time;
+
+pub use error::{Error, Result};

@@ -1,0 +1,294 @@
+//! Pack files: many sealed blobs back to back, then a sealed header listing them, then a
+//! fixed trailer. Packs are immutable once finished and are the truth the index is rebuilt from.
+//!
+//! ```text
+//! preamble  "SLUICEPK" | version u8 | 7 zero bytes                      16 bytes
+//! blobs     sealed blob*                                                 (nonce | ct | tag)
+//! header    sealed(kind=PackHeader, id=pack id) of codec(entries)
+//! trailer   header length u32 LE | 4 zero bytes | "SLPKEND1"           16 bytes
+//! ```
+
+use crate::codec::{self, Encoder};
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, BlobKind, PackId};
+use crate::storage::{FileKind, Storage, Upload};
+
+pub const MAGIC: &[u8; 8] = b"SLUICEPK";
+pub const VERSION: u8 = 1;
+pub const PREAMBLE_LEN: u64 = 16;
+const TRAILER_MAGIC: &[u8; 8] = b"SLPKEND1";
+pub const TRAILER_LEN: u64 = 16;
+const HEADER_MAGIC: &[u8; 4] = b"SLPH";
+const ENTRY_LEN: usize = 1 + 32 + 8 + 4 + 4;
+
+/// Where one blob lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub pack: PackId,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub plain_len: u32,
+}
+
+/// One line of a pack header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    pub kind: BlobKind,
+    pub id: BlobId,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub plain_len: u32,
+}
+
+impl PackEntry {
+    pub fn location(&self, pack: PackId) -> Location {
+        Location {
+            pack,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            plain_len: self.plain_len,
+        }
+    }
+}
+
+pub fn preamble() -> [u8; PREAMBLE_LEN as usize] {
+    let mut p = [0u8; PREAMBLE_LEN as usize];
+    p[..8].copy_from_slice(MAGIC);
+    p[8] = VERSION;
+    p
+}
+
+pub fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + entries.len() * ENTRY_LEN);
+    out.extend_from_slice(HEADER_MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        out.push(e.kind as u8);
+        out.extend_from_slice(&e.id.0);
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.stored_len.to_le_bytes());
+        out.extend_from_slice(&e.plain_len.to_le_bytes());
+    }
+    out
+}
+
+pub fn decode_entries(b: &[u8]) -> Result<Vec<PackEntry>> {
+    let bad = |what: &str| Error::Corrupt(format!("pack header is malformed: {what}"));
+    if b.len() < 9 || &b[..4] != HEADER_MAGIC {
+        return Err(bad("bad magic"));
+    }
+    if b[4] != VERSION {
+        return Err(bad("unknown header version"));
+    }
+    let n = u32::from_le_bytes([b[5], b[6], b[7], b[8]]) as usize;
+    let body = &b[9..];
+    if body.len() != n * ENTRY_LEN {
+        return Err(bad("entry count does not match its length"));
+    }
+    body.chunks_exact(ENTRY_LEN)
+        .map(|e| {
+            Ok(PackEntry {
+                kind: BlobKind::from_u8(e[0]).ok_or_else(|| bad("unknown blob kind"))?,
+                id: BlobId::from_slice(&e[1..33]).ok_or_else(|| bad("short id"))?,
+                offset: u64::from_le_bytes(e[33..41].try_into().map_err(|_| bad("offset"))?),
+                stored_len: u32::from_le_bytes(e[41..45].try_into().map_err(|_| bad("length"))?),
+                plain_len: u32::from_le_bytes(e[45..49].try_into().map_err(|_| bad("length"))?),
+            })
+        })
+        .collect()
+}
+
+/// Streams sealed blobs into a new pack file.
+pub struct PackWriter {
+    id: PackId,
+    upload: Box<dyn Upload>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub fn create(storage: &dyn Storage) -> Result<PackWriter> {
+        let id = PackId::random();
+        let mut upload = storage.upload(FileKind::Pack, &id.to_hex())?;
+        upload.write(&preamble())?;
+        Ok(PackWriter {
+            id,
+            upload,
+            entries: Vec::new(),
+        })
+    }
+
+    pub fn id(&self) -> PackId {
+        self.id
+    }
+
+    pub fn size(&self) -> u64 {
+        self.upload.written()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn append(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        plain_len: usize,
+    ) -> Result<Location> {
+        let entry = PackEntry {
+            kind,
+            id,
+            offset: self.upload.written(),
+            stored_len: u32::try_from(sealed.len())
+                .map_err(|_| Error::InvalidInput("blob larger than 4 GiB".into()))?,
+            plain_len: u32::try_from(plain_len)
+                .map_err(|_| Error::InvalidInput("blob larger than 4 GiB".into()))?,
+        };
+        self.upload.write(sealed)?;
+        self.entries.push(entry);
+        Ok(entry.location(self.id))
+    }
+
+    /// Write header and trailer, fsync, and make the pack visible. Returns what it holds.
+    pub fn finish(
+        mut self,
+        keys: &Keys,
+        encoder: &mut Encoder,
+    ) -> Result<(PackId, Vec<PackEntry>)> {
+        let header = keys.seal(
+            BlobKind::PackHeader,
+            &self.id.0,
+            &encoder.encode(&encode_entries(&self.entries)),
+        );
+        let mut trailer = [0u8; TRAILER_LEN as usize];
+        trailer[..4].copy_from_slice(&(header.len() as u32).to_le_bytes());
+        trailer[8..].copy_from_slice(TRAILER_MAGIC);
+        self.upload.write(&header)?;
+        self.upload.write(&trailer)?;
+        self.upload.finish()?;
+        Ok((self.id, self.entries))
+    }
+}
+
+/// Read and authenticate the header of a finished pack (two small reads, not the whole pack).
+pub fn read_header(storage: &dyn Storage, keys: &Keys, pack: PackId) -> Result<Vec<PackEntry>> {
+    let name = pack.to_hex();
+    let size = storage.size(FileKind::Pack, &name)?;
+    let damaged = |what: &str| Error::Corrupt(format!("pack {} is damaged: {what}", pack.short()));
+    if size < PREAMBLE_LEN + TRAILER_LEN {
+        return Err(damaged("too short to be a pack (truncated?)"));
+    }
+    let trailer = storage.read_at(
+        FileKind::Pack,
+        &name,
+        size - TRAILER_LEN,
+        TRAILER_LEN as usize,
+    )?;
+    if &trailer[8..] != TRAILER_MAGIC {
+        return Err(damaged("no trailer at its end (truncated?)"));
+    }
+    let header_len = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]) as u64;
+    if header_len + PREAMBLE_LEN + TRAILER_LEN > size {
+        return Err(damaged("header length points outside the file"));
+    }
+    let sealed = storage.read_at(
+        FileKind::Pack,
+        &name,
+        size - TRAILER_LEN - header_len,
+        header_len as usize,
+    )?;
+    let plain = keys
+        .open(BlobKind::PackHeader, &pack.0, &sealed)
+        .map_err(|_| damaged("its header fails authentication"))?;
+    let entries = decode_entries(&codec::decode(&plain, 64 << 20)?)?;
+    let data_end = size - TRAILER_LEN - header_len;
+    if entries
+        .iter()
+        .any(|e| e.offset < PREAMBLE_LEN || e.offset + e.stored_len as u64 > data_end)
+    {
+        return Err(damaged("its header lists a blob outside the data area"));
+    }
+    Ok(entries)
+}
+
+/// Read, authenticate, decompress and verify one blob. `what` names it in errors.
+pub fn read_blob(
+    storage: &dyn Storage,
+    keys: &Keys,
+    kind: BlobKind,
+    id: BlobId,
+    loc: &Location,
+) -> Result<Vec<u8>> {
+    let sealed = storage
+        .read_at(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            loc.offset,
+            loc.stored_len as usize,
+        )
+        .map_err(|e| match e {
+            Error::Io { source, context } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::Corrupt(format!("pack {} is missing ({context})", loc.pack.short()))
+            }
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Error::Corrupt(format!("pack {} is truncated", loc.pack.short()))
+            }
+            other => other,
+        })?;
+    open_blob(keys, kind, id, loc, &sealed)
+}
+
+/// The CPU half of `read_blob`: authenticate, decompress, recompute the id.
+pub fn open_blob(
+    keys: &Keys,
+    kind: BlobKind,
+    id: BlobId,
+    loc: &Location,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
+    let damaged = |what: &str| {
+        Error::Corrupt(format!(
+            "{} {} in pack {} at offset {} is damaged: {what}",
+            if kind == BlobKind::Chunk {
+                "chunk"
+            } else {
+                "chunk list"
+            },
+            id.short(),
+            loc.pack.short(),
+            loc.offset
+        ))
+    };
+    let plain = keys
+        .open(kind, &id.0, sealed)
+        .map_err(|_| damaged("authentication failed"))?;
+    let data =
+        codec::decode(&plain, loc.plain_len as usize).map_err(|e| damaged(&e.to_string()))?;
+    if data.len() != loc.plain_len as usize || keys.blob_id(&data) != id {
+        return Err(damaged("content does not match its id"));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_encoding_round_trips() {
+        let e = vec![PackEntry {
+            kind: BlobKind::Chunk,
+            id: BlobId([3; 32]),
+            offset: 16,
+            stored_len: 100,
+            plain_len: 200,
+        }];
+        assert_eq!(decode_entries(&encode_entries(&e)).unwrap(), e);
+        let mut bad = encode_entries(&e);
+        bad.pop();
+        assert!(decode_entries(&bad).is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! Random-access, verified reads of one object: `read_at(offset, buf)` through the object's
+//! chunk-list blocks (binary search, one block held at a time), a decompressed-chunk cache
+//! with a byte budget, and read-ahead that fetches, verifies and decompresses the next chunks
+//! on other threads when access is sequential. Used by `cat`, `check` and the mount.
+//!
+//! It never hands out a byte that failed authentication or whose chunk id does not match.
+
+use crate::chunklist::{self, Block, ChunkRef};
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, BlobKind};
+use crate::pack;
+use crate::snapshot::{ChunkListRef, Object};
+use crate::storage::{lock, DirStorage};
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+
+type Loaded = std::result::Result<Arc<Vec<u8>>, (bool, String)>;
+
+/// Shared cache of verified, decompressed chunks (and decoded chunk-list blocks).
+pub struct ChunkCache {
+    inner: Arc<CacheInner>,
+    prefetch: Mutex<Sender<ChunkRef>>,
+}
+
+struct CacheInner {
+    keys: Arc<Keys>,
+    storage: Arc<DirStorage>,
+    budget: usize,
+    chunks: Mutex<(lru::LruCache<BlobId, Arc<Vec<u8>>>, usize)>,
+    inflight: Mutex<HashMap<BlobId, Arc<OnceLock<Loaded>>>>,
+    blocks: Mutex<lru::LruCache<BlobId, Arc<Block>>>,
+}
+
+impl ChunkCache {
+    /// `budget` bytes of decompressed chunks; `threads` read-ahead threads.
+    pub fn new(
+        keys: Arc<Keys>,
+        storage: Arc<DirStorage>,
+        budget: usize,
+        threads: usize,
+    ) -> Arc<ChunkCache> {
+        let inner = Arc::new(CacheInner {
+            keys,
+            storage,
+            budget,
+            chunks: Mutex::new((lru::LruCache::unbounded(), 0)),
+            inflight: Mutex::new(HashMap::new()),
+            blocks: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(16).expect("16 is not zero"),
+            )),
+        });
+        let (tx, rx) = channel::<ChunkRef>();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..threads.max(1) {
+            let rx = rx.clone();
+            let inner = Arc::downgrade(&inner);
+            std::thread::spawn(move || loop {
+                let job = lock(&rx).recv();
+                let Ok(c) = job else { break };
+                let Some(inner) = inner.upgrade() else { break };
+                // Errors surface when the reader itself asks for the chunk.
+                let _ = inner.get(&c);
+            });
+        }
+        Arc::new(ChunkCache {
+            inner,
+            prefetch: Mutex::new(tx),
+        })
+    }
+
+    pub fn get(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
+        self.inner.get(c)
+    }
+
+    fn prefetch(&self, c: ChunkRef) {
+        if self.inner.contains(&c.id) {
+            return;
+        }
+        let _ = lock(&self.prefetch).send(c);
+    }
+
+    fn block(&self, r: &ChunkListRef) -> Result<Arc<Block>> {
+        if let Some(b) = lock(&self.inner.blocks).get(&r.id) {
+            return Ok(b.clone());
+        }
+        let plain = pack::read_blob(
+            self.inner.storage.as_ref(),
+            &self.inner.keys,
+            BlobKind::ChunkList,
+            r.id,
+            &r.location(),
+        )?;
+        let block = Arc::new(Block::new(chunklist::decode(&plain)?));
+        if block.bytes() != r.bytes || block.chunks.len() != r.chunks as usize {
+            return Err(Error::Corrupt(format!(
+                "chunk list {} does not match its snapshot entry",
+                r.id.short()
+            )));
+        }
+        lock(&self.inner.blocks).put(r.id, block.clone());
+        Ok(block)
+    }
+}
+
+impl CacheInner {
+    fn contains(&self, id: &BlobId) -> bool {
+        lock(&self.chunks).0.contains(id) || lock(&self.inflight).contains_key(id)
+    }
+
+    fn get(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
+        if let Some(d) = lock(&self.chunks).0.get(&c.id) {
+            return Ok(d.clone());
+        }
+        let cell = lock(&self.inflight).entry(c.id).or_default().clone();
+        // One thread loads; others asking for the same chunk wait here for its result.
+        let loaded = cell
+            .get_or_init(|| {
+                pack::read_blob(
+                    self.storage.as_ref(),
+                    &self.keys,
+                    BlobKind::Chunk,
+                    c.id,
+                    &c.loc,
+                )
+                .map(Arc::new)
+                .map_err(|e| (matches!(e, Error::Corrupt(_)), e.to_string()))
+            })
+            .clone();
+        if let Ok(d) = &loaded {
+            let mut guard = lock(&self.chunks);
+            let (lru, used) = &mut *guard;
+            if lru.put(c.id, d.clone()).is_none() {
+                *used += d.len();
+            }
+            while *used > self.budget && lru.len() > 1 {
+                match lru.pop_lru() {
+                    Some((_, v)) => *used -= v.len(),
+                    None => break,
+                }
+            }
+        }
+        lock(&self.inflight).remove(&c.id);
+        loaded.map_err(|(corrupt, msg)| {
+            if corrupt {
+                Error::Corrupt(msg)
+            } else {
+                Error::NotFound(msg)
+            }
+        })
+    }
+}
+
+/// Reads one object at any offset.
+pub struct ObjectReader {
+    cache: Arc<ChunkCache>,
+    name: String,
+    size: u64,
+    lists: Vec<ChunkListRef>,
+    /// End of the previous read, to detect sequential access.
+    last_end: AtomicU64,
+    readahead: u64,
+}
+
+impl ObjectReader {
+    pub fn new(cache: Arc<ChunkCache>, object: &Object, readahead: u64) -> ObjectReader {
+        ObjectReader {
+            cache,
+            name: object.name.clone(),
+            size: object.size,
+            lists: object.chunk_lists.clone(),
+            last_end: AtomicU64::new(u64::MAX),
+            readahead,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Locate the chunk holding `off`: its block, index and object offset.
+    fn locate(&self, off: u64) -> Result<(Arc<Block>, usize, u64, usize)> {
+        let li = self.lists.partition_point(|l| l.start + l.bytes <= off);
+        let list = self.lists.get(li).ok_or_else(|| {
+            Error::Corrupt(format!("{}: no chunk list covers offset {off}", self.name))
+        })?;
+        let block = self
+            .cache
+            .block(list)
+            .map_err(|e| self.damaged(off, off + 1, e))?;
+        let (ci, cstart) = block.find(off - list.start).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{}: chunk list ends before offset {off}",
+                self.name
+            ))
+        })?;
+        Ok((block, ci, list.start + cstart, li))
+    }
+
+    fn damaged(&self, from: u64, to: u64, e: Error) -> Error {
+        match e {
+            Error::Corrupt(m) | Error::NotFound(m) => Error::Corrupt(format!(
+                "{}: bytes {from}..{to} are damaged: {m}",
+                self.name
+            )),
+            other => other,
+        }
+    }
+
+    /// Fill `buf` from `offset`; short only at end of object.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if offset >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(self.size - offset) as usize;
+        let sequential = self.last_end.load(Ordering::Relaxed) == offset;
+        let mut done = 0usize;
+        let mut last = None;
+        while done < want {
+            let off = offset + done as u64;
+            let (block, ci, cstart, li) = self.locate(off)?;
+            let c = block.chunks[ci];
+            let cend = cstart + c.loc.plain_len as u64;
+            if sequential || done == 0 {
+                self.schedule_readahead(
+                    &block,
+                    ci,
+                    li,
+                    if sequential { self.readahead } else { 0 },
+                );
+            }
+            let data = self
+                .cache
+                .get(&c)
+                .map_err(|e| self.damaged(cstart, cend, e))?;
+            let from = (off - cstart) as usize;
+            let n = (data.len() - from).min(want - done);
+            buf[done..done + n].copy_from_slice(&data[from..from + n]);
+            done += n;
+            last = Some((block, ci, li));
+        }
+        if let (true, Some((block, ci, li))) = (sequential, last) {
+            self.schedule_readahead(&block, ci, li, self.readahead);
+        }
+        self.last_end.store(offset + done as u64, Ordering::Relaxed);
+        Ok(done)
+    }
+
+    /// Queue the chunks after `ci` up to `bytes` ahead (crossing into the next block).
+    fn schedule_readahead(&self, block: &Arc<Block>, ci: usize, li: usize, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut ahead = 0u64;
+        let mut block = block.clone();
+        let mut i = ci + 1;
+        let mut li = li;
+        while ahead < bytes {
+            if i >= block.chunks.len() {
+                li += 1;
+                let Some(list) = self.lists.get(li) else {
+                    return;
+                };
+                match self.cache.block(list) {
+                    Ok(b) => block = b,
+                    Err(_) => return,
+                }
+                i = 0;
+                continue;
+            }
+            let c = block.chunks[i];
+            ahead += c.loc.plain_len as u64;
+            self.cache.prefetch(c);
+            i += 1;
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! A repository on disk: its config, its key files, the write lock, and the snapshot catalog.
+//! Opening needs a passphrase; readers never take a lock (DESIGN property 9).
+//!
+//! ```text
+//! REPO/config                plaintext JSON (no secrets), MAC'd with a key derived from the master secret
+//! REPO/keys/<id>             key files: the master secret sealed under Argon2id(passphrase)
+//! REPO/packs/<xx>/<pack id>  pack files
+//! REPO/snapshots/<id>        snapshot files
+//! REPO/index/                the sled index (a rebuildable cache, used only by writers)
+//! REPO/locks/write           flock'd by the one writer
+//! REPO/tmp/                  files being written; garbage if a writer died
+//! ```
+
+use crate::chunker::ChunkerParams;
+use crate::codec::Compression;
+use crate::crypto::{self, derive_kek, KdfParams, Keys, MasterSecret};
+use crate::error::{Error, IoContext, Result};
+use crate::ids::SnapshotId;
+use crate::snapshot::Snapshot;
+use crate::storage::{DirStorage, FileKind, Storage};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const FORMAT_VERSION: u32 = 1;
+const CONFIG_FORMAT: &str = "sluice-repository";
+const KEY_FORMAT: &str = "sluice-key";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConfigBody {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub created: i64,
+    pub chunker: ChunkerParams,
+    pub compression: Compression,
+    /// Target size of a pack file in bytes.
+    pub pack_size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ConfigFile {
+    #[serde(flatten)]
+    body: ConfigBody,
+    mac: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct KeyFile {
+    format: String,
+    version: u32,
+    id: String,
+    created: i64,
+    kdf: KdfSpec,
+    master: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct KdfSpec {
+    algorithm: String,
+    #[serde(flatten)]
+    params: KdfParams,
+    salt: String,
+}
+
+/// Summary of a key file for `key list`.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub created: i64,
+    pub current: bool,
+}
+
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression: Compression,
+    pub kdf: KdfParams,
+}
+
+pub struct Repository {
+    pub path: PathBuf,
+    pub storage: Arc<DirStorage>,
+    pub config: ConfigBody,
+    pub keys: Arc<Keys>,
+    master: MasterSecret,
+    /// The key file the passphrase opened.
+    pub key_id: String,
+}
+
+impl Repository {
+    pub fn init(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+        if path.join("config").exists() {
+            return Err(Error::InvalidInput(format!(
+                "{} already holds a sluice repository; refusing to overwrite it",
+                path.display()
+            )));
+        }
+        if path.exists() {
+            let non_empty = fs::read_dir(path)
+                .ctx(|| format!("cannot read {}", path.display()))?
+                .next()
+                .is_some();
+            if non_empty {
+                return Err(Error::InvalidInput(format!(
+                    "{} exists and is not empty; choose an empty or new directory",
+                    path.display()
+                )));
+            }
+        }
+        opts.chunker.validate()?;
+        for d in ["keys", "packs", "snapshots", "locks", "tmp"] {
+            let p = path.join(d);
+            fs::create_dir_all(&p).ctx(|| format!("cannot create {}", p.display()))?;
+        }
+        let master = MasterSecret(crypto::random_bytes());
+        let keys = Keys::derive(&master);
+        let body = ConfigBody {
+            format: CONFIG_FORMAT.into(),
+            version: FORMAT_VERSION,
+            id: hex::encode(crypto::random_bytes::<16>()),
+            created: crate::time::now().0,
+            chunker: opts.chunker,
+            compression: opts.compression,
+            pack_size: 16 << 20,
+        };
+        let storage = Arc::new(DirStorage::new(path));
+        let key_id = write_key_file(storage.as_ref(), &master, passphrase, opts.kdf)?;
+        let mac = hex::encode(keys.config_mac(&config_mac_input(&body)?));
+        let file = ConfigFile {
+            body: body.clone(),
+            mac,
+        };
+        let json =
+            serde_json::to_vec_pretty(&file).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        write_atomic(&path.join("config"), &json)?;
+        crate::storage::fsync_dir(path)?;
+        Ok(Repository {
+            path: path.to_path_buf(),
+            storage,
+            config: body,
+            keys: Arc::new(keys),
+            master,
+            key_id,
+        })
+    }
+
+    /// Read the config without a passphrase, to say early that a directory is not a
+    /// repository or has a newer format.
+    pub fn read_config(path: &Path) -> Result<ConfigBody> {
+        if !path.exists() {
+            return Err(Error::NotARepository(format!(
+                "repository {} does not exist; create it with `sluice init` or check --repo / SLUICE_REPO",
+                path.display()
+            )));
+        }
+        let cfg_path = path.join("config");
+        let bytes = match fs::read(&cfg_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository(format!(
+                    "{} is not a sluice repository (it has no config file); check --repo / SLUICE_REPO",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(format!("cannot read {}", cfg_path.display()), e)),
+        };
+        #[derive(Deserialize)]
+        struct Probe {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let probe: Probe = serde_json::from_slice(&bytes).map_err(|_| {
+            Error::NotARepository(format!(
+                "{} is not a sluice repository config",
+                cfg_path.display()
+            ))
+        })?;
+        if probe.format.as_deref() != Some(CONFIG_FORMAT) {
+            return Err(Error::NotARepository(format!(
+                "{} is not a sluice repository (its config is of another program)",
+                path.display()
+            )));
+        }
+        let version = probe.version.unwrap_or(0);
+        if version > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let file: ConfigFile = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Corrupt(format!(
+                "repository config {} is damaged: {e}",
+                cfg_path.display()
+            ))
+        })?;
+        Ok(file.body)
+    }
+
+    pub fn open(path: &Path, passphrase: &[u8]) -> Result<Repository> {
+        let config = Self::read_config(path)?;
+        let bytes = fs::read(path.join("config"))
+            .ctx(|| format!("cannot read {}/config", path.display()))?;
+        let file: ConfigFile = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Corrupt(format!("repository config is damaged: {e}")))?;
+        let storage = Arc::new(DirStorage::new(path));
+        let key_names = storage.list(FileKind::Key)?;
+        if key_names.is_empty() {
+            return Err(Error::Corrupt(format!(
+                "{}/keys holds no key file",
+                path.display()
+            )));
+        }
+        for name in &key_names {
+            let kf = match read_key_file(storage.as_ref(), name) {
+                Ok(k) => k,
+                Err(_) => continue,
+            };
+            let salt = hex::decode(&kf.kdf.salt)
+                .map_err(|_| Error::Corrupt(format!("key file {name} is damaged")))?;
+            let sealed = hex::decode(&kf.master)
+                .map_err(|_| Error::Corrupt(format!("key file {name} is damaged")))?;
+            let kek = derive_kek(passphrase, &salt, kf.kdf.params)?;
+            if let Some(master) = kek.open_master(kf.id.as_bytes(), &sealed) {
+                let keys = Keys::derive(&master);
+                let mac = hex::encode(keys.config_mac(&config_mac_input(&config)?));
+                if mac != file.mac {
+                    return Err(Error::Corrupt(format!(
+                        "repository config {}/config fails its integrity check (it was altered)",
+                        path.display()
+                    )));
+                }
+                return Ok(Repository {
+                    path: path.to_path_buf(),
+                    storage,
+                    config,
+                    keys: Arc::new(keys),
+                    master,
+                    key_id: kf.id,
+                });
+            }
+        }
+        Err(Error::WrongKey {
+            repo: path.to_path_buf(),
+            keys: key_names.len(),
+        })
+    }
+
+    pub fn add_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<String> {
+        write_key_file(self.storage.as_ref(), &self.master, passphrase, kdf)
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for name in self.storage.list(FileKind::Key)? {
+            let kf = read_key_file(self.storage.as_ref(), &name)?;
+            out.push(KeyInfo {
+                current: kf.id == self.key_id,
+                id: kf.id,
+                created: kf.created,
+            });
+        }
+        out.sort_by_key(|k| k.created);
+        Ok(out)
+    }
+
+    pub fn remove_key(&self, id: &str) -> Result<()> {
+        let keys = self.list_keys()?;
+        let matches: Vec<&KeyInfo> = keys
+            .iter()
+            .filter(|k| k.id.starts_with(id) && !id.is_empty())
+            .collect();
+        let key = match matches.as_slice() {
+            [k] => *k,
+            [] => {
+                return Err(Error::NotFound(format!(
+                    "no key with id {id:?}; see `sluice key list`"
+                )))
+            }
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "key id prefix {id:?} is ambiguous"
+                )))
+            }
+        };
+        if key.current {
+            return Err(Error::InvalidInput(
+                "refusing to remove the key this passphrase opened; open with another key to remove it".into(),
+            ));
+        }
+        if keys.len() < 2 {
+            return Err(Error::InvalidInput(
+                "refusing to remove the last key".into(),
+            ));
+        }
+        self.storage.remove(FileKind::Key, &key.id)
+    }
+
+    /// Take the repository's write lock, waiting if another writer holds it. `on_wait` is
+    /// told who holds it, once, before waiting.
+    pub fn lock_write(&self, on_wait: &mut dyn FnMut(&str)) -> Result<WriteLock> {
+        let dir = self.path.join("locks");
+        fs::create_dir_all(&dir).ctx(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("write");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .ctx(|| format!("cannot open lock file {}", path.display()))?;
+        let fd = file.as_raw_fd();
+        // SAFETY: flock on a file descriptor we own and keep open for the call; no memory is shared.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(Error::io(format!("cannot lock {}", path.display()), err));
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            on_wait(if holder.is_empty() {
+                "another sluice process"
+            } else {
+                holder
+            });
+            // SAFETY: as above; this call blocks until the other holder's descriptor closes.
+            if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+                return Err(Error::io(
+                    format!("cannot lock {}", path.display()),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        // Who holds it, for the message another writer prints. No names: this file is plaintext.
+        let note = format!(
+            "sluice pid {} (since {})",
+            std::process::id(),
+            crate::time::format_utc(crate::time::now().0)
+        );
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = file.write_all(note.as_bytes());
+        Ok(WriteLock { _file: file })
+    }
+
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self
+            .storage
+            .list(FileKind::Snapshot)?
+            .iter()
+            .filter_map(|n| SnapshotId::from_hex(n).ok())
+            .collect())
+    }
+
+    pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
+        let bytes = self.storage.read_all(FileKind::Snapshot, &id.to_hex())?;
+        Snapshot::decode(&self.keys, id, &bytes)
+    }
+
+    /// Every snapshot, oldest first. A damaged snapshot file is an error: say so rather than hide it.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let mut all = Vec::new();
+        for id in self.snapshot_ids()? {
+            all.push(self.load_snapshot(id)?);
+        }
+        all.sort_by_key(|s| (s.time, s.time_nanos, s.id));
+        Ok(all)
+    }
+
+    /// Resolve `latest`, a full id or a unique prefix. With `name`, `latest` means the newest
+    /// snapshot that holds that name.
+    pub fn resolve(&self, spec: &str, name: Option<&str>) -> Result<Snapshot> {
+        if spec == "latest" {
+            let snaps = self.snapshots()?;
+            return snaps
+                .into_iter()
+                .rev()
+                .find(|s| name.is_none_or(|n| s.object(n).is_some()))
+                .ok_or_else(|| match name {
+                    Some(n) => Error::NotFound(format!("no snapshot holds a stream named {n:?}")),
+                    None => Error::NotFound("the repository has no snapshots yet".into()),
+                });
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        if spec_l.is_empty() || !spec_l.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::InvalidInput(format!(
+                "{spec:?} is not a snapshot id; use `latest`, an id or an id prefix from `sluice snapshots`"
+            )));
+        }
+        let ids: Vec<SnapshotId> = self
+            .snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec_l))
+            .collect();
+        match ids.as_slice() {
+            [id] => self.load_snapshot(*id),
+            [] => Err(Error::NotFound(format!("no snapshot matches {spec:?}"))),
+            _ => Err(Error::InvalidInput(format!(
+                "snapshot prefix {spec:?} matches {} snapshots; give more digits",
+                ids.len()
+            ))),
+        }
+    }
+}
+
+/// Held while writing; released when dropped (or when the process dies).
+pub struct WriteLock {
+    _file: fs::File,
+}
+
+fn config_mac_input(body: &ConfigBody) -> Result<Vec<u8>> {
+    serde_json::to_vec(body).map_err(|e| Error::InvalidInput(e.to_string()))
+}
+
+fn write_key_file(
+    storage: &DirStorage,
+    master: &MasterSecret,
+    passphrase: &[u8],
+    kdf: KdfParams,
+) -> Result<String> {
+    let id = hex::encode(crypto::random_bytes::<8>());
+    let salt: [u8; 16] = crypto::random_bytes();
+    let kek = derive_kek(passphrase, &salt, kdf)?;
+    let kf = KeyFile {
+        format: KEY_FORMAT.into(),
+        version: 1,
+        id: id.clone(),
+        created: crate::time::now().0,
+        kdf: KdfSpec {
+            algorithm: "argon2id".into(),
+            params: kdf,
+            salt: hex::encode(salt),
+        },
+        master: hex::encode(kek.seal_master(id.as_bytes(), master)),
+    };
+    let json = serde_json::to_vec_pretty(&kf).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    storage.put(FileKind::Key, &id, &json)?;
+    Ok(id)
+}
+
+fn read_key_file(storage: &DirStorage, name: &str) -> Result<KeyFile> {
+    let bytes = storage.read_all(FileKind::Key, name)?;
+    let kf: KeyFile = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Corrupt(format!("key file {name} is damaged: {e}")))?;
+    if kf.format != KEY_FORMAT || kf.kdf.algorithm != "argon2id" {
+        return Err(Error::Corrupt(format!(
+            "key file {name} is not a sluice key"
+        )));
+    }
+    if kf.version > 1 {
+        return Err(Error::UnsupportedVersion {
+            found: kf.version,
+            supported: 1,
+        });
+    }
+    Ok(kf)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .ctx(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).ctx(|| format!("cannot rename into {}", path.display()))
+}

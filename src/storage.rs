@@ -1,0 +1,272 @@
+//! The one narrow interface to where repository files live. A local directory today; the
+//! same calls map onto object storage later (every file but the local index is immutable and
+//! written once). Everything is addressed as (kind, name); only this module knows paths.
+
+use crate::error::{IoContext, Result};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Pack,
+    Snapshot,
+    Key,
+}
+
+/// A file being written in pieces (a pack). Invisible to readers until `finish`.
+pub trait Upload: Send {
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    fn written(&self) -> u64;
+    /// Make the file durable, then visible under its final name.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+pub trait Storage: Send + Sync {
+    fn read_all(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+    fn read_at(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
+    /// Names of the finished files of `kind`.
+    fn list(&self, kind: FileKind) -> Result<Vec<String>>;
+    fn exists(&self, kind: FileKind, name: &str) -> bool;
+    /// Write a whole small file atomically and durably.
+    fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
+    fn upload(&self, kind: FileKind, name: &str) -> Result<Box<dyn Upload>>;
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// Make every `finish`ed upload's directory entry durable.
+    fn sync(&self) -> Result<()>;
+}
+
+/// Repository files in a local directory:
+/// `packs/<2 hex>/<id>`, `snapshots/<id>`, `keys/<id>`, in-progress files under `tmp/`.
+pub struct DirStorage {
+    root: PathBuf,
+    /// Directories that received a rename since the last `sync`.
+    dirty_dirs: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Open pack files for reads: opening costs more than a small pread.
+    handles: Mutex<lru::LruCache<String, Arc<File>>>,
+}
+
+impl DirStorage {
+    pub fn new(root: &Path) -> DirStorage {
+        DirStorage {
+            root: root.to_path_buf(),
+            dirty_dirs: Arc::new(Mutex::new(HashSet::new())),
+            handles: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(64).expect("64 is not zero"),
+            )),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Pack => self
+                .root
+                .join("packs")
+                .join(&name[..2.min(name.len())])
+                .join(name),
+            FileKind::Snapshot => self.root.join("snapshots").join(name),
+            FileKind::Key => self.root.join("keys").join(name),
+        }
+    }
+
+    fn tmp_path(&self, name: &str) -> PathBuf {
+        self.root.join("tmp").join(format!("{name}.tmp"))
+    }
+
+    fn open_cached(&self, kind: FileKind, name: &str) -> Result<Arc<File>> {
+        let key = format!("{kind:?}/{name}");
+        if let Some(f) = lock(&self.handles).get(&key) {
+            return Ok(f.clone());
+        }
+        let path = self.path(kind, name);
+        let f = Arc::new(File::open(&path).ctx(|| format!("cannot open {}", path.display()))?);
+        lock(&self.handles).put(key, f.clone());
+        Ok(f)
+    }
+
+    /// Remove every in-progress file left by an ingest that died. Call only under the write lock.
+    pub fn clear_tmp(&self) -> Result<usize> {
+        let dir = self.root.join("tmp");
+        let mut n = 0;
+        for e in fs::read_dir(&dir).ctx(|| format!("cannot list {}", dir.display()))? {
+            let e = e.ctx(|| format!("cannot list {}", dir.display()))?;
+            if fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic in another thread while holding one of our locks leaves plain data behind
+    // (caches, sets); continuing is safe.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("cannot sync directory {}", dir.display()))
+}
+
+impl Storage for DirStorage {
+    fn read_all(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(kind, name);
+        fs::read(&path).ctx(|| format!("cannot read {}", path.display()))
+    }
+
+    fn read_at(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let f = self.open_cached(kind, name)?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset).ctx(|| {
+            format!(
+                "cannot read {len} bytes at offset {offset} of {}",
+                self.path(kind, name).display()
+            )
+        })?;
+        Ok(buf)
+    }
+
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        let path = self.path(kind, name);
+        Ok(fs::metadata(&path)
+            .ctx(|| format!("cannot stat {}", path.display()))?
+            .len())
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+        let dirs: Vec<PathBuf> = match kind {
+            FileKind::Pack => {
+                let top = self.root.join("packs");
+                let mut v = Vec::new();
+                for e in fs::read_dir(&top).ctx(|| format!("cannot list {}", top.display()))? {
+                    let e = e.ctx(|| format!("cannot list {}", top.display()))?;
+                    if e.path().is_dir() {
+                        v.push(e.path());
+                    }
+                }
+                v
+            }
+            FileKind::Snapshot => vec![self.root.join("snapshots")],
+            FileKind::Key => vec![self.root.join("keys")],
+        };
+        let mut names = Vec::new();
+        for d in dirs {
+            for e in fs::read_dir(&d).ctx(|| format!("cannot list {}", d.display()))? {
+                let e = e.ctx(|| format!("cannot list {}", d.display()))?;
+                if let Some(n) = e.file_name().to_str() {
+                    if !n.starts_with('.') && !n.ends_with(".tmp") {
+                        names.push(n.to_string());
+                    }
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, kind: FileKind, name: &str) -> bool {
+        self.path(kind, name).is_file()
+    }
+
+    fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+        let tmp = self.tmp_path(name);
+        let dest = self.path(kind, name);
+        let mut f = File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .ctx(|| format!("cannot write {}", tmp.display()))?;
+        drop(f);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+            fs::rename(&tmp, &dest).ctx(|| format!("cannot rename into {}", dest.display()))?;
+            fsync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    fn upload(&self, kind: FileKind, name: &str) -> Result<Box<dyn Upload>> {
+        let tmp = self.tmp_path(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ctx(|| format!("cannot create {}", tmp.display()))?;
+        Ok(Box::new(DirUpload {
+            file,
+            tmp,
+            dest: self.path(kind, name),
+            written: 0,
+            dirty_dirs: self.dirty_dirs.clone(),
+        }))
+    }
+
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        let path = self.path(kind, name);
+        fs::remove_file(&path).ctx(|| format!("cannot remove {}", path.display()))?;
+        if let Some(p) = path.parent() {
+            fsync_dir(p)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        let dirs: Vec<PathBuf> = lock(&self.dirty_dirs).drain().collect();
+        for d in dirs {
+            fsync_dir(&d)?;
+        }
+        Ok(())
+    }
+}
+
+struct DirUpload {
+    file: File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    written: u64,
+    /// The storage's set of directories that need an fsync before the next commit.
+    dirty_dirs: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl Drop for DirUpload {
+    /// An upload dropped before `finish` (an error, a full disk) leaves no file behind.
+    /// After `finish` the temporary name no longer exists and this does nothing.
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+impl Upload for DirUpload {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .ctx(|| format!("cannot write {}", self.tmp.display()))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        self.file
+            .sync_all()
+            .ctx(|| format!("cannot sync {}", self.tmp.display()))?;
+        let parent = self.dest.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+        fs::rename(&self.tmp, &self.dest)
+            .ctx(|| format!("cannot rename into {}", self.dest.display()))?;
+        lock(&self.dirty_dirs).insert(parent.to_path_buf());
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! `--streams FILE`: a TOML table of stream name → shell command, for cron and systemd.
+//!
+//! ```toml
+//! [streams]
+//! "shop.sql" = "pg_dump shop"
+//! "users.sql" = "pg_dump users"
+//! ```
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::Path;
+
+pub fn read(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read streams file {}", path.display()))?;
+    parse(&text).with_context(|| format!("streams file {}", path.display()))
+}
+
+pub fn parse(text: &str) -> Result<Vec<(String, String)>> {
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| anyhow!("{}", e.message()))?;
+    let table = doc
+        .get("streams")
+        .and_then(|v| v.as_table())
+        .ok_or_else(|| anyhow!("expected a [streams] table of name = \"command\""))?;
+    let mut out = Vec::new();
+    for (name, cmd) in table {
+        let cmd = cmd
+            .as_str()
+            .ok_or_else(|| anyhow!("stream {name:?}: the command must be a string"))?;
+        out.push((name.clone(), cmd.to_string()));
+    }
+    if out.is_empty() {
+        bail!("the [streams] table is empty");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_table() {
+        let v =
+            super::parse("[streams]\n\"shop.sql\" = \"pg_dump shop\"\nb = \"echo b\"\n").unwrap();
+        assert_eq!(v.len(), 2);
+        assert!(v.contains(&("shop.sql".into(), "pg_dump shop".into())));
+        assert!(super::parse("x = 1").is_err());
+        assert!(super::parse("[streams]\na = 1").is_err());
+    }
+}
