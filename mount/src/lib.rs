@@ -1,0 +1,451 @@
+//! `sluice-mount`: every snapshot of a sluice repository as a read-only FUSE filesystem.
+//!
+//! ```text
+//! <mountpoint>/
+//!   latest -> snapshots/<label of the newest snapshot>
+//!   snapshots/<label>/<name>                 (names with '/' become folders)
+//!   snapshots/<label>/.sluice-meta.json
+//!   names/<name>/<label>                     every version of one stream, oldest first
+//! ```
+//!
+//! The crate knows nothing of packs, the index or cryptography: it reads through the
+//! [`SnapshotSource`] trait ([`source`]), which the store implements and tests implement in
+//! memory ([`testing::MemSource`]). The logic lives in [`fs`] as plain Rust; `fuse.rs` is the
+//! only code that touches fuser.
+//!
+//! # Wiring `sluice mount`
+//!
+//! ```no_run
+//! # use std::{path::Path, sync::Arc};
+//! # use sluice_mount::{mount, MountOptions, testing::MemSource};
+//! # fn main() -> std::io::Result<()> {
+//! let source = Arc::new(MemSource::new()); // the store's SnapshotSource
+//! let handle = mount(source, Path::new("/mnt/snaps"), &MountOptions::default())?;
+//! // The kernel mount is live here: tell the parent we are ready (e.g. close a pipe).
+//! let unmounter = handle.unmounter();
+//! std::thread::spawn(move || {
+//!     // ... block until SIGINT/SIGTERM (sigwait / signal-hook), then:
+//!     if let Err(e) = unmounter.unmount() {
+//!         eprintln!("unmount: {e}");
+//!     }
+//! });
+//! handle.wait()?; // returns once unmounted: by the thread above, `fusermount3 -u` or `umount`
+//! # Ok(()) }
+//! ```
+//!
+//! `sluice umount <path>` calls [`unmount`], which also clears a stale mount whose process was
+//! killed ("Transport endpoint is not connected").
+
+pub mod fs;
+mod fuse;
+pub mod source;
+pub mod testing;
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use fs::{FsError, SluiceFs};
+pub use source::{EntryInfo, ObjectReader, SnapshotInfo, SnapshotSource, SourceError};
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Let other users in (`allow_other`). Off by default: only the mounting user may enter.
+    /// For a non-root user this needs `user_allow_other` in /etc/fuse.conf.
+    pub allow_other: bool,
+    /// Request dispatch threads, so several readers proceed at once (each with its own
+    /// /dev/fuse clone when more than one).
+    pub threads: usize,
+    /// The "device" column in /proc/mounts, e.g. the repository path.
+    pub fsname: String,
+    /// Kernel read-ahead for the mount, raised after mounting so sequential readers send
+    /// 1 MiB requests instead of 128 KiB ones. `None` leaves the kernel default.
+    pub read_ahead_kb: Option<u32>,
+    /// How often the snapshot list is polled for new snapshots.
+    pub refresh_interval: Duration,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            allow_other: false,
+            threads: 4,
+            fsname: "sluice".to_owned(),
+            read_ahead_kb: Some(1024),
+            refresh_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Mount `source` read-only at `mountpoint` and serve it from background threads.
+///
+/// Returns once the kernel mount is live and answering (the root has been stat'ed through
+/// it). Fails if the first snapshot listing fails, if the mount is refused, or if the mounted
+/// filesystem does not answer. Dropping the handle unmounts.
+pub fn mount(
+    source: Arc<dyn SnapshotSource>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> io::Result<MountHandle> {
+    // SAFETY: getuid/getgid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let fs =
+        Arc::new(SluiceFs::new(source, uid, gid).map_err(|e| {
+            io::Error::other(format!("listing snapshots before mounting failed: {e}"))
+        })?);
+    let mountpoint = mountpoint.canonicalize().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("mount point {}: {e}", mountpoint.display()),
+        )
+    })?;
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::FSName(opts.fsname.clone()),
+        fuser::MountOption::Subtype("sluice".to_owned()),
+    ];
+    config.acl = if opts.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    let threads = opts.threads.max(1);
+    config.n_threads = Some(threads);
+    config.clone_fd = threads > 1;
+
+    // Mounts and completes the INIT handshake; requests queue until `run` starts.
+    let session = fuser::Session::new(fuse::SluiceFuse::new(Arc::clone(&fs)), &mountpoint, &config)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("mounting FUSE on {}: {e}", mountpoint.display()),
+            )
+        })?;
+    let mut handle = MountHandle {
+        unmounter: Unmounter {
+            mountpoint: mountpoint.clone(),
+        },
+        mountpoint,
+        fs: Arc::clone(&fs),
+        session: None,
+        refresher: None,
+    };
+    handle.session = Some(
+        std::thread::Builder::new()
+            .name("sluice-fuse".to_owned())
+            .spawn(move || session.run())?,
+    );
+
+    let (stop, stopped) = mpsc::channel::<()>();
+    let interval = opts.refresh_interval;
+    let refresher = std::thread::Builder::new()
+        .name("sluice-refresh".to_owned())
+        .spawn(move || {
+            // Ends when the handle drops its sender.
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                if let Err(e) = fs.refresh() {
+                    log::warn!("refreshing the snapshot list failed (keeping the old one): {e}");
+                }
+            }
+        })?;
+    handle.refresher = Some((stop, refresher));
+
+    // A stat through the mount proves the kernel and our threads answer.
+    let meta = std::fs::metadata(&handle.mountpoint).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "mounted {} does not answer: {e}",
+                handle.mountpoint.display()
+            ),
+        )
+    })?;
+    if let Some(kb) = opts.read_ahead_kb {
+        raise_read_ahead(meta.dev(), kb);
+    }
+    Ok(handle)
+}
+
+/// Default FUSE read requests are 128 KiB because the mount's backing device info starts
+/// with 128 KiB read-ahead; raising it lets sequential reads reach the 1 MiB request limit.
+/// Best effort: without the sysfs file (or permission) reads are only smaller.
+fn raise_read_ahead(dev: u64, kb: u32) {
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    if let Err(e) = std::fs::write(&path, kb.to_string()) {
+        log::debug!("could not raise read-ahead via {path}: {e}");
+    }
+}
+
+/// A live mount. Dropping it unmounts (lazily if the mount is busy).
+///
+/// For the CLI's `--foreground`: call [`MountHandle::wait`] on the main thread, and from the
+/// signal-handling thread call [`Unmounter::unmount`] on a clone from
+/// [`MountHandle::unmounter`]; `wait` then returns.
+pub struct MountHandle {
+    mountpoint: PathBuf,
+    unmounter: Unmounter,
+    fs: Arc<SluiceFs>,
+    session: Option<JoinHandle<io::Result<()>>>,
+    /// Dropping the sender stops the poll loop.
+    refresher: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for MountHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountHandle")
+            .field("mountpoint", &self.mountpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MountHandle {
+    /// The canonical path the filesystem is mounted on.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// A cloneable, thread-safe way to unmount, for a signal-handling thread.
+    pub fn unmounter(&self) -> Unmounter {
+        self.unmounter.clone()
+    }
+
+    /// Poll the source now instead of waiting for the next periodic refresh. Returns whether
+    /// the tree changed.
+    pub fn refresh(&self) -> Result<bool, SourceError> {
+        self.fs.refresh()
+    }
+
+    /// Block until the filesystem is unmounted — by [`Unmounter::unmount`], `fusermount3 -u`
+    /// or `umount` — then stop the background threads. Returns the session's final error.
+    pub fn wait(mut self) -> io::Result<()> {
+        self.join()
+    }
+
+    /// Unmount and wait for the session to end. If the mount is busy (a process has a file
+    /// open or its working directory inside), it is detached lazily instead: it disappears
+    /// from the namespace at once, and the busy error is returned.
+    pub fn unmount(mut self) -> io::Result<()> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> io::Result<()> {
+        if self.session.is_none() {
+            return Ok(());
+        }
+        match self.unmounter.unmount() {
+            Ok(()) => self.join(),
+            Err(e) => {
+                // Joining would wait for the busy users; the session thread ends with the
+                // process or when they leave.
+                self.session = None;
+                self.stop_refresher();
+                match umount2(&self.mountpoint, libc::MNT_DETACH) {
+                    Ok(()) => Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{} is busy ({e}); detached lazily",
+                            self.mountpoint.display()
+                        ),
+                    )),
+                    Err(e2) => Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "unmounting {} failed ({e}), and so did a lazy detach ({e2})",
+                            self.mountpoint.display()
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        let res = match self.session.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("FUSE session thread panicked"))),
+            None => Ok(()),
+        };
+        self.stop_refresher();
+        res
+    }
+
+    fn stop_refresher(&mut self) {
+        if let Some((stop, thread)) = self.refresher.take() {
+            drop(stop);
+            if thread.join().is_err() {
+                log::warn!("snapshot refresh thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount_inner() {
+            log::warn!("{e}");
+        }
+        self.stop_refresher();
+    }
+}
+
+/// Unmounts one mount; cheap to clone and safe to use from any thread (not from inside an
+/// async signal handler: use a thread that waits for the signal).
+#[derive(Debug, Clone)]
+pub struct Unmounter {
+    mountpoint: PathBuf,
+}
+
+impl Unmounter {
+    /// Unmount cleanly. Fails with EBUSY (and leaves the mount as it is) while a process uses
+    /// it; succeeds if it is already unmounted. As non-root, goes through `fusermount3 -u`.
+    pub fn unmount(&self) -> io::Result<()> {
+        match umount2(&self.mountpoint, 0) {
+            Ok(()) => Ok(()),
+            // Not a mount point (any more): someone else unmounted it.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => fusermount_u(&self.mountpoint),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn umount2(path: &Path, flags: libc::c_int) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn fusermount_u(path: &Path) -> io::Result<()> {
+    let out = Command::new("fusermount3")
+        .arg("-u")
+        .arg("--")
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "fusermount3 -u {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Unmount whatever is mounted at `mountpoint`: a live mount, or a stale one whose process
+/// was killed (ENOTCONN). Tries `fusermount3 -u`, then a lazy `umount2(MNT_DETACH)`.
+/// Fails with `InvalidInput` if nothing is mounted there.
+pub fn unmount(mountpoint: &Path) -> io::Result<()> {
+    let path = mount_path(mountpoint)?;
+    if !is_mount_point(&path)? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not mounted", path.display()),
+        ));
+    }
+    let first = match fusermount_u(&path) {
+        Ok(()) if !is_mount_point(&path)? => return Ok(()),
+        Ok(()) => io::Error::other("fusermount3 -u left it mounted"),
+        Err(e) => e,
+    };
+    umount2(&path, libc::MNT_DETACH).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("unmounting {}: {first}; lazy umount: {e}", path.display()),
+        )
+    })
+}
+
+/// The absolute, symlink-free path as /proc/self/mountinfo shows it, without stat'ing the
+/// mount point itself (a dead FUSE mount answers ENOTCONN).
+fn mount_path(p: &Path) -> io::Result<PathBuf> {
+    let abs = std::path::absolute(p)?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok(parent.canonicalize()?.join(name)),
+        _ => Ok(abs),
+    }
+}
+
+/// Whether something (live or stale) is mounted at `mountpoint`, as /proc/self/mountinfo says.
+/// Never touches the mount itself, so it does not hang or fail on a dead one: what the CLI's
+/// parent process can poll while its `--foreground` child mounts.
+pub fn is_mounted(mountpoint: &Path) -> io::Result<bool> {
+    is_mount_point(&mount_path(mountpoint)?)
+}
+
+/// Whether `path` (already absolute and canonical) is a mount point in our namespace.
+fn is_mount_point(path: &Path) -> io::Result<bool> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let want = path.as_os_str().as_bytes();
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| unescape_mountinfo(m) == want))
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let oct = &b[i + 1..i + 4];
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                let v = oct.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                // Escapes only ever encode single bytes; anything larger is not an escape.
+                if let Ok(byte) = u8::try_from(v) {
+                    out.push(byte);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), b"/mnt/a b");
+        assert_eq!(unescape_mountinfo(r"/mnt/x\134y"), b"/mnt/x\\y");
+        assert_eq!(unescape_mountinfo(r"/mnt/end\"), b"/mnt/end\\");
+        assert_eq!(unescape_mountinfo("/plain"), b"/plain");
+    }
+
+    #[test]
+    fn unmount_refuses_what_is_not_mounted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = unmount(dir.path()).expect_err("nothing is mounted there");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+}
