@@ -1,13 +1,189 @@
-//! `sluice mount` / `sluice umount` (wired to the sluice-mount crate).
+//! `sluice mount` and `sluice umount`.
+//!
+//! `sluice mount [REPO] MOUNTPOINT` behaves like mount(8): it returns once the filesystem is
+//! live. It asks for the passphrase and opens the repository itself (so errors are reported
+//! where the user sees them), then starts itself again as a detached daemon child, hands it
+//! the passphrase through a pipe (never argv or the environment), and waits for the child to
+//! say "ready". `--foreground` serves in the current process until SIGINT/SIGTERM or an
+//! external unmount.
 
 use crate::cli::{Cli, MountArgs};
-use anyhow::{bail, Result};
-use std::path::Path;
+use anyhow::{anyhow, bail, Context, Result};
+use sluice::mount_source::StoreSource;
+use sluice::repository::Repository;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-pub fn mount(_cli: &Cli, _a: &MountArgs) -> Result<i32> {
-    bail!("mount is not wired yet")
+const READY: &str = "sluice-mount-ready";
+
+fn paths(cli: &Cli, a: &MountArgs) -> Result<(PathBuf, PathBuf)> {
+    match a.paths.as_slice() {
+        [mnt] => Ok((
+            cli.repo.clone().ok_or_else(|| {
+                anyhow!("no repository given: sluice mount REPO MOUNTPOINT, or set SLUICE_REPO")
+            })?,
+            mnt.clone(),
+        )),
+        [repo, mnt] => Ok((repo.clone(), mnt.clone())),
+        _ => bail!("usage: sluice mount [REPO] MOUNTPOINT"),
+    }
 }
 
-pub fn umount(_p: &Path) -> Result<i32> {
-    bail!("umount is not wired yet")
+pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
+    let (repo_path, mnt) = paths(cli, a)?;
+    if !mnt.is_dir() {
+        bail!("mount point {} is not a directory", mnt.display());
+    }
+    if a.daemon_child {
+        return daemon_child(&repo_path, &mnt, a);
+    }
+    Repository::read_config(&repo_path)?;
+    let pw = crate::cli::password::PasswordSource {
+        file: cli.password_file.clone(),
+        command: cli.password_command.clone(),
+    }
+    .get(false)?;
+    let repo = Repository::open(&repo_path, &pw)?;
+    if a.foreground {
+        return serve(repo, &mnt, a, None);
+    }
+    drop(repo);
+    let exe = std::env::current_exe().context("cannot find the sluice executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount")
+        .arg("--daemon-child")
+        .arg(&repo_path)
+        .arg(&mnt);
+    if a.allow_other {
+        cmd.arg("--allow-other");
+    }
+    if cli.quiet {
+        cmd.arg("--quiet");
+    }
+    for v in [
+        "SLUICE_PASSWORD",
+        "SLUICE_PASSWORD_FILE",
+        "SLUICE_PASSWORD_COMMAND",
+        "SLUICE_REPO",
+    ] {
+        cmd.env_remove(v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the mount process")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(&pw)
+            .context("cannot hand the passphrase to the mount process")?;
+    }
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("mount process has no stdout"))?;
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    if line.trim() == READY {
+        if !cli.quiet {
+            eprintln!(
+                "mounted {} at {} (pid {}); unmount with `sluice umount {}`",
+                repo_path.display(),
+                mnt.display(),
+                child.id(),
+                mnt.display()
+            );
+        }
+        return Ok(0);
+    }
+    let status = child.wait().context("cannot wait for the mount process")?;
+    bail!("mounting {} failed ({status})", mnt.display())
+}
+
+fn daemon_child(repo_path: &Path, mnt: &Path, a: &MountArgs) -> Result<i32> {
+    // Detach from the terminal's session so the shell's hangup does not reach us.
+    // SAFETY: setsid has no memory effects; failure (already a leader) is harmless.
+    unsafe { libc::setsid() };
+    let mut pw = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .read_to_end(&mut pw)
+        .context("cannot read the passphrase from the parent")?;
+    let repo = Repository::open(repo_path, &pw)?;
+    drop(pw);
+    serve(repo, mnt, a, Some(()))
+}
+
+/// Block SIGINT/SIGTERM/SIGHUP in every thread (set before any thread starts) so that one
+/// thread can wait for them with sigwait and unmount cleanly.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use; pthread_sigmask
+    // only changes this thread's mask, inherited by threads spawned afterwards.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Result<i32> {
+    let set = block_signals();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let fsname = format!("sluice:{}", repo.path.display());
+    let source = Arc::new(StoreSource::new(repo, cores));
+    let opts = sluice_mount::MountOptions {
+        allow_other: a.allow_other,
+        fsname,
+        ..Default::default()
+    };
+    let handle = sluice_mount::mount(source, mnt, &opts)
+        .with_context(|| format!("cannot mount at {}", mnt.display()))?;
+    if daemon.is_some() {
+        println!("{READY}");
+        let _ = std::io::stdout().flush();
+        silence_stdio();
+    } else {
+        eprintln!("mounted at {}; Ctrl-C to unmount", mnt.display());
+    }
+    let unmounter = handle.unmounter();
+    let mnt_owned = mnt.to_path_buf();
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is a valid initialised sigset; `sig` is a valid out-pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        if unmounter.unmount().is_err() {
+            // Busy (a file is open) or already gone: detach now; the kernel finishes the
+            // unmount when the last user closes.
+            let _ = sluice_mount::unmount(&mnt_owned);
+        }
+    });
+    handle.wait().context("the mount ended with an error")?;
+    Ok(0)
+}
+
+/// The daemon has no terminal: point stdout and stderr at /dev/null so a later write cannot fail.
+fn silence_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto the standard descriptors with a descriptor we own and keep open.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}
+
+pub fn umount(mnt: &Path) -> Result<i32> {
+    sluice_mount::unmount(mnt).with_context(|| format!("cannot unmount {}", mnt.display()))?;
+    Ok(0)
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
+type ChunkLru = lru::LruCache<BlobId, Arc<Vec<u8>>>;
 type Loaded = std::result::Result<Arc<Vec<u8>>, (bool, String)>;
 
 /// Shared cache of verified, decompressed chunks (and decoded chunk-list blocks).
@@ -30,7 +31,8 @@ struct CacheInner {
     keys: Arc<Keys>,
     storage: Arc<DirStorage>,
     budget: usize,
-    chunks: Mutex<(lru::LruCache<BlobId, Arc<Vec<u8>>>, usize)>,
+    /// Cached chunks and the bytes they hold.
+    chunks: Mutex<(ChunkLru, usize)>,
     inflight: Mutex<HashMap<BlobId, Arc<OnceLock<Loaded>>>>,
     blocks: Mutex<lru::LruCache<BlobId, Arc<Block>>>,
 }

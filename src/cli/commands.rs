@@ -152,7 +152,7 @@ fn parse_duration(s: &str) -> Result<Duration> {
         .trim()
         .parse()
         .map_err(|_| anyhow!("invalid duration {s:?}: use e.g. 30s, 5m, 1h"))?;
-    if !(v > 0.0) {
+    if v.is_nan() || v <= 0.0 {
         bail!("invalid duration {s:?}: must be positive");
     }
     Ok(Duration::from_secs_f64(v * mult))

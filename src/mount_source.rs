@@ -1,0 +1,157 @@
+//! The store as a `sluice_mount::SnapshotSource`: snapshot summaries from the snapshot files
+//! (decrypted once each and cached; snapshots are immutable), objects read through the
+//! verified `ObjectReader` with a shared, bounded chunk cache and read-ahead.
+//!
+//! Takes no lock and never opens the sled index, so ingest runs freely beside a mount.
+
+use crate::error::Error;
+use crate::ids::SnapshotId;
+use crate::reader::{ChunkCache, ObjectReader};
+use crate::repository::Repository;
+use crate::snapshot::Snapshot;
+use crate::storage::lock;
+use sluice_mount::source::{
+    EntryInfo, ObjectReader as MountReader, SnapshotInfo, SnapshotSource, SourceError,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Decompressed chunks kept by a mount: bounds its memory whatever is read through it.
+pub const MOUNT_CACHE_BYTES: usize = 192 << 20;
+/// How far ahead sequential readers are served.
+pub const MOUNT_READAHEAD_BYTES: u64 = 32 << 20;
+
+pub struct StoreSource {
+    repo: Repository,
+    cache: Arc<ChunkCache>,
+    snapshots: Mutex<HashMap<SnapshotId, Arc<(Snapshot, SnapshotInfo)>>>,
+}
+
+impl StoreSource {
+    pub fn new(repo: Repository, prefetch_threads: usize) -> StoreSource {
+        let cache = ChunkCache::new(
+            repo.keys.clone(),
+            repo.storage.clone(),
+            MOUNT_CACHE_BYTES,
+            prefetch_threads,
+        );
+        StoreSource {
+            repo,
+            cache,
+            snapshots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn load(&self, id: SnapshotId) -> Result<Arc<(Snapshot, SnapshotInfo)>, SourceError> {
+        if let Some(s) = lock(&self.snapshots).get(&id) {
+            return Ok(s.clone());
+        }
+        let snap = self.repo.load_snapshot(id).map_err(to_source_error)?;
+        let info = summary(&snap);
+        let entry = Arc::new((snap, info));
+        lock(&self.snapshots).insert(id, entry.clone());
+        Ok(entry)
+    }
+}
+
+/// The `.sluice-meta.json` of a snapshot directory: everything needed to judge a restore.
+pub fn meta_json(s: &Snapshot) -> Vec<u8> {
+    let objects: Vec<serde_json::Value> = s
+        .objects
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "name": o.name,
+                "size": o.size,
+                "blake3": o.blake3,
+                "complete": o.complete,
+                "format": o.format,
+                "problem": o.problem,
+                "producer": o.producer,
+                "started": crate::time::format_utc(o.started),
+                "ended": crate::time::format_utc(o.ended),
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "snapshot": s.id.to_hex(),
+        "time": crate::time::format_utc(s.time),
+        "host": s.host,
+        "tags": s.tags,
+        "complete": s.complete,
+        "objects": objects,
+    });
+    let mut out = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+fn summary(s: &Snapshot) -> SnapshotInfo {
+    SnapshotInfo {
+        id: s.id.to_hex(),
+        label: s.label(),
+        time: UNIX_EPOCH + Duration::new(s.time.max(0) as u64, s.time_nanos),
+        entries: s
+            .objects
+            .iter()
+            .map(|o| EntryInfo {
+                name: o.name.clone(),
+                size: o.size,
+            })
+            .collect(),
+        meta_json: meta_json(s),
+    }
+}
+
+fn to_source_error(e: Error) -> SourceError {
+    match e {
+        Error::Corrupt(m) => SourceError::Corrupt(m),
+        Error::NotFound(m) => SourceError::NotFound(m),
+        Error::Io { source, .. } => SourceError::Io(source),
+        other => SourceError::Other(other.to_string()),
+    }
+}
+
+impl SnapshotSource for StoreSource {
+    fn snapshots(&self) -> Result<Vec<SnapshotInfo>, SourceError> {
+        let ids = self.repo.snapshot_ids().map_err(to_source_error)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            match self.load(*id) {
+                Ok(s) => out.push(s.1.clone()),
+                // One damaged snapshot file must not hide the others.
+                Err(e) => log::warn!("snapshot {}: {e}", id.short()),
+            }
+        }
+        let present: std::collections::HashSet<&SnapshotId> = ids.iter().collect();
+        lock(&self.snapshots).retain(|id, _| present.contains(id));
+        Ok(out)
+    }
+
+    fn open(&self, snapshot_id: &str, name: &str) -> Result<Arc<dyn MountReader>, SourceError> {
+        let id = SnapshotId::from_hex(snapshot_id).map_err(to_source_error)?;
+        let entry = self.load(id)?;
+        let object = entry
+            .0
+            .object(name)
+            .ok_or_else(|| SourceError::NotFound(format!("{name} in snapshot {}", id.short())))?;
+        Ok(Arc::new(MountObject(ObjectReader::new(
+            self.cache.clone(),
+            object,
+            MOUNT_READAHEAD_BYTES,
+        ))))
+    }
+}
+
+struct MountObject(ObjectReader);
+
+impl MountReader for MountObject {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, SourceError> {
+        self.0.read_at(offset, buf).map_err(to_source_error)
+    }
+}
