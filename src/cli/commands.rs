@@ -561,8 +561,9 @@ fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let cache = ChunkCache::new(repo.keys.clone(), repo.storage.clone(), 96 << 20, cores);
-    let reader = ObjectReader::new(cache, object, 24 << 20);
+    // A sequential reader needs the read-ahead window and little more.
+    let cache = ChunkCache::new(repo.keys.clone(), repo.storage.clone(), 40 << 20, cores);
+    let reader = ObjectReader::new(cache, object, 16 << 20);
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0u64;
