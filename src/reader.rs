@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
+const SEQUENTIAL_WINDOW: u64 = 4 << 20;
+
 type ChunkLru = lru::LruCache<BlobId, Arc<Vec<u8>>>;
 type Loaded = std::result::Result<Arc<Vec<u8>>, (bool, String)>;
 
@@ -218,9 +220,12 @@ impl ObjectReader {
             return Ok(0);
         }
         let want = (buf.len() as u64).min(self.size - offset) as usize;
-        let sequential = self.last_end.load(Ordering::Relaxed) == offset;
+        // Sequential within a window: the kernel's read-ahead requests reach several FUSE
+        // threads at once and may be served slightly out of order.
+        let last = self.last_end.load(Ordering::Relaxed);
+        let sequential = last != u64::MAX && offset <= last + SEQUENTIAL_WINDOW && offset + SEQUENTIAL_WINDOW >= last;
         let mut done = 0usize;
-        let mut last = None;
+        let mut last_chunk = None;
         while done < want {
             let off = offset + done as u64;
             let (block, ci, cstart, li) = self.locate(off)?;
@@ -242,9 +247,9 @@ impl ObjectReader {
             let n = (data.len() - from).min(want - done);
             buf[done..done + n].copy_from_slice(&data[from..from + n]);
             done += n;
-            last = Some((block, ci, li));
+            last_chunk = Some((block, ci, li));
         }
-        if let (true, Some((block, ci, li))) = (sequential, last) {
+        if let (true, Some((block, ci, li))) = (sequential, last_chunk) {
             self.schedule_readahead(&block, ci, li, self.readahead);
         }
         self.last_end.store(offset + done as u64, Ordering::Relaxed);

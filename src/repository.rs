@@ -361,11 +361,16 @@ impl Repository {
         Snapshot::decode(&self.keys, id, &bytes)
     }
 
-    /// Every snapshot, oldest first. A damaged snapshot file is an error: say so rather than hide it.
+    /// Every readable snapshot, oldest first. A damaged snapshot file is reported as a warning
+    /// (and by `check`) rather than hiding every other snapshot.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
         let mut all = Vec::new();
         for id in self.snapshot_ids()? {
-            all.push(self.load_snapshot(id)?);
+            match self.load_snapshot(id) {
+                Ok(s) => all.push(s),
+                Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
+                Err(e) => log::warn!("snapshot {} skipped: {e}; run `sluice check`", id.short()),
+            }
         }
         all.sort_by_key(|s| (s.time, s.time_nanos, s.id));
         Ok(all)
