@@ -87,7 +87,9 @@ pub struct StreamChunker<R: Read> {
 
 impl<R: Read> StreamChunker<R> {
     pub fn new(source: R, params: ChunkerParams, seed: u64) -> Self {
-        let cap = (params.max_size as usize * 2).max(8 << 20);
+        // Refills move the unconsumed tail (< max_size) to the front; a buffer of several
+        // max_size keeps that copying to a small fraction of the bytes read.
+        let cap = (params.max_size as usize * 4).max(16 << 20);
         StreamChunker {
             source,
             params,
