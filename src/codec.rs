@@ -38,7 +38,12 @@ impl std::str::FromStr for Compression {
 /// A reusable per-thread compressor (zstd contexts are expensive to create).
 pub struct Encoder {
     zstd: Option<zstd::bulk::Compressor<'static>>,
+    /// The previous blob did not compress: probe a sample of the next before paying for all of it.
+    last_incompressible: bool,
 }
+
+/// Bytes probed from a blob that follows an incompressible one.
+const PROBE: usize = 64 * 1024;
 
 impl Encoder {
     pub fn new(c: Compression) -> Result<Encoder> {
@@ -49,11 +54,30 @@ impl Encoder {
                     .map_err(|e| Error::io("cannot create a zstd compressor", e))?,
             ),
         };
-        Ok(Encoder { zstd })
+        Ok(Encoder {
+            zstd,
+            last_incompressible: false,
+        })
     }
 
     /// Codec byte + payload. Stored raw when compression would not save at least 1/32.
+    ///
+    /// Random or already-compressed streams (encrypted dumps, `.gz`, media) come in long
+    /// runs: after a blob that did not compress, only a 64 KiB sample of the next is tried,
+    /// and the whole blob is compressed only if the sample shrinks.
     pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
+        if self.last_incompressible && data.len() > 4 * PROBE {
+            if let Some(z) = &mut self.zstd {
+                let sample = &data[data.len() / 2 - PROBE / 2..][..PROBE];
+                let shrinks = z
+                    .compress(sample)
+                    .map(|c| c.len() < PROBE - PROBE / 32)
+                    .unwrap_or(false);
+                if !shrinks {
+                    return stored(data);
+                }
+            }
+        }
         if let Some(z) = &mut self.zstd {
             let bound = zstd::zstd_safe::compress_bound(data.len());
             let mut out = Vec::with_capacity(bound + 1);
@@ -63,14 +87,20 @@ impl Encoder {
                 && payload.len() < data.len() - data.len() / 32
             {
                 out.extend_from_slice(&payload);
+                self.last_incompressible = false;
                 return out;
             }
+            self.last_incompressible = true;
         }
-        let mut out = Vec::with_capacity(data.len() + 1);
-        out.push(CODEC_STORED);
-        out.extend_from_slice(data);
-        out
+        stored(data)
     }
+}
+
+fn stored(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(CODEC_STORED);
+    out.extend_from_slice(data);
+    out
 }
 
 /// Undo `encode`. `expected_len` bounds the decompressed size (from the index or header).
@@ -103,6 +133,26 @@ mod tests {
         assert_eq!(decode(&e, random.len()).unwrap(), random);
         assert_eq!(decode(&enc.encode(b""), 0).unwrap(), b"");
         assert!(decode(&[9, 1, 2], 3).is_err());
+    }
+
+    #[test]
+    fn text_after_random_is_still_compressed() {
+        let mut enc = Encoder::new(Compression::Zstd { level: 3 }).unwrap();
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(enc.encode(&random)[0], CODEC_STORED);
+        assert_eq!(enc.encode(&random)[0], CODEC_STORED);
+        let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(40_000);
+        let e = enc.encode(&text);
+        assert_eq!(e[0], CODEC_ZSTD);
+        assert_eq!(decode(&e, text.len()).unwrap(), text);
     }
 
     #[test]
