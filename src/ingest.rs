@@ -160,10 +160,16 @@ pub fn ingest(
     // and a stream's own failure explains the others that were stopped in sympathy.
     finish_result?;
     errors.sort_by_key(|e| match e {
-        Error::StreamFailed(m) if m == STOPPED => 2,
+        Error::StreamFailed(m) if m.contains(STOPPED) => 2,
         Error::StreamFailed(_) => 1,
         _ => 0,
     });
+    // Streams stopped in sympathy are explained by the one that failed. When that one ended
+    // as an incomplete object (its producer exited non-zero, or its content was cut short)
+    // rather than an error, report it below instead of "stopped because another stream failed".
+    if objects.iter().any(|o| !o.complete) {
+        errors.retain(|e| !matches!(e, Error::StreamFailed(m) if m.contains(STOPPED)));
+    }
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }
@@ -356,9 +362,10 @@ fn ingest_one(
     // The producer's fate is part of the stream's: wait for it in every case.
     let mut provenance = None;
     let mut exit = Exit::default();
+    let mut stopped_by_us = false;
     if let Some(mut p) = producer.take() {
         if read_result.is_err() || assembled.is_err() {
-            p.kill();
+            stopped_by_us = p.kill();
         }
         let command = p.spec.display();
         let (e, stderr_tail) = p.wait()?;
@@ -374,6 +381,13 @@ fn ingest_one(
         Ok(r) => r,
         Err(e) => {
             if let (Some(p), Error::StreamFailed(_)) = (&provenance, &e) {
+                if stopped_by_us {
+                    // Its SIGKILL is ours, not the cause: say what was, and that we stopped it.
+                    return Err(Error::StreamFailed(format!(
+                        "{e}; the producer `{}` was stopped",
+                        p.command
+                    )));
+                }
                 if !exit.success() {
                     return Err(Error::StreamFailed(format!(
                         "producer `{}` {}; {e}",

@@ -138,6 +138,8 @@ pub struct Producer {
     child: Child,
     stderr_tail: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<std::thread::JoinHandle<()>>,
+    /// We stopped it with SIGKILL.
+    killed: bool,
 }
 
 impl Producer {
@@ -204,13 +206,21 @@ impl Producer {
                 child,
                 stderr_tail: tail,
                 stderr_thread,
+                killed: false,
             },
             FdReader { file, stall, what },
         ))
     }
 
-    pub fn kill(&mut self) {
+    /// Stop the producer (ingest has failed). Returns false if it had already ended on its own,
+    /// so its exit status is its own and not our SIGKILL.
+    pub fn kill(&mut self) -> bool {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        self.killed = true;
         let _ = self.child.kill();
+        true
     }
 
     /// Wait for the producer to end; returns its exit and the tail of its stderr.
@@ -220,7 +230,19 @@ impl Producer {
             .wait()
             .ctx(|| format!("cannot wait for `{}`", self.spec.display()))?;
         if let Some(t) = self.stderr_thread.take() {
-            let _ = t.join();
+            if self.killed {
+                // Its children may hold its stderr open (`sh -c 'cmd; sleep 600'`): a killed
+                // producer gets a moment to flush, not a wait for its whole process tree.
+                let deadline = std::time::Instant::now() + Duration::from_secs(1);
+                while !t.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if t.is_finished() {
+                    let _ = t.join();
+                }
+            } else {
+                let _ = t.join();
+            }
         }
         let tail = String::from_utf8_lossy(&crate::storage::lock(&self.stderr_tail)).into_owned();
         Ok((

@@ -223,7 +223,9 @@ impl ObjectReader {
         // Sequential within a window: the kernel's read-ahead requests reach several FUSE
         // threads at once and may be served slightly out of order.
         let last = self.last_end.load(Ordering::Relaxed);
-        let sequential = last != u64::MAX && offset <= last + SEQUENTIAL_WINDOW && offset + SEQUENTIAL_WINDOW >= last;
+        let sequential = last != u64::MAX
+            && offset <= last + SEQUENTIAL_WINDOW
+            && offset + SEQUENTIAL_WINDOW >= last;
         let mut done = 0usize;
         let mut last_chunk = None;
         while done < want {

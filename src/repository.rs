@@ -156,6 +156,12 @@ impl Repository {
                 path.display()
             )));
         }
+        if !path.is_dir() {
+            return Err(Error::NotARepository(format!(
+                "{} is not a sluice repository (it is not a directory); check --repo / SLUICE_REPO",
+                path.display()
+            )));
+        }
         let cfg_path = path.join("config");
         let bytes = match fs::read(&cfg_path) {
             Ok(b) => b,

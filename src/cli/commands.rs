@@ -36,7 +36,15 @@ pub fn run(cli: Cli) -> i32 {
                 Some(Error::StreamFailed(_)) => EXIT_STREAM_FAILED,
                 _ => EXIT_ERROR,
             };
-            let mut msg = format!("{e:#}");
+            // The library's errors already print their cause; name each cause once.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
             if e.downcast_ref::<Error>().is_some_and(|e| e.is_disk_full()) {
                 msg.push_str(" — the disk is full: free space and run the ingest again (nothing was recorded)");
             }

@@ -1,0 +1,295 @@
+//! Damage: a flipped byte, a truncated pack, a deleted pack, a damaged snapshot file. `cat` of
+//! an affected stream fails loudly (exit 3, names the damaged byte range) and never hands out
+//! an unverified byte; `check` reports it; undamaged streams still read. The index is only a
+//! cache: deleting or garbling it loses nothing.
+
+use crate::support::data::random_bytes;
+use crate::support::{Ingested, Repo};
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+struct Two {
+    repo: Repo,
+    a: Vec<u8>,
+    b: Vec<u8>,
+    snap_a: Ingested,
+    snap_b: Ingested,
+    pack_a: PathBuf,
+}
+
+/// Two streams ingested separately, so each lands in a pack of its own.
+fn two_streams(label: &str) -> Two {
+    let repo = Repo::init(label, &["--chunk-size", "64K"]);
+    let a = random_bytes(1, 3_000_000);
+    let b = random_bytes(2, 3_000_000);
+    let snap_a = repo.ingest("a.bin", &a, &[]);
+    let packs = repo.packs();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let pack_a = packs[0].clone();
+    let snap_b = repo.ingest("b.bin", &b, &[]);
+    assert_eq!(repo.packs().len(), 2);
+    repo.check_ok(true);
+    Two {
+        repo,
+        a,
+        b,
+        snap_a,
+        snap_b,
+        pack_a,
+    }
+}
+
+fn flip_byte(path: &PathBuf, at: u64) {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    std::io::Read::read_exact(&mut f, &mut byte).unwrap();
+    byte[0] ^= 0x40;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&byte).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Parse the first "bytes X..Y" in `s`.
+fn byte_range(s: &str) -> Option<(u64, u64)> {
+    let i = s.find("bytes ")?;
+    let rest = &s[i + 6..];
+    let (x, rest) = rest.split_once("..")?;
+    let y: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((x.parse().ok()?, y.parse().ok()?))
+}
+
+/// The undamaged stream still reads back, by id and by `latest`.
+#[track_caller]
+fn b_still_reads(t: &Two) {
+    assert!(t.repo.cat(&t.snap_b.snapshot, "b.bin") == t.b);
+    assert!(t.repo.cat("latest", "b.bin") == t.b);
+}
+
+/// `check --read-data` exits 3 and names snapshot A's stream.
+#[track_caller]
+fn check_names_a(t: &Two, read_data: bool) -> Vec<String> {
+    let mut c = t.repo.cmd(["check", "--json"]);
+    if read_data {
+        c = c.arg("--read-data");
+    }
+    let o = c.run().code_is(3);
+    let problems: Vec<String> = o.json()["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let short = &t.snap_a.snapshot[..8];
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(short) && p.contains("\"a.bin\"")),
+        "check does not name snapshot {short} \"a.bin\"{}",
+        o.report()
+    );
+    assert!(
+        !problems.iter().any(|p| p.contains(&t.snap_b.snapshot[..8])),
+        "check blames the undamaged snapshot{}",
+        o.report()
+    );
+    // The human form says the same.
+    let mut c = t.repo.cmd(["check"]);
+    if read_data {
+        c = c.arg("--read-data");
+    }
+    c.run()
+        .code_is(3)
+        .stdout_has(&["damaged", short, "a.bin"])
+        .stderr_has(&["problem"]);
+    problems
+}
+
+#[test]
+fn flipped_byte_in_a_chunk() {
+    let t = two_streams("flip");
+    let len = std::fs::metadata(&t.pack_a).unwrap().len();
+    // The middle of the pack's data area: some chunk in the middle of stream A.
+    flip_byte(&t.pack_a, len / 2);
+
+    let o = t
+        .repo
+        .cmd(["cat", &t.snap_a.snapshot, "a.bin"])
+        .run()
+        .code_is(3);
+    let line = o.error_line();
+    assert!(
+        line.contains("damaged") && line.contains("a.bin"),
+        "{}",
+        o.report()
+    );
+    let (from, to) = byte_range(&line).unwrap_or_else(|| panic!("no byte range{}", o.report()));
+    assert!(
+        from < to && to <= t.a.len() as u64 && to - from <= 256 * 1024,
+        "{line}"
+    );
+    assert!(
+        from > 0,
+        "the damage is mid-stream, not at its start: {line}"
+    );
+    // At most what lies before the damaged chunk was written, all of it verified.
+    assert!(o.stdout.len() as u64 <= from, "{}", o.report());
+    assert!(o.stdout == t.a[..o.stdout.len()], "cat wrote wrong bytes");
+
+    let problems = check_names_a(&t, true);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(&format!("bytes {from}..{to}"))),
+        "check names another range than cat: {problems:?}"
+    );
+    b_still_reads(&t);
+}
+
+/// A damaged pack header: the chunks themselves are intact and each is authenticated on its
+/// own, so `cat` still restores the stream; `check` reports the pack (without --read-data:
+/// headers are always read) and `repair index` says it skipped it.
+#[test]
+fn flipped_byte_in_a_pack_header() {
+    let t = two_streams("flip-header");
+    let len = std::fs::metadata(&t.pack_a).unwrap().len();
+    // Just before the 16-byte trailer: inside the sealed header.
+    flip_byte(&t.pack_a, len - 16 - 5);
+    assert!(t.repo.cat("latest", "a.bin") == t.a);
+    let problems = check_names_a(&t, false);
+    assert!(
+        problems.iter().any(|p| p.contains("header")),
+        "{problems:?}"
+    );
+    check_names_a(&t, true);
+    t.repo
+        .cmd(["repair", "index"])
+        .run()
+        .code_is(3)
+        .stderr_has(&["skipped unreadable pack"]);
+    b_still_reads(&t);
+}
+
+#[test]
+fn truncated_pack() {
+    let t = two_streams("truncate");
+    let len = std::fs::metadata(&t.pack_a).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&t.pack_a).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    let o = t
+        .repo
+        .cmd(["cat", &t.snap_a.snapshot, "a.bin"])
+        .run()
+        .code_is(3);
+    let line = o.error_line();
+    assert!(
+        line.contains("damaged") && line.contains("a.bin"),
+        "{}",
+        o.report()
+    );
+    assert!(byte_range(&line).is_some(), "no byte range{}", o.report());
+    assert!(
+        o.stdout.len() < t.a.len() && o.stdout == t.a[..o.stdout.len()],
+        "cat wrote bytes it could not verify"
+    );
+    check_names_a(&t, false);
+    check_names_a(&t, true);
+    b_still_reads(&t);
+}
+
+#[test]
+fn deleted_pack() {
+    let t = two_streams("delete");
+    std::fs::remove_file(&t.pack_a).unwrap();
+    let o = t
+        .repo
+        .cmd(["cat", &t.snap_a.snapshot, "a.bin"])
+        .run()
+        .code_is(3);
+    let line = o.error_line();
+    assert!(
+        line.contains("missing") && line.contains("a.bin"),
+        "{}",
+        o.report()
+    );
+    assert!(o.stdout.is_empty(), "{}", o.report());
+    let problems = check_names_a(&t, false);
+    assert!(
+        problems.iter().any(|p| p.contains("missing")),
+        "{problems:?}"
+    );
+    check_names_a(&t, true);
+    b_still_reads(&t);
+
+    // The next ingest notices the pack is gone and stores the lost chunks anew.
+    let again = t.repo.ingest("a.bin", &t.a, &[]);
+    assert!(again.new_chunks > 0, "{:?}", again.json);
+    assert!(t.repo.cat(&again.snapshot, "a.bin") == t.a);
+}
+
+#[test]
+fn damaged_snapshot_file() {
+    let t = two_streams("snapfile");
+    let path = t.repo.path.join("snapshots").join(&t.snap_a.snapshot);
+    let len = std::fs::metadata(&path).unwrap().len();
+    flip_byte(&path, len / 2);
+    let o = t.repo.cmd(["check", "--json"]).run().code_is(3);
+    assert!(
+        o.stdout_str().contains(&t.snap_a.snapshot[..8]),
+        "{}",
+        o.report()
+    );
+    t.repo
+        .cmd(["cat", &t.snap_a.snapshot, "a.bin"])
+        .run()
+        .code_is(3)
+        .stderr_has(&["damaged"]);
+    assert!(t.repo.cat(&t.snap_b.snapshot, "b.bin") == t.b);
+}
+
+#[test]
+fn deleted_index_is_rebuilt_by_repair() {
+    let t = two_streams("index");
+    std::fs::remove_dir_all(t.repo.path.join("index")).unwrap();
+    t.repo
+        .cmd(["repair", "index"])
+        .run()
+        .ok()
+        .stderr_has(&["rebuilt"]);
+    let again = t.repo.ingest("a.bin", &t.a, &[]);
+    assert_eq!(
+        again.new_chunks, 0,
+        "no dedup after repair: {:?}",
+        again.json
+    );
+    assert!(again.added_bytes < 4096, "{:?}", again.json);
+    t.repo.check_ok(true);
+    b_still_reads(&t);
+    assert!(t.repo.cat(&t.snap_a.snapshot, "a.bin") == t.a);
+}
+
+/// Without `repair`, the next ingest rebuilds a missing or garbled index on its own.
+#[test]
+fn missing_or_garbled_index_is_rebuilt_by_ingest() {
+    let t = two_streams("index-auto");
+    std::fs::remove_dir_all(t.repo.path.join("index")).unwrap();
+    let again = t.repo.ingest("b.bin", &t.b, &[]);
+    assert_eq!(again.new_chunks, 0, "{:?}", again.json);
+
+    for f in crate::support::walk(&t.repo.path.join("index")) {
+        if f.is_file() {
+            let len = std::fs::metadata(&f).unwrap().len() as usize;
+            std::fs::write(&f, random_bytes(len as u64, len.max(64))).unwrap();
+        }
+    }
+    let again = t.repo.ingest("a.bin", &t.a, &[]);
+    assert_eq!(again.new_chunks, 0, "{:?}", again.json);
+    t.repo.check_ok(true);
+    assert!(t.repo.cat("latest", "a.bin") == t.a);
+}

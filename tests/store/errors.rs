@@ -1,0 +1,355 @@
+//! Bad input gets one clear error line and a non-zero exit, never a panic, and changes nothing.
+
+use crate::support::{Repo, Sluice, TestDir, PASSWORD, TEST_KDF_KIB};
+
+fn repo_with_one_snapshot(label: &str) -> Repo {
+    let repo = Repo::init(label, &[]);
+    repo.ingest("a.sql", b"INSERT INTO t VALUES (1);\n", &[]);
+    repo
+}
+
+#[test]
+fn wrong_passphrase() {
+    let mut repo = repo_with_one_snapshot("wrongpw");
+    let before = crate::support::walk(&repo.path).len();
+    repo.password = "not the passphrase".into();
+    for args in [
+        vec!["snapshots"],
+        vec!["ls", "latest"],
+        vec!["cat", "latest", "a.sql"],
+        vec!["check"],
+        vec!["stats"],
+        vec!["key", "list"],
+    ] {
+        let o = repo.cmd(args).run().fails().code_is(1);
+        assert!(
+            o.error_line().contains("wrong passphrase"),
+            "{}",
+            o.report()
+        );
+        assert!(o.stdout.is_empty(), "{}", o.report());
+    }
+    let o = repo
+        .cmd(["ingest", "--name", "b.sql"])
+        .stdin_bytes(b"data".to_vec())
+        .run()
+        .fails()
+        .stderr_has(&["wrong passphrase"]);
+    drop(o);
+    repo.password = PASSWORD.into();
+    assert_eq!(
+        repo.snapshots().len(),
+        1,
+        "a refused ingest left a snapshot"
+    );
+    // Nothing new on disk but what the successful command above may have touched.
+    assert!(crate::support::walk(&repo.path).len() <= before + 1);
+}
+
+#[test]
+fn missing_repository() {
+    let dir = TestDir::new("missing");
+    let path = dir.join("no/such/repo");
+    for args in [vec!["snapshots"], vec!["check"], vec!["cat", "latest", "x"]] {
+        Sluice::at(&path)
+            .args(args)
+            .env("SLUICE_PASSWORD", PASSWORD)
+            .run()
+            .fails()
+            .stderr_has(&["does not exist", "sluice init"]);
+    }
+    Sluice::at(&path)
+        .args(["ingest", "--name", "x"])
+        .env("SLUICE_PASSWORD", PASSWORD)
+        .stdin_bytes(b"abc".to_vec())
+        .run()
+        .fails()
+        .stderr_has(&["does not exist"]);
+    assert!(
+        !path.exists(),
+        "a failed command created the repository directory"
+    );
+
+    // No repository named at all.
+    Sluice::new(["snapshots"])
+        .env("SLUICE_PASSWORD", PASSWORD)
+        .run()
+        .fails()
+        .stderr_has(&["no repository given", "SLUICE_REPO"]);
+    // SLUICE_REPO is honoured.
+    let repo = repo_with_one_snapshot("envrepo");
+    let o = Sluice::new(["snapshots", "--json"])
+        .env("SLUICE_REPO", &repo.path)
+        .env("SLUICE_PASSWORD", PASSWORD)
+        .run()
+        .ok();
+    assert_eq!(o.json().as_array().map(|a| a.len()), Some(1));
+}
+
+#[test]
+fn directory_that_is_not_a_repository() {
+    let dir = TestDir::new("notrepo");
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let other = dir.join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(
+        other.join("config"),
+        br#"{"format": "restic", "version": 2}"#,
+    )
+    .unwrap();
+    let garbage = dir.join("garbage");
+    std::fs::create_dir(&garbage).unwrap();
+    std::fs::write(garbage.join("config"), b"\x00\x01 not json at all").unwrap();
+    let file = dir.join("plain-file");
+    std::fs::write(&file, b"hello").unwrap();
+    for p in [&empty, &other, &garbage, &file] {
+        for args in [vec!["snapshots"], vec!["ls", "latest"]] {
+            Sluice::at(p)
+                .args(args)
+                .env("SLUICE_PASSWORD", PASSWORD)
+                .run()
+                .fails()
+                .code_is(1)
+                .stderr_has(&["not a sluice repository"]);
+        }
+    }
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+#[test]
+fn newer_repository_format_is_refused() {
+    let repo = repo_with_one_snapshot("newer");
+    let cfg = repo.path.join("config");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["version"], 1, "{text}");
+    v["version"] = 2.into();
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    for args in [
+        vec!["snapshots"],
+        vec!["cat", "latest", "a.sql"],
+        vec!["check"],
+    ] {
+        let o = repo.cmd(args).run().fails();
+        let line = o.error_line();
+        assert!(
+            line.contains("newer") && line.contains("upgrade"),
+            "{}",
+            o.report()
+        );
+    }
+    repo.cmd(["ingest", "--name", "b"])
+        .stdin_bytes(b"x".to_vec())
+        .run()
+        .fails()
+        .stderr_has(&["newer"]);
+    // Said before asking for a passphrase.
+    repo.cmd(["snapshots"])
+        .env_remove("SLUICE_PASSWORD")
+        .run()
+        .fails()
+        .stderr_has(&["newer"]);
+}
+
+/// The config is authenticated: an edited chunker setting is detected, not obeyed.
+#[test]
+fn altered_config_is_detected() {
+    let repo = repo_with_one_snapshot("altered");
+    let cfg = repo.path.join("config");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["chunker"]["avg_size"] = (1u64 << 22).into();
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    repo.cmd(["snapshots"])
+        .run()
+        .fails()
+        .stderr_has(&["config", "integrity"]);
+}
+
+#[test]
+fn invalid_names_are_refused() {
+    let repo = Repo::init("badnames", &[]);
+    for name in [
+        "",
+        ".",
+        "..",
+        "a/../b",
+        "./a",
+        "a/./b",
+        "/abs",
+        "/",
+        "a//b",
+        "trailing/",
+        "new\nline",
+        "tab\there",
+        "del\u{7f}",
+    ] {
+        let o = repo
+            .cmd(["ingest", "--name", name])
+            .stdin_bytes(b"some data\n".to_vec())
+            .run()
+            .fails();
+        assert!(
+            o.error_line().contains("invalid name"),
+            "name {name:?}{}",
+            o.report()
+        );
+        assert_eq!(o.stderr.lines().count(), 1, "{}", o.report());
+        let o = repo
+            .cmd(["ingest"])
+            .arg(format!("--exec={name}=echo hi"))
+            .run()
+            .fails();
+        assert!(o.error_line().contains("invalid name"), "{}", o.report());
+    }
+    // Names that conflict within one snapshot.
+    repo.cmd(["ingest", "--exec=a=echo 1", "--exec=a/b=echo 2"])
+        .run()
+        .fails()
+        .stderr_has(&["conflict"]);
+    repo.cmd(["ingest", "--exec=a=echo 1", "--exec=a=echo 2"])
+        .run()
+        .fails()
+        .stderr_has(&["twice"]);
+    assert!(
+        repo.snapshots().is_empty(),
+        "a refused name left a snapshot"
+    );
+    assert!(repo.packs().is_empty(), "a refused name left a pack");
+}
+
+#[test]
+fn init_refuses_to_overwrite() {
+    let repo = repo_with_one_snapshot("reinit");
+    let cfg = std::fs::read(repo.path.join("config")).unwrap();
+    let keys: Vec<_> = std::fs::read_dir(repo.path.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for extra in [vec![], vec!["--chunk-size", "64K"]] {
+        repo.cmd(["init", "--kdf-memory-kib", TEST_KDF_KIB])
+            .args(extra)
+            .run()
+            .fails()
+            .stderr_has(&["refusing to overwrite"]);
+    }
+    assert_eq!(std::fs::read(repo.path.join("config")).unwrap(), cfg);
+    assert_eq!(
+        std::fs::read_dir(repo.path.join("keys")).unwrap().count(),
+        keys.len()
+    );
+    assert!(repo.cat("latest", "a.sql") == b"INSERT INTO t VALUES (1);\n");
+
+    // A directory holding other files is not taken over either.
+    let dir = TestDir::new("reinit-nonempty");
+    std::fs::write(dir.join("precious.txt"), b"keep me").unwrap();
+    Sluice::at(dir.path())
+        .args(["init", "--kdf-memory-kib", TEST_KDF_KIB])
+        .env("SLUICE_PASSWORD", PASSWORD)
+        .run()
+        .fails()
+        .stderr_has(&["not empty"]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // Bad init parameters create nothing.
+    for bad in [
+        vec!["--chunk-size", "1000"],
+        vec!["--chunk-size", "32K"],
+        vec!["--chunk-size", "32M"],
+        vec!["--compression", "lz4"],
+        vec!["--compression", "zstd:99"],
+    ] {
+        let p = dir.join("fresh");
+        Sluice::at(&p)
+            .args(["init", "--kdf-memory-kib", TEST_KDF_KIB])
+            .args(bad)
+            .env("SLUICE_PASSWORD", PASSWORD)
+            .run()
+            .fails();
+        assert!(!p.join("config").exists());
+    }
+}
+
+#[test]
+fn missing_passphrase_without_a_terminal() {
+    let repo = repo_with_one_snapshot("nopw");
+    let o = repo
+        .cmd(["snapshots"])
+        .env_remove("SLUICE_PASSWORD")
+        .run()
+        .fails()
+        .code_is(1);
+    let line = o.error_line();
+    assert!(
+        line.contains("passphrase") && line.contains("SLUICE_PASSWORD"),
+        "{}",
+        o.report()
+    );
+    let dir = TestDir::new("nopw-init");
+    Sluice::at(dir.join("r"))
+        .args(["init", "--kdf-memory-kib", TEST_KDF_KIB])
+        .run()
+        .fails()
+        .stderr_has(&["SLUICE_PASSWORD"]);
+    assert!(!dir.join("r/config").exists());
+
+    // The other ways to give it work: a file (flag or env) and a command.
+    let pwfile = repo.dir.join("pw");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
+    let o = repo
+        .cmd(["snapshots", "--json", "--password-file"])
+        .arg(&pwfile)
+        .env_remove("SLUICE_PASSWORD")
+        .run()
+        .ok();
+    assert_eq!(o.json().as_array().unwrap().len(), 1);
+    repo.cmd(["snapshots"])
+        .env_remove("SLUICE_PASSWORD")
+        .env("SLUICE_PASSWORD_FILE", &pwfile)
+        .run()
+        .ok();
+    repo.cmd(["snapshots"])
+        .env_remove("SLUICE_PASSWORD")
+        .env(
+            "SLUICE_PASSWORD_COMMAND",
+            format!("cat '{}'", pwfile.display()),
+        )
+        .run()
+        .ok();
+    repo.cmd(["snapshots"])
+        .env_remove("SLUICE_PASSWORD")
+        .env("SLUICE_PASSWORD_COMMAND", "exit 7")
+        .run()
+        .fails()
+        .stderr_has(&["password command"]);
+}
+
+#[test]
+fn usage_errors_and_unknown_things() {
+    let repo = repo_with_one_snapshot("usage");
+    repo.cmd(["ingest", "--no-such-flag"]).run().code_is(2);
+    repo.cmd(["frobnicate"]).run().code_is(2);
+    repo.cmd(["ingest"])
+        .stdin_bytes(b"x".to_vec())
+        .run()
+        .fails()
+        .stderr_has(&["--name"]);
+    repo.cmd(["cat", "latest", "no-such.sql"])
+        .run()
+        .fails()
+        .stderr_has(&["no-such.sql"]);
+    repo.cmd(["cat", "deadbeef", "a.sql"])
+        .run()
+        .fails()
+        .stderr_has(&["no snapshot matches"]);
+    repo.cmd(["ls", "not-hex!"])
+        .run()
+        .fails()
+        .stderr_has(&["not a snapshot id"]);
+    repo.cmd(["ingest", "--name", "x", "--stall-timeout", "soon"])
+        .stdin_bytes(b"x".to_vec())
+        .run()
+        .fails()
+        .stderr_has(&["duration"]);
+    assert_eq!(repo.snapshots().len(), 1);
+}

@@ -1,0 +1,98 @@
+//! Several passphrases open one repository: add, list, remove, passwd. Uses the default
+//! (slow) key derivation, so one test covers what users get.
+
+use crate::support::Repo;
+
+#[test]
+fn add_list_remove_passwd() {
+    let mut repo = Repo::init_default_kdf("keys", &[]);
+    let data = b"INSERT INTO accounts VALUES (1, 'alice');\n".to_vec();
+    let snap = repo.ingest("accounts.sql", &data, &[]).snapshot;
+    let key_file = |repo: &Repo| -> serde_json::Value {
+        let keys = std::fs::read_dir(repo.path.join("keys")).unwrap();
+        let p = keys.into_iter().next().unwrap().unwrap().path();
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let kdf = &key_file(&repo)["kdf"];
+    assert!(
+        kdf.to_string().contains("65536"),
+        "default Argon2 memory: {kdf}"
+    );
+
+    let list = |repo: &Repo| -> Vec<serde_json::Value> {
+        repo.cmd(["key", "list", "--json"])
+            .run()
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let keys = list(&repo);
+    assert_eq!(keys.len(), 1);
+    let first_id = keys[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(keys[0]["current"], true);
+
+    // Add a second passphrase.
+    let o = repo
+        .cmd(["key", "add"])
+        .env("SLUICE_NEW_PASSWORD", "second passphrase")
+        .run()
+        .ok();
+    let second_id = o.stdout_str().trim().to_string();
+    assert!(
+        !second_id.is_empty() && second_id != first_id,
+        "{}",
+        o.report()
+    );
+    let keys = list(&repo);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| k["current"] == true).count(), 1);
+
+    // Both open it.
+    let old = repo.password.clone();
+    repo.password = "second passphrase".into();
+    assert!(repo.cat(&snap, "accounts.sql") == data);
+    let keys = list(&repo);
+    let current: Vec<_> = keys.iter().filter(|k| k["current"] == true).collect();
+    assert_eq!(current[0]["id"], second_id.as_str(), "{keys:?}");
+
+    // The key in use cannot be removed; the other one can.
+    repo.cmd(["key", "remove", &second_id])
+        .run()
+        .fails()
+        .stderr_has(&["refusing"]);
+    repo.cmd(["key", "remove", "ffffffffffff"])
+        .run()
+        .fails()
+        .stderr_has(&["no key"]);
+    repo.cmd(["key", "remove", &first_id]).run().ok();
+    assert_eq!(list(&repo).len(), 1);
+    // The first passphrase no longer opens it.
+    repo.password = old.clone();
+    repo.cmd(["snapshots"])
+        .run()
+        .fails()
+        .stderr_has(&["wrong passphrase"]);
+    repo.password = "second passphrase".into();
+    // The last key cannot go either.
+    repo.cmd(["key", "remove", &second_id]).run().fails();
+
+    // passwd: the old passphrase stops working, the new one works.
+    repo.cmd(["key", "passwd"])
+        .env("SLUICE_NEW_PASSWORD", "third passphrase")
+        .run()
+        .ok();
+    repo.cmd(["snapshots"])
+        .run()
+        .fails()
+        .stderr_has(&["wrong passphrase"]);
+    repo.password = "third passphrase".into();
+    assert!(repo.cat(&snap, "accounts.sql") == data);
+    assert_eq!(list(&repo).len(), 1);
+    // A new passphrase must be given somehow (no terminal here).
+    repo.cmd(["key", "add"]).run().fails();
+    assert_eq!(list(&repo).len(), 1);
+    // The data written under the first key is intact.
+    repo.check_ok(true);
+}

@@ -1,0 +1,75 @@
+//! A closed stdout is not an error; `stats` adds up.
+
+use crate::support::data::{random_bytes, sql_text};
+use crate::support::Repo;
+use std::io::Read;
+
+#[test]
+fn cat_into_a_closed_pipe_exits_zero() {
+    let repo = Repo::init("headpipe", &[]);
+    let data = random_bytes(1, 20_000_000);
+    repo.ingest("big.bin", &data, &[]);
+    // `sluice cat latest big.bin | head -c 10`
+    let mut r = repo.cmd(["cat", "latest", "big.bin"]).spawn();
+    let mut out = r.child.stdout.take().unwrap();
+    let mut ten = [0u8; 10];
+    out.read_exact(&mut ten).unwrap();
+    drop(out);
+    assert_eq!(&ten, &data[..10]);
+    let o = r.wait().ok();
+    assert!(o.stderr.is_empty(), "{}", o.report());
+
+    // Through a real shell pipeline too.
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; SLUICE_PASSWORD='{}' '{}' --repo '{}' cat latest big.bin | head -c 10 | wc -c",
+            repo.password,
+            crate::support::bin(),
+            repo.path.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "10");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn stats_add_up() {
+    let repo = Repo::init("stats", &[]);
+    let text = sql_text(4, 20_000_000);
+    let first = repo.ingest("dump.sql", &text, &[]);
+    repo.ingest("dump.sql", &text, &[]);
+    let s = repo.cmd(["stats", "--json"]).run().ok().json();
+    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("no {k} in {s}"));
+    assert_eq!(n("snapshots"), 2, "{s}");
+    assert_eq!(n("objects"), 2, "{s}");
+    assert_eq!(n("logical_bytes"), 2 * text.len() as u64, "{s}");
+    assert_eq!(n("unique_bytes"), text.len() as u64, "{s}");
+    assert!(
+        n("stored_chunk_bytes") < n("unique_bytes") / 2,
+        "text compresses: {s}"
+    );
+    assert!(n("pack_bytes") >= n("stored_chunk_bytes"), "{s}");
+    assert!(n("pack_bytes") <= first.added_bytes + 100_000, "{s}");
+    assert!(n("logical_bytes") >= n("pack_bytes"), "{s}");
+    assert!(n("chunks") >= 1 && n("packs") >= 1, "{s}");
+    let dedup = s["dedup_ratio"].as_f64().unwrap();
+    assert!((dedup - 2.0).abs() < 1e-9, "{s}");
+    assert!(s["compression_ratio"].as_f64().unwrap() > 2.0, "{s}");
+    // The table form prints the same figures.
+    repo.cmd(["stats"])
+        .run()
+        .ok()
+        .stdout_has(&["deduplication", "2.00x", "compression"]);
+}

@@ -1,0 +1,14 @@
+//! The store through its CLI: round trips, deduplication, confidentiality at rest, errors,
+//! producers, crash safety, corruption, a full disk, concurrency, keys.
+
+mod at_rest;
+mod concurrency;
+mod corruption;
+mod crash;
+mod dedup;
+mod disk_full;
+mod errors;
+mod keys;
+mod misc;
+mod producer;
+mod roundtrip;
