@@ -1,0 +1,279 @@
+//! Mounting and unmounting: `sluice umount` leaves no process and no mount behind (also with a
+//! file still open), a mount whose daemon was SIGKILLed is dead (ENOTCONN) and `sluice umount`
+//! cleans it, `--foreground` unmounts on SIGTERM/SIGINT and exits 0, and a wrong passphrase or
+//! a missing repository mounts nothing.
+
+use super::*;
+use crate::support::{data, PASSWORD};
+
+/// The mount point is a plain, empty directory of the filesystem it lives on again.
+#[track_caller]
+fn plain_dir_again(mnt: &Path) {
+    assert!(!mounted(mnt), "{} still mounted", mnt.display());
+    assert!(proc_mounts_line(mnt).is_none());
+    let m = std::fs::metadata(mnt).expect("stat mount point");
+    let parent = std::fs::metadata(mnt.parent().unwrap()).unwrap();
+    assert!(m.is_dir());
+    assert_eq!(m.dev(), parent.dev(), "same filesystem as its parent again");
+    assert!(list(mnt).is_empty(), "mount point not empty");
+}
+
+#[track_caller]
+fn no_mount_process(mnt: &Path) {
+    let left = mount_processes(mnt);
+    assert!(
+        left.is_empty(),
+        "sluice processes still name {}: {left:?}",
+        mnt.display()
+    );
+}
+
+#[test]
+fn unmount_leaves_nothing_behind_and_cleans_a_killed_mount() {
+    let repo = small_chunk_repo("mount-lifecycle");
+    let sql = data::sql_text(0x1f_0001, 2 << 20);
+    repo.ingest("shop.sql", &sql, &["--expect", "none"]);
+    let want = blake3::hash(&sql).to_hex().to_string();
+
+    // 1. Clean unmount: the daemon exits 0 and is gone.
+    let mut mnt = Mount::new(&repo);
+    let path = mnt.mnt.clone();
+    let pid = mnt.pid;
+    assert_eq!(file_blake3(&mnt.path("latest/shop.sql")), want);
+    assert_eq!(
+        mnt.umount(),
+        Ended::Exited(0),
+        "daemon exit after sluice umount"
+    );
+    assert_eq!(
+        proc_state(pid),
+        None,
+        "daemon {pid} still in /proc after reaping"
+    );
+    no_mount_process(&path);
+    plain_dir_again(&path);
+    drop(mnt);
+
+    // 2. Unmount while a file is open: detached at once; the daemon ends when the file closes.
+    let mut mnt = Mount::new(&repo);
+    let pid = mnt.pid;
+    let open = File::open(mnt.path("latest/shop.sql")).expect("open");
+    assert!(pread(&open, 0, 1000).unwrap() == sql[..1000]);
+    Sluice::new(["umount".as_ref(), path.as_os_str()])
+        .run()
+        .ok();
+    assert!(!mounted(&path), "a busy mount is detached by sluice umount");
+    drop(open);
+    assert_eq!(
+        reap(pid, HANG_LIMIT),
+        Ended::Exited(0),
+        "daemon after the last file closed"
+    );
+    mnt.set_reaped();
+    no_mount_process(&path);
+    plain_dir_again(&path);
+    drop(mnt);
+
+    // 3. SIGKILLed daemon: a dead mount (ENOTCONN) that `sluice umount` cleans.
+    let mut mnt = Mount::new(&repo);
+    let pid = mnt.pid;
+    // SAFETY: kill(2) on the mount daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert_eq!(reap(pid, HANG_LIMIT), Ended::Signaled(libc::SIGKILL));
+    mnt.set_reaped();
+    assert!(mounted(&path), "a killed daemon leaves its mount in place");
+    let err = std::fs::read_dir(&path)
+        .map(|_| ())
+        .expect_err("listing a dead mount");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    let err = std::fs::metadata(path.join("latest/shop.sql")).expect_err("stat in a dead mount");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    Sluice::new(["umount".as_ref(), path.as_os_str()])
+        .run()
+        .ok();
+    plain_dir_again(&path);
+    no_mount_process(&path);
+    drop(mnt);
+
+    // 4. The same mount point mounts again and serves.
+    let mut mnt = Mount::new(&repo);
+    assert_eq!(file_blake3(&mnt.path("latest/shop.sql")), want);
+    assert_eq!(mnt.umount(), Ended::Exited(0));
+    plain_dir_again(&path);
+
+    // Unmounting what is not mounted is an error, and says so.
+    Sluice::new(["umount".as_ref(), path.as_os_str()])
+        .run()
+        .fails()
+        .stderr_has(&["not mounted"]);
+}
+
+#[test]
+fn foreground_mount_unmounts_on_sigterm_and_sigint() {
+    require_fuse();
+    let repo = small_chunk_repo("mount-foreground");
+    let sql = data::sql_text(0xf0_0001, 1 << 20);
+    repo.ingest("shop.sql", &sql, &["--expect", "none"]);
+    let mnt = repo.dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut running = repo
+            .cmd([
+                "mount".as_ref(),
+                "--foreground".as_ref(),
+                repo.path.as_os_str(),
+                mnt.as_os_str(),
+            ])
+            .spawn();
+        let t0 = Instant::now();
+        while !mounted(&mnt) {
+            if let Ok(Some(st)) = running.child.try_wait() {
+                panic!(
+                    "mount --foreground ended ({st}): {}",
+                    running.stderr_so_far()
+                );
+            }
+            assert!(
+                t0.elapsed() < HANG_LIMIT,
+                "mount --foreground never mounted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // If the test fails from here: unmount, and end the foreground process.
+        struct Cleanup<'a>(&'a Path, i32);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                if mounted(self.0) {
+                    let _ = std::process::Command::new("umount")
+                        .arg("-l")
+                        .arg(self.0)
+                        .output();
+                }
+                if std::thread::panicking() && matches!(proc_state(self.1), Some(s) if s != 'Z') {
+                    // SAFETY: kill(2) on our own child, which has not been reaped.
+                    unsafe { libc::kill(self.1, libc::SIGKILL) };
+                }
+            }
+        }
+        let _cleanup = Cleanup(&mnt, running.pid() as i32);
+        // It mounted in the foreground: no daemon, the process named on the command line
+        // serves it.
+        assert_eq!(mount_processes(&mnt), vec![running.pid() as i32]);
+        running.wait_for_stderr("mounted", HANG_LIMIT);
+        assert_eq!(
+            file_blake3(&mnt.join("latest/shop.sql")),
+            blake3::hash(&sql).to_hex().to_string()
+        );
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(running.pid() as i32, sig) }, 0);
+        let t0 = Instant::now();
+        while running.child.try_wait().unwrap().is_none() {
+            assert!(
+                t0.elapsed() < HANG_LIMIT,
+                "mount --foreground ignored signal {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = running.wait();
+        assert!(
+            out.status.success(),
+            "mount --foreground exit after signal {sig}{}",
+            out.report()
+        );
+        plain_dir_again(&mnt);
+        no_mount_process(&mnt);
+    }
+}
+
+#[test]
+fn mount_refuses_a_wrong_passphrase_and_a_missing_repository() {
+    require_fuse();
+    become_subreaper();
+    let repo = small_chunk_repo("mount-refuse");
+    repo.ingest(
+        "shop.sql",
+        b"INSERT INTO orders VALUES (1);\n",
+        &["--expect", "none"],
+    );
+    let mnt = repo.dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    let mount = |s: Sluice| {
+        let out = s.run();
+        // Whatever happened, leave nothing mounted behind if the test fails below.
+        if mounted(&mnt) {
+            let _ = Sluice::new(["umount".as_ref(), mnt.as_os_str()]).run();
+        }
+        out
+    };
+
+    // Wrong passphrase.
+    mount(
+        Sluice::new(["mount".as_ref(), repo.path.as_os_str(), mnt.as_os_str()])
+            .env("SLUICE_PASSWORD", "not the passphrase"),
+    )
+    .fails()
+    .stderr_has(&["wrong passphrase"]);
+    plain_dir_again(&mnt);
+    no_mount_process(&mnt);
+
+    // No passphrase at all (no terminal to ask on).
+    mount(Sluice::new([
+        "mount".as_ref(),
+        repo.path.as_os_str(),
+        mnt.as_os_str(),
+    ]))
+    .fails();
+    plain_dir_again(&mnt);
+    no_mount_process(&mnt);
+
+    // Missing repository, and a directory that is not one.
+    let missing = repo.dir.join("no-such-repo");
+    mount(
+        Sluice::new(["mount".as_ref(), missing.as_os_str(), mnt.as_os_str()])
+            .env("SLUICE_PASSWORD", PASSWORD),
+    )
+    .fails()
+    .stderr_has(&["does not exist"]);
+    plain_dir_again(&mnt);
+    let not_repo = repo.dir.join("not-a-repo");
+    std::fs::create_dir(&not_repo).unwrap();
+    mount(
+        Sluice::new(["mount".as_ref(), not_repo.as_os_str(), mnt.as_os_str()])
+            .env("SLUICE_PASSWORD", PASSWORD),
+    )
+    .fails()
+    .stderr_has(&["not a sluice repository"]);
+    plain_dir_again(&mnt);
+
+    // SLUICE_REPO unset and no REPO argument.
+    mount(Sluice::new(["mount".as_ref(), mnt.as_os_str()]).env("SLUICE_PASSWORD", PASSWORD))
+        .fails()
+        .stderr_has(&["no repository"]);
+    plain_dir_again(&mnt);
+
+    // A mount point that does not exist.
+    mount(
+        Sluice::new([
+            "mount".as_ref(),
+            repo.path.as_os_str(),
+            repo.dir.join("no-such-dir").as_os_str(),
+        ])
+        .env("SLUICE_PASSWORD", PASSWORD),
+    )
+    .fails()
+    .stderr_has(&["not a directory"]);
+    no_mount_process(&mnt);
+
+    // And with the right passphrase, through SLUICE_REPO and one argument, it works.
+    let mut m = Mount::run(
+        Sluice::new(["mount".as_ref(), mnt.as_os_str()])
+            .env("SLUICE_PASSWORD", PASSWORD)
+            .env("SLUICE_REPO", repo.path.as_os_str()),
+        &mnt,
+    );
+    assert!(std::fs::read_link(mnt.join("latest")).is_ok());
+    assert_eq!(m.umount(), Ended::Exited(0));
+    plain_dir_again(&mnt);
+}
