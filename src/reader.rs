@@ -287,3 +287,95 @@ impl ObjectReader {
         }
     }
 }
+
+/// Stream a whole object, in order, to `out`: the restore path of `sluice cat`.
+///
+/// A sequential restore needs no cache: chunks are fetched, authenticated and decompressed
+/// by `threads` workers, at most `window` chunks ahead, and handed to `out` in order. Bytes
+/// are passed on only once verified; on damage, everything before it has been written and
+/// the error names the damaged byte range.
+pub fn restore(
+    keys: &Keys,
+    storage: &DirStorage,
+    object: &Object,
+    threads: usize,
+    window: usize,
+    out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<RestoreEnd> {
+    use std::collections::VecDeque;
+    use std::sync::mpsc::{sync_channel, Receiver};
+    type Slot = Receiver<Result<Vec<u8>>>;
+
+    let (job_tx, job_rx) = sync_channel::<(ChunkRef, std::sync::mpsc::SyncSender<Result<Vec<u8>>>)>(window);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            let job_rx = job_rx.clone();
+            s.spawn(move || loop {
+                let job = lock(&job_rx).recv();
+                let Ok((c, reply)) = job else { break };
+                let r = pack::read_blob(storage, keys, BlobKind::Chunk, c.id, &c.loc);
+                let _ = reply.send(r);
+            });
+        }
+        drop(job_rx);
+        let mut pending: VecDeque<(u64, u32, Slot)> = VecDeque::with_capacity(window + 1);
+        let mut offset = 0u64;
+        let mut emit = |pending: &mut VecDeque<(u64, u32, Slot)>| -> Result<Option<RestoreEnd>> {
+            let Some((start, len, rx)) = pending.pop_front() else { return Ok(None) };
+            let data = rx
+                .recv()
+                .map_err(|_| Error::Corrupt("a restore worker stopped".into()))
+                .and_then(|r| r)
+                .map_err(|e| damaged_range(&object.name, start, start + len as u64, e))?;
+            match out(&data) {
+                Ok(()) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Some(RestoreEnd::OutputClosed)),
+                Err(e) => Err(Error::io("cannot write the restored stream", e)),
+            }
+        };
+        let result = (|| {
+            for list in &object.chunk_lists {
+                let plain = pack::read_blob(storage, keys, BlobKind::ChunkList, list.id, &list.location())
+                    .map_err(|e| damaged_range(&object.name, list.start, list.start + list.bytes, e))?;
+                for c in chunklist::decode(&plain)? {
+                    let (tx, rx) = sync_channel(1);
+                    if job_tx.send((c, tx)).is_err() {
+                        return Err(Error::Corrupt("restore workers stopped".into()));
+                    }
+                    pending.push_back((offset, c.loc.plain_len, rx));
+                    offset += c.loc.plain_len as u64;
+                    if pending.len() >= window {
+                        if let Some(end) = emit(&mut pending)? {
+                            return Ok(end);
+                        }
+                    }
+                }
+            }
+            while !pending.is_empty() {
+                if let Some(end) = emit(&mut pending)? {
+                    return Ok(end);
+                }
+            }
+            Ok(RestoreEnd::Complete)
+        })();
+        drop(job_tx);
+        drop(pending);
+        result
+    })
+}
+
+/// How a restore ended without error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RestoreEnd {
+    Complete,
+    /// The consumer closed its end (`sluice cat … | head`).
+    OutputClosed,
+}
+
+fn damaged_range(name: &str, from: u64, to: u64, e: Error) -> Error {
+    match e {
+        Error::Corrupt(m) | Error::NotFound(m) => Error::Corrupt(format!("{name}: bytes {from}..{to} are damaged: {m}")),
+        other => other,
+    }
+}

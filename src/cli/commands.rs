@@ -11,7 +11,6 @@ use sluice::crypto::KdfParams;
 use sluice::index::Index;
 use sluice::ingest::{self, IngestOptions, IngestReport, Source, StreamSpec};
 use sluice::producer::CommandSpec;
-use sluice::reader::{ChunkCache, ObjectReader};
 use sluice::repository::{InitOptions, Repository};
 use sluice::Error;
 use std::io::{IsTerminal, Write};
@@ -569,26 +568,17 @@ fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    // A sequential reader needs the read-ahead window and little more.
-    let cache = ChunkCache::new(repo.keys.clone(), repo.storage.clone(), 40 << 20, cores);
-    let reader = ObjectReader::new(cache, object, 16 << 20);
     let mut out = std::io::stdout().lock();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0u64;
     let mut hasher = blake3::Hasher::new();
-    while off < reader.size() {
-        let n = reader.read_at(off, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        match out.write_all(&buf[..n]) {
-            Ok(()) => {}
-            // `sluice cat ... | head`: the reader has what it wanted.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
-            Err(e) => return Err(e).context("cannot write to stdout"),
-        }
-        off += n as u64;
+    let mut off = 0u64;
+    let end = sluice::reader::restore(&repo.keys, &repo.storage, object, cores, 16, &mut |data| {
+        hasher.update(data);
+        off += data.len() as u64;
+        out.write_all(data)
+    })?;
+    if end == sluice::reader::RestoreEnd::OutputClosed {
+        // `sluice cat ... | head`: the reader has what it wanted.
+        return Ok(0);
     }
     match out.flush() {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
