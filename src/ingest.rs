@@ -127,7 +127,9 @@ pub fn ingest(
     let jobs = opts.jobs.max(1);
     let tee = &opts.tee;
 
-    let queue = Mutex::new(streams.into_iter().enumerate().collect::<Vec<_>>());
+    let names: Vec<String> = streams.iter().map(|s| s.name.clone()).collect();
+    // Popped from the back: reversed so that streams start in the order given.
+    let queue = Mutex::new(streams.into_iter().enumerate().rev().collect::<Vec<_>>());
     let results: Mutex<Vec<(usize, Result<Object>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {
@@ -147,9 +149,13 @@ pub fn ingest(
 
     let mut objects = Vec::new();
     let mut errors = Vec::new();
-    for (_, r) in results {
+    for (i, r) in results {
         match r {
             Ok(o) => objects.push(o),
+            // Name the stream: with several producers, which one failed is the news.
+            Err(Error::StreamFailed(m)) if !m.contains(STOPPED) => {
+                errors.push(Error::StreamFailed(format!("stream {:?}: {m}", names[i])))
+            }
             Err(e) => errors.push(e),
         }
     }

@@ -44,6 +44,9 @@ pub fn run(cli: Cli) -> i32 {
                     msg.push_str(&c);
                 }
             }
+            if matches!(e.downcast_ref::<Error>(), Some(Error::StreamFailed(_))) {
+                msg.push_str("; no snapshot was recorded");
+            }
             if e.downcast_ref::<Error>().is_some_and(|e| e.is_disk_full()) {
                 msg.push_str(" — the disk is full: free space and run the ingest again (nothing was recorded)");
             }
@@ -366,10 +369,12 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
     let added = r.added_bytes();
     if !quiet || r.snapshot.is_none() || !r.complete {
         for o in &r.objects {
-            let dedup = if o.chunks == 0 {
-                100.0
-            } else {
-                (o.chunks - o.new_chunks) as f64 / o.chunks as f64 * 100.0
+            let reused = match o.chunks {
+                0 => "no chunks (empty stream)".to_string(),
+                n => format!(
+                    "{:.1}% of chunks already stored",
+                    (n - o.new_chunks) as f64 / n as f64 * 100.0
+                ),
             };
             let status = if o.complete {
                 String::new()
@@ -378,7 +383,7 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
             };
             if !quiet || !o.complete {
                 eprintln!(
-                    "{}: {} read, {} added, {dedup:.1}% of chunks already stored, blake3 {}, {}{status}",
+                    "{}: {} read, {} added, {reused}, blake3 {}, {}{status}",
                     o.name,
                     bytes(o.bytes),
                     bytes(o.added_bytes),

@@ -1,0 +1,666 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks: sluice vs restic vs borg on the same inputs, in one run.
+#
+#   scripts/bench.sh            full run (~1 GiB inputs, 8 GiB memory-flatness stream)
+#   scripts/bench.sh --quick    small inputs, for smoke testing (a few minutes)
+#
+# Makes its own inputs under $BENCH_WORK (default /tmp/sluice-bench; they are reused by later
+# runs with the same sizes), installs restic, borgbackup, PostgreSQL, fuse3 and GNU time from
+# Debian's packages when missing, and prints Markdown tables (also saved to
+# $BENCH_WORK/results.md) with the ratios sluice/peer.
+#
+# Environment (all optional):
+#   SLUICE_BIN         sluice binary to use (default: cargo build --release, target/release/sluice)
+#   BENCH_WORK         work directory (default /tmp/sluice-bench)
+#   BENCH_TOOLS        tools to run (default "sluice restic borg")
+#   BENCH_PHASES       phases to run (default "ingest mount memory parallel"; memory is full-run only)
+#   BENCH_GIB          size of the SQL dump, the random input and each parallel input (default 1)
+#   BENCH_BIG_GIB      size of the large stream for memory flatness (default 8)
+#   BENCH_PG_SCALE     pgbench scale for the pg_dump input (default 30, a ~300 MB dump)
+#   BENCH_CHURN_SECS   pgbench run between the two dumps (default 20)
+#   BENCH_MUTATE_PCT   % of INSERT lines changed/inserted in the second SQL dump (default 2)
+#   BENCH_CLUSTER      changes come in runs of this many lines (default 1000; 1 = uniform)
+#   BENCH_READS        random 4 KiB reads per mount (default 20)
+#   BENCH_GREP_PASSES  cold greps of the SQL dump before reading the mount's RSS (default 4)
+#   BENCH_SLUICE_INIT  extra arguments for `sluice init` (default none: the defaults)
+#   BENCH_KEEP=1       keep the repositories afterwards
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$here/lib/common.sh"
+
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+
+QUICK=0
+for arg in "$@"; do
+    case $arg in
+    --quick) QUICK=1 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *) die "unknown argument '$arg' (try --help)" ;;
+    esac
+done
+
+MIB=$((1 << 20))
+gib_bytes() { awk -v g="$1" 'BEGIN { printf "%d", g * 1073741824 }'; }
+
+WORK=${BENCH_WORK:-/tmp/sluice-bench}
+TOOLS=${BENCH_TOOLS:-sluice restic borg}
+PHASES=${BENCH_PHASES:-ingest mount memory parallel}
+READS=${BENCH_READS:-20}
+MUTATE_PCT=${BENCH_MUTATE_PCT:-2}
+CLUSTER=${BENCH_CLUSTER:-1000}
+if ((QUICK)); then
+    SIZE=$(gib_bytes "${BENCH_GIB:-0.0625}") # 64 MiB
+    PG_SCALE=${BENCH_PG_SCALE:-3}
+    CHURN_SECS=${BENCH_CHURN_SECS:-3}
+    GREP_PASSES=${BENCH_GREP_PASSES:-2}
+    BIG=0
+    PHASES=${PHASES//memory/}
+else
+    SIZE=$(gib_bytes "${BENCH_GIB:-1}")
+    PG_SCALE=${BENCH_PG_SCALE:-30}
+    CHURN_SECS=${BENCH_CHURN_SECS:-20}
+    GREP_PASSES=${BENCH_GREP_PASSES:-4}
+    BIG=$(gib_bytes "${BENCH_BIG_GIB:-8}")
+fi
+read -r -a SLUICE_INIT_ARGS <<<"${BENCH_SLUICE_INIT:-}"
+
+has_tool() { [[ " $TOOLS " == *" $1 "* ]]; }
+has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
+
+mkdir -p "$WORK"/{inputs,repos,mnt,logs}
+WORK=$(cd "$WORK" && pwd)
+RESULTS=$WORK/results.md
+: >"$RESULTS"
+
+export SLUICE_PASSWORD=bench-sluice-pass RESTIC_PASSWORD=bench-restic-pass BORG_PASSPHRASE=bench-borg-pass
+export RESTIC_CACHE_DIR=$WORK/restic-cache BORG_BASE_DIR=$WORK/borg-base
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+unset SLUICE_REPO SLUICE_PASSWORD_FILE SLUICE_PASSWORD_COMMAND RESTIC_REPOSITORY BORG_REPO
+
+# ---- cleanup -----------------------------------------------------------------------------
+BG_PIDS=()
+unmount_dir() {
+    local m=$1
+    is_mounted "$m" || return 0
+    fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$? m p
+    set +e
+    while read -r m; do unmount_dir "$m"; done < <(awk -v w="$WORK/mnt/" 'index($2, w) == 1 { print $2 }' /proc/self/mounts)
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    pg_stop
+    if [[ ${BENCH_KEEP:-0} != 1 ]]; then rm -rf "$WORK/repos" "$WORK/restic-cache" "$WORK/borg-base"; fi
+    if ((rc != 0)); then say "bench.sh failed (exit $rc) after $(elapsed_total); logs in $WORK/logs" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- output ------------------------------------------------------------------------------
+out() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
+
+declare -A R=() # "input|tool|metric" -> value
+setr() { R["$1|$2|$3"]=$4; }
+getr() { printf '%s' "${R["$1|$2|$3"]:-n/a}"; }
+
+# mbps BYTES SECONDS -> MB/s (10^6 bytes per second)
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { if (s <= 0) print "n/a"; else printf "%.0f", b / s / 1e6 }'; }
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; } # KiB -> MiB
+# ratio A B [higher|lower]: "3.4x", or n/a
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b == 0) print "n/a"; else printf "%.2fx", a / b }'
+}
+
+# ---- timing ------------------------------------------------------------------------------
+# run_timed IN OUT LOG CMD...: runs CMD with stdin IN and stdout OUT, stderr to $WORK/logs/LOG.
+# Sets T_SECS (wall clock) and T_RSS_KB (peak RSS of CMD and its children, from GNU time).
+T_SECS=0
+T_RSS_KB=0
+run_timed() {
+    local in=$1 outf=$2 log=$WORK/logs/$3 tf=$WORK/logs/time.out t0 t1
+    shift 3
+    t0=$(date +%s%N)
+    if ! /usr/bin/time -f '%M' -o "$tf" "$@" <"$in" >"$outf" 2>"$log"; then
+        warn "failed: $* (stderr: $log)"
+        tail -n 5 "$log" >&2 || true
+        return 1
+    fi
+    t1=$(date +%s%N)
+    T_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    T_RSS_KB=$(tail -n 1 "$tf")
+}
+
+# time_cmd LOG CMD...: wall clock of CMD (stdout to /dev/null) in T_SECS.
+time_cmd() {
+    local log=$WORK/logs/$1 t0 t1
+    shift
+    t0=$(date +%s%N)
+    if ! "$@" >/dev/null 2>"$log"; then
+        warn "failed: $* (stderr: $log)"
+        tail -n 5 "$log" >&2 || true
+        return 1
+    fi
+    t1=$(date +%s%N)
+    T_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+}
+
+warm() { cat "$@" >/dev/null; }
+dir_bytes() { du -sb "$1" | cut -f1; }
+
+# ---- set-up ------------------------------------------------------------------------------
+section "Set-up"
+need=(time perl openssl zstd util-linux procps postgresql postgresql-client)
+has_tool restic && need+=(restic fuse3)
+has_tool borg && need+=(borgbackup fuse3 python3-pyfuse3)
+has_tool sluice && need+=(fuse3)
+ensure_pkgs "${need[@]}"
+pgbin=$(pg_bindir) || die "PostgreSQL server binaries not found"
+export PATH="$pgbin:$PATH"
+
+SLUICE=""
+if has_tool sluice; then
+    if [[ -n ${SLUICE_BIN:-} ]]; then
+        SLUICE=$SLUICE_BIN
+    else
+        say "cargo build --release -p sluice"
+        (cd "$REPO_ROOT" && cargo build --release -q -p sluice) ||
+            die "cargo build failed; set SLUICE_BIN, or BENCH_TOOLS='restic borg' to run the peers only"
+        SLUICE=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/sluice
+    fi
+    [[ -x $SLUICE ]] || die "sluice binary not found at $SLUICE"
+fi
+
+cat >"$WORK/randread.py" <<'PY'
+# randread.py PATH COUNT: COUNT timed 4 KiB preads at random offsets; prints "median max" in ms.
+import os, random, statistics, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+fd = os.open(path, os.O_RDONLY)
+size = os.fstat(fd).st_size
+rng = random.Random(20261122)
+lat = []
+for _ in range(n):
+    off = rng.randrange(0, max(1, size - 4096))
+    t = time.perf_counter()
+    b = os.pread(fd, 4096, off)
+    lat.append((time.perf_counter() - t) * 1000)
+    if len(b) != min(4096, size - off):
+        sys.exit("short read at %d" % off)
+os.close(fd)
+print("%.2f %.2f" % (statistics.median(lat), max(lat)))
+PY
+
+# ---- tools -------------------------------------------------------------------------------
+# Each sets CMD to the argument vector; the caller runs it (under GNU time).
+declare -A SNAP=() # "repo|version" -> sluice snapshot id
+cmd_init() {        # tool repo
+    case $1 in
+    sluice) CMD=("$SLUICE" --repo "$2" -q init "${SLUICE_INIT_ARGS[@]}") ;;
+    restic) CMD=(restic --repo "$2" -q init) ;;
+    borg) CMD=(borg init -e repokey-blake2 "$2") ;;
+    esac
+}
+cmd_ingest() { # tool repo name version
+    case $1 in
+    sluice) CMD=("$SLUICE" --repo "$2" ingest --name "$3" --tag "$4" --json) ;;
+    restic) CMD=(restic --repo "$2" -q backup --stdin --stdin-filename "$3" --tag "$4") ;;
+    borg) CMD=(borg create --compression "zstd,3" --stdin-name "$3" "$2::$4" -) ;;
+    esac
+}
+cmd_restore() { # tool repo name version
+    case $1 in
+    sluice) CMD=("$SLUICE" --repo "$2" cat "${SNAP["$2|$4"]:-latest}" "$3") ;;
+    restic) CMD=(restic --repo "$2" -q dump --tag "$4" latest "/$3") ;;
+    borg) CMD=(borg extract --stdout "$2::$4") ;;
+    esac
+}
+# after a sluice ingest: remember the snapshot id printed by --json
+note_snapshot() { # repo version json-file
+    local id
+    id=$(python3 -c '
+import json, sys
+for line in reversed(open(sys.argv[1]).read().splitlines()):
+    line = line.strip()
+    if line.startswith("{"):
+        print(json.loads(line)["snapshot"]); break
+' "$3" 2>/dev/null) || id=""
+    if [[ -n $id ]]; then SNAP["$1|$2"]=$id; else warn "no snapshot id in sluice ingest --json output ($3)"; fi
+}
+
+# mount_tool tool repo mnt name version: mounts, waits until the object is visible;
+# sets OBJ to its path and MOUNT_PID to the serving process.
+OBJ=""
+MOUNT_PID=""
+find_pid_with_arg() { # prints the pid of a process whose argv contains $1 and whose argv0 matches $2
+    local f pid
+    for f in /proc/[0-9]*/cmdline; do
+        pid=${f#/proc/}
+        pid=${pid%/cmdline}
+        if tr '\0' '\n' <"$f" 2>/dev/null | grep -qxF -- "$1" &&
+            tr '\0' '\n' <"$f" 2>/dev/null | head -n 3 | grep -q -- "$2"; then
+            printf '%s\n' "$pid"
+            return 0
+        fi
+    done
+    return 1
+}
+wait_for_file() { # path seconds
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        [[ -e $1 ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+mount_tool() {
+    local tool=$1 repo=$2 mnt=$3 name=$4 ver=$5
+    unmount_dir "$mnt"
+    mkdir -p "$mnt"
+    MOUNT_PID=""
+    case $tool in
+    sluice)
+        "$SLUICE" mount "$repo" "$mnt" >"$WORK/logs/mount-sluice.log" 2>&1 || {
+            warn "sluice mount failed: $(tail -n 3 "$WORK/logs/mount-sluice.log")"
+            return 1
+        }
+        OBJ=$mnt/latest/$name
+        ;;
+    restic)
+        restic --repo "$repo" mount "$mnt" >"$WORK/logs/mount-restic.log" 2>&1 &
+        MOUNT_PID=$!
+        BG_PIDS+=("$MOUNT_PID")
+        OBJ=$mnt/snapshots/latest/$name
+        ;;
+    borg)
+        borg mount "$repo::$ver" "$mnt" >"$WORK/logs/mount-borg.log" 2>&1 || {
+            warn "borg mount failed: $(tail -n 3 "$WORK/logs/mount-borg.log")"
+            return 1
+        }
+        OBJ=$mnt/$name
+        ;;
+    esac
+    wait_for_file "$OBJ" 120 || {
+        warn "$tool mount: $OBJ did not appear"
+        return 1
+    }
+    if [[ -z $MOUNT_PID ]]; then
+        case $tool in
+        sluice) MOUNT_PID=$(find_pid_with_arg "$mnt" sluice) || MOUNT_PID="" ;;
+        borg) MOUNT_PID=$(find_pid_with_arg "$mnt" borg) || MOUNT_PID="" ;;
+        esac
+    fi
+}
+umount_tool() { # tool mnt
+    case $1 in
+    sluice) "$SLUICE" umount "$2" >/dev/null 2>&1 || unmount_dir "$2" ;;
+    borg) borg umount "$2" >/dev/null 2>&1 || unmount_dir "$2" ;;
+    restic) unmount_dir "$2" ;;
+    esac
+    if [[ $1 == restic && -n $MOUNT_PID ]]; then wait "$MOUNT_PID" 2>/dev/null || true; fi
+    local i
+    for ((i = 0; i < 100; i++)); do
+        is_mounted "$2" || return 0
+        sleep 0.1
+    done
+    unmount_dir "$2"
+}
+vm_hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo n/a; }
+
+# ---- inputs ------------------------------------------------------------------------------
+IN=$WORK/inputs
+# fresh NAME PARAMS: true when input NAME exists and was made with PARAMS.
+fresh() { [[ -f $IN/$1 && -f $IN/$1.params && $(cat "$IN/$1.params") == "$2" ]]; }
+stamp() { printf '%s' "$2" >"$IN/$1.params"; }
+gen_random() { # bytes key-hex: deterministic pseudo-random bytes on stdout
+    { openssl enc -aes-128-ctr -K "$2" -iv 00000000000000000000000000000000 </dev/zero 2>/dev/null || true; } | head -c "$1"
+}
+zstd_ratio() { # file -> compression ratio with zstd -3
+    local c
+    c=$(zstd -3 -T2 -q -c "$1" | wc -c)
+    awk -v a="$(stat -c %s "$1")" -v b="$c" 'BEGIN { printf "%.2f", a / b }'
+}
+
+section "Inputs (in $IN)"
+if has_phase ingest || has_phase mount || has_phase parallel; then
+    p="bytes=$SIZE seed=42 mutate=$MUTATE_PCT cluster=$CLUSTER v3"
+    if ! fresh sql1.sql "$p"; then
+        say "generating a ${SIZE}-byte SQL dump (perl, seed 42)"
+        t0=$(date +%s)
+        perl "$SCRIPTS_DIR/gen-sql-dump.pl" --bytes "$SIZE" --seed 42 >"$IN/sql1.sql"
+        say "  took $(($(date +%s) - t0)) s"
+        perl "$SCRIPTS_DIR/gen-sql-dump.pl" --mutate "$MUTATE_PCT" --cluster "$CLUSTER" --seed 43 <"$IN/sql1.sql" >"$IN/sql2.sql"
+        stamp sql1.sql "$p"
+    fi
+fi
+if has_phase ingest; then
+    p="bytes=$SIZE key=01 v1"
+    if ! fresh rand1.bin "$p"; then
+        say "generating ${SIZE} random bytes (openssl aes-ctr) and a second version with 4 MiB inserted mid-way"
+        gen_random "$SIZE" 0123456789abcdef0123456789abcdef >"$IN/rand1.bin"
+        half=$((SIZE / 2))
+        {
+            head -c "$half" "$IN/rand1.bin"
+            gen_random $((4 * MIB)) fedcba9876543210fedcba9876543210
+            tail -c +$((half + 1)) "$IN/rand1.bin"
+        } >"$IN/rand2.bin"
+        stamp rand1.bin "$p"
+    fi
+    p="scale=$PG_SCALE churn=$CHURN_SECS v1"
+    if ! fresh pg1.sql "$p"; then
+        say "starting a throwaway PostgreSQL cluster; pgbench -i -s $PG_SCALE"
+        pg_start
+        createdb bench
+        t0=$(date +%s)
+        pgbench -i -q -s "$PG_SCALE" bench >"$WORK/logs/pgbench-init.log" 2>&1 || die "pgbench -i failed (see $WORK/logs/pgbench-init.log)"
+        say "  took $(($(date +%s) - t0)) s; pg_dump #1"
+        pg_dump bench >"$IN/pg1.sql"
+        say "  pgbench -c 2 -T $CHURN_SECS (churn)"
+        pgbench -c 2 -T "$CHURN_SECS" bench >"$WORK/logs/pgbench-run.log" 2>&1 || die "pgbench failed (see $WORK/logs/pgbench-run.log)"
+        say "  pg_dump #2"
+        pg_dump bench >"$IN/pg2.sql"
+        pg_stop
+        stamp pg1.sql "$p"
+    fi
+fi
+if has_phase parallel; then
+    p="bytes=$SIZE seed=7"
+    if ! fresh sqlb.sql "$p"; then
+        say "generating a second, unrelated SQL dump for the parallel-producer test (seed 7)"
+        perl "$SCRIPTS_DIR/gen-sql-dump.pl" --bytes "$SIZE" --seed 7 >"$IN/sqlb.sql"
+        stamp sqlb.sql "$p"
+    fi
+    p="bytes=$SIZE key=02"
+    if ! fresh randb.bin "$p"; then
+        gen_random "$SIZE" 00000000000000000000000000000002 >"$IN/randb.bin"
+        stamp randb.bin "$p"
+    fi
+fi
+
+# ---- header ------------------------------------------------------------------------------
+out "# sluice benchmarks ($(date -u +%Y-%m-%dT%H:%M:%SZ)$( ((QUICK)) && echo ', quick mode'))"
+out ""
+out "- machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r); load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the cores are shared: figures are noisy)"
+has_tool sluice && out "- sluice: \`$("$SLUICE" --version 2>/dev/null || echo "$SLUICE")\` ($(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo 'no commit')), \`sluice init${SLUICE_INIT_ARGS[*]:+ ${SLUICE_INIT_ARGS[*]}}\`$([[ -z ${BENCH_SLUICE_INIT:-} ]] && echo ' (its default chunk size and compression)')"
+has_tool restic && out "- restic: $(restic version | cut -d' ' -f1-2), repository v2, default compression (auto), \`restic backup --stdin --stdin-filename NAME\`"
+has_tool borg && out "- borg: $(borg --version), \`borg init -e repokey-blake2\`, \`borg create --compression zstd,3 --stdin-name NAME REPO::ARCHIVE -\`, default chunker (buzhash, ~2 MiB)"
+out "- every tool reads the stream from stdin (a file already in the page cache, so the producer costs ~nothing); repositories are on the same local disk ($(df -T "$WORK" | awk 'NR == 2 { print $2 }')) under $WORK/repos"
+out "- durability: all three fsync their data before reporting success (sluice: packs, then snapshot rename, then directory; restic local backend: fsync of every file it saves; borg: fsync of segments at commit). No tool was configured to skip it."
+out "- times are wall clock of the whole command, including process start-up and key derivation (sluice Argon2id, restic scrypt, borg PBKDF2)"
+out "- the page cache is dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every restore and before every mount measurement; MB/s are 10^6 bytes/s; RSS is peak (GNU time %M, or VmHWM for mounts)"
+out ""
+out "## Inputs"
+out ""
+out "| input | first version | second version | zstd -3 ratio |"
+out "| --- | ---: | ---: | ---: |"
+input_row() { # label f1 f2
+    out "| $1 | $(mb "$(stat -c %s "$2")") MB | $(mb "$(stat -c %s "$3")") MB | $(zstd_ratio "$2") |"
+}
+if has_phase ingest; then
+    input_row "pg_dump of pgbench (scale $PG_SCALE), before/after \`pgbench -c 2 -T $CHURN_SECS\`" "$IN/pg1.sql" "$IN/pg2.sql"
+    if ((CLUSTER > 1)); then
+        where="in $(awk -v p="$MUTATE_PCT" 'BEGIN { t = 5 * p; if (t > 100) t = 100; print t }')% of the $CLUSTER-line regions"
+    else
+        where="scattered uniformly"
+    fi
+    input_row "generated SQL dump, second with ~${MUTATE_PCT}% of rows changed or inserted ($where)" "$IN/sql1.sql" "$IN/sql2.sql"
+    input_row "random (AES-CTR), second with 4 MiB inserted in the middle" "$IN/rand1.bin" "$IN/rand2.bin"
+fi
+out ""
+
+# ---- ingest / restore --------------------------------------------------------------------
+KEEP_REPO_SQL=1 # the SQL repositories are used again by the mount phase
+bench_input() {   # key label file1 file2 name
+    local key=$1 label=$2 f1=$3 f2=$4 name=$5 tool repo r1 r2 b1 b2
+    b1=$(stat -c %s "$f1")
+    b2=$(stat -c %s "$f2")
+    for tool in $TOOLS; do
+        section "Ingest/restore: $key with $tool"
+        repo=$WORK/repos/$key-$tool
+        rm -rf "$repo"
+        cmd_init "$tool" "$repo"
+        "${CMD[@]}" >"$WORK/logs/init-$key-$tool.log" 2>&1 || {
+            warn "$tool init failed: $(tail -n 3 "$WORK/logs/init-$key-$tool.log")"
+            setr "$key" "$tool" ingest FAIL
+            continue
+        }
+        warm "$f1"
+        cmd_ingest "$tool" "$repo" "$name" v1
+        if ! run_timed "$f1" "$WORK/logs/ingest1-$key-$tool.out" "ingest1-$key-$tool.log" "${CMD[@]}"; then
+            setr "$key" "$tool" ingest FAIL
+            continue
+        fi
+        [[ $tool == sluice ]] && note_snapshot "$repo" v1 "$WORK/logs/ingest1-$key-$tool.out"
+        setr "$key" "$tool" ingest "$(mbps "$b1" "$T_SECS")"
+        setr "$key" "$tool" rss "$(mib "$T_RSS_KB")"
+        sync
+        r1=$(dir_bytes "$repo")
+        setr "$key" "$tool" repo1 "$r1"
+        say "  ingest #1: ${T_SECS}s, $(getr "$key" "$tool" ingest) MB/s, peak RSS $(getr "$key" "$tool" rss) MiB, repo $(mb "$r1") MB"
+
+        warm "$f2"
+        cmd_ingest "$tool" "$repo" "$name" v2
+        if run_timed "$f2" "$WORK/logs/ingest2-$key-$tool.out" "ingest2-$key-$tool.log" "${CMD[@]}"; then
+            [[ $tool == sluice ]] && note_snapshot "$repo" v2 "$WORK/logs/ingest2-$key-$tool.out"
+            sync
+            r2=$(dir_bytes "$repo")
+            setr "$key" "$tool" ingest2 "$(mbps "$b2" "$T_SECS")"
+            setr "$key" "$tool" added "$((r2 - r1))"
+            say "  ingest #2: ${T_SECS}s, $(getr "$key" "$tool" ingest2) MB/s, added $(mb $((r2 - r1))) MB"
+        else
+            setr "$key" "$tool" added FAIL
+        fi
+
+        drop_caches
+        cmd_restore "$tool" "$repo" "$name" v1
+        if run_timed /dev/null /dev/null "restore-$key-$tool.log" "${CMD[@]}"; then
+            setr "$key" "$tool" restore "$(mbps "$b1" "$T_SECS")"
+            setr "$key" "$tool" restore_rss "$(mib "$T_RSS_KB")"
+            say "  restore #1 (cold cache): ${T_SECS}s, $(getr "$key" "$tool" restore) MB/s, peak RSS $(getr "$key" "$tool" restore_rss) MiB"
+            if [[ $tool == sluice ]]; then
+                # correctness, untimed: a benchmark of wrong bytes is worthless
+                if "${CMD[@]}" 2>/dev/null | cmp -s - "$f1"; then
+                    say "  verified: sluice cat output is byte-identical to the input"
+                else
+                    warn "sluice cat of $key v1 differs from the input!"
+                    setr "$key" "$tool" restore "WRONG"
+                fi
+            fi
+        else
+            setr "$key" "$tool" restore FAIL
+        fi
+        if [[ $key != sql ]] || ((KEEP_REPO_SQL == 0)); then rm -rf "$repo"; fi
+    done
+    section_end
+    out "## $label"
+    out ""
+    out "| tool | ingest MB/s | peak RSS MiB | repo after 1st MB | added by 2nd MB | 2nd ingest MB/s | restore MB/s (cold) | restore RSS MiB |"
+    out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local a
+    for tool in $TOOLS; do
+        a=$(getr "$key" "$tool" added)
+        [[ $a =~ ^-?[0-9]+$ ]] && a=$(mb "$a")
+        r1=$(getr "$key" "$tool" repo1)
+        [[ $r1 =~ ^[0-9]+$ ]] && r1=$(mb "$r1")
+        out "| $tool | $(getr "$key" "$tool" ingest) | $(getr "$key" "$tool" rss) | $r1 | $a | $(getr "$key" "$tool" ingest2) | $(getr "$key" "$tool" restore) | $(getr "$key" "$tool" restore_rss) |"
+    done
+    out ""
+    if has_tool sluice; then
+        for tool in restic borg; do
+            has_tool "$tool" || continue
+            out "- sluice/$tool: ingest $(ratio "$(getr "$key" sluice ingest)" "$(getr "$key" "$tool" ingest)"), restore $(ratio "$(getr "$key" sluice restore)" "$(getr "$key" "$tool" restore)"), repo size $(ratio "$(getr "$key" sluice repo1)" "$(getr "$key" "$tool" repo1)"), added by 2nd $(ratio "$(getr "$key" sluice added)" "$(getr "$key" "$tool" added)"), peak RSS $(ratio "$(getr "$key" sluice rss)" "$(getr "$key" "$tool" rss)")"
+        done
+        out ""
+    fi
+}
+
+if has_phase ingest; then
+    bench_input pg "pg_dump of a pgbench database ($(mb "$(stat -c %s "$IN/pg1.sql")") MB)" "$IN/pg1.sql" "$IN/pg2.sql" shop.sql
+    bench_input sql "Generated SQL dump ($(mb "$(stat -c %s "$IN/sql1.sql")") MB, zstd -3 ratio $(zstd_ratio "$IN/sql1.sql"))" "$IN/sql1.sql" "$IN/sql2.sql" dump.sql
+    bench_input rand "Random data ($(mb "$SIZE") MB)" "$IN/rand1.bin" "$IN/rand2.bin" random.bin
+fi
+
+# ---- mount -------------------------------------------------------------------------------
+if has_phase mount; then
+    # The mount phase reads the SQL dump's newest version (sql2.sql) through each tool's mount.
+    f=$IN/sql2.sql
+    b=$(stat -c %s "$f")
+    expect=$(grep -c 'INSERT INTO' "$f")
+    for tool in $TOOLS; do
+        section "Mount: $tool"
+        repo=$WORK/repos/sql-$tool
+        if [[ ! -d $repo ]]; then
+            say "  (no repository from the ingest phase: making one)"
+            cmd_init "$tool" "$repo"
+            "${CMD[@]}" >/dev/null 2>&1 || { warn "$tool init failed"; continue; }
+            cmd_ingest "$tool" "$repo" dump.sql v1
+            "${CMD[@]}" <"$IN/sql1.sql" >/dev/null 2>&1 || { warn "$tool ingest failed"; continue; }
+            cmd_ingest "$tool" "$repo" dump.sql v2
+            "${CMD[@]}" <"$f" >/dev/null 2>&1 || { warn "$tool ingest failed"; continue; }
+        fi
+        mnt=$WORK/mnt/$tool
+
+        # the same object restored without the mount (sluice cat / restic dump / borg extract), cold
+        drop_caches
+        cmd_restore "$tool" "$repo" dump.sql v2
+        if run_timed /dev/null /dev/null "mrestore-$tool.log" "${CMD[@]}"; then
+            setr mount "$tool" restore "$(mbps "$b" "$T_SECS")"
+            say "  restore of the same object (cold cache): ${T_SECS}s, $(getr mount "$tool" restore) MB/s"
+        else setr mount "$tool" restore FAIL; fi
+
+        # sequential cat, cold
+        drop_caches
+        if mount_tool "$tool" "$repo" "$mnt" dump.sql v2 && time_cmd "mcat-$tool.log" cat "$OBJ"; then
+            setr mount "$tool" cat "$(mbps "$b" "$T_SECS")"
+            say "  cat (fresh mount, cold cache): ${T_SECS}s, $(getr mount "$tool" cat) MB/s"
+        else setr mount "$tool" cat FAIL; fi
+        umount_tool "$tool" "$mnt"
+
+        # grep -c, cold
+        drop_caches
+        if mount_tool "$tool" "$repo" "$mnt" dump.sql v2; then
+            t0=$(date +%s%N)
+            got=$(grep -c 'INSERT INTO' "$OBJ" 2>"$WORK/logs/mgrep-$tool.log") || got=FAIL
+            t1=$(date +%s%N)
+            if [[ $got == "$expect" ]]; then
+                setr mount "$tool" grep "$(mbps "$b" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1e9 }')")"
+                say "  grep -c (fresh mount, cold cache): $(getr mount "$tool" grep) MB/s, count $got (correct)"
+            else
+                warn "$tool mount: grep -c gave '$got', expected $expect"
+                setr mount "$tool" grep WRONG
+            fi
+        else setr mount "$tool" grep FAIL; fi
+        umount_tool "$tool" "$mnt"
+
+        # random 4 KiB reads, cold, fresh mount
+        drop_caches
+        if mount_tool "$tool" "$repo" "$mnt" dump.sql v2 && lat=$(python3 "$WORK/randread.py" "$OBJ" "$READS" 2>"$WORK/logs/randread-$tool.log"); then
+            setr mount "$tool" rand_med "${lat% *}"
+            setr mount "$tool" rand_max "${lat#* }"
+            say "  $READS random 4 KiB reads (fresh mount, cold cache): median ${lat% *} ms, max ${lat#* } ms"
+        else setr mount "$tool" rand_med FAIL; fi
+        umount_tool "$tool" "$mnt"
+
+        # memory of the mount process after grepping GREP_PASSES x the dump, cold each time
+        drop_caches
+        if mount_tool "$tool" "$repo" "$mnt" dump.sql v2; then
+            ok=1
+            for ((i = 0; i < GREP_PASSES; i++)); do
+                drop_caches
+                grep -c 'INSERT INTO' "$OBJ" >/dev/null 2>&1 || ok=0
+            done
+            if ((ok)) && [[ -n $MOUNT_PID ]]; then
+                setr mount "$tool" hwm "$(mib "$(vm_hwm_kb "$MOUNT_PID")")"
+                say "  mount process (pid $MOUNT_PID) VmHWM after grepping $(mb $((b * GREP_PASSES))) MB: $(getr mount "$tool" hwm) MiB"
+            else
+                warn "$tool: could not measure the mount's memory (pid '${MOUNT_PID}', greps ok=$ok)"
+            fi
+        fi
+        umount_tool "$tool" "$mnt"
+    done
+    section_end
+
+    out "## Mount: the generated SQL dump ($(mb "$b") MB) read through a freshly started mount, cold page cache"
+    out ""
+    out "| tool | cat MB/s | grep -c MB/s | same object restored (cat/dump/extract) MB/s | mount cat / restore | 4 KiB random read median ms | max ms | mount RSS after grepping $(mb $((b * GREP_PASSES))) MB, MiB |"
+    out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for tool in $TOOLS; do
+        out "| $tool | $(getr mount "$tool" cat) | $(getr mount "$tool" grep) | $(getr mount "$tool" restore) | $(ratio "$(getr mount "$tool" cat)" "$(getr mount "$tool" restore)") | $(getr mount "$tool" rand_med) | $(getr mount "$tool" rand_max) | $(getr mount "$tool" hwm) |"
+    done
+    out ""
+    if has_tool sluice; then
+        out "- sluice mount: cat $(ratio "$(getr mount sluice cat)" "$(getr mount sluice restore)") and grep -c $(ratio "$(getr mount sluice grep)" "$(getr mount sluice restore)") of \`sluice cat\`'s throughput on the same object (target >= 0.80x)"
+        for tool in restic borg; do
+            has_tool "$tool" || continue
+            out "- sluice/$tool through the mount: cat $(ratio "$(getr mount sluice cat)" "$(getr mount "$tool" cat)"), grep $(ratio "$(getr mount sluice grep)" "$(getr mount "$tool" grep)"), random-read latency $(ratio "$(getr mount sluice rand_med)" "$(getr mount "$tool" rand_med)") (lower is better)"
+        done
+        out ""
+    fi
+fi
+
+# ---- memory flatness ---------------------------------------------------------------------
+if has_phase memory && has_tool sluice && ((BIG > 0)); then
+    section "Memory flatness: sluice ingest of 1 GiB vs $(mb "$BIG") MB"
+    out "## Memory flatness: peak RSS of \`sluice ingest\` by stream size (random data from openssl, piped, never on disk)"
+    out ""
+    out "| stream | ingest MB/s | peak RSS MiB |"
+    out "| --- | ---: | ---: |"
+    for n in $((1 << 30)) "$BIG"; do
+        repo=$WORK/repos/mem
+        rm -rf "$repo"
+        "$SLUICE" --repo "$repo" -q init "${SLUICE_INIT_ARGS[@]}" >/dev/null
+        t0=$(date +%s%N)
+        if gen_random "$n" 0badc0de0badc0de0badc0de0badc0de |
+            /usr/bin/time -f '%M' -o "$WORK/logs/time.out" "$SLUICE" --repo "$repo" ingest --name big.bin >/dev/null 2>"$WORK/logs/mem-$n.log"; then
+            t1=$(date +%s%N)
+            secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+            rss=$(mib "$(tail -n 1 "$WORK/logs/time.out")")
+            say "  $(mb "$n") MB: ${secs}s, peak RSS $rss MiB"
+            out "| $(mb "$n") MB | $(mbps "$n" "$secs") | $rss |"
+        else
+            warn "sluice ingest of $n bytes failed: $(tail -n 3 "$WORK/logs/mem-$n.log")"
+            out "| $(mb "$n") MB | FAIL | FAIL |"
+        fi
+        rm -rf "$repo"
+    done
+    out ""
+fi
+
+# ---- parallel producers ------------------------------------------------------------------
+if has_phase parallel && has_tool sluice; then
+    section "Parallel producers (sluice ingest --exec)"
+    out "## Parallel producers: \`sluice ingest --exec a='cat A' --exec b='cat B'\` vs one producer alone"
+    out ""
+    out "| inputs | one alone s | both at once s | both / one (target well under 2x) | aggregate MB/s |"
+    out "| --- | ---: | ---: | ---: | ---: |"
+    for kind in sql rand; do
+        if [[ $kind == sql ]]; then fa=$IN/sql1.sql fb=$IN/sqlb.sql; else fa=$IN/rand1.bin fb=$IN/randb.bin; fi
+        [[ -f $fa && -f $fb ]] || {
+            warn "parallel: inputs for $kind missing (run the ingest phase too)"
+            continue
+        }
+        warm "$fa" "$fb"
+        repo=$WORK/repos/par
+        rm -rf "$repo"
+        "$SLUICE" --repo "$repo" -q init "${SLUICE_INIT_ARGS[@]}" >/dev/null
+        one=FAIL both=FAIL
+        if run_timed /dev/null /dev/null "par1-$kind.log" "$SLUICE" --repo "$repo" ingest --exec "a=cat '$fa'"; then one=$T_SECS; fi
+        rm -rf "$repo"
+        "$SLUICE" --repo "$repo" -q init "${SLUICE_INIT_ARGS[@]}" >/dev/null
+        if run_timed /dev/null /dev/null "par2-$kind.log" "$SLUICE" --repo "$repo" ingest --exec "a=cat '$fa'" --exec "b=cat '$fb'"; then both=$T_SECS; fi
+        rm -rf "$repo"
+        tot=$(($(stat -c %s "$fa") + $(stat -c %s "$fb")))
+        say "  $kind: one ${one}s, both ${both}s"
+        out "| 2 x $(mb "$(stat -c %s "$fa")") MB $kind | $one | $both | $(ratio "$both" "$one") | $(mbps "$tot" "$both") |"
+    done
+    out ""
+fi
+
+section_end
+out "_load average at end: $(cut -d' ' -f1-3 /proc/loadavg); total bench time $(elapsed_total)_"
+say ""
+say "results saved to $RESULTS"

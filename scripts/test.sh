@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The one test command (CI runs .ci/run, which runs this).
+#
+# On a fresh Debian 12 machine with only the Rust toolchain, gcc, python3 and git, it
+#   1. installs what the tests need from Debian's packages, only when missing (FUSE, b3sum,
+#      the linter here; PostgreSQL, MariaDB with mariadb-backup, tar/gzip/xz/zstd through
+#      scripts/install-db.sh);
+#   2. checks that FUSE mounts work (in CI, CI=true, a machine without FUSE is a failure,
+#      never a skip; the tests see SLUICE_TEST_REQUIRE_FUSE=1);
+#   3. runs cargo fmt --check, clippy -D warnings, shellcheck of scripts/, and
+#      cargo test --workspace --release.
+#
+# Environment:
+#   SKIP_INSTALL=1   do not run apt-get (report what is missing instead)
+#   CARGO_TEST_ARGS  extra arguments for cargo test, e.g. "-- --test-threads=1"
+#   TEST_TIMEOUT     limit for cargo test (default 75m)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$here/lib/common.sh"
+cd "$REPO_ROOT"
+
+on_exit() {
+    local rc=$?
+    section_end
+    if ((rc == 0)); then
+        say ""
+        say "ALL PASSED in $(elapsed_total)"
+    else
+        say ""
+        say "FAILED (exit $rc) after $(elapsed_total)"
+    fi
+}
+trap on_exit EXIT
+
+in_ci=0
+if [[ ${CI:-} == true || ${CI:-} == 1 ]]; then in_ci=1; fi
+
+section "Environment"
+say "repo:   $REPO_ROOT"
+say "host:   $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+say "rust:   $(rustc --version) / $(cargo --version)"
+say "CI:     $([[ $in_ci == 1 ]] && echo yes || echo no)"
+
+section "System packages"
+# Debian package -> what the tests use it for. The database servers and clients of the
+# producer tests (PostgreSQL, MariaDB with mariadb-backup, tar/gzip/xz/zstd) are installed by
+# scripts/install-db.sh, which the tests name in their hints.
+pkgs=(
+    fuse3      # fusermount3 (unmount, non-root and AutoUnmount mounts)
+    util-linux # mountpoint, runuser
+    procps     # ps, pgrep for the mount tests
+    shellcheck # lint of scripts/
+)
+if [[ ${SKIP_INSTALL:-0} == 1 ]]; then
+    missing=()
+    for p in "${pkgs[@]}" b3sum postgresql postgresql-client mariadb-server mariadb-client mariadb-backup tar gzip xz-utils zstd; do
+        pkg_installed "$p" || missing+=("$p")
+    done
+    say "SKIP_INSTALL=1; missing: ${missing[*]:-none}"
+else
+    ensure_pkgs "${pkgs[@]}"
+    ensure_pkgs_optional b3sum # Debian 12 has it (1.2.0); digests are compared with it
+    bash "$SCRIPTS_DIR/install-db.sh"
+fi
+# The server binaries (initdb, pg_ctl, postgres) are not on PATH in Debian: put them there.
+if pgbin=$(pg_bindir); then
+    export PATH="$pgbin:$PATH"
+    say "PostgreSQL server binaries: $pgbin"
+fi
+for c in fusermount3 initdb pg_ctl pg_dump pgbench psql mariadbd mariadb-backup mbstream tar zstd xz; do
+    command -v "$c" >/dev/null || warn "$c not found on PATH"
+done
+
+section "FUSE"
+if [[ ! -e /dev/fuse ]]; then
+    # Some containers have the module but no device node.
+    modprobe fuse 2>/dev/null || true
+    [[ -e /dev/fuse ]] || mknod -m 666 /dev/fuse c 10 229 2>/dev/null || true
+fi
+if fuse_trial_mount; then
+    say "FUSE works: /dev/fuse present and a trial mount succeeded"
+    export SLUICE_TEST_REQUIRE_FUSE=1
+elif ((in_ci)); then
+    die "FUSE is not usable on this CI machine (/dev/fuse: $(ls -l /dev/fuse 2>&1)); the mount tests must run in CI, refusing to skip them"
+else
+    warn "FUSE is not usable here; mount tests may skip locally (they never skip in CI)"
+fi
+if ((in_ci)); then export SLUICE_TEST_REQUIRE_FUSE=1; fi
+
+for comp in rustfmt clippy; do
+    sub=${comp/rustfmt/fmt}
+    if ! cargo "$sub" --version >/dev/null 2>&1; then
+        say "installing the $comp component"
+        rustup component add "$comp" || die "cargo $sub is missing and rustup could not add $comp"
+    fi
+done
+
+section "cargo fmt --check"
+cargo fmt --all -- --check
+
+section "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+section "shellcheck scripts/"
+if command -v shellcheck >/dev/null; then
+    shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run
+    say "shellcheck clean"
+else
+    warn "shellcheck not installed; skipped"
+fi
+
+section "cargo test --workspace --release"
+# Release: the integration tests push GiBs through the real binary and the real mount.
+# A hung test (a FUSE deadlock, say) fails with a clear message instead of hitting CI's limit.
+read -r -a extra <<<"${CARGO_TEST_ARGS:-}"
+timeout --foreground --kill-after=30s "${TEST_TIMEOUT:-75m}" cargo test --workspace --release "${extra[@]}" ||
+    {
+        rc=$?
+        ((rc == 124)) && say "cargo test did not finish within ${TEST_TIMEOUT:-75m}"
+        exit "$rc"
+    }
