@@ -4,5 +4,7 @@
 //! Later issues append their modules here: `mod mount;` (real FUSE mounts) and
 //! `mod producers;` (completeness checks of real producers).
 
+mod mount;
+mod producers;
 mod store;
 mod support;
