@@ -306,7 +306,8 @@ pub fn restore(
     use std::sync::mpsc::{sync_channel, Receiver};
     type Slot = Receiver<Result<Vec<u8>>>;
 
-    let (job_tx, job_rx) = sync_channel::<(ChunkRef, std::sync::mpsc::SyncSender<Result<Vec<u8>>>)>(window);
+    let (job_tx, job_rx) =
+        sync_channel::<(ChunkRef, std::sync::mpsc::SyncSender<Result<Vec<u8>>>)>(window);
     let job_rx = Arc::new(Mutex::new(job_rx));
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
@@ -322,7 +323,9 @@ pub fn restore(
         let mut pending: VecDeque<(u64, u32, Slot)> = VecDeque::with_capacity(window + 1);
         let mut offset = 0u64;
         let mut emit = |pending: &mut VecDeque<(u64, u32, Slot)>| -> Result<Option<RestoreEnd>> {
-            let Some((start, len, rx)) = pending.pop_front() else { return Ok(None) };
+            let Some((start, len, rx)) = pending.pop_front() else {
+                return Ok(None);
+            };
             let data = rx
                 .recv()
                 .map_err(|_| Error::Corrupt("a restore worker stopped".into()))
@@ -330,14 +333,22 @@ pub fn restore(
                 .map_err(|e| damaged_range(&object.name, start, start + len as u64, e))?;
             match out(&data) {
                 Ok(()) => Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Some(RestoreEnd::OutputClosed)),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Ok(Some(RestoreEnd::OutputClosed))
+                }
                 Err(e) => Err(Error::io("cannot write the restored stream", e)),
             }
         };
         let result = (|| {
             for list in &object.chunk_lists {
-                let plain = pack::read_blob(storage, keys, BlobKind::ChunkList, list.id, &list.location())
-                    .map_err(|e| damaged_range(&object.name, list.start, list.start + list.bytes, e))?;
+                let plain = pack::read_blob(
+                    storage,
+                    keys,
+                    BlobKind::ChunkList,
+                    list.id,
+                    &list.location(),
+                )
+                .map_err(|e| damaged_range(&object.name, list.start, list.start + list.bytes, e))?;
                 for c in chunklist::decode(&plain)? {
                     let (tx, rx) = sync_channel(1);
                     if job_tx.send((c, tx)).is_err() {
@@ -375,7 +386,9 @@ pub enum RestoreEnd {
 
 fn damaged_range(name: &str, from: u64, to: u64, e: Error) -> Error {
     match e {
-        Error::Corrupt(m) | Error::NotFound(m) => Error::Corrupt(format!("{name}: bytes {from}..{to} are damaged: {m}")),
+        Error::Corrupt(m) | Error::NotFound(m) => {
+            Error::Corrupt(format!("{name}: bytes {from}..{to} are damaged: {m}"))
+        }
         other => other,
     }
 }
