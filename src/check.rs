@@ -35,6 +35,13 @@ impl CheckReport {
     }
 }
 
+/// A chunk at one place: id, pack, offset.
+type ChunkAt = (BlobId, PackId, u64);
+
+fn chunk_at(c: &ChunkRef) -> ChunkAt {
+    (c.id, c.loc.pack, c.loc.offset)
+}
+
 /// Pack headers of every pack on disk, or why a pack's header could not be read.
 struct PackTable {
     entries: HashMap<PackId, HashMap<(BlobKind, BlobId), PackEntry>>,
@@ -201,14 +208,17 @@ pub fn check(
     }
     progress("checking snapshots and chunk lists");
     let mut referenced_packs: HashSet<PackId> = HashSet::new();
-    let mut referenced: HashSet<BlobId> = HashSet::new();
-    let mut bad_chunks: HashMap<BlobId, String> = HashMap::new();
+    // Chunks are keyed by where they are, not just by id: after a repair the same chunk can
+    // exist twice, once damaged and once whole, and only snapshots using the damaged copy
+    // are affected.
+    let mut referenced: HashSet<ChunkAt> = HashSet::new();
+    let mut bad_chunks: HashMap<ChunkAt, String> = HashMap::new();
     let mut problems = Vec::new();
     let snaps = walk(repo, &t, &mut problems, |_, _, c, _| {
         referenced_packs.insert(c.loc.pack);
-        if referenced.insert(c.id) {
+        if referenced.insert(chunk_at(c)) {
             if let Some(why) = misplaced(&t, BlobKind::Chunk, c) {
-                bad_chunks.insert(c.id, why);
+                bad_chunks.insert(chunk_at(c), why);
             }
         }
     })?;
@@ -253,7 +263,7 @@ pub fn check(
                     });
                 if let Err(err) = res {
                     if e.kind == BlobKind::Chunk {
-                        bad_chunks.insert(e.id, err.to_string());
+                        bad_chunks.insert((e.id, **p, e.offset), err.to_string());
                     } else if referenced_packs.contains(p) {
                         r.problems.push(err.to_string());
                     }
@@ -267,7 +277,7 @@ pub fn check(
         let mut affected = Vec::new();
         let mut ignored = Vec::new();
         walk(repo, &t, &mut ignored, |s, name, c, off| {
-            if let Some(why) = bad_chunks.get(&c.id) {
+            if let Some(why) = bad_chunks.get(&chunk_at(c)) {
                 affected.push(format!(
                     "snapshot {} {name:?}: bytes {off}..{} are damaged: {why}",
                     s.id.short(),

@@ -29,6 +29,8 @@ pub struct SyncReport {
     pub packs_dropped: usize,
     pub unreadable: Vec<String>,
     pub rebuilt: bool,
+    /// Blobs left out because they failed verification (`rebuild` with `verify`).
+    pub damaged_blobs: usize,
 }
 
 impl Index {
@@ -73,16 +75,66 @@ impl Index {
         Ok((index, report))
     }
 
-    /// Delete and rebuild from scratch.
-    pub fn rebuild(repo: &Repository) -> Result<SyncReport> {
+    /// Delete and rebuild from the pack headers. With `verify`, every blob of every pack is
+    /// read and authenticated first and damaged ones are left out, so the next ingest stores
+    /// those chunks again instead of deduplicating against the damaged copies.
+    pub fn rebuild(
+        repo: &Repository,
+        verify: bool,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<SyncReport> {
         let dir = repo.path.join("index");
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))?;
         }
-        let (index, mut report) = Self::open(repo)?;
+        if !verify {
+            let (index, mut report) = Self::open(repo)?;
+            index.flush()?;
+            report.rebuilt = true;
+            return Ok(report);
+        }
+        let index = Self::open_db(repo).map_err(sled_err)?;
+        let mut report = SyncReport {
+            rebuilt: true,
+            ..Default::default()
+        };
+        let packs: Vec<PackId> = repo
+            .storage
+            .list(FileKind::Pack)?
+            .iter()
+            .filter_map(|n| PackId::from_hex(n).ok())
+            .collect();
+        for (i, p) in packs.iter().enumerate() {
+            progress(&format!("verifying pack {}/{}", i + 1, packs.len()));
+            let entries = match pack::read_header(repo.storage.as_ref(), &repo.keys, *p) {
+                Ok(e) => e,
+                Err(e) => {
+                    report.unreadable.push(format!("{}: {e}", p.short()));
+                    continue;
+                }
+            };
+            let bytes = repo.storage.read_all(FileKind::Pack, &p.to_hex())?;
+            let good: Vec<PackEntry> = entries
+                .iter()
+                .filter(|e| {
+                    let sealed =
+                        bytes.get(e.offset as usize..(e.offset + e.stored_len as u64) as usize);
+                    sealed.is_some_and(|b| {
+                        pack::open_blob(&repo.keys, e.kind, e.id, &e.location(*p), b).is_ok()
+                    })
+                })
+                .copied()
+                .collect();
+            report.damaged_blobs += entries.len() - good.len();
+            index.add_pack(*p, &good)?;
+            report.packs_added += 1;
+        }
+        index
+            .db
+            .insert("version", INDEX_VERSION)
+            .map_err(sled_err)?;
         index.flush()?;
-        report.rebuilt = true;
         Ok(report)
     }
 

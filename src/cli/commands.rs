@@ -91,8 +91,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Cat { snapshot, name } => cat(&cli, snapshot, name),
         Command::Check { read_data, json } => check(&cli, *read_data, *json),
         Command::Repair {
-            what: RepairWhat::Index,
-        } => repair_index(&cli),
+            what: RepairWhat::Index { read_data },
+        } => repair_index(&cli, *read_data),
         Command::Key { action } => key(&cli, action),
         Command::Stats { json } => stats(&cli, *json),
         Command::Mount(a) => crate::mount_cmd::mount(&cli, a),
@@ -648,14 +648,15 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
         Ok(0)
     } else {
         eprintln!(
-            "sluice: error: {} problem(s) found; the streams named above cannot be fully restored",
+            "sluice: error: {} problem(s) found; the streams named above cannot be fully restored; \
+             run `sluice repair index --read-data` so that later ingests store damaged chunks again",
             r.problems.len()
         );
         Ok(EXIT_DAMAGED)
     }
 }
 
-fn repair_index(cli: &Cli) -> Result<i32> {
+fn repair_index(cli: &Cli, read_data: bool) -> Result<i32> {
     let repo = open(cli)?;
     let quiet = cli.quiet;
     let _lock = repo.lock_write(&mut |holder| {
@@ -663,14 +664,28 @@ fn repair_index(cli: &Cli) -> Result<i32> {
             eprintln!("sluice: repository is in use by {holder}; waiting...");
         }
     })?;
-    let r = Index::rebuild(&repo)?;
+    let tty = std::io::stderr().is_terminal();
+    let r = Index::rebuild(&repo, read_data, &mut |msg| {
+        if !quiet && tty {
+            eprint!("\r\x1b[K{msg}");
+        }
+    })?;
+    if !quiet && tty {
+        eprint!("\r\x1b[K");
+    }
     for u in &r.unreadable {
         eprintln!("sluice: warning: skipped unreadable pack {u}");
+    }
+    if r.damaged_blobs > 0 {
+        eprintln!(
+            "sluice: warning: left {} damaged blob(s) out of the index; the next ingest of the same data stores them again",
+            r.damaged_blobs
+        );
     }
     if !quiet {
         eprintln!("index rebuilt from {} pack(s)", r.packs_added);
     }
-    Ok(if r.unreadable.is_empty() {
+    Ok(if r.unreadable.is_empty() && r.damaged_blobs == 0 {
         0
     } else {
         EXIT_DAMAGED

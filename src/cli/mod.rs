@@ -152,7 +152,12 @@ pub struct IngestArgs {
 #[derive(Subcommand, Debug)]
 pub enum RepairWhat {
     /// Rebuild the index from the packs.
-    Index,
+    Index {
+        /// Also read and verify every blob, leaving damaged ones out so that the next
+        /// ingest stores those chunks again.
+        #[arg(long)]
+        read_data: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

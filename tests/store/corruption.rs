@@ -151,6 +151,35 @@ fn flipped_byte_in_a_chunk() {
     b_still_reads(&t);
 }
 
+/// Healing: after `repair index --read-data` leaves the damaged chunk out of the index, the
+/// next ingest of the same data stores that chunk again, so the new snapshot is whole (a plain
+/// re-ingest would deduplicate against the damaged copy).
+#[test]
+fn repair_index_read_data_lets_the_next_ingest_store_damaged_chunks_again() {
+    let t = two_streams("heal");
+    let len = std::fs::metadata(&t.pack_a).unwrap().len();
+    flip_byte(&t.pack_a, len / 2);
+    t.repo
+        .cmd(["repair", "index", "--read-data"])
+        .run()
+        .code_is(3)
+        .stderr_has(&["damaged blob", "stores them again"]);
+    let again = t.repo.ingest("a.bin", &t.a, &[]);
+    assert!(
+        again.added_bytes > 0,
+        "the damaged chunk was not stored again"
+    );
+    assert!(
+        again.added_bytes < t.a.len() as u64 / 4,
+        "everything was stored again, not just the damaged chunk: {}",
+        again.added_bytes
+    );
+    assert!(t.repo.cat(&again.snapshot, "a.bin") == t.a);
+    // The old snapshot is still damaged (nothing rewrites history) and check says so.
+    check_names_a(&t, true);
+    b_still_reads(&t);
+}
+
 /// A damaged pack header: the chunks themselves are intact and each is authenticated on its
 /// own, so `cat` still restores the stream; `check` reports the pack (without --read-data:
 /// headers are always read) and `repair index` says it skipped it.
