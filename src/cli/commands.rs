@@ -576,11 +576,19 @@ fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     let mut hasher = blake3::Hasher::new();
     let mut off = 0u64;
-    let end = sluice::reader::restore(&repo.keys, &repo.storage, object, cores, 16, &mut |data| {
-        hasher.update(data);
-        off += data.len() as u64;
-        out.write_all(data)
-    })?;
+    // More workers than cores: a cold restore waits on the disk, and parallel reads keep it busy.
+    let end = sluice::reader::restore(
+        &repo.keys,
+        &repo.storage,
+        object,
+        cores.max(4),
+        16,
+        &mut |data| {
+            hasher.update(data);
+            off += data.len() as u64;
+            out.write_all(data)
+        },
+    )?;
     if end == sluice::reader::RestoreEnd::OutputClosed {
         // `sluice cat ... | head`: the reader has what it wanted.
         return Ok(0);
