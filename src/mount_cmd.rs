@@ -138,7 +138,9 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
         .map(|n| n.get())
         .unwrap_or(2);
     let fsname = format!("sluice:{}", repo.path.display());
-    let source = Arc::new(StoreSource::new(repo, cores));
+    // More read-ahead threads than cores: cold reads wait on the disk, and while one thread
+    // waits another decrypts and decompresses.
+    let source = Arc::new(StoreSource::new(repo, cores.max(4)));
     let opts = sluice_mount::MountOptions {
         allow_other: a.allow_other,
         fsname,

@@ -12,7 +12,7 @@ use crate::ids::{BlobId, BlobKind};
 use crate::pack;
 use crate::snapshot::{ChunkListRef, Object};
 use crate::storage::{lock, DirStorage};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
@@ -37,6 +37,8 @@ struct CacheInner {
     chunks: Mutex<(ChunkLru, usize)>,
     inflight: Mutex<HashMap<BlobId, Arc<OnceLock<Loaded>>>>,
     blocks: Mutex<lru::LruCache<BlobId, Arc<Block>>>,
+    /// Chunks waiting in the read-ahead queue: each is queued once, however many reads ask.
+    queued: Mutex<HashSet<BlobId>>,
 }
 
 impl ChunkCache {
@@ -56,6 +58,7 @@ impl ChunkCache {
             blocks: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(16).expect("16 is not zero"),
             )),
+            queued: Mutex::new(HashSet::new()),
         });
         let (tx, rx) = channel::<ChunkRef>();
         let rx = Arc::new(Mutex::new(rx));
@@ -66,8 +69,9 @@ impl ChunkCache {
                 let job = lock(&rx).recv();
                 let Ok(c) = job else { break };
                 let Some(inner) = inner.upgrade() else { break };
+                lock(&inner.queued).remove(&c.id);
                 // Errors surface when the reader itself asks for the chunk.
-                let _ = inner.get(&c);
+                inner.prefetch_one(&c);
             });
         }
         Arc::new(ChunkCache {
@@ -81,7 +85,7 @@ impl ChunkCache {
     }
 
     fn prefetch(&self, c: ChunkRef) {
-        if self.inner.contains(&c.id) {
+        if self.inner.contains(&c.id) || !lock(&self.inner.queued).insert(c.id) {
             return;
         }
         let _ = lock(&self.prefetch).send(c);
@@ -115,11 +119,34 @@ impl CacheInner {
         lock(&self.chunks).0.contains(id) || lock(&self.inflight).contains_key(id)
     }
 
+    /// Load a chunk for read-ahead unless it is cached or another thread is loading it:
+    /// a read-ahead thread must never sit waiting on someone else's load.
+    fn prefetch_one(&self, c: &ChunkRef) {
+        if lock(&self.chunks).0.contains(&c.id) {
+            return;
+        }
+        let cell = {
+            let mut inflight = lock(&self.inflight);
+            if inflight.contains_key(&c.id) {
+                return;
+            }
+            let cell: Arc<OnceLock<Loaded>> = Arc::default();
+            inflight.insert(c.id, cell.clone());
+            cell
+        };
+        let _ = self.load_into(c, &cell);
+    }
+
     fn get(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
         if let Some(d) = lock(&self.chunks).0.get(&c.id) {
             return Ok(d.clone());
         }
         let cell = lock(&self.inflight).entry(c.id).or_default().clone();
+        self.load_into(c, &cell)
+    }
+
+    /// Fill `cell` (or wait for whoever is filling it), cache the result, forget the cell.
+    fn load_into(&self, c: &ChunkRef, cell: &OnceLock<Loaded>) -> Result<Arc<Vec<u8>>> {
         // One thread loads; others asking for the same chunk wait here for its result.
         let loaded = cell
             .get_or_init(|| {
