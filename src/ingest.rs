@@ -230,7 +230,8 @@ pub fn ingest(
 /// Work for the sealing threads.
 struct Job {
     seq: u64,
-    data: Vec<u8>,
+    /// Shared with the stream hasher.
+    data: Arc<Vec<u8>>,
 }
 
 enum Sealed {
@@ -280,10 +281,20 @@ fn ingest_one(
     let params = repo.config.chunker;
     let name = spec.name.clone();
 
-    let (read_result, assembled) = std::thread::scope(|s| {
-        let reader_thread = s.spawn(move || -> Result<(blake3::Hasher, Checker, u64)> {
-            let mut chunker = StreamChunker::new(reader, params, keys.chunker_seed);
+    // The whole-stream digest is computed on its own thread: the reader thread (read and
+    // chunk) bounds the speed of highly compressible and already-stored streams.
+    let (hash_tx, hash_rx) = sync_channel::<Arc<Vec<u8>>>(workers + 2);
+
+    let (read_result, assembled, hasher) = std::thread::scope(|s| {
+        let hasher_thread = s.spawn(move || {
             let mut hasher = blake3::Hasher::new();
+            for chunk in hash_rx {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        let reader_thread = s.spawn(move || -> Result<(Checker, u64)> {
+            let mut chunker = StreamChunker::new(reader, params, keys.chunker_seed);
             let mut checker = Checker::new(spec.expect);
             let mut total = 0u64;
             let mut seq = 0u64;
@@ -293,7 +304,6 @@ fn ingest_one(
                     return Err(Error::StreamFailed(STOPPED.into()));
                 }
                 let next = chunker.next_chunk(&mut |b| {
-                    hasher.update(b);
                     checker.feed(b);
                     total += b.len() as u64;
                     opts.progress.fetch_add(b.len() as u64, Ordering::Relaxed);
@@ -312,7 +322,10 @@ fn ingest_one(
                 }
                 match next {
                     Ok(Some(data)) => {
-                        if job_tx.send(Job { seq, data }).is_err() {
+                        let data = Arc::new(data);
+                        if hash_tx.send(data.clone()).is_err()
+                            || job_tx.send(Job { seq, data }).is_err()
+                        {
                             // The assembler stopped on an error; it reports it.
                             break;
                         }
@@ -329,7 +342,7 @@ fn ingest_one(
             if let Some(w) = lock(tee).as_mut() {
                 let _ = w.flush();
             }
-            Ok((hasher, checker, total))
+            Ok((checker, total))
         });
         for _ in 0..workers {
             let res_tx = res_tx.clone();
@@ -362,7 +375,8 @@ fn ingest_one(
         let read_result = reader_thread
             .join()
             .unwrap_or_else(|_| Err(Error::StreamFailed("the reader thread panicked".into())));
-        (read_result, assembled)
+        let hasher = hasher_thread.join().ok();
+        (read_result, assembled, hasher)
     });
 
     // The producer's fate is part of the stream's: wait for it in every case.
@@ -383,7 +397,7 @@ fn ingest_one(
             stderr_tail,
         });
     }
-    let (hasher, checker, total) = match read_result {
+    let (checker, total) = match read_result {
         Ok(r) => r,
         Err(e) => {
             if let (Some(p), Error::StreamFailed(_)) = (&provenance, &e) {
@@ -422,7 +436,11 @@ fn ingest_one(
     Ok(Object {
         name: spec.name,
         size: total,
-        blake3: hasher.finalize().to_hex().to_string(),
+        blake3: hasher
+            .ok_or_else(|| Error::StreamFailed("the hashing thread panicked".into()))?
+            .finalize()
+            .to_hex()
+            .to_string(),
         complete: problem.is_none(),
         chunks,
         chunk_lists,
