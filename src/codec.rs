@@ -61,11 +61,20 @@ impl Encoder {
     }
 
     /// Codec byte + payload. Stored raw when compression would not save at least 1/32.
-    ///
+    pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
+        self.encode_with_room(data, 0, 0)
+    }
+
+    /// Like `encode`, but with `crypto::NONCE_LEN` bytes of headroom and room for the tag,
+    /// ready for `Keys::seal_in_place`: one buffer per blob, no copies.
+    pub fn encode_for_sealing(&mut self, data: &[u8]) -> Vec<u8> {
+        self.encode_with_room(data, crate::crypto::NONCE_LEN, crate::crypto::TAG_LEN)
+    }
+
     /// Random or already-compressed streams (encrypted dumps, `.gz`, media) come in long
     /// runs: after a blob that did not compress, only a 64 KiB sample of the next is tried,
     /// and the whole blob is compressed only if the sample shrinks.
-    pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
+    fn encode_with_room(&mut self, data: &[u8], head: usize, tail: usize) -> Vec<u8> {
         if self.last_incompressible && data.len() > 4 * PROBE {
             if let Some(z) = &mut self.zstd {
                 let sample = &data[data.len() / 2 - PROBE / 2..][..PROBE];
@@ -74,33 +83,56 @@ impl Encoder {
                     .map(|c| c.len() < PROBE - PROBE / 32)
                     .unwrap_or(false);
                 if !shrinks {
-                    return stored(data);
+                    return stored(data, Vec::with_capacity(head + 1 + data.len() + tail), head);
                 }
             }
         }
-        if let Some(z) = &mut self.zstd {
-            let bound = zstd::zstd_safe::compress_bound(data.len());
-            let mut out = Vec::with_capacity(bound + 1);
-            out.push(CODEC_ZSTD);
-            let mut payload = Vec::with_capacity(bound);
-            if z.compress_to_buffer(data, &mut payload).is_ok()
-                && payload.len() < data.len() - data.len() / 32
-            {
-                out.extend_from_slice(&payload);
-                self.last_incompressible = false;
-                return out;
-            }
-            self.last_incompressible = true;
+        let Some(z) = &mut self.zstd else {
+            return stored(data, Vec::with_capacity(head + 1 + data.len() + tail), head);
+        };
+        let bound = zstd::zstd_safe::compress_bound(data.len());
+        let mut buf = Vec::with_capacity(head + 1 + bound + tail);
+        buf.resize(head, 0);
+        buf.push(CODEC_ZSTD);
+        // zstd writes after the cursor, straight into the buffer's spare capacity.
+        let mut cursor = std::io::Cursor::new(buf);
+        cursor.set_position((head + 1) as u64);
+        let ok = z.compress_to_buffer(data, &mut cursor).is_ok();
+        let buf = cursor.into_inner();
+        if ok && buf.len() - head - 1 < data.len() - data.len() / 32 {
+            self.last_incompressible = false;
+            return buf;
         }
-        stored(data)
+        self.last_incompressible = true;
+        stored(data, buf, head)
     }
 }
 
-fn stored(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 1);
-    out.push(CODEC_STORED);
-    out.extend_from_slice(data);
-    out
+/// `head` bytes of headroom, the stored codec byte, the data; reuses `buf`'s allocation.
+fn stored(data: &[u8], mut buf: Vec<u8>, head: usize) -> Vec<u8> {
+    buf.clear();
+    buf.resize(head, 0);
+    buf.push(CODEC_STORED);
+    buf.extend_from_slice(data);
+    buf
+}
+
+/// Undo `encode` on an owned buffer whose `range` holds the envelope (as `open_in_place`
+/// leaves it): stored payloads are returned in the same allocation.
+pub fn decode_owned(
+    mut buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+    expected_len: usize,
+) -> Result<Vec<u8>> {
+    match buf.get(range.start) {
+        Some(&CODEC_STORED) => {
+            buf.truncate(range.end);
+            buf.drain(..range.start + 1);
+            Ok(buf)
+        }
+        Some(_) => decode(&buf[range], expected_len),
+        None => Err(Error::Corrupt("empty blob payload".into())),
+    }
 }
 
 /// Undo `encode`. `expected_len` bounds the decompressed size (from the index or header).
@@ -132,6 +164,18 @@ mod tests {
         let e = enc.encode(&random);
         assert_eq!(decode(&e, random.len()).unwrap(), random);
         assert_eq!(decode(&enc.encode(b""), 0).unwrap(), b"");
+        // With room for sealing: same envelope after the headroom.
+        let e = enc.encode_for_sealing(&text);
+        let n = crate::crypto::NONCE_LEN;
+        assert_eq!(
+            decode_owned(e.clone(), n..e.len(), text.len()).unwrap(),
+            text
+        );
+        let e = enc.encode_for_sealing(&random);
+        assert_eq!(
+            decode_owned(e.clone(), n..e.len(), random.len()).unwrap(),
+            random
+        );
         assert!(decode(&[9, 1, 2], 3).is_err());
     }
 

@@ -69,6 +69,54 @@ impl Keys {
         seal_with(&self.cipher, &aad(kind, id), plaintext)
     }
 
+    /// Seal in place, without copying: `buf` holds `NONCE_LEN` bytes of headroom followed by
+    /// the plaintext (see `codec::Encoder::encode_for_sealing`); the nonce is written into the
+    /// headroom and the tag appended.
+    pub fn seal_in_place(&self, kind: BlobKind, id: &[u8; 32], buf: &mut Vec<u8>) {
+        assert!(buf.len() >= NONCE_LEN, "seal_in_place needs nonce headroom");
+        let nonce: [u8; NONCE_LEN] = random_bytes();
+        buf[..NONCE_LEN].copy_from_slice(&nonce);
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(
+                &XNonce::from(nonce),
+                &aad(kind, id),
+                (&mut buf[NONCE_LEN..]).into(),
+            )
+            .expect("XChaCha20-Poly1305 accepts messages of any size we produce");
+        buf.extend_from_slice(&tag);
+    }
+
+    /// Open in place, without copying: returns the range of `sealed` that now holds the plaintext.
+    pub fn open_in_place(
+        &self,
+        kind: BlobKind,
+        id: &[u8; 32],
+        sealed: &mut [u8],
+    ) -> Result<std::ops::Range<usize>> {
+        let fail = || {
+            Error::Corrupt(format!(
+                "{kind:?} blob {} failed authentication",
+                hex::encode(&id[..4])
+            ))
+        };
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(fail());
+        }
+        let end = sealed.len() - TAG_LEN;
+        let nonce = XNonce::try_from(&sealed[..NONCE_LEN]).map_err(|_| fail())?;
+        let tag = Tag::try_from(&sealed[end..]).map_err(|_| fail())?;
+        self.cipher
+            .decrypt_inout_detached(
+                &nonce,
+                &aad(kind, id),
+                (&mut sealed[NONCE_LEN..end]).into(),
+                &tag,
+            )
+            .map_err(|_| fail())?;
+        Ok(NONCE_LEN..end)
+    }
+
     /// Open a sealed blob; fails if it was altered or is not the blob `kind`/`id` names.
     pub fn open(&self, kind: BlobKind, id: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>> {
         open_with(&self.cipher, &aad(kind, id), sealed).ok_or_else(|| {
@@ -191,6 +239,21 @@ mod tests {
         bad[30] ^= 1;
         assert!(keys.open(BlobKind::Chunk, &id.0, &bad).is_err());
         assert!(keys.open(BlobKind::Chunk, &id.0, &sealed[..10]).is_err());
+        // In place: same envelope, either way round.
+        let mut buf = vec![0u8; NONCE_LEN];
+        buf.extend_from_slice(b"hello");
+        keys.seal_in_place(BlobKind::Chunk, &id.0, &mut buf);
+        assert_eq!(keys.open(BlobKind::Chunk, &id.0, &buf).unwrap(), b"hello");
+        let mut again = sealed.clone();
+        let r = keys
+            .open_in_place(BlobKind::Chunk, &id.0, &mut again)
+            .unwrap();
+        assert_eq!(&again[r], b"hello");
+        let mut bad = sealed.clone();
+        bad[NONCE_LEN] ^= 1;
+        assert!(keys
+            .open_in_place(BlobKind::Chunk, &id.0, &mut bad)
+            .is_err());
     }
 
     #[test]

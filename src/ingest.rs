@@ -462,7 +462,8 @@ fn seal_chunk(keys: &Keys, sink: &Sink, encoder: &mut Encoder, job: Job) -> Resu
             len,
         });
     }
-    let sealed = keys.seal(BlobKind::Chunk, &id.0, &encoder.encode(&job.data));
+    let mut sealed = encoder.encode_for_sealing(&job.data);
+    keys.seal_in_place(BlobKind::Chunk, &id.0, &mut sealed);
     Ok(Sealed::New {
         seq: job.seq,
         id,

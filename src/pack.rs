@@ -238,10 +238,44 @@ pub fn read_blob(
             }
             other => other,
         })?;
-    open_blob(keys, kind, id, loc, &sealed)
+    open_blob_owned(keys, kind, id, loc, sealed)
 }
 
-/// The CPU half of `read_blob`: authenticate, decompress, recompute the id.
+/// The CPU half of `read_blob` on a buffer it may reuse: authenticate and decrypt in place,
+/// decompress, recompute the id.
+pub fn open_blob_owned(
+    keys: &Keys,
+    kind: BlobKind,
+    id: BlobId,
+    loc: &Location,
+    mut sealed: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let range = keys
+        .open_in_place(kind, &id.0, &mut sealed)
+        .map_err(|_| blob_damaged(kind, id, loc, "authentication failed"))?;
+    let data = codec::decode_owned(sealed, range, loc.plain_len as usize)
+        .map_err(|e| blob_damaged(kind, id, loc, &e.to_string()))?;
+    if data.len() != loc.plain_len as usize || keys.blob_id(&data) != id {
+        return Err(blob_damaged(kind, id, loc, "content does not match its id"));
+    }
+    Ok(data)
+}
+
+fn blob_damaged(kind: BlobKind, id: BlobId, loc: &Location, what: &str) -> Error {
+    Error::Corrupt(format!(
+        "{} {} in pack {} at offset {} is damaged: {what}",
+        if kind == BlobKind::Chunk {
+            "chunk"
+        } else {
+            "chunk list"
+        },
+        id.short(),
+        loc.pack.short(),
+        loc.offset
+    ))
+}
+
+/// The CPU half of `read_blob` on a borrowed buffer (a whole pack read by `check`).
 pub fn open_blob(
     keys: &Keys,
     kind: BlobKind,
@@ -249,26 +283,13 @@ pub fn open_blob(
     loc: &Location,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
-    let damaged = |what: &str| {
-        Error::Corrupt(format!(
-            "{} {} in pack {} at offset {} is damaged: {what}",
-            if kind == BlobKind::Chunk {
-                "chunk"
-            } else {
-                "chunk list"
-            },
-            id.short(),
-            loc.pack.short(),
-            loc.offset
-        ))
-    };
     let plain = keys
         .open(kind, &id.0, sealed)
-        .map_err(|_| damaged("authentication failed"))?;
-    let data =
-        codec::decode(&plain, loc.plain_len as usize).map_err(|e| damaged(&e.to_string()))?;
+        .map_err(|_| blob_damaged(kind, id, loc, "authentication failed"))?;
+    let data = codec::decode(&plain, loc.plain_len as usize)
+        .map_err(|e| blob_damaged(kind, id, loc, &e.to_string()))?;
     if data.len() != loc.plain_len as usize || keys.blob_id(&data) != id {
-        return Err(damaged("content does not match its id"));
+        return Err(blob_damaged(kind, id, loc, "content does not match its id"));
     }
     Ok(data)
 }
