@@ -1,7 +1,7 @@
 //! The ingest pipeline: streams in, one snapshot out (or none).
 //!
-//! Per stream: a reader thread reads and chunks (and hashes the whole stream, and feeds the
-//! completeness checker); worker threads compute keyed chunk ids and compress and seal the
+//! Per stream: a reader thread reads and chunks; a digest thread hashes the whole stream and
+//! feeds the completeness checker; worker threads compute keyed chunk ids and compress and seal the
 //! chunks not already stored; an assembler puts results back in stream order, stores new
 //! blobs and writes the chunk list. All streams share one `Sink`, which appends blobs to the
 //! current pack and hands full packs to a finisher thread that fsyncs them and indexes them.
@@ -281,21 +281,24 @@ fn ingest_one(
     let params = repo.config.chunker;
     let name = spec.name.clone();
 
-    // The whole-stream digest is computed on its own thread: the reader thread (read and
-    // chunk) bounds the speed of highly compressible and already-stored streams.
+    // The whole-stream digest and the completeness check run on their own thread: the reader
+    // thread (read and chunk) bounds the speed of highly compressible and already-stored
+    // streams, and checking a gzip stream means inflating it.
     let (hash_tx, hash_rx) = sync_channel::<Arc<Vec<u8>>>(workers + 2);
+    let expect = spec.expect;
 
-    let (read_result, assembled, hasher) = std::thread::scope(|s| {
-        let hasher_thread = s.spawn(move || {
+    let (read_result, assembled, digest) = std::thread::scope(|s| {
+        let digest_thread = s.spawn(move || {
             let mut hasher = blake3::Hasher::new();
+            let mut checker = Checker::new(expect);
             for chunk in hash_rx {
                 hasher.update(&chunk);
+                checker.feed(&chunk);
             }
-            hasher
+            (hasher, checker)
         });
-        let reader_thread = s.spawn(move || -> Result<(Checker, u64)> {
+        let reader_thread = s.spawn(move || -> Result<u64> {
             let mut chunker = StreamChunker::new(reader, params, keys.chunker_seed);
-            let mut checker = Checker::new(spec.expect);
             let mut total = 0u64;
             let mut seq = 0u64;
             let mut tee_err = None;
@@ -304,7 +307,6 @@ fn ingest_one(
                     return Err(Error::StreamFailed(STOPPED.into()));
                 }
                 let next = chunker.next_chunk(&mut |b| {
-                    checker.feed(b);
                     total += b.len() as u64;
                     opts.progress.fetch_add(b.len() as u64, Ordering::Relaxed);
                     if let Some(w) = lock(tee).as_mut() {
@@ -342,7 +344,7 @@ fn ingest_one(
             if let Some(w) = lock(tee).as_mut() {
                 let _ = w.flush();
             }
-            Ok((checker, total))
+            Ok(total)
         });
         for _ in 0..workers {
             let res_tx = res_tx.clone();
@@ -375,8 +377,8 @@ fn ingest_one(
         let read_result = reader_thread
             .join()
             .unwrap_or_else(|_| Err(Error::StreamFailed("the reader thread panicked".into())));
-        let hasher = hasher_thread.join().ok();
-        (read_result, assembled, hasher)
+        let digest = digest_thread.join().ok();
+        (read_result, assembled, digest)
     });
 
     // The producer's fate is part of the stream's: wait for it in every case.
@@ -397,7 +399,7 @@ fn ingest_one(
             stderr_tail,
         });
     }
-    let (checker, total) = match read_result {
+    let total = match read_result {
         Ok(r) => r,
         Err(e) => {
             if let (Some(p), Error::StreamFailed(_)) = (&provenance, &e) {
@@ -420,6 +422,8 @@ fn ingest_one(
         }
     };
     let (chunk_lists, chunks) = assembled?;
+    let (hasher, checker) =
+        digest.ok_or_else(|| Error::StreamFailed("the digest thread panicked".into()))?;
     let verdict = checker.finish();
     let mut problem = None;
     if let Some(p) = &provenance {
@@ -436,11 +440,7 @@ fn ingest_one(
     Ok(Object {
         name: spec.name,
         size: total,
-        blake3: hasher
-            .ok_or_else(|| Error::StreamFailed("the hashing thread panicked".into()))?
-            .finalize()
-            .to_hex()
-            .to_string(),
+        blake3: hasher.finalize().to_hex().to_string(),
         complete: problem.is_none(),
         chunks,
         chunk_lists,
