@@ -130,14 +130,14 @@ pub fn ingest(
     let names: Vec<String> = streams.iter().map(|s| s.name.clone()).collect();
     // Popped from the back: reversed so that streams start in the order given.
     let queue = Mutex::new(streams.into_iter().enumerate().rev().collect::<Vec<_>>());
-    let results: Mutex<Vec<(usize, Result<Object>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Result<Ingested>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| loop {
                 let next = lock(&queue).pop();
                 let Some((i, spec)) = next else { break };
                 let r = ingest_one(repo, &sink, spec, &opts, &abort, tee);
-                if r.as_ref().map(|o| !o.complete).unwrap_or(true) && !opts.allow_partial {
+                if r.as_ref().map(|(o, _)| !o.complete).unwrap_or(true) && !opts.allow_partial {
                     abort.store(true, Ordering::SeqCst);
                 }
                 lock(&results).push((i, r));
@@ -148,10 +148,14 @@ pub fn ingest(
     results.sort_by_key(|(i, _)| *i);
 
     let mut objects = Vec::new();
+    let mut seconds = Vec::new();
     let mut errors = Vec::new();
     for (i, r) in results {
         match r {
-            Ok(o) => objects.push(o),
+            Ok((o, secs)) => {
+                objects.push(o);
+                seconds.push(secs);
+            }
             // Name the stream: with several producers, which one failed is the news.
             Err(Error::StreamFailed(m)) if !m.contains(STOPPED) => {
                 errors.push(Error::StreamFailed(format!("stream {:?}: {m}", names[i])))
@@ -159,7 +163,6 @@ pub fn ingest(
             Err(e) => errors.push(e),
         }
     }
-    let durations = std::mem::take(&mut *lock(&sink.durations));
     // Finish packs even on failure: their chunks are durable and reusable by the next ingest.
     let (stats, finish_result) = sink.finish();
     // The root cause first: a storage failure explains the streams that stopped because of it,
@@ -180,9 +183,10 @@ pub fn ingest(
         return Err(e);
     }
     let complete = objects.iter().all(|o| o.complete);
-    let mut reports: Vec<ObjectReport> = objects
+    let reports: Vec<ObjectReport> = objects
         .iter()
-        .map(|o| {
+        .zip(seconds)
+        .map(|(o, seconds)| {
             let st = stats.get(&o.name).copied().unwrap_or_default();
             ObjectReport {
                 name: o.name.clone(),
@@ -194,13 +198,10 @@ pub fn ingest(
                 complete: o.complete,
                 format: o.format.clone(),
                 problem: o.problem.clone(),
-                seconds: (o.ended - o.started).max(0) as f64,
+                seconds,
             }
         })
         .collect();
-    for (r, o) in reports.iter_mut().zip(&objects) {
-        r.seconds = durations.get(&o.name).copied().unwrap_or(r.seconds);
-    }
     let mut report = IngestReport {
         snapshot: None,
         complete,
@@ -226,6 +227,9 @@ pub fn ingest(
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
+
+/// One stream's object and the seconds its ingest took.
+type Ingested = (Object, f64);
 
 /// Work for the sealing threads.
 struct Job {
@@ -260,7 +264,7 @@ fn ingest_one(
     opts: &IngestOptions,
     abort: &AtomicBool,
     tee: &Mutex<Option<Box<dyn std::io::Write + Send>>>,
-) -> Result<Object> {
+) -> Result<Ingested> {
     let started = crate::time::now().0;
     let t0 = Instant::now();
     let (mut producer, reader): (Option<Producer>, Box<dyn Read + Send>) = match spec.source {
@@ -436,8 +440,7 @@ fn ingest_one(
             problem = Some(why.clone());
         }
     }
-    lock(&sink.durations).insert(spec.name.clone(), t0.elapsed().as_secs_f64());
-    Ok(Object {
+    let object = Object {
         name: spec.name,
         size: total,
         blake3: hasher.finalize().to_hex().to_string(),
@@ -449,7 +452,8 @@ fn ingest_one(
         problem,
         started,
         ended: crate::time::now().0,
-    })
+    };
+    Ok((object, t0.elapsed().as_secs_f64()))
 }
 
 fn seal_chunk(keys: &Keys, sink: &Sink, encoder: &mut Encoder, job: Job) -> Result<Sealed> {
@@ -576,7 +580,6 @@ struct Sink<'a> {
     index: Index,
     state: Arc<Mutex<SinkState>>,
     finisher: Mutex<Option<Finisher>>,
-    durations: Mutex<HashMap<String, f64>>,
 }
 
 struct SinkState {
@@ -621,7 +624,6 @@ impl<'a> Sink<'a> {
             index: index.clone(),
             state,
             finisher: Mutex::new(Some(Finisher { tx, thread })),
-            durations: Mutex::new(HashMap::new()),
         })
     }
 

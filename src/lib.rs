@@ -1,7 +1,7 @@
 //! sluice: an encrypted, deduplicated backup store for streams, mountable over FUSE.
 //!
 //! The library holds all logic; `main.rs` and `cli.rs` only parse arguments and print.
-//! See FORMAT.md for the on-disk format.
+//! See src/FORMAT.md for the on-disk format.
 
 pub mod check;
 pub mod chunker;
