@@ -133,7 +133,7 @@ pub fn ingest(
     let results: Mutex<Vec<(usize, Result<Ingested>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            s.spawn(|| loop {
+            spawn_in(s, "sluice-stream", || loop {
                 let next = lock(&queue).pop();
                 let Some((i, spec)) = next else { break };
                 let r = ingest_one(repo, &sink, spec, &opts, &abort, tee);
@@ -228,6 +228,28 @@ pub fn ingest(
     Ok(report)
 }
 
+/// Threads carry names so that `top -H` and profilers say which stage is busy.
+fn spawn_in<'scope, 'env, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, T> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(s, f)
+        .expect("the operating system refused to start a thread")
+}
+
+fn spawn_named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("the operating system refused to start a thread")
+}
+
 /// One stream's object and the seconds its ingest took.
 type Ingested = (Object, f64);
 
@@ -292,7 +314,7 @@ fn ingest_one(
     let expect = spec.expect;
 
     let (read_result, assembled, digest) = std::thread::scope(|s| {
-        let digest_thread = s.spawn(move || {
+        let digest_thread = spawn_in(s, "sluice-digest", move || {
             let mut hasher = blake3::Hasher::new();
             let mut checker = Checker::new(expect);
             for chunk in hash_rx {
@@ -301,7 +323,7 @@ fn ingest_one(
             }
             (hasher, checker)
         });
-        let reader_thread = s.spawn(move || -> Result<u64> {
+        let reader_thread = spawn_in(s, "sluice-read", move || -> Result<u64> {
             let mut chunker = StreamChunker::new(reader, params, keys.chunker_seed);
             let mut total = 0u64;
             let mut seq = 0u64;
@@ -353,7 +375,7 @@ fn ingest_one(
         for _ in 0..workers {
             let res_tx = res_tx.clone();
             let job_rx = job_rx.clone();
-            s.spawn(move || {
+            spawn_in(s, "sluice-seal", move || {
                 let mut encoder = match Encoder::new(compression) {
                     Ok(e) => e,
                     Err(e) => {
@@ -607,7 +629,7 @@ impl<'a> Sink<'a> {
         let compression = repo.config.compression;
         let finisher_index = index.clone();
         let finisher_state = state.clone();
-        let thread = std::thread::spawn(move || -> Result<()> {
+        let thread = spawn_named("sluice-pack", move || -> Result<()> {
             let mut encoder = Encoder::new(compression)?;
             for p in rx {
                 let (id, entries) = p.finish(&keys, &mut encoder)?;
