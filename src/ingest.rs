@@ -691,7 +691,16 @@ impl<'a> Sink<'a> {
             .pack
             .as_mut()
             .ok_or_else(|| Error::StreamFailed("no open pack".into()))?;
-        let loc = pack.append(kind, id, sealed, plain_len)?;
+        let loc = match pack.append(kind, id, sealed, plain_len) {
+            Ok(loc) => loc,
+            Err(e) => {
+                // A failed write may have left part of the blob in the file, so the offsets of
+                // later blobs would be wrong: this pack is abandoned (its file is removed) and
+                // never finished or indexed.
+                st.pack = None;
+                return Err(e);
+            }
+        };
         let full = pack.size() >= self.repo.config.pack_size;
         st.session.insert(id, loc);
         let s = st.stats.entry(object.to_string()).or_default();
