@@ -140,7 +140,7 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
     let fsname = format!("sluice:{}", repo.path.display());
     // More read-ahead threads than cores: cold reads wait on the disk, and while one thread
     // waits another decrypts and decompresses.
-    let source = Arc::new(StoreSource::new(repo, cores.max(4)));
+    let source = Arc::new(StoreSource::new(repo, cores.max(6)));
     let opts = sluice_mount::MountOptions {
         allow_other: a.allow_other,
         fsname,

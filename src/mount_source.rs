@@ -20,7 +20,7 @@ use std::time::{Duration, UNIX_EPOCH};
 /// Decompressed chunks kept by a mount: bounds its memory whatever is read through it.
 pub const MOUNT_CACHE_BYTES: usize = 96 << 20;
 /// How far ahead sequential readers are served.
-pub const MOUNT_READAHEAD_BYTES: u64 = 24 << 20;
+pub const MOUNT_READAHEAD_BYTES: u64 = 48 << 20;
 
 pub struct StoreSource {
     repo: Repository,
