@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind};
 use crate::pack;
 use crate::snapshot::{ChunkListRef, Object};
-use crate::storage::{lock, DirStorage};
+use crate::storage::{lock, Storage};
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,7 @@ pub struct ChunkCache {
 
 struct CacheInner {
     keys: Arc<Keys>,
-    storage: Arc<DirStorage>,
+    storage: Arc<dyn Storage>,
     budget: usize,
     /// Cached chunks and the bytes they hold.
     chunks: Mutex<(ChunkLru, usize)>,
@@ -45,7 +45,7 @@ impl ChunkCache {
     /// `budget` bytes of decompressed chunks; `threads` read-ahead threads.
     pub fn new(
         keys: Arc<Keys>,
-        storage: Arc<DirStorage>,
+        storage: Arc<dyn Storage>,
         budget: usize,
         threads: usize,
     ) -> Arc<ChunkCache> {
@@ -323,7 +323,7 @@ impl ObjectReader {
 /// the error names the damaged byte range.
 pub fn restore(
     keys: &Keys,
-    storage: &DirStorage,
+    storage: &dyn Storage,
     object: &Object,
     threads: usize,
     window: usize,

@@ -270,3 +270,108 @@ impl Upload for DirUpload {
         Ok(())
     }
 }
+
+/// An in-memory `Storage` for tests of the format code without a disk.
+#[cfg(test)]
+pub mod mem {
+    use super::{lock, FileKind, Storage, Upload};
+    use crate::error::{Error, Result};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    type Files = Arc<Mutex<BTreeMap<(u8, String), Vec<u8>>>>;
+
+    #[derive(Default)]
+    pub struct MemStorage {
+        files: Files,
+    }
+
+    fn key(kind: FileKind, name: &str) -> (u8, String) {
+        (kind as u8, name.to_string())
+    }
+
+    fn missing(name: &str) -> Error {
+        Error::io(name.to_string(), std::io::ErrorKind::NotFound.into())
+    }
+
+    impl MemStorage {
+        /// Change a stored file in place (corruption tests).
+        pub fn edit(&self, kind: FileKind, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
+            if let Some(b) = lock(&self.files).get_mut(&key(kind, name)) {
+                f(b);
+            }
+        }
+    }
+
+    impl Storage for MemStorage {
+        fn read_all(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+            lock(&self.files)
+                .get(&key(kind, name))
+                .cloned()
+                .ok_or_else(|| missing(name))
+        }
+        fn read_at(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            let files = lock(&self.files);
+            let b = files.get(&key(kind, name)).ok_or_else(|| missing(name))?;
+            b.get(offset as usize..offset as usize + len)
+                .map(|s| s.to_vec())
+                .ok_or_else(|| {
+                    Error::io(name.to_string(), std::io::ErrorKind::UnexpectedEof.into())
+                })
+        }
+        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+            Ok(self.read_all(kind, name)?.len() as u64)
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+            Ok(lock(&self.files)
+                .keys()
+                .filter(|(k, _)| *k == kind as u8)
+                .map(|(_, n)| n.clone())
+                .collect())
+        }
+        fn exists(&self, kind: FileKind, name: &str) -> bool {
+            lock(&self.files).contains_key(&key(kind, name))
+        }
+        fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+            lock(&self.files).insert(key(kind, name), bytes.to_vec());
+            Ok(())
+        }
+        fn upload(&self, kind: FileKind, name: &str) -> Result<Box<dyn Upload>> {
+            Ok(Box::new(MemUpload {
+                files: self.files.clone(),
+                key: key(kind, name),
+                buf: Vec::new(),
+            }))
+        }
+        fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+            lock(&self.files)
+                .remove(&key(kind, name))
+                .map(|_| ())
+                .ok_or_else(|| missing(name))
+        }
+        fn sync(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    struct MemUpload {
+        files: Files,
+        key: (u8, String),
+        buf: Vec<u8>,
+    }
+
+    impl Upload for MemUpload {
+        fn write(&mut self, bytes: &[u8]) -> Result<()> {
+            self.buf.extend_from_slice(bytes);
+            Ok(())
+        }
+        fn written(&self) -> u64 {
+            self.buf.len() as u64
+        }
+        fn finish(self: Box<Self>) -> Result<()> {
+            let MemUpload { files, key, buf } = *self;
+            lock(&files).insert(key, buf);
+            Ok(())
+        }
+    }
+}
