@@ -579,7 +579,7 @@ fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
     // More workers than cores: a cold restore waits on the disk, and parallel reads keep it busy.
     let end = sluice::reader::restore(
         &repo.keys,
-        &repo.storage,
+        repo.storage.as_ref(),
         object,
         cores.max(4),
         16,
