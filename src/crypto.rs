@@ -180,6 +180,20 @@ impl KdfParams {
     };
 }
 
+impl KdfParams {
+    /// Key files are plaintext: refuse parameters that would make opening one a denial of
+    /// service (memory is allocated as the file says).
+    pub fn validate(&self) -> Result<()> {
+        if self.m_kib > 4 << 20 || self.t > 100 || self.p > 64 || self.t == 0 || self.p == 0 {
+            return Err(Error::Corrupt(format!(
+                "key derivation parameters out of range (m={} KiB, t={}, p={})",
+                self.m_kib, self.t, self.p
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Key-encryption key: what a passphrase turns into. Zeroized on drop.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Kek([u8; 32]);

@@ -137,7 +137,10 @@ pub fn ingest(
                 let next = lock(&queue).pop();
                 let Some((i, spec)) = next else { break };
                 let r = ingest_one(repo, &sink, spec, &opts, &abort, tee);
-                if r.as_ref().map(|(o, _)| !o.complete).unwrap_or(true) && !opts.allow_partial {
+                // An error always ends the ingest without a snapshot, so stop the others at
+                // once; an incomplete stream stops them unless partial snapshots are allowed.
+                let incomplete = r.as_ref().is_ok_and(|(o, _)| !o.complete);
+                if r.is_err() || (incomplete && !opts.allow_partial) {
                     abort.store(true, Ordering::SeqCst);
                 }
                 lock(&results).push((i, r));

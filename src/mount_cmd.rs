@@ -157,17 +157,21 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
     }
     let unmounter = handle.unmounter();
     let mnt_owned = mnt.to_path_buf();
-    std::thread::spawn(move || {
+    std::thread::spawn(move || loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: `set` is a valid initialised sigset; `sig` is a valid out-pointer.
         if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
             return;
         }
-        if unmounter.unmount().is_err() {
-            // Busy (a file is open) or already gone: detach now; the kernel finishes the
-            // unmount when the last user closes.
-            let _ = sluice_mount::unmount(&mnt_owned);
+        // Busy (a file is open): detach lazily; the kernel finishes when the last user
+        // closes. If even that fails, keep listening so a later signal can try again.
+        if unmounter.unmount().is_ok() || sluice_mount::unmount(&mnt_owned).is_ok() {
+            return;
         }
+        eprintln!(
+            "sluice: cannot unmount {} yet; still serving",
+            mnt_owned.display()
+        );
     });
     handle.wait().context("the mount ended with an error")?;
     Ok(0)

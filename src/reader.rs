@@ -21,7 +21,40 @@ use std::sync::{Arc, Mutex, OnceLock};
 const SEQUENTIAL_WINDOW: u64 = 4 << 20;
 
 type ChunkLru = lru::LruCache<BlobId, Arc<Vec<u8>>>;
-type Loaded = std::result::Result<Arc<Vec<u8>>, (bool, String)>;
+type Loaded = std::result::Result<Arc<Vec<u8>>, LoadError>;
+
+/// A failed load, kept in the in-flight cell for every waiter: `Error` is not `Clone`, so its
+/// kind is kept and the error rebuilt, so that an I/O error is never reported as damage.
+#[derive(Clone)]
+enum LoadError {
+    Corrupt(String),
+    Io(String, std::io::ErrorKind, String),
+    Other(String),
+}
+
+impl From<Error> for LoadError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Corrupt(m) => LoadError::Corrupt(m),
+            Error::Io { context, source } => {
+                LoadError::Io(context, source.kind(), source.to_string())
+            }
+            other => LoadError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<LoadError> for Error {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Corrupt(m) => Error::Corrupt(m),
+            LoadError::Io(context, kind, source) => {
+                Error::io(context, std::io::Error::new(kind, source))
+            }
+            LoadError::Other(m) => Error::NotFound(m),
+        }
+    }
+}
 
 /// Shared cache of verified, decompressed chunks (and decoded chunk-list blocks).
 pub struct ChunkCache {
@@ -158,7 +191,7 @@ impl CacheInner {
                     &c.loc,
                 )
                 .map(Arc::new)
-                .map_err(|e| (matches!(e, Error::Corrupt(_)), e.to_string()))
+                .map_err(LoadError::from)
             })
             .clone();
         if let Ok(d) = &loaded {
@@ -175,13 +208,7 @@ impl CacheInner {
             }
         }
         lock(&self.inflight).remove(&c.id);
-        loaded.map_err(|(corrupt, msg)| {
-            if corrupt {
-                Error::Corrupt(msg)
-            } else {
-                Error::NotFound(msg)
-            }
-        })
+        loaded.map_err(Error::from)
     }
 }
 
@@ -221,7 +248,7 @@ impl ObjectReader {
         let block = self
             .cache
             .block(list)
-            .map_err(|e| self.damaged(off, off + 1, e))?;
+            .map_err(|e| self.damaged(list.start, list.start + list.bytes, e))?;
         let (ci, cstart) = block.find(off - list.start).ok_or_else(|| {
             Error::Corrupt(format!(
                 "{}: chunk list ends before offset {off}",
@@ -233,7 +260,7 @@ impl ObjectReader {
 
     fn damaged(&self, from: u64, to: u64, e: Error) -> Error {
         match e {
-            Error::Corrupt(m) | Error::NotFound(m) => Error::Corrupt(format!(
+            Error::Corrupt(m) => Error::Corrupt(format!(
                 "{}: bytes {from}..{to} are damaged: {m}",
                 self.name
             )),
@@ -260,13 +287,8 @@ impl ObjectReader {
             let (block, ci, cstart, li) = self.locate(off)?;
             let c = block.chunks[ci];
             let cend = cstart + c.loc.plain_len as u64;
-            if sequential || done == 0 {
-                self.schedule_readahead(
-                    &block,
-                    ci,
-                    li,
-                    if sequential { self.readahead } else { 0 },
-                );
+            if sequential {
+                self.schedule_readahead(&block, ci, li, self.readahead);
             }
             let data = self
                 .cache
@@ -413,9 +435,7 @@ pub enum RestoreEnd {
 
 fn damaged_range(name: &str, from: u64, to: u64, e: Error) -> Error {
     match e {
-        Error::Corrupt(m) | Error::NotFound(m) => {
-            Error::Corrupt(format!("{name}: bytes {from}..{to} are damaged: {m}"))
-        }
+        Error::Corrupt(m) => Error::Corrupt(format!("{name}: bytes {from}..{to} are damaged: {m}")),
         other => other,
     }
 }

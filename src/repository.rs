@@ -220,15 +220,22 @@ impl Repository {
                 path.display()
             )));
         }
+        // Every key file is tried: one damaged or unreadable file must not lock out the others.
+        let mut unusable = Vec::new();
         for name in &key_names {
-            let kf = match read_key_file(storage.as_ref(), name) {
+            let (kf, salt, sealed) = match read_key_file(storage.as_ref(), name).and_then(|kf| {
+                let damaged = || Error::Corrupt(format!("key file {name} is damaged"));
+                let salt = hex::decode(&kf.kdf.salt).map_err(|_| damaged())?;
+                let sealed = hex::decode(&kf.master).map_err(|_| damaged())?;
+                kf.kdf.params.validate()?;
+                Ok((kf, salt, sealed))
+            }) {
                 Ok(k) => k,
-                Err(_) => continue,
+                Err(e) => {
+                    unusable.push(format!("{name}: {e}"));
+                    continue;
+                }
             };
-            let salt = hex::decode(&kf.kdf.salt)
-                .map_err(|_| Error::Corrupt(format!("key file {name} is damaged")))?;
-            let sealed = hex::decode(&kf.master)
-                .map_err(|_| Error::Corrupt(format!("key file {name} is damaged")))?;
             let kek = derive_kek(passphrase, &salt, kf.kdf.params)?;
             if let Some(master) = kek.open_master(kf.id.as_bytes(), &sealed) {
                 let keys = Keys::derive(&master);
@@ -249,9 +256,19 @@ impl Repository {
                 });
             }
         }
+        if unusable.len() == key_names.len() {
+            return Err(Error::Corrupt(format!(
+                "no key file in {}/keys can be used: {}",
+                path.display(),
+                unusable.join("; ")
+            )));
+        }
+        for u in &unusable {
+            log::warn!("key file {u}");
+        }
         Err(Error::WrongKey {
             repo: path.to_path_buf(),
-            keys: key_names.len(),
+            keys: key_names.len() - unusable.len(),
         })
     }
 

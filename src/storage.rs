@@ -220,9 +220,11 @@ impl Storage for DirStorage {
     }
 
     fn sync(&self) -> Result<()> {
-        let dirs: Vec<PathBuf> = lock(&self.dirty_dirs).drain().collect();
+        let dirs: Vec<PathBuf> = lock(&self.dirty_dirs).iter().cloned().collect();
         for d in dirs {
+            // Forgotten only once durable: a failed sync is retried by the next one.
             fsync_dir(&d)?;
+            lock(&self.dirty_dirs).remove(&d);
         }
         Ok(())
     }
@@ -263,7 +265,13 @@ impl Upload for DirUpload {
             .sync_all()
             .ctx(|| format!("cannot sync {}", self.tmp.display()))?;
         let parent = self.dest.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+        if !parent.is_dir() {
+            fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+            // A new packs/xx directory is itself an entry of packs/, which must be durable too.
+            if let Some(grandparent) = parent.parent() {
+                lock(&self.dirty_dirs).insert(grandparent.to_path_buf());
+            }
+        }
         fs::rename(&self.tmp, &self.dest)
             .ctx(|| format!("cannot rename into {}", self.dest.display()))?;
         lock(&self.dirty_dirs).insert(parent.to_path_buf());

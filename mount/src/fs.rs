@@ -207,6 +207,12 @@ impl SluiceFs {
 
     /// Ask the source for the snapshot list and rebuild the tree if it changed. Returns
     /// whether the tree changed. On error the old tree stays in place.
+    /// Inode keys held (tests: the table must not grow with snapshots that came and went).
+    #[cfg(test)]
+    pub(crate) fn inode_keys(&self) -> usize {
+        lock(&self.refresh).inodes.len()
+    }
+
     pub fn refresh(&self) -> Result<bool, SourceError> {
         let mut state = lock(&self.refresh);
         self.refresh_locked(&mut state)
@@ -221,7 +227,9 @@ impl SluiceFs {
         if state.ids.as_ref() == Some(&ids) {
             return Ok(false);
         }
+        state.inodes.begin_build();
         let tree = Tree::build(&list, &mut state.inodes, self.started);
+        state.inodes.end_build();
         *self
             .tree
             .write()
@@ -528,9 +536,14 @@ enum Key {
     NamesFolder(Box<str>),
 }
 
+/// Inode numbers by key. Keys not used by the latest build are dropped (a long-running mount
+/// over a repository whose old snapshots are removed must not grow forever); numbers are never
+/// reused, because `next` only increases, so a key that comes back gets a fresh number.
 struct Inodes {
-    map: HashMap<Key, u64>,
+    /// Number and the build generation that last used it.
+    map: HashMap<Key, (u64, u64)>,
     next: u64,
+    generation: u64,
 }
 
 impl Default for Inodes {
@@ -538,6 +551,7 @@ impl Default for Inodes {
         Inodes {
             map: HashMap::new(),
             next: FIRST_ALLOCATED_INO,
+            generation: 0,
         }
     }
 }
@@ -545,11 +559,29 @@ impl Default for Inodes {
 impl Inodes {
     fn get(&mut self, key: Key) -> u64 {
         let next = &mut self.next;
-        *self.map.entry(key).or_insert_with(|| {
+        let generation = self.generation;
+        let entry = self.map.entry(key).or_insert_with(|| {
             let ino = *next;
             *next += 1;
-            ino
-        })
+            (ino, generation)
+        });
+        entry.1 = generation;
+        entry.0
+    }
+
+    /// Start a build: keys it does not `get` are forgotten by `end_build`.
+    fn begin_build(&mut self) {
+        self.generation += 1;
+    }
+
+    fn end_build(&mut self) {
+        let generation = self.generation;
+        self.map.retain(|_, (_, g)| *g == generation);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
     }
 }
 

@@ -255,7 +255,7 @@ impl MountHandle {
                 // process or when they leave.
                 self.session = None;
                 self.stop_refresher();
-                match umount2(&self.mountpoint, libc::MNT_DETACH) {
+                match detach_lazily(&self.mountpoint) {
                     Ok(()) => Err(io::Error::new(
                         e.kind(),
                         format!(
@@ -337,9 +337,22 @@ fn umount2(path: &Path, flags: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Detach a busy mount now (the kernel finishes when its last user leaves). umount2 needs
+/// root; `fusermount3 -u -z` is the same for the user who mounted.
+fn detach_lazily(path: &Path) -> io::Result<()> {
+    umount2(path, libc::MNT_DETACH).or_else(|e| {
+        fusermount(path, true)
+            .map_err(|e2| io::Error::new(e.kind(), format!("{e}; fusermount3 -u -z: {e2}")))
+    })
+}
+
 fn fusermount_u(path: &Path) -> io::Result<()> {
+    fusermount(path, false)
+}
+
+fn fusermount(path: &Path, lazy: bool) -> io::Result<()> {
     let out = Command::new("fusermount3")
-        .arg("-u")
+        .arg(if lazy { "-uz" } else { "-u" })
         .arg("--")
         .arg(path)
         .stdin(Stdio::null())
@@ -371,7 +384,7 @@ pub fn unmount(mountpoint: &Path) -> io::Result<()> {
         Ok(()) => io::Error::other("fusermount3 -u left it mounted"),
         Err(e) => e,
     };
-    umount2(&path, libc::MNT_DETACH).map_err(|e| {
+    detach_lazily(&path).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("unmounting {}: {first}; lazy umount: {e}", path.display()),

@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use super::walk::{le, Step, Walk, Walker};
 use super::Outcome;
 
+const MAX_DATA_ENTRIES: usize = 5_000_000;
 const MIN_VERSION: u32 = version(1, 8);
 const MAX_MINOR: u8 = 16;
 const BLK_DATA: u8 = 1;
@@ -290,6 +291,12 @@ impl Archive {
                 seen: false,
                 start: 0,
             };
+            // Bounded memory: ~150 bytes per entry; no real database dumps 5 million tables.
+            if self.data.len() >= MAX_DATA_ENTRIES {
+                return Err(
+                    self.corrupt("the table of contents lists more than 5 million data entries")
+                );
+            }
             if self.data.insert(self.dump_id, entry).is_some() {
                 return Err(self.corrupt("two TOC entries have the same dump id"));
             }

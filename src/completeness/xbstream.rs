@@ -26,6 +26,8 @@ use std::collections::HashSet;
 use super::walk::{le, Step, Walk, Walker};
 use super::Outcome;
 
+const MAX_OPEN_FILES: usize = 1_000_000;
+
 const MAGIC: &[u8; 8] = b"XBSTCK01";
 const FLAG_IGNORABLE: u8 = 0x01;
 /// The readers refuse paths of FN_REFLEN (512) bytes or more.
@@ -124,6 +126,13 @@ impl Walk for Chunks {
                     return self.chunk_done();
                 }
                 if !self.open.contains(b) {
+                    // Real streams have at most --parallel files open at once; a million is
+                    // hostile input, and the set must stay bounded.
+                    if self.open.len() >= MAX_OPEN_FILES {
+                        return Err(format!(
+                            "more than {MAX_OPEN_FILES} files are open at once: not a real xbstream"
+                        ));
+                    }
                     self.open.insert(b.to_vec());
                 }
                 self.st = St::PayloadHeader;

@@ -43,6 +43,9 @@ struct Frames {
     st: St,
     checksum: bool,
     frames: u64,
+    /// Frames with data (not skippable): a stream of only skippable frames is not a complete
+    /// zstd stream (`pzstd` writes one before its first real frame).
+    data_frames: u64,
     blocks_in_frame: u64,
 }
 
@@ -128,11 +131,13 @@ impl Walk for Frames {
                 }
                 self.st = St::Magic;
                 self.frames += 1;
+                self.data_frames += 1;
                 Ok(Step::skip_then(stored, 4))
             }
             St::Checksum => {
                 self.st = St::Magic;
                 self.frames += 1;
+                self.data_frames += 1;
                 Ok(Step::want(4))
             }
         }
@@ -152,6 +157,7 @@ impl Zstd {
                     st: St::Magic,
                     checksum: false,
                     frames: 0,
+                    data_frames: 0,
                     blocks_in_frame: 0,
                 },
                 Step::want(4),
@@ -177,6 +183,12 @@ impl Zstd {
             ))
         };
         match f.st {
+            St::Magic | St::SkippableData if w.at_item_boundary() && f.data_frames == 0 => {
+                Outcome::Incomplete(
+                    "zstd stream holds no data frame (only skippable frames): it was cut short"
+                        .into(),
+                )
+            }
             St::Magic if w.at_item_boundary() && f.frames > 0 => Outcome::Complete,
             St::Magic => cut(format!("the magic number of frame {frame}")),
             St::SkippableData if w.at_item_boundary() => Outcome::Complete,
@@ -204,7 +216,7 @@ impl Zstd {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
-    use super::super::{Expect, Format, Outcome};
+    use super::super::{Checker, Expect, Format, Outcome};
 
     #[test]
     fn real_files_are_complete() {
@@ -220,6 +232,19 @@ mod tests {
                     "{name}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn only_skippable_frames_is_incomplete() {
+        let lone = [0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+        for expect in [Expect::Auto, Expect::Format(Format::Zstd)] {
+            let mut c = Checker::new(expect);
+            c.feed(&lone);
+            assert!(
+                matches!(c.finish().outcome, Outcome::Incomplete(_)),
+                "{expect:?}"
+            );
         }
     }
 

@@ -96,3 +96,35 @@ fn add_list_remove_passwd() {
     // The data written under the first key is intact.
     repo.check_ok(true);
 }
+
+/// One damaged key file must not lock out the others: each key file is tried in turn. When
+/// no key file is usable at all, the error says so instead of "wrong passphrase".
+#[test]
+fn a_damaged_key_file_does_not_lock_out_the_others() {
+    let mut repo = Repo::init("damaged-key", &[]);
+    let data = b"x".repeat(1000);
+    let snap = repo.ingest("x", &data, &[]).snapshot;
+    let second = repo
+        .cmd(["key", "add"])
+        .env("SLUICE_NEW_PASSWORD", "second passphrase")
+        .run()
+        .ok()
+        .stdout_str()
+        .trim()
+        .to_string();
+    // Damage every key file but the second one (whatever order they are read in).
+    for e in std::fs::read_dir(repo.path.join("keys")).unwrap() {
+        let p = e.unwrap().path();
+        if !p.ends_with(&second) {
+            std::fs::write(&p, b"{ not a key file").unwrap();
+        }
+    }
+    repo.password = "second passphrase".into();
+    assert!(repo.cat(&snap, "x") == data);
+    // Now damage the second one too: the message names the damage, not the passphrase.
+    std::fs::write(repo.path.join("keys").join(&second), b"garbage").unwrap();
+    repo.cmd(["snapshots"])
+        .run()
+        .code_is(3)
+        .stderr_has(&["no key file", "can be used"]);
+}
