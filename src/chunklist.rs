@@ -93,7 +93,14 @@ pub fn decode(b: &[u8]) -> Result<Vec<ChunkRef>> {
     if r.take(4).ok_or_else(|| bad("short"))? != MAGIC {
         return Err(bad("bad magic"));
     }
-    if r.take(1).ok_or_else(|| bad("short"))?[0] != VERSION {
+    let version = r.take(1).ok_or_else(|| bad("short"))?[0];
+    if version > VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: version as u32,
+            supported: VERSION as u32,
+        });
+    }
+    if version != VERSION {
         return Err(bad("unknown version"));
     }
     let n_packs = r.u32().ok_or_else(|| bad("short"))? as usize;

@@ -26,6 +26,8 @@ pub struct StoreSource {
     repo: Repository,
     cache: Arc<ChunkCache>,
     snapshots: Mutex<HashMap<SnapshotId, Arc<(Snapshot, SnapshotInfo)>>>,
+    /// Snapshot files that failed to load: skipped until they disappear.
+    unreadable: Mutex<std::collections::HashSet<SnapshotId>>,
 }
 
 impl StoreSource {
@@ -40,6 +42,7 @@ impl StoreSource {
             repo,
             cache,
             snapshots: Mutex::new(HashMap::new()),
+            unreadable: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -118,14 +121,25 @@ impl SnapshotSource for StoreSource {
         let ids = self.repo.snapshot_ids().map_err(to_source_error)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in &ids {
+            if lock(&self.unreadable).contains(id) {
+                continue;
+            }
             match self.load(*id) {
                 Ok(s) => out.push(s.1.clone()),
-                // One damaged snapshot file must not hide the others.
-                Err(e) => log::warn!("snapshot {}: {e}", id.short()),
+                // One damaged snapshot file must not hide the others. It is warned about
+                // once, not at every refresh (`sluice check` reports it).
+                Err(e) => {
+                    log::warn!("snapshot {}: {e}", id.short());
+                    // Only damage is permanent; an I/O error is tried again next time.
+                    if matches!(e, SourceError::Corrupt(_)) {
+                        lock(&self.unreadable).insert(*id);
+                    }
+                }
             }
         }
         let present: std::collections::HashSet<&SnapshotId> = ids.iter().collect();
         lock(&self.snapshots).retain(|id, _| present.contains(id));
+        lock(&self.unreadable).retain(|id| present.contains(id));
         Ok(out)
     }
 

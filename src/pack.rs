@@ -79,6 +79,12 @@ pub fn decode_entries(b: &[u8]) -> Result<Vec<PackEntry>> {
     if b.len() < 9 || &b[..4] != HEADER_MAGIC {
         return Err(bad("bad magic"));
     }
+    if b[4] > VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: b[4] as u32,
+            supported: VERSION as u32,
+        });
+    }
     if b[4] != VERSION {
         return Err(bad("unknown header version"));
     }
