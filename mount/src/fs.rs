@@ -491,8 +491,9 @@ impl SluiceFs {
 
     /// Every modifying operation ends here. The mount is also read-only at the kernel level
     /// (`ro`), which refuses most of them before they reach us; this is the second wall.
-    pub fn modify(&self, op: Modify) -> Result<(), FsError> {
-        Err(FsError::ReadOnly(op))
+    /// Returns the error to answer with: there is no way for a modification to succeed.
+    pub fn modify(&self, op: Modify) -> FsError {
+        FsError::ReadOnly(op)
     }
 
     /// Number of open file handles (for tests and diagnostics).

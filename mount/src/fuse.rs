@@ -84,21 +84,15 @@ impl SluiceFuse {
     }
 
     fn refuse_empty(&self, op: Modify, reply: ReplyEmpty) {
-        if let Err(e) = self.fs.modify(op) {
-            reply.error(errno(&e));
-        }
+        reply.error(errno(&self.fs.modify(op)));
     }
 
     fn refuse_entry(&self, op: Modify, reply: ReplyEntry) {
-        if let Err(e) = self.fs.modify(op) {
-            reply.error(errno(&e));
-        }
+        reply.error(errno(&self.fs.modify(op)));
     }
 
     fn refuse_write(&self, op: Modify, reply: ReplyWrite) {
-        if let Err(e) = self.fs.modify(op) {
-            reply.error(errno(&e));
-        }
+        reply.error(errno(&self.fs.modify(op)));
     }
 }
 
@@ -150,9 +144,7 @@ impl Filesystem for SluiceFuse {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if let Err(e) = self.fs.modify(Modify::Setattr) {
-            reply.error(errno(&e));
-        }
+        reply.error(errno(&self.fs.modify(Modify::Setattr)));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -426,9 +418,7 @@ impl Filesystem for SluiceFuse {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        if let Err(e) = self.fs.modify(Modify::Create) {
-            reply.error(errno(&e));
-        }
+        reply.error(errno(&self.fs.modify(Modify::Create)));
     }
 
     fn fallocate(
