@@ -135,11 +135,27 @@ pub fn decode_owned(
     }
 }
 
+thread_local! {
+    /// One decompression context per thread: creating one per chunk (what
+    /// `zstd::bulk::decompress` does) showed up in the mount's profile.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Undo `encode`. `expected_len` bounds the decompressed size (from the index or header).
 pub fn decode(encoded: &[u8], expected_len: usize) -> Result<Vec<u8>> {
     match encoded.split_first() {
         Some((&CODEC_STORED, rest)) => Ok(rest.to_vec()),
-        Some((&CODEC_ZSTD, rest)) => zstd::bulk::decompress(rest, expected_len)
+        Some((&CODEC_ZSTD, rest)) => DECOMPRESSOR
+            .with_borrow_mut(|d| match d {
+                Some(d) => d.decompress(rest, expected_len),
+                None => {
+                    let mut fresh = zstd::bulk::Decompressor::new()?;
+                    let out = fresh.decompress(rest, expected_len);
+                    *d = Some(fresh);
+                    out
+                }
+            })
             .map_err(|e| Error::Corrupt(format!("zstd payload does not decompress: {e}"))),
         Some((c, _)) => Err(Error::Corrupt(format!("unknown codec byte {c}"))),
         None => Err(Error::Corrupt("empty blob payload".into())),

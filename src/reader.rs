@@ -98,14 +98,20 @@ impl ChunkCache {
         for _ in 0..threads.max(1) {
             let rx = rx.clone();
             let inner = Arc::downgrade(&inner);
-            std::thread::spawn(move || loop {
-                let job = lock(&rx).recv();
-                let Ok(c) = job else { break };
-                let Some(inner) = inner.upgrade() else { break };
-                lock(&inner.queued).remove(&c.id);
-                // Errors surface when the reader itself asks for the chunk.
-                inner.prefetch_one(&c);
-            });
+            let spawned = std::thread::Builder::new()
+                .name("sluice-readahead".into())
+                .spawn(move || loop {
+                    let job = lock(&rx).recv();
+                    let Ok(c) = job else { break };
+                    let Some(inner) = inner.upgrade() else { break };
+                    lock(&inner.queued).remove(&c.id);
+                    // Errors surface when the reader itself asks for the chunk.
+                    inner.prefetch_one(&c);
+                });
+            // Fewer read-ahead threads only make reads slower, never wrong.
+            if let Err(e) = spawned {
+                log::warn!("cannot start a read-ahead thread: {e}");
+            }
         }
         Arc::new(ChunkCache {
             inner,
