@@ -74,6 +74,14 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Answer a request that carries no data: `ok`, or the error's errno.
+fn answer_empty(res: Result<(), FsError>, reply: ReplyEmpty) {
+    match res {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 pub(crate) struct SluiceFuse {
     fs: Arc<SluiceFs>,
 }
@@ -289,10 +297,7 @@ impl Filesystem for SluiceFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        answer_empty(self.fs.release(fh.0), reply)
     }
 
     fn fsync(
@@ -345,10 +350,7 @@ impl Filesystem for SluiceFuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        match self.fs.releasedir(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        answer_empty(self.fs.releasedir(fh.0), reply)
     }
 
     fn fsyncdir(

@@ -4,7 +4,7 @@
 //! cache: deleting or garbling it loses nothing.
 
 use crate::support::data::random_bytes;
-use crate::support::{Ingested, Repo};
+use crate::support::{Ingested, Output, Repo};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -64,6 +64,23 @@ fn byte_range(s: &str) -> Option<(u64, u64)> {
     Some((x.parse().ok()?, y.parse().ok()?))
 }
 
+/// `cat` of stream A exits 3 with one error line naming the stream and `word`.
+#[track_caller]
+fn cat_a_fails(t: &Two, word: &str) -> (Output, String) {
+    let o = t
+        .repo
+        .cmd(["cat", &t.snap_a.snapshot, "a.bin"])
+        .run()
+        .code_is(3);
+    let line = o.error_line();
+    assert!(
+        line.contains(word) && line.contains("a.bin"),
+        "{}",
+        o.report()
+    );
+    (o, line)
+}
+
 /// The undamaged stream still reads back, by id and by `latest`.
 #[track_caller]
 fn b_still_reads(t: &Two) {
@@ -117,17 +134,7 @@ fn flipped_byte_in_a_chunk() {
     // The middle of the pack's data area: some chunk in the middle of stream A.
     flip_byte(&t.pack_a, len / 2);
 
-    let o = t
-        .repo
-        .cmd(["cat", &t.snap_a.snapshot, "a.bin"])
-        .run()
-        .code_is(3);
-    let line = o.error_line();
-    assert!(
-        line.contains("damaged") && line.contains("a.bin"),
-        "{}",
-        o.report()
-    );
+    let (o, line) = cat_a_fails(&t, "damaged");
     let (from, to) = byte_range(&line).unwrap_or_else(|| panic!("no byte range{}", o.report()));
     assert!(
         from < to && to <= t.a.len() as u64 && to - from <= 256 * 1024,
@@ -211,17 +218,7 @@ fn truncated_pack() {
     let f = OpenOptions::new().write(true).open(&t.pack_a).unwrap();
     f.set_len(len / 2).unwrap();
     drop(f);
-    let o = t
-        .repo
-        .cmd(["cat", &t.snap_a.snapshot, "a.bin"])
-        .run()
-        .code_is(3);
-    let line = o.error_line();
-    assert!(
-        line.contains("damaged") && line.contains("a.bin"),
-        "{}",
-        o.report()
-    );
+    let (o, line) = cat_a_fails(&t, "damaged");
     assert!(byte_range(&line).is_some(), "no byte range{}", o.report());
     assert!(
         o.stdout.len() < t.a.len() && o.stdout == t.a[..o.stdout.len()],
@@ -236,17 +233,7 @@ fn truncated_pack() {
 fn deleted_pack() {
     let t = two_streams("delete");
     std::fs::remove_file(&t.pack_a).unwrap();
-    let o = t
-        .repo
-        .cmd(["cat", &t.snap_a.snapshot, "a.bin"])
-        .run()
-        .code_is(3);
-    let line = o.error_line();
-    assert!(
-        line.contains("missing") && line.contains("a.bin"),
-        "{}",
-        o.report()
-    );
+    let (o, _) = cat_a_fails(&t, "missing");
     assert!(o.stdout.is_empty(), "{}", o.report());
     let problems = check_names_a(&t, false);
     assert!(
