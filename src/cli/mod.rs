@@ -121,7 +121,8 @@ pub struct IngestArgs {
     /// Producers run at once with --exec/--streams (default: number of cores).
     #[arg(long)]
     pub jobs: Option<usize>,
-    #[arg(long = "tag")]
+    /// A label recorded in the snapshot, e.g. nightly (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]

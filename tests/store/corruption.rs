@@ -211,6 +211,42 @@ fn flipped_byte_in_a_pack_header() {
     b_still_reads(&t);
 }
 
+/// A damaged chunk list makes its part of the stream unreadable; `check` says so once per
+/// place, with or without `--read-data` (which meets the same blob again while reading packs).
+#[test]
+fn flipped_byte_in_a_chunk_list() {
+    let t = two_streams("flip-list");
+    let r = sluice::repository::Repository::open(&t.repo.path, t.repo.password.as_bytes())
+        .expect("open repository");
+    let snap = r
+        .load_snapshot(sluice::ids::SnapshotId::from_hex(&t.snap_a.snapshot).unwrap())
+        .expect("load snapshot");
+    let lists = &snap.object("a.bin").expect("a.bin").chunk_lists;
+    assert_eq!(lists.len(), 1, "a 3 MB stream fits one chunk-list block");
+    let loc = lists[0].location();
+    assert_eq!(
+        loc.pack.to_hex(),
+        t.pack_a.file_name().unwrap().to_str().unwrap()
+    );
+    flip_byte(&t.pack_a, loc.offset + u64::from(loc.stored_len) / 2);
+
+    cat_a_fails(&t, "a.bin");
+    let short = &t.snap_a.snapshot[..8];
+    for read_data in [false, true] {
+        let problems = check_names_a(&t, read_data);
+        assert_eq!(
+            problems.len(),
+            1,
+            "read_data={read_data}: one damaged chunk list, one problem: {problems:#?}"
+        );
+        assert!(
+            problems[0].contains("unreadable") && problems[0].contains(&lists[0].id.short()),
+            "{problems:?}"
+        );
+    }
+    b_still_reads(&t);
+}
+
 #[test]
 fn truncated_pack() {
     let t = two_streams("truncate");
