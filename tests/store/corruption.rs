@@ -231,7 +231,6 @@ fn flipped_byte_in_a_chunk_list() {
     flip_byte(&t.pack_a, loc.offset + u64::from(loc.stored_len) / 2);
 
     cat_a_fails(&t, "a.bin");
-    let short = &t.snap_a.snapshot[..8];
     for read_data in [false, true] {
         let problems = check_names_a(&t, read_data);
         assert_eq!(
