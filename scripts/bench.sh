@@ -22,6 +22,9 @@
 #   BENCH_CLUSTER      changes come in runs of this many lines (default 1000; 1 = uniform)
 #   BENCH_READS        random 4 KiB reads per mount (default 20)
 #   BENCH_GREP_PASSES  cold greps of the SQL dump before reading the mount's RSS (default 4)
+#   BENCH_MOUNT_ROUNDS cold restore/cat/grep rounds per tool in the mount phase; the median is
+#                      reported (default 3; 1 with --quick). This machine's shared cores make
+#                      single figures swing by +-20%.
 #   BENCH_SLUICE_INIT  extra arguments for `sluice init` (default none: the defaults)
 #   BENCH_KEEP=1       keep the repositories afterwards
 set -euo pipefail
@@ -58,6 +61,7 @@ if ((QUICK)); then
     PG_SCALE=${BENCH_PG_SCALE:-3}
     CHURN_SECS=${BENCH_CHURN_SECS:-3}
     GREP_PASSES=${BENCH_GREP_PASSES:-2}
+    MOUNT_ROUNDS=${BENCH_MOUNT_ROUNDS:-1}
     BIG=0
     PHASES=${PHASES//memory/}
 else
@@ -65,6 +69,7 @@ else
     PG_SCALE=${BENCH_PG_SCALE:-30}
     CHURN_SECS=${BENCH_CHURN_SECS:-20}
     GREP_PASSES=${BENCH_GREP_PASSES:-4}
+    MOUNT_ROUNDS=${BENCH_MOUNT_ROUNDS:-3}
     BIG=$(gib_bytes "${BENCH_BIG_GIB:-8}")
 fi
 read -r -a SLUICE_INIT_ARGS <<<"${BENCH_SLUICE_INIT:-}"
@@ -107,6 +112,19 @@ out() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
 declare -A R=() # "input|tool|metric" -> value
 setr() { R["$1|$2|$3"]=$4; }
 getr() { printf '%s' "${R["$1|$2|$3"]:-n/a}"; }
+# Repeated measurements: addr appends a sample, lastr shows the newest, medianr is the median
+# (any failed sample makes the figure FAIL/WRONG: a wrong answer is never averaged away).
+declare -A SAMPLES=()
+addr() { SAMPLES["$1|$2|$3"]+="$4 "; }
+lastr() { local a; read -r -a a <<<"${SAMPLES["$1|$2|$3"]:-}"; printf '%s' "${a[-1]:-n/a}"; }
+samples() { printf '%s' "${SAMPLES["$1|$2|$3"]:-}"; }
+medianr() {
+    local v=${SAMPLES["$1|$2|$3"]:-}
+    if [[ -z $v ]]; then printf 'n/a'; return; fi
+    if [[ $v == *WRONG* ]]; then printf 'WRONG'; return; fi
+    if [[ $v == *FAIL* ]]; then printf 'FAIL'; return; fi
+    tr ' ' '\n' <<<"$v" | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
 
 # mbps BYTES SECONDS -> MB/s (10^6 bytes per second)
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { if (s <= 0) print "n/a"; else printf "%.0f", b / s / 1e6 }'; }
@@ -524,37 +542,41 @@ if has_phase mount; then
         fi
         mnt=$WORK/mnt/$tool
 
-        # the same object restored without the mount (sluice cat / restic dump / borg extract), cold
-        drop_caches
-        cmd_restore "$tool" "$repo" dump.sql v2
-        if run_timed /dev/null /dev/null "mrestore-$tool.log" "${CMD[@]}"; then
-            setr mount "$tool" restore "$(mbps "$b" "$T_SECS")"
-            say "  restore of the same object (cold cache): ${T_SECS}s, $(getr mount "$tool" restore) MB/s"
-        else setr mount "$tool" restore FAIL; fi
+        for ((round = 1; round <= MOUNT_ROUNDS; round++)); do
+            say "  round $round of $MOUNT_ROUNDS"
+            # the same object restored without the mount (sluice cat / restic dump / borg extract), cold
+            drop_caches
+            cmd_restore "$tool" "$repo" dump.sql v2
+            if run_timed /dev/null /dev/null "mrestore-$tool.log" "${CMD[@]}"; then
+                addr mount "$tool" restore "$(mbps "$b" "$T_SECS")"
+                say "  restore of the same object (cold cache): ${T_SECS}s, $(lastr mount "$tool" restore) MB/s"
+            else addr mount "$tool" restore FAIL; fi
 
-        # sequential cat, cold
-        drop_caches
-        if mount_tool "$tool" "$repo" "$mnt" dump.sql v2 && time_cmd "mcat-$tool.log" cat "$OBJ"; then
-            setr mount "$tool" cat "$(mbps "$b" "$T_SECS")"
-            say "  cat (fresh mount, cold cache): ${T_SECS}s, $(getr mount "$tool" cat) MB/s"
-        else setr mount "$tool" cat FAIL; fi
-        umount_tool "$tool" "$mnt"
+            # sequential cat, cold
+            drop_caches
+            if mount_tool "$tool" "$repo" "$mnt" dump.sql v2 && time_cmd "mcat-$tool.log" cat "$OBJ"; then
+                addr mount "$tool" cat "$(mbps "$b" "$T_SECS")"
+                say "  cat (fresh mount, cold cache): ${T_SECS}s, $(lastr mount "$tool" cat) MB/s"
+            else addr mount "$tool" cat FAIL; fi
+            umount_tool "$tool" "$mnt"
 
-        # grep -c, cold
-        drop_caches
-        if mount_tool "$tool" "$repo" "$mnt" dump.sql v2; then
-            t0=$(date +%s%N)
-            got=$(grep -c 'INSERT INTO' "$OBJ" 2>"$WORK/logs/mgrep-$tool.log") || got=FAIL
-            t1=$(date +%s%N)
-            if [[ $got == "$expect" ]]; then
-                setr mount "$tool" grep "$(mbps "$b" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1e9 }')")"
-                say "  grep -c (fresh mount, cold cache): $(getr mount "$tool" grep) MB/s, count $got (correct)"
-            else
-                warn "$tool mount: grep -c gave '$got', expected $expect"
-                setr mount "$tool" grep WRONG
-            fi
-        else setr mount "$tool" grep FAIL; fi
-        umount_tool "$tool" "$mnt"
+            # grep -c, cold
+            drop_caches
+            if mount_tool "$tool" "$repo" "$mnt" dump.sql v2; then
+                t0=$(date +%s%N)
+                got=$(grep -c 'INSERT INTO' "$OBJ" 2>"$WORK/logs/mgrep-$tool.log") || got=FAIL
+                t1=$(date +%s%N)
+                if [[ $got == "$expect" ]]; then
+                    addr mount "$tool" grep "$(mbps "$b" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1e9 }')")"
+                    say "  grep -c (fresh mount, cold cache): $(lastr mount "$tool" grep) MB/s, count $got (correct)"
+                else
+                    warn "$tool mount: grep -c gave '$got', expected $expect"
+                    addr mount "$tool" grep WRONG
+                fi
+            else addr mount "$tool" grep FAIL; fi
+            umount_tool "$tool" "$mnt"
+        done
+        for m in restore cat grep; do setr mount "$tool" "$m" "$(medianr mount "$tool" "$m")"; done
 
         # random 4 KiB reads, cold, fresh mount
         drop_caches
@@ -586,12 +608,17 @@ if has_phase mount; then
 
     out "## Mount: the generated SQL dump ($(mb "$b") MB) read through a freshly started mount, cold page cache"
     out ""
+    out "Median of $MOUNT_ROUNDS cold round(s) per tool for cat, grep and restore; every sample is listed below the table."
+    out ""
     out "| tool | cat MB/s | grep -c MB/s | same object restored (cat/dump/extract) MB/s | mount cat / restore | 4 KiB random read median ms | max ms | mount RSS after grepping $(mb $((b * GREP_PASSES))) MB, MiB |"
     out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for tool in $TOOLS; do
         out "| $tool | $(getr mount "$tool" cat) | $(getr mount "$tool" grep) | $(getr mount "$tool" restore) | $(ratio "$(getr mount "$tool" cat)" "$(getr mount "$tool" restore)") | $(getr mount "$tool" rand_med) | $(getr mount "$tool" rand_max) | $(getr mount "$tool" hwm) |"
     done
     out ""
+    for tool in $TOOLS; do
+        out "- $tool samples (MB/s): cat $(samples mount "$tool" cat)/ grep -c $(samples mount "$tool" grep)/ restore $(samples mount "$tool" restore)"
+    done
     if has_tool sluice; then
         out "- sluice mount: cat $(ratio "$(getr mount sluice cat)" "$(getr mount sluice restore)") and grep -c $(ratio "$(getr mount sluice grep)" "$(getr mount sluice restore)") of \`sluice cat\`'s throughput on the same object (target >= 0.80x)"
         for tool in restic borg; do
