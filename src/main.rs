@@ -4,8 +4,6 @@ mod cli;
 mod mount_cmd;
 mod streams_file;
 
-use clap::Parser;
-
 /// Warnings from library code (the mount's refresh, for instance) as `sluice: warning: ...`.
 struct StderrLog;
 
@@ -41,7 +39,7 @@ fn main() {
     tune_allocator();
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Warn);
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let code = cli::run(cli);
     std::process::exit(code);
 }

@@ -43,6 +43,8 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     let pw = crate::cli::password::PasswordSource {
         file: cli.password_file.clone(),
         command: cli.password_command.clone(),
+        file_on_command_line: cli.password_file_on_command_line,
+        command_on_command_line: cli.password_command_on_command_line,
     }
     .get(false)?;
     let repo = Repository::open(&repo_path, &pw)?;

@@ -111,7 +111,23 @@ impl Repository {
             }
         }
         opts.chunker.validate()?;
-        for d in ["keys", "packs", "snapshots", "locks", "tmp"] {
+        let existed = path.exists();
+        Self::create(path, passphrase, opts).inspect_err(|_| {
+            // Leave nothing half-built behind: a directory with keys/ but no config would
+            // refuse the next `init` ("not empty") and every other command ("not a repository").
+            for entry in INIT_ENTRIES.iter().chain(&["config", "config.tmp"]) {
+                let p = path.join(entry);
+                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+            }
+            if !existed {
+                let _ = fs::remove_dir(path);
+            }
+        })
+    }
+
+    /// The body of `init`, on a directory known to be new or empty.
+    fn create(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+        for d in INIT_ENTRIES {
             let p = path.join(d);
             fs::create_dir_all(&p).ctx(|| format!("cannot create {}", p.display()))?;
         }
@@ -232,7 +248,8 @@ impl Repository {
             }) {
                 Ok(k) => k,
                 Err(e) => {
-                    unusable.push(format!("{name}: {e}"));
+                    // An unreadable file (permissions, I/O) is not damage: exit 1, not 3.
+                    unusable.push((format!("{name}: {e}"), matches!(e, Error::Io { .. })));
                     continue;
                 }
             };
@@ -257,13 +274,19 @@ impl Repository {
             }
         }
         if unusable.len() == key_names.len() {
-            return Err(Error::Corrupt(format!(
-                "no key file in {}/keys can be used: {}",
-                path.display(),
-                unusable.join("; ")
-            )));
+            let why = unusable
+                .iter()
+                .map(|(w, _)| w.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let msg = format!("no key file in {}/keys can be used: {why}", path.display());
+            return Err(if unusable.iter().all(|(_, io)| *io) {
+                Error::InvalidInput(format!("{msg} (check the files' permissions)"))
+            } else {
+                Error::Corrupt(msg)
+            });
         }
-        for u in &unusable {
+        for (u, _) in &unusable {
             log::warn!("key file {u}");
         }
         Err(Error::WrongKey {
@@ -487,6 +510,9 @@ fn read_key_file(storage: &DirStorage, name: &str) -> Result<KeyFile> {
     }
     Ok(kf)
 }
+
+/// The directories `init` creates inside a repository.
+const INIT_ENTRIES: [&str; 5] = ["keys", "packs", "snapshots", "locks", "tmp"];
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");

@@ -21,16 +21,26 @@ use std::time::{Duration, Instant};
 
 /// Exit statuses, documented in README.md.
 pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_DAMAGED: i32 = 3;
 pub const EXIT_STREAM_FAILED: i32 = 4;
 
 /// Run the command; returns the process exit status.
 pub fn run(cli: Cli) -> i32 {
-    let quiet = cli.quiet;
+    let disk_full_hint = match cli.command {
+        Command::Ingest(_) => "free space and run the ingest again (nothing was recorded)",
+        Command::Init(_) => "free space, remove the incomplete repository directory if one was left, and run init again",
+        Command::Cat { .. } => "free space where the output goes and run it again",
+        _ => "free space and run it again",
+    };
+    if prints_a_listing(&cli.command) {
+        restore_default_sigpipe();
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             let code = match e.downcast_ref::<Error>() {
+                _ if e.downcast_ref::<Usage>().is_some() => EXIT_USAGE,
                 Some(Error::Corrupt(_)) => EXIT_DAMAGED,
                 Some(Error::StreamFailed(_)) => EXIT_STREAM_FAILED,
                 _ => EXIT_ERROR,
@@ -48,12 +58,55 @@ pub fn run(cli: Cli) -> i32 {
                 msg.push_str("; no snapshot was recorded");
             }
             if e.downcast_ref::<Error>().is_some_and(|e| e.is_disk_full()) {
-                msg.push_str(" — the disk is full: free space and run the ingest again (nothing was recorded)");
+                msg.push_str(" — the disk is full: ");
+                msg.push_str(disk_full_hint);
             }
-            let _ = quiet;
             eprintln!("sluice: error: {msg}");
             code
         }
+    }
+}
+
+/// A command line that asks for something impossible or contradictory: exit status 2, like
+/// clap's own usage errors.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(msg.into()))
+}
+
+/// Commands whose whole job is printing a listing: `sluice snapshots | head -1` should end
+/// quietly when `head` exits, as `ls | head` does, instead of failing on the closed pipe.
+fn prints_a_listing(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Snapshots { .. }
+            | Command::Ls { .. }
+            | Command::Check { .. }
+            | Command::Stats { .. }
+            | Command::Key {
+                action: KeyAction::List { .. }
+            }
+    )
+}
+
+/// Rust ignores SIGPIPE so that writes fail with EPIPE; for listings the Unix default (end
+/// the process quietly) is what a pipeline expects. `cat` and `ingest --tee` keep EPIPE: they
+/// handle it themselves.
+fn restore_default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler code; it is done
+    // before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -67,6 +120,8 @@ fn passwords(cli: &Cli) -> PasswordSource {
     PasswordSource {
         file: cli.password_file.clone(),
         command: cli.password_command.clone(),
+        file_on_command_line: cli.password_file_on_command_line,
+        command_on_command_line: cli.password_command_on_command_line,
     }
 }
 
@@ -74,8 +129,11 @@ pub(crate) fn open(cli: &Cli) -> Result<Repository> {
     let path = repo_path(cli)?;
     // Say "not a repository" or "newer format" before asking for a passphrase.
     Repository::read_config(&path)?;
-    let pw = passwords(cli).get(false)?;
-    Ok(Repository::open(&path, &pw)?)
+    let (pw, origin) = passwords(cli).get_with_origin(false)?;
+    match Repository::open(&path, &pw) {
+        Err(e @ Error::WrongKey { .. }) => Err(anyhow!("{e} (the passphrase came from {origin})")),
+        r => Ok(r?),
+    }
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
@@ -102,12 +160,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
 
 fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
     let path = repo_path(cli)?;
-    let avg = parse_size(&a.chunk_size).map_err(|e| anyhow!("--chunk-size: {e}"))?;
+    let avg = parse_size(&a.chunk_size).map_err(|e| usage(format!("--chunk-size: {e}")))?;
     let chunker = ChunkerParams::with_avg(
-        u32::try_from(avg).map_err(|_| anyhow!("--chunk-size is too large"))?,
+        u32::try_from(avg).map_err(|_| usage("--chunk-size is too large"))?,
     );
     chunker.validate()?;
-    let compression: Compression = a.compression.parse().map_err(|e: String| anyhow!(e))?;
+    let compression: Compression = a.compression.parse().map_err(usage)?;
     if path.join("config").exists() {
         bail!(
             "{} already holds a sluice repository; refusing to overwrite it",
@@ -174,9 +232,9 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
     for e in &a.exec {
         let (name, cmd) = e
             .split_once('=')
-            .ok_or_else(|| anyhow!("--exec {e:?}: expected NAME='shell command'"))?;
+            .ok_or_else(|| usage(format!("--exec {e:?}: expected NAME='shell command'")))?;
         if cmd.trim().is_empty() {
-            bail!("--exec {name}: the command is empty");
+            return Err(usage(format!("--exec {name}: the command is empty")));
         }
         specs.push(StreamSpec {
             name: name.to_string(),
@@ -195,19 +253,21 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
     }
     if !specs.is_empty() {
         if a.name.is_some() || !a.command.is_empty() {
-            bail!("use either --name [-- COMMAND] or --exec/--streams, not both");
+            return Err(usage(
+                "use either --name [-- COMMAND] or --exec/--streams, not both",
+            ));
         }
         if a.tee {
-            bail!("--tee works with a single stream only");
+            return Err(usage("--tee works with a single stream only"));
         }
         return Ok(specs);
     }
     let name = a.name.clone().ok_or_else(|| {
-        anyhow!("name the stream: sluice ingest --name NAME (or use --exec NAME='command')")
+        usage("name the stream: sluice ingest --name NAME (or use --exec NAME='command')")
     })?;
     let source = if a.command.is_empty() {
         if std::io::stdin().is_terminal() {
-            bail!("stdin is a terminal: pipe a stream in (pg_dump db | sluice ingest --name db.sql) or give a command after --");
+            return Err(usage("stdin is a terminal: pipe a stream in (pg_dump db | sluice ingest --name db.sql) or give a command after --"));
         }
         Source::Stdin
     } else {
@@ -275,7 +335,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     let expect: Expect = a
         .expect
         .parse()
-        .map_err(|e: String| anyhow!("--expect: {e}"))?;
+        .map_err(|e: String| usage(format!("--expect: {e}")))?;
     let specs = stream_specs(a, expect)?;
     for s in &specs {
         sluice::snapshot::validate_name(&s.name)?;
@@ -284,7 +344,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     let size_hint = a
         .size_hint
         .as_deref()
-        .map(|s| parse_size(s).map_err(|e| anyhow!("--size-hint: {e}")))
+        .map(|s| parse_size(s).map_err(|e| usage(format!("--size-hint: {e}"))))
         .transpose()?;
     let repo = open(cli)?;
     let quiet = cli.quiet;

@@ -12,6 +12,24 @@ use std::path::PathBuf;
 
 pub use commands::run;
 
+/// Parse the command line, noting whether a passphrase option came from it rather than from
+/// the environment (clap folds both into one field).
+pub fn parse() -> Cli {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Global options may be typed after the subcommand: look at every level.
+    let mut level = Some(&matches);
+    while let Some(m) = level {
+        let typed = |id| m.value_source(id) == Some(ValueSource::CommandLine);
+        cli.password_file_on_command_line |= typed("password_file");
+        cli.password_command_on_command_line |= typed("password_command");
+        level = m.subcommand().map(|(_, sub)| sub);
+    }
+    cli
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "sluice",
@@ -22,12 +40,19 @@ pub struct Cli {
     /// Repository directory.
     #[arg(long, global = true, env = "SLUICE_REPO")]
     pub repo: Option<PathBuf>,
-    /// Read the passphrase from this file (first line).
+    /// Read the passphrase from this file (its first line). Given here it wins over SLUICE_PASSWORD.
     #[arg(long, global = true, env = "SLUICE_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
-    /// Run this shell command to get the passphrase on its stdout.
+    /// Run this shell command; the first line of its stdout is the passphrase. Given here it
+    /// wins over SLUICE_PASSWORD.
     #[arg(long, global = true, env = "SLUICE_PASSWORD_COMMAND")]
     pub password_command: Option<String>,
+    /// Whether --password-file / --password-command were typed on the command line (not
+    /// taken from the environment): those win over SLUICE_PASSWORD.
+    #[arg(skip)]
+    pub password_file_on_command_line: bool,
+    #[arg(skip)]
+    pub password_command_on_command_line: bool,
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,

@@ -1,5 +1,7 @@
-//! Getting the passphrase: from SLUICE_PASSWORD, a file, a command, or a terminal prompt,
-//! in that order. Never from a command-line argument (visible in `ps`).
+//! Getting the passphrase. Never from a command-line argument (visible in `ps`). In order:
+//! `--password-file`/`--password-command` typed on the command line (the most specific
+//! choice wins), then `SLUICE_PASSWORD`, then `SLUICE_PASSWORD_FILE`/`SLUICE_PASSWORD_COMMAND`,
+//! then a prompt on the terminal. Files and commands give their first line.
 
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, Write};
@@ -10,59 +12,99 @@ use zeroize::Zeroizing;
 pub struct PasswordSource {
     pub file: Option<std::path::PathBuf>,
     pub command: Option<String>,
+    /// `file` / `command` were typed on the command line rather than set in the environment.
+    pub file_on_command_line: bool,
+    pub command_on_command_line: bool,
 }
 
 pub type Passphrase = Zeroizing<Vec<u8>>;
 
-fn strip_newline(mut v: Vec<u8>) -> Vec<u8> {
-    if v.last() == Some(&b'\n') {
+/// The first line, without its line ending (LF or CRLF). Anything after it is ignored, as the
+/// `--password-file` help says: a passphrase can never hold a newline, so whatever a file or
+/// command gives can also be typed at the prompt.
+fn first_line(mut v: Vec<u8>) -> Vec<u8> {
+    if let Some(i) = v.iter().position(|&b| b == b'\n') {
+        v.truncate(i);
+    }
+    if v.last() == Some(&b'\r') {
         v.pop();
-        if v.last() == Some(&b'\r') {
-            v.pop();
-        }
     }
     v
 }
 
+fn from_file(f: &std::path::Path) -> Result<Passphrase> {
+    let bytes = Zeroizing::new(
+        std::fs::read(f).with_context(|| format!("cannot read password file {}", f.display()))?,
+    );
+    Ok(Zeroizing::new(first_line(bytes.to_vec())))
+}
+
+fn from_command(cmd: &str) -> Result<Passphrase> {
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run password command `{cmd}`"))?;
+    let stdout = Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        bail!("password command `{cmd}` failed ({})", out.status);
+    }
+    Ok(Zeroizing::new(first_line(stdout.to_vec())))
+}
+
 impl PasswordSource {
-    /// The passphrase for an existing repository (`confirm` = ask twice on a terminal, for init).
+    /// The passphrase for an existing repository (`confirm` = ask twice on a terminal, for
+    /// init), and where it came from, to name in a "wrong passphrase" error.
     pub fn get(&self, confirm: bool) -> Result<Passphrase> {
-        let pw = if let Ok(p) = std::env::var("SLUICE_PASSWORD") {
-            Zeroizing::new(p.into_bytes())
-        } else if let Some(f) = &self.file {
-            let bytes = std::fs::read(f)
-                .with_context(|| format!("cannot read password file {}", f.display()))?;
-            Zeroizing::new(strip_newline(bytes))
-        } else if let Some(cmd) = &self.command {
-            let out = std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(cmd)
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .with_context(|| format!("cannot run password command `{cmd}`"))?;
-            if !out.status.success() {
-                bail!("password command `{cmd}` failed ({})", out.status);
-            }
-            Zeroizing::new(strip_newline(out.stdout))
+        Ok(self.get_with_origin(confirm)?.0)
+    }
+
+    pub fn get_with_origin(&self, confirm: bool) -> Result<(Passphrase, String)> {
+        if self.file_on_command_line && self.command_on_command_line {
+            return Err(super::commands::usage(
+                "give either --password-file or --password-command, not both",
+            ));
+        }
+        let file = || {
+            let f = self.file.as_deref().unwrap_or(std::path::Path::new(""));
+            Ok::<_, anyhow::Error>((from_file(f)?, format!("password file {}", f.display())))
+        };
+        let command = || {
+            let c = self.command.as_deref().unwrap_or("");
+            Ok::<_, anyhow::Error>((from_command(c)?, format!("password command `{c}`")))
+        };
+        let (pw, origin) = if self.file_on_command_line && self.file.is_some() {
+            file()?
+        } else if self.command_on_command_line && self.command.is_some() {
+            command()?
+        } else if let Ok(p) = std::env::var("SLUICE_PASSWORD") {
+            (Zeroizing::new(p.into_bytes()), "SLUICE_PASSWORD".to_owned())
+        } else if self.file.is_some() {
+            file()?
+        } else if self.command.is_some() {
+            command()?
         } else {
-            prompt(confirm)?
+            (prompt(confirm)?, "the terminal prompt".to_owned())
         };
         if pw.is_empty() {
-            bail!("the passphrase is empty; an empty passphrase protects nothing");
+            bail!("the passphrase from {origin} is empty; an empty passphrase protects nothing");
         }
-        Ok(pw)
+        Ok((pw, origin))
     }
 
     /// A second passphrase (key add / passwd): SLUICE_NEW_PASSWORD, --new-password-file, or a prompt.
     pub fn get_new(file: Option<&std::path::Path>) -> Result<Passphrase> {
-        let pw = if let Ok(p) = std::env::var("SLUICE_NEW_PASSWORD") {
+        let pw = if let Some(f) = file {
+            from_file(f)?
+        } else if let Ok(p) = std::env::var("SLUICE_NEW_PASSWORD") {
             Zeroizing::new(p.into_bytes())
-        } else if let Some(f) = file {
-            Zeroizing::new(strip_newline(std::fs::read(f).with_context(|| {
-                format!("cannot read password file {}", f.display())
-            })?))
         } else {
-            prompt_with("new passphrase: ", true)?
+            prompt_with(
+                "new passphrase: ",
+                true,
+                "no new passphrase given: set SLUICE_NEW_PASSWORD or use --new-password-file (there is no terminal to ask on)",
+            )?
         };
         if pw.is_empty() {
             bail!("the new passphrase is empty");
@@ -72,15 +114,19 @@ impl PasswordSource {
 }
 
 fn prompt(confirm: bool) -> Result<Passphrase> {
-    prompt_with("passphrase: ", confirm)
+    prompt_with(
+        "passphrase: ",
+        confirm,
+        "no passphrase given: set SLUICE_PASSWORD_FILE, SLUICE_PASSWORD_COMMAND or SLUICE_PASSWORD (there is no terminal to ask on)",
+    )
 }
 
-fn prompt_with(label: &str, confirm: bool) -> Result<Passphrase> {
-    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").map_err(|_| {
-        anyhow::anyhow!(
-            "no passphrase given: set SLUICE_PASSWORD_FILE, SLUICE_PASSWORD_COMMAND or SLUICE_PASSWORD (no terminal to ask on)"
-        )
-    })?;
+fn prompt_with(label: &str, confirm: bool, no_terminal: &str) -> Result<Passphrase> {
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| anyhow::anyhow!("{no_terminal}"))?;
     let first = read_hidden(&tty, label)?;
     if confirm {
         let again = read_hidden(&tty, "again: ")?;
@@ -113,5 +159,18 @@ fn read_hidden(tty: &std::fs::File, label: &str) -> Result<Passphrase> {
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
     }
     r.context("cannot read the passphrase from the terminal")?;
-    Ok(Zeroizing::new(strip_newline(line.as_bytes().to_vec())))
+    Ok(Zeroizing::new(first_line(line.as_bytes().to_vec())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_line;
+
+    #[test]
+    fn only_the_first_line_counts() {
+        assert_eq!(first_line(b"secret\nother\n".to_vec()), b"secret");
+        assert_eq!(first_line(b"secret\r\n".to_vec()), b"secret");
+        assert_eq!(first_line(b"secret".to_vec()), b"secret");
+        assert_eq!(first_line(b"\nsecret".to_vec()), b"");
+    }
 }

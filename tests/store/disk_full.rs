@@ -92,3 +92,36 @@ fn full_disk_during_ingest() {
     assert_eq!(repo.snapshots().len(), 2);
     drop(repo);
 }
+
+/// `init` on a full disk fails with the disk-full hint for init and leaves no half-built
+/// repository behind, so the same command works once space is freed.
+#[test]
+fn full_disk_during_init_leaves_nothing_behind() {
+    let fs = Tmpfs::mount("1m");
+    let filler = fs.mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![7u8; 64 * 1024];
+        // Fill to the last byte: tmpfs reports ENOSPC once its pages are used up.
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&[7u8]).is_ok() {}
+    }
+    let path = fs.mnt.join("repo");
+    let init = || {
+        crate::support::Sluice::new(["--repo".into(), path.clone().into_os_string()])
+            .env("SLUICE_PASSWORD", "pw")
+            .args(["init", "--kdf-memory-kib", crate::support::TEST_KDF_KIB])
+    };
+    let o = init().run().code_is(1);
+    assert!(
+        o.error_line().contains("disk is full") && o.error_line().contains("run init again"),
+        "{}",
+        o.report()
+    );
+    assert!(!path.exists(), "init left {} behind", path.display());
+
+    std::fs::remove_file(&filler).unwrap();
+    init().run().ok();
+    assert!(path.join("config").is_file());
+}

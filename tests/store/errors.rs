@@ -353,3 +353,122 @@ fn usage_errors_and_unknown_things() {
         .stderr_has(&["duration"]);
     assert_eq!(repo.snapshots().len(), 1);
 }
+
+/// `sluice snapshots | head -1` and `sluice ls latest | head -0`: a reader that goes away is
+/// the normal end of a listing — no panic, no error line, like `ls | head`.
+#[test]
+fn listings_end_quietly_on_a_closed_pipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let repo = Repo::init("closed-pipe", &[]);
+    repo.ingest("a.sql", b"select 1;\n", &[]);
+    for args in [vec!["snapshots"], vec!["ls", "latest"], vec!["stats"]] {
+        let mut child = std::process::Command::new(crate::support::bin())
+            .arg("--repo")
+            .arg(&repo.path)
+            .args(&args)
+            .env("SLUICE_PASSWORD", &repo.password)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before sluice has printed anything (it derives its key first).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}
+
+/// Passphrase sources: a file gives its first line; an option typed on the command line wins
+/// over SLUICE_PASSWORD in the environment; a wrong passphrase names where it came from.
+#[test]
+fn passphrase_sources_and_their_precedence() {
+    let repo = repo_with_one_snapshot("pw-sources");
+    let good = repo.dir.join("good.pw");
+    std::fs::write(&good, format!("{PASSWORD}\nsecond line is ignored\n")).unwrap();
+    let bad = repo.dir.join("bad.pw");
+    std::fs::write(&bad, "not it\n").unwrap();
+    let snapshots = |env_pw: Option<&str>| {
+        let mut c = Sluice::new(["--repo".into(), repo.path.clone().into_os_string()])
+            .env_remove("SLUICE_PASSWORD")
+            .env_remove("SLUICE_PASSWORD_FILE")
+            .env_remove("SLUICE_PASSWORD_COMMAND");
+        if let Some(p) = env_pw {
+            c = c.env("SLUICE_PASSWORD", p);
+        }
+        c
+    };
+    // First line of a file.
+    snapshots(None)
+        .args(["--password-file".as_ref(), good.as_os_str()])
+        .arg("snapshots")
+        .run()
+        .ok();
+    // Typed on the command line (before or after the subcommand): wins over the environment.
+    snapshots(Some("wrong"))
+        .args(["--password-file".as_ref(), good.as_os_str()])
+        .arg("snapshots")
+        .run()
+        .ok();
+    snapshots(Some("wrong"))
+        .arg("snapshots")
+        .args([
+            "--password-command",
+            &format!("printf '%s\\n' '{PASSWORD}'"),
+        ])
+        .run()
+        .ok();
+    // From the environment: SLUICE_PASSWORD wins over SLUICE_PASSWORD_FILE.
+    snapshots(Some(PASSWORD))
+        .env("SLUICE_PASSWORD_FILE", &bad)
+        .arg("snapshots")
+        .run()
+        .ok();
+    // A wrong one says where it came from.
+    snapshots(None)
+        .args(["--password-file".as_ref(), bad.as_os_str()])
+        .arg("snapshots")
+        .run()
+        .code_is(1)
+        .stderr_has(&["wrong passphrase", "bad.pw"]);
+    snapshots(Some("wrong"))
+        .arg("snapshots")
+        .run()
+        .code_is(1)
+        .stderr_has(&["wrong passphrase", "SLUICE_PASSWORD"]);
+    // Both kinds typed at once is a usage error.
+    snapshots(None)
+        .args(["--password-file".as_ref(), good.as_os_str()])
+        .args(["--password-command", "true", "snapshots"])
+        .run()
+        .code_is(2);
+}
+
+/// Contradictory or impossible command lines exit 2 (usage), like clap's own errors.
+#[test]
+fn usage_errors_exit_2() {
+    let repo = repo_with_one_snapshot("usage");
+    for args in [
+        vec!["ingest", "--name", "a", "--exec", "b=true"],
+        vec!["ingest", "--exec", "no-equals-sign"],
+        vec!["ingest", "--name", "a", "--expect", "no-such-format"],
+        vec!["ingest", "--name", "a", "--size-hint", "lots"],
+    ] {
+        let o = repo.cmd(&args).stdin_bytes(b"x".to_vec()).run().code_is(2);
+        assert!(!o.error_line().is_empty(), "{args:?}{}", o.report());
+    }
+    let r2 = TestDir::new("usage-init");
+    Sluice::new(["--repo".into(), r2.join("r").into_os_string()])
+        .env("SLUICE_PASSWORD", "pw")
+        .args(["init", "--chunk-size", "huge"])
+        .run()
+        .code_is(2);
+}
