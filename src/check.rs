@@ -335,6 +335,8 @@ pub struct Stats {
     pub chunks: usize,
     pub dedup_ratio: f64,
     pub compression_ratio: f64,
+    /// Snapshots or chunk lists that could not be read: the figures leave them out.
+    pub problems: Vec<String>,
 }
 
 pub fn stats(repo: &Repository) -> Result<Stats> {
@@ -351,9 +353,8 @@ pub fn stats(repo: &Repository) -> Result<Stats> {
             st.stored_chunk_bytes += c.loc.stored_len as u64;
         }
     })?;
-    if let Some(p) = walked.problems.first() {
-        return Err(Error::Corrupt(format!("{p}; run `sluice check`")));
-    }
+    // Damage does not hide the rest: count what can be read and say what could not.
+    st.problems = walked.problems;
     let snaps = walked.snapshots;
     st.chunks = seen.len();
     st.snapshots = snaps.len();

@@ -164,7 +164,10 @@ impl Storage for DirStorage {
             for e in fs::read_dir(&d).ctx(|| format!("cannot list {}", d.display()))? {
                 let e = e.ctx(|| format!("cannot list {}", d.display()))?;
                 if let Some(n) = e.file_name().to_str() {
-                    if !n.starts_with('.') && !n.ends_with(".tmp") {
+                    // A file is only ours if `path` would find it under that name: a stray
+                    // `packs/zz/ffff...` is not the pack `ffff...` (which lives in `packs/ff/`).
+                    let addressable = self.path(kind, n) == e.path();
+                    if addressable && !n.starts_with('.') && !n.ends_with(".tmp") {
                         names.push(n.to_string());
                     }
                 }

@@ -715,11 +715,20 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
         }
         Ok(0)
     } else {
-        eprintln!(
-            "sluice: error: {} problem(s) found; the streams named above cannot be fully restored; \
-             run `sluice repair index --read-data` so that later ingests store damaged chunks again",
-            r.problems.len()
-        );
+        // Problems that name a stream read `snapshot ID "name": bytes ...`.
+        let streams_hit = r.problems.iter().any(|p| p.contains(": bytes "));
+        if streams_hit {
+            eprintln!(
+                "sluice: error: {} problem(s) found; the streams named above cannot be fully restored; \
+                 run `sluice repair index --read-data` so that later ingests store damaged chunks again",
+                r.problems.len()
+            );
+        } else {
+            eprintln!(
+                "sluice: error: {} problem(s) found (listed above)",
+                r.problems.len()
+            );
+        }
         Ok(EXIT_DAMAGED)
     }
 }
@@ -818,9 +827,21 @@ fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
 fn stats(cli: &Cli, json: bool) -> Result<i32> {
     let repo = open(cli)?;
     let s = sluice::check::stats(&repo)?;
+    let status = if s.problems.is_empty() {
+        0
+    } else {
+        for p in &s.problems {
+            eprintln!("sluice: warning: left out of the figures: {p}");
+        }
+        eprintln!(
+            "sluice: error: {} part(s) of the repository could not be read; run `sluice check`",
+            s.problems.len()
+        );
+        EXIT_DAMAGED
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(0);
+        return Ok(status);
     }
     println!("snapshots            {}", s.snapshots);
     println!("streams              {}", s.objects);
@@ -850,5 +871,5 @@ fn stats(cli: &Cli, json: bool) -> Result<i32> {
             s.logical_bytes as f64 / s.pack_bytes as f64
         }
     );
-    Ok(0)
+    Ok(status)
 }

@@ -277,6 +277,22 @@ fn deleted_pack() {
     );
     check_names_a(&t, true);
     b_still_reads(&t);
+    // `stats` still counts what it can read and says what it left out.
+    let o = t.repo.cmd(["stats", "--json"]).run().code_is(3);
+    let s = o.json();
+    assert_eq!(s["snapshots"], 2, "{}", o.report());
+    assert_eq!(
+        s["problems"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        o.report()
+    );
+    assert!(
+        s["unique_bytes"].as_u64() >= Some(t.b.len() as u64),
+        "{}",
+        o.report()
+    );
+    o.stderr_has(&["run `sluice check`"]);
 
     // The next ingest notices the pack is gone and stores the lost chunks anew.
     let again = t.repo.ingest("a.bin", &t.a, &[]);
@@ -343,4 +359,16 @@ fn missing_or_garbled_index_is_rebuilt_by_ingest() {
     assert_eq!(again.new_chunks, 0, "{:?}", again.json);
     t.repo.check_ok(true);
     assert!(t.repo.cat("latest", "a.bin") == t.a);
+}
+
+/// A stray file under packs/ that is not where its name says (packs/zz/ffff...) is not a
+/// pack: nothing reports a bogus path for it and the repository stays sound.
+#[test]
+fn stray_file_under_packs_is_ignored() {
+    let t = two_streams("stray");
+    let stray_dir = t.repo.path.join("packs").join("zz");
+    std::fs::create_dir_all(&stray_dir).unwrap();
+    std::fs::write(stray_dir.join("f".repeat(64)), b"junk").unwrap();
+    t.repo.check_ok(true);
+    b_still_reads(&t);
 }
