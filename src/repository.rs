@@ -313,7 +313,15 @@ impl Repository {
         Ok(out)
     }
 
-    pub fn remove_key(&self, id: &str) -> Result<()> {
+    /// Remove the key file `id` names (a full id or a prefix of at least 4 characters: removing
+    /// a passphrase is not undoable, so one stray character must not pick a key). Returns the
+    /// full id removed.
+    pub fn remove_key(&self, id: &str) -> Result<String> {
+        if id.len() < 4 {
+            return Err(Error::InvalidInput(format!(
+                "key id {id:?} is too short: give at least 4 characters of an id from `sluice key list`"
+            )));
+        }
         let keys = self.list_keys()?;
         let matches: Vec<&KeyInfo> = keys
             .iter()
@@ -342,7 +350,8 @@ impl Repository {
                 "refusing to remove the last key".into(),
             ));
         }
-        self.storage.remove(FileKind::Key, &key.id)
+        self.storage.remove(FileKind::Key, &key.id)?;
+        Ok(key.id.clone())
     }
 
     /// Take the repository's write lock, waiting if another writer holds it. `on_wait` is

@@ -799,9 +799,9 @@ fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
             }
         }
         KeyAction::Remove { id } => {
-            repo.remove_key(id)?;
+            let removed = repo.remove_key(id)?;
             if !cli.quiet {
-                eprintln!("removed key {id}");
+                eprintln!("removed key {removed}");
             }
         }
         KeyAction::Passwd { new_password_file } => {

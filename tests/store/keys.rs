@@ -66,7 +66,17 @@ fn add_list_remove_passwd() {
         .run()
         .fails()
         .stderr_has(&["no key"]);
-    repo.cmd(["key", "remove", &first_id]).run().ok();
+    // A one-character prefix is not enough to pick a key for removal.
+    repo.cmd(["key", "remove", &first_id[..1]])
+        .run()
+        .fails()
+        .stderr_has(&["too short"]);
+    assert_eq!(list(&repo).len(), 2);
+    // The full id is named when a prefix removed it.
+    repo.cmd(["key", "remove", &first_id[..6]])
+        .run()
+        .ok()
+        .stderr_has(&[&format!("removed key {first_id}")]);
     assert_eq!(list(&repo).len(), 1);
     // The first passphrase no longer opens it.
     repo.password = old.clone();
