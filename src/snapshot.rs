@@ -154,9 +154,13 @@ pub fn validate_name(name: &str) -> Result<()> {
     if name.chars().any(|c| c.is_control()) {
         return err("it contains a control character (NUL, newline, ...)");
     }
+    if name.chars().any(deceptive) {
+        return err("it contains an invisible or text-direction character (U+200B, U+202E, ...)");
+    }
     for part in name.split('/') {
         match part {
             "" => return err("it has an empty path component (a doubled or trailing '/')"),
+            p if p.trim().is_empty() => return err("a path component is only spaces"),
             "." | ".." => return err("'.' and '..' are not allowed as path components"),
             p if p.len() > 255 => return err("a path component is longer than 255 bytes"),
             _ => {}
@@ -164,6 +168,35 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
     if name == ".sluice-meta.json" {
         return err("that name is reserved for snapshot metadata in the mount");
+    }
+    Ok(())
+}
+
+/// Characters that make two different strings look alike or reorder what a terminal shows:
+/// zero-width characters, line/paragraph separators, bidirectional overrides and isolates.
+fn deceptive(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// A tag or host recorded in a snapshot: printed in tables and on terminals, so nothing that
+/// would break a line or send escape codes, and no ',' in tags (tables list them comma-separated).
+pub fn validate_label(what: &str, value: &str) -> Result<()> {
+    let err = |why: &str| {
+        Err(Error::InvalidInput(format!(
+            "invalid {what} {value:?}: {why}"
+        )))
+    };
+    if value.trim().is_empty() {
+        return err("it is empty");
+    }
+    if value.len() > 255 {
+        return err("it is longer than 255 bytes");
+    }
+    if value.chars().any(|c| c.is_control() || deceptive(c)) {
+        return err("it contains a control, invisible or text-direction character");
+    }
+    if what == "tag" && value.contains(',') {
+        return err("tags cannot contain ','; give several --tag options instead");
     }
     Ok(())
 }
@@ -193,6 +226,29 @@ pub fn validate_names_together(names: &[&str]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn labels_are_checked() {
+        for ok in ["nightly", "db-01.example.com", "pre upgrade"] {
+            assert!(super::validate_label("tag", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            "a\nb",
+            "\u{1b}[31mred",
+            "a,b",
+            "x\u{202E}y",
+            &"t".repeat(256),
+        ] {
+            assert!(super::validate_label("tag", bad).is_err(), "{bad:?}");
+        }
+        assert!(super::validate_label("host", "a,b").is_ok());
+        for bad in [" ", "a\u{200B}b", "x/ /y", "\u{2028}"] {
+            assert!(super::validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
     use crate::crypto::MasterSecret;
 

@@ -228,6 +228,12 @@ fn parse_duration(s: &str) -> Result<Duration> {
 
 /// The streams an ingest command names, in order.
 fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
+    for t in &a.tags {
+        sluice::snapshot::validate_label("tag", t).map_err(|e| usage(e.to_string()))?;
+    }
+    if let Some(h) = &a.host {
+        sluice::snapshot::validate_label("host", h).map_err(|e| usage(e.to_string()))?;
+    }
     let mut specs = Vec::new();
     for e in &a.exec {
         let (name, cmd) = e
