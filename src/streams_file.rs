@@ -16,9 +16,19 @@ pub fn read(path: &Path) -> Result<Vec<(String, String)>> {
 }
 
 pub fn parse(text: &str) -> Result<Vec<(String, String)>> {
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| anyhow!("{}", e.message()))?;
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        match e.span() {
+            // Say where: a cron job's author fixes line 7 faster than "duplicate key".
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                anyhow!("line {line}: {}", e.message())
+            }
+            None => anyhow!("{}", e.message()),
+        }
+    })?;
+    if let Some(other) = doc.keys().find(|k| k.as_str() != "streams") {
+        bail!("unknown entry {other:?}: only a [streams] table of name = \"command\" is read");
+    }
     let table = doc
         .get("streams")
         .and_then(|v| v.as_table())
@@ -46,5 +56,9 @@ mod tests {
         assert!(v.contains(&("shop.sql".into(), "pg_dump shop".into())));
         assert!(super::parse("x = 1").is_err());
         assert!(super::parse("[streams]\na = 1").is_err());
+        let e = super::parse("[streams]\na = \"x\"\na = \"y\"\n").unwrap_err();
+        assert!(e.to_string().contains("line 3"), "{e}");
+        let e = super::parse("[streams]\na = \"x\"\n[extra]\nb = \"y\"\n").unwrap_err();
+        assert!(e.to_string().contains("extra"), "{e}");
     }
 }

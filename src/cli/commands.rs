@@ -234,6 +234,14 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
     if let Some(h) = &a.host {
         sluice::snapshot::validate_label("host", h).map_err(|e| usage(e.to_string()))?;
     }
+    if a.jobs == Some(0) {
+        return Err(usage("--jobs must be at least 1"));
+    }
+    if a.tee && a.json {
+        return Err(usage(
+            "--tee passes the stream through stdout, so --json cannot print there too; drop one of them",
+        ));
+    }
     let mut specs = Vec::new();
     for e in &a.exec {
         let (name, cmd) = e

@@ -465,12 +465,18 @@ fn usage_errors_exit_2() {
         vec!["ingest", "--name", "a", "--tag", "a,b"],
         vec!["ingest", "--name", "a", "--host", "\u{1b}]0;title\u{7}"],
         vec!["ingest", "--name", "a", "--host", ""],
+        vec!["ingest", "--name", "a", "--tee", "--json"],
+        vec!["ingest", "--exec", "a=true", "--jobs", "0"],
     ] {
         let o = repo.cmd(&args).stdin_bytes(b"x".to_vec()).run().code_is(2);
         assert!(!o.error_line().is_empty(), "{args:?}{}", o.report());
     }
     let listed = repo.cmd(["snapshots", "--json"]).run().ok().json();
-    assert_eq!(listed.as_array().map(Vec::len), Some(1), "a refused ingest recorded a snapshot");
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "a refused ingest recorded a snapshot"
+    );
     let r2 = TestDir::new("usage-init");
     Sluice::new(["--repo".into(), r2.join("r").into_os_string()])
         .env("SLUICE_PASSWORD", "pw")
