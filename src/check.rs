@@ -216,9 +216,8 @@ pub fn check(
     progress("reading pack headers");
     let t = load_packs(repo)?;
     r.packs = t.sizes.len();
-    for (p, why) in &t.damaged {
-        r.problems.push(format!("pack {}: {why}", p.short()));
-    }
+    // Each reason already names its pack ("pack 1a2b3c4d is damaged: ...").
+    r.problems.extend(t.damaged.values().cloned());
     progress("checking snapshots and chunk lists");
     let mut referenced_packs: HashSet<PackId> = HashSet::new();
     // Chunks are keyed by where they are, not just by id: after a repair the same chunk can

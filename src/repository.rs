@@ -424,7 +424,7 @@ impl Repository {
             match self.load_snapshot(id) {
                 Ok(s) => all.push(s),
                 Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
-                Err(e) => log::warn!("snapshot {} skipped: {e}; run `sluice check`", id.short()),
+                Err(e) => log::warn!("skipped: {e}; run `sluice check`"),
             }
         }
         all.sort_by_key(|s| (s.time, s.time_nanos, s.id));
