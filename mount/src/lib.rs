@@ -43,6 +43,7 @@ pub mod testing;
 
 use std::ffi::CString;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -125,7 +126,11 @@ pub fn mount(
     config.n_threads = Some(threads);
     config.clone_fd = threads > 1;
 
-    // Mounts and completes the INIT handshake; requests queue until `run` starts.
+    // Stands in for the session thread's handle inside fuser's session guard (see below).
+    let placeholder = std::thread::Builder::new()
+        .name("sluice-fuse-guard".to_owned())
+        .spawn(|| Ok(()))?;
+    // Mounts and completes the INIT handshake; requests queue until the session runs.
     let session = fuser::Session::new(fuse::SluiceFuse::new(Arc::clone(&fs)), &mountpoint, &config)
         .map_err(|e| {
             io::Error::new(
@@ -133,20 +138,25 @@ pub fn mount(
                 format!("mounting FUSE on {}: {e}", mountpoint.display()),
             )
         })?;
+    // We unmount ourselves (`Unmounter`, `unmount`), so fuser's own mount guard must never
+    // run: fuser 0.18 decides "still mounted?" with an inverted poll check, so when its guard
+    // drops after the session ended it calls umount(2) on the path again. That printed
+    // "Failed to umount filesystem: Invalid argument" after every clean stop, and could take
+    // off a newer mount at the same path. `spawn` moves the guard out of the session into the
+    // `BackgroundSession`; keeping that from dropping leaves the guard inert (it only holds
+    // the mount point's name and a reference to the /dev/fuse descriptor, released when the
+    // process exits). Only the thread handle is taken out, to join the session.
+    let mut background = ManuallyDrop::new(session.spawn()?);
+    let session_thread = std::mem::replace(&mut background.guard, placeholder);
     let mut handle = MountHandle {
         unmounter: Unmounter {
             mountpoint: mountpoint.clone(),
         },
         mountpoint,
         fs: Arc::clone(&fs),
-        session: None,
+        session: Some(session_thread),
         refresher: None,
     };
-    handle.session = Some(
-        std::thread::Builder::new()
-            .name("sluice-fuse".to_owned())
-            .spawn(move || session.run())?,
-    );
 
     let (stop, stopped) = mpsc::channel::<()>();
     let interval = opts.refresh_interval;

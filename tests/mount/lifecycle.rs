@@ -181,6 +181,14 @@ fn foreground_mount_unmounts_on_sigterm_and_sigint() {
             "mount --foreground exit after signal {sig}{}",
             out.report()
         );
+        // A clean stop says nothing alarming (fuser used to unmount a second time and warn
+        // "Failed to umount filesystem: Invalid argument").
+        assert!(
+            !out.stderr.to_lowercase().contains("warning")
+                && !out.stderr.to_lowercase().contains("fail"),
+            "mount --foreground stopped by signal {sig} printed a warning{}",
+            out.report()
+        );
         plain_dir_again(&mnt);
         no_mount_process(&mnt);
     }
