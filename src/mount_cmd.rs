@@ -165,7 +165,13 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
         }
         // Busy (a file is open): detach lazily; the kernel finishes when the last user
         // closes. If even that fails, keep listening so a later signal can try again.
-        if unmounter.unmount().is_ok() || sluice_mount::unmount(&mnt_owned).is_ok() {
+        if unmounter.unmount().is_ok() {
+            return;
+        }
+        if let Ok(how) = sluice_mount::unmount(&mnt_owned) {
+            if how == sluice_mount::Unmounted::DetachedLazily {
+                eprintln!("sluice: {}", busy_message(&mnt_owned));
+            }
             return;
         }
         eprintln!(
@@ -189,7 +195,33 @@ fn silence_stdio() {
     }
 }
 
+fn busy_message(mnt: &Path) -> String {
+    format!(
+        "{} was busy (a file or directory in it is in use), so it was detached lazily: it is \
+         gone from the directory tree now and ends when the last user closes it",
+        mnt.display()
+    )
+}
+
 pub fn umount(mnt: &Path) -> Result<i32> {
-    sluice_mount::unmount(mnt).with_context(|| format!("cannot unmount {}", mnt.display()))?;
+    let shown = mnt.display();
+    match sluice_mount::mounted_at(mnt) {
+        Ok(Some(_)) => {}
+        Ok(None) if mnt.symlink_metadata().is_err() => {
+            bail!("{shown} does not exist; give the directory a sluice mount is mounted on")
+        }
+        Ok(None) => bail!("{shown} is not mounted; nothing to unmount"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{shown} does not exist; give the directory a sluice mount is mounted on")
+        }
+        Err(e) => bail!("cannot read the mount table for {shown}: {e}"),
+    }
+    // Refuses anything that is not a sluice mount, with the message to show.
+    match sluice_mount::unmount(mnt) {
+        Ok(sluice_mount::Unmounted::Clean) => {}
+        Ok(sluice_mount::Unmounted::DetachedLazily) => eprintln!("sluice: {}", busy_message(mnt)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => bail!("{e}"),
+        Err(e) => bail!("cannot unmount {shown}: {e}"),
+    }
     Ok(0)
 }

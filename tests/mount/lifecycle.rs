@@ -61,7 +61,8 @@ fn unmount_leaves_nothing_behind_and_cleans_a_killed_mount() {
     assert!(pread(&open, 0, 1000).unwrap() == sql[..1000]);
     Sluice::new(["umount".as_ref(), path.as_os_str()])
         .run()
-        .ok();
+        .ok()
+        .stderr_has(&["was busy", "detached lazily", "last user closes it"]);
     assert!(!mounted(&path), "a busy mount is detached by sluice umount");
     drop(open);
     assert_eq!(
