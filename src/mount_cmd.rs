@@ -33,9 +33,7 @@ fn paths(cli: &Cli, a: &MountArgs) -> Result<(PathBuf, PathBuf)> {
 
 pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     let (repo_path, mnt) = paths(cli, a)?;
-    if !mnt.is_dir() {
-        bail!("mount point {} is not a directory", mnt.display());
-    }
+    check_mount_point(&mnt, a.nonempty)?;
     if a.daemon_child {
         return daemon_child(&repo_path, &mnt, a);
     }
@@ -58,6 +56,9 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
         .arg(&mnt);
     if a.allow_other {
         cmd.arg("--allow-other");
+    }
+    if a.nonempty {
+        cmd.arg("--nonempty");
     }
     if cli.quiet {
         cmd.arg("--quiet");
@@ -101,6 +102,49 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     }
     let status = child.wait().context("cannot wait for the mount process")?;
     bail!("mounting {} failed ({status})", mnt.display())
+}
+
+/// Refuse a mount point that is not an existing, empty directory with nothing mounted on it
+/// (`nonempty` allows one with contents, which the mount hides until unmounted).
+fn check_mount_point(mnt: &Path, nonempty: bool) -> Result<()> {
+    let shown = mnt.display();
+    // mountinfo first: a dead sluice mount cannot even be stat'ed (ENOTCONN).
+    match sluice_mount::mounted_at(mnt) {
+        Ok(Some(m)) if m.is_sluice() => bail!(
+            "{shown} is already mounted ({}); run `sluice umount {shown}` first",
+            m.source
+        ),
+        Ok(Some(m)) => bail!(
+            "{shown} already has a {} filesystem mounted on it; choose another mount point",
+            m.fstype
+        ),
+        Ok(None) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mount point {shown} does not exist; create it with mkdir first")
+        }
+        Err(e) => bail!("cannot check mount point {shown}: {e}"),
+    }
+    let meta = match std::fs::metadata(mnt) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mount point {shown} does not exist; create it with mkdir first")
+        }
+        Err(e) => bail!("cannot use mount point {shown}: {e}"),
+    };
+    if !meta.is_dir() {
+        bail!("mount point {shown} is not a directory; give a directory to mount on");
+    }
+    if !nonempty {
+        let mut entries =
+            std::fs::read_dir(mnt).with_context(|| format!("cannot list mount point {shown}"))?;
+        if entries.next().is_some() {
+            bail!(
+                "{shown} is not empty; mounting there would hide its contents until unmounted: \
+                 use an empty directory, or pass --nonempty to mount over it anyway"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn daemon_child(repo_path: &Path, mnt: &Path, a: &MountArgs) -> Result<i32> {

@@ -126,6 +126,20 @@ pub fn mount(
     config.n_threads = Some(threads);
     config.clone_fd = threads > 1;
 
+    // Never stack a second filesystem on a mount point: the first would be hidden, and an
+    // unmount would then take off whichever is on top.
+    if let Some(m) = mounted_at_path(&mountpoint)? {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is already a mount point ({} from {}); unmount it first",
+                mountpoint.display(),
+                m.fstype,
+                m.source
+            ),
+        ));
+    }
+
     // Stands in for the session thread's handle inside fuser's session guard (see below).
     let placeholder = std::thread::Builder::new()
         .name("sluice-fuse-guard".to_owned())
@@ -583,6 +597,19 @@ mod tests {
             assert!(!m.is_sluice(), "{other}");
         }
         assert!(MountedFs::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn mount_refuses_to_stack_on_a_mount_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = || Arc::new(testing::MemSource::new()) as Arc<dyn SnapshotSource>;
+        let first = mount(source(), dir.path(), &MountOptions::default()).expect("mount");
+        let err = mount(source(), dir.path(), &MountOptions::default()).expect_err("stacked");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        let mp = first.mountpoint().to_path_buf();
+        assert_eq!(mounts_at(&mp).expect("mountinfo").len(), 1);
+        first.unmount().expect("unmount");
+        assert!(!is_mounted(&mp).expect("mountinfo"));
     }
 
     #[test]

@@ -262,14 +262,24 @@ fn mount_refuses_a_wrong_passphrase_and_a_missing_repository() {
         .stderr_has(&["no repository"]);
     plain_dir_again(&mnt);
 
-    // A mount point that does not exist.
+    // A mount point that does not exist (also under a parent that does not), and a file.
+    for missing in [
+        repo.dir.join("no-such-dir"),
+        repo.dir.join("no-such-dir/below"),
+    ] {
+        let out = mount(
+            Sluice::new(["mount".as_ref(), repo.path.as_os_str(), missing.as_os_str()])
+                .env("SLUICE_PASSWORD", PASSWORD),
+        )
+        .fails()
+        .stderr_has(&["does not exist"]);
+        assert!(!out.stderr.contains("not a directory"), "{}", out.report());
+    }
+    let file = repo.dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
     mount(
-        Sluice::new([
-            "mount".as_ref(),
-            repo.path.as_os_str(),
-            repo.dir.join("no-such-dir").as_os_str(),
-        ])
-        .env("SLUICE_PASSWORD", PASSWORD),
+        Sluice::new(["mount".as_ref(), repo.path.as_os_str(), file.as_os_str()])
+            .env("SLUICE_PASSWORD", PASSWORD),
     )
     .fails()
     .stderr_has(&["not a directory"]);

@@ -1,5 +1,7 @@
-//! What `sluice umount` accepts as a mount point: it takes off sluice mounts only (live or
-//! with a killed daemon, see lifecycle.rs) and never another filesystem.
+//! What `sluice mount` and `sluice umount` accept as a mount point: `umount` takes off sluice
+//! mounts only (live or with a killed daemon) and never another filesystem; `mount` never
+//! stacks on something already mounted (sluice or not), refuses a non-empty directory unless
+//! `--nonempty`, and says when the mount point does not exist.
 
 use super::*;
 
@@ -92,6 +94,17 @@ fn umount_refuses_a_filesystem_that_is_not_a_sluice_mount() {
     assert_eq!(mount_count(&dir), 1, "the tmpfs is still mounted");
     assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"mine");
 
+    // Nor does `sluice mount` stack on it.
+    let out = repo
+        .cmd(["mount".as_ref(), repo.path.as_os_str(), dir.as_os_str()])
+        .run()
+        .fails()
+        .stderr_has(&["already has a tmpfs filesystem mounted on it"]);
+    one_line(&out);
+    assert_eq!(mount_count(&dir), 1, "nothing stacked on the tmpfs");
+    assert!(mount_processes(&dir).is_empty());
+    assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"mine");
+
     // Taken off by its owner, the directory has nothing to unmount, and a path that does not
     // exist is named as such.
     let out = std::process::Command::new("umount")
@@ -110,4 +123,105 @@ fn umount_refuses_a_filesystem_that_is_not_a_sluice_mount() {
         .fails()
         .stderr_has(&["does not exist"]);
     one_line(&out);
+}
+
+#[test]
+fn mount_refuses_a_mount_point_that_is_already_mounted_live_or_dead() {
+    let repo = small_chunk_repo("mount-twice");
+    let sql = data_sql();
+    repo.ingest("shop.sql", &sql, &["--expect", "none"]);
+    let mut mnt = Mount::new(&repo);
+    let path = mnt.mnt.clone();
+    let _cleanup = Cleanup(path.clone());
+    let again = || {
+        repo.cmd(["mount".as_ref(), repo.path.as_os_str(), path.as_os_str()])
+            .run()
+    };
+
+    // Live.
+    let out = again()
+        .fails()
+        .stderr_has(&["already mounted", "sluice umount"]);
+    assert!(one_line(&out).contains(&format!("sluice umount {}", path.display())));
+    assert_eq!(mount_count(&path), 1, "a second mount was stacked");
+    assert_eq!(
+        mount_processes(&path),
+        vec![mnt.pid],
+        "a second daemon runs"
+    );
+    assert_eq!(
+        file_blake3(&mnt.path("latest/shop.sql")),
+        blake3::hash(&sql).to_hex().to_string(),
+        "the first mount still serves"
+    );
+
+    // Dead: the daemon was SIGKILLed and its mount answers ENOTCONN.
+    // SAFETY: kill(2) on the mount daemon this test started.
+    assert_eq!(unsafe { libc::kill(mnt.pid, libc::SIGKILL) }, 0);
+    assert_eq!(reap(mnt.pid, HANG_LIMIT), Ended::Signaled(libc::SIGKILL));
+    mnt.set_reaped();
+    let out = again()
+        .fails()
+        .stderr_has(&["already mounted", "sluice umount"]);
+    one_line(&out);
+    assert_eq!(mount_count(&path), 1, "a mount was stacked on a dead one");
+    assert!(mount_processes(&path).is_empty(), "a daemon was started");
+
+    // `sluice umount` takes the dead one off; then it mounts again.
+    Sluice::new(["umount".as_ref(), path.as_os_str()])
+        .run()
+        .ok();
+    assert_eq!(mount_count(&path), 0);
+    drop(mnt);
+    let mut mnt = Mount::at(&repo, &path);
+    assert_eq!(mount_count(&path), 1);
+    assert_eq!(mnt.umount(), Ended::Exited(0));
+}
+
+#[test]
+fn mount_refuses_a_non_empty_directory_unless_nonempty() {
+    require_fuse();
+    become_subreaper();
+    let repo = small_chunk_repo("mount-nonempty");
+    let sql = data_sql();
+    repo.ingest("shop.sql", &sql, &["--expect", "none"]);
+    let dir = repo.dir.join("full");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::write(dir.join("keep.txt"), b"mine").unwrap();
+
+    let out = repo
+        .cmd(["mount".as_ref(), repo.path.as_os_str(), dir.as_os_str()])
+        .run()
+        .fails()
+        .stderr_has(&["is not empty", "--nonempty"]);
+    one_line(&out);
+    assert!(!mounted(&dir), "mounted over a non-empty directory");
+    assert!(mount_processes(&dir).is_empty());
+
+    // Opted in: mounted over it, its contents hidden until unmounted, then back.
+    let mut m = Mount::run(
+        repo.cmd([
+            "mount".as_ref(),
+            "--nonempty".as_ref(),
+            repo.path.as_os_str(),
+            dir.as_os_str(),
+        ]),
+        &dir,
+    );
+    let mut names = list(&dir);
+    names.sort();
+    assert_eq!(names, ["latest", "names", "snapshots"]);
+    assert_eq!(
+        file_blake3(&m.path("latest/shop.sql")),
+        blake3::hash(&sql).to_hex().to_string()
+    );
+    assert_eq!(m.umount(), Ended::Exited(0));
+    assert_eq!(list(&dir), ["keep.txt"]);
+    assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"mine");
+}
+
+fn data_sql() -> Vec<u8> {
+    crate::support::data::sql_text(0x3a_0001, 256 << 10)
 }
