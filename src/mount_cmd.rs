@@ -33,9 +33,7 @@ fn paths(cli: &Cli, a: &MountArgs) -> Result<(PathBuf, PathBuf)> {
 
 pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     let (repo_path, mnt) = paths(cli, a)?;
-    if !mnt.is_dir() {
-        bail!("mount point {} is not a directory", mnt.display());
-    }
+    check_mount_point(&mnt, a.nonempty)?;
     if a.daemon_child {
         return daemon_child(&repo_path, &mnt, a);
     }
@@ -60,6 +58,9 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
         .arg(&mnt);
     if a.allow_other {
         cmd.arg("--allow-other");
+    }
+    if a.nonempty {
+        cmd.arg("--nonempty");
     }
     if cli.quiet {
         cmd.arg("--quiet");
@@ -103,6 +104,49 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     }
     let status = child.wait().context("cannot wait for the mount process")?;
     bail!("mounting {} failed ({status})", mnt.display())
+}
+
+/// Refuse a mount point that is not an existing, empty directory with nothing mounted on it
+/// (`nonempty` allows one with contents, which the mount hides until unmounted).
+fn check_mount_point(mnt: &Path, nonempty: bool) -> Result<()> {
+    let shown = mnt.display();
+    // mountinfo first: a dead sluice mount cannot even be stat'ed (ENOTCONN).
+    match sluice_mount::mounted_at(mnt) {
+        Ok(Some(m)) if m.is_sluice() => bail!(
+            "{shown} is already mounted ({}); run `sluice umount {shown}` first",
+            m.source
+        ),
+        Ok(Some(m)) => bail!(
+            "{shown} already has a {} filesystem mounted on it; choose another mount point",
+            m.fstype
+        ),
+        Ok(None) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mount point {shown} does not exist; create it with mkdir first")
+        }
+        Err(e) => bail!("cannot check mount point {shown}: {e}"),
+    }
+    let meta = match std::fs::metadata(mnt) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mount point {shown} does not exist; create it with mkdir first")
+        }
+        Err(e) => bail!("cannot use mount point {shown}: {e}"),
+    };
+    if !meta.is_dir() {
+        bail!("mount point {shown} is not a directory; give a directory to mount on");
+    }
+    if !nonempty {
+        let mut entries =
+            std::fs::read_dir(mnt).with_context(|| format!("cannot list mount point {shown}"))?;
+        if entries.next().is_some() {
+            bail!(
+                "{shown} is not empty; mounting there would hide its contents until unmounted: \
+                 use an empty directory, or pass --nonempty to mount over it anyway"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn daemon_child(repo_path: &Path, mnt: &Path, a: &MountArgs) -> Result<i32> {
@@ -167,7 +211,13 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
         }
         // Busy (a file is open): detach lazily; the kernel finishes when the last user
         // closes. If even that fails, keep listening so a later signal can try again.
-        if unmounter.unmount().is_ok() || sluice_mount::unmount(&mnt_owned).is_ok() {
+        if unmounter.unmount().is_ok() {
+            return;
+        }
+        if let Ok(how) = sluice_mount::unmount(&mnt_owned) {
+            if how == sluice_mount::Unmounted::DetachedLazily {
+                eprintln!("sluice: {}", busy_message(&mnt_owned));
+            }
             return;
         }
         eprintln!(
@@ -191,7 +241,33 @@ fn silence_stdio() {
     }
 }
 
+fn busy_message(mnt: &Path) -> String {
+    format!(
+        "{} was busy (a file or directory in it is in use), so it was detached lazily: it is \
+         gone from the directory tree now and ends when the last user closes it",
+        mnt.display()
+    )
+}
+
 pub fn umount(mnt: &Path) -> Result<i32> {
-    sluice_mount::unmount(mnt).with_context(|| format!("cannot unmount {}", mnt.display()))?;
+    let shown = mnt.display();
+    match sluice_mount::mounted_at(mnt) {
+        Ok(Some(_)) => {}
+        Ok(None) if mnt.symlink_metadata().is_err() => {
+            bail!("{shown} does not exist; give the directory a sluice mount is mounted on")
+        }
+        Ok(None) => bail!("{shown} is not mounted; nothing to unmount"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{shown} does not exist; give the directory a sluice mount is mounted on")
+        }
+        Err(e) => bail!("cannot read the mount table for {shown}: {e}"),
+    }
+    // Refuses anything that is not a sluice mount, with the message to show.
+    match sluice_mount::unmount(mnt) {
+        Ok(sluice_mount::Unmounted::Clean) => {}
+        Ok(sluice_mount::Unmounted::DetachedLazily) => eprintln!("sluice: {}", busy_message(mnt)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => bail!("{e}"),
+        Err(e) => bail!("cannot unmount {shown}: {e}"),
+    }
     Ok(0)
 }

@@ -43,6 +43,7 @@ pub mod testing;
 
 use std::ffi::CString;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -125,7 +126,25 @@ pub fn mount(
     config.n_threads = Some(threads);
     config.clone_fd = threads > 1;
 
-    // Mounts and completes the INIT handshake; requests queue until `run` starts.
+    // Never stack a second filesystem on a mount point: the first would be hidden, and an
+    // unmount would then take off whichever is on top.
+    if let Some(m) = mounted_at_path(&mountpoint)? {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is already a mount point ({} from {}); unmount it first",
+                mountpoint.display(),
+                m.fstype,
+                m.source
+            ),
+        ));
+    }
+
+    // Stands in for the session thread's handle inside fuser's session guard (see below).
+    let placeholder = std::thread::Builder::new()
+        .name("sluice-fuse-guard".to_owned())
+        .spawn(|| Ok(()))?;
+    // Mounts and completes the INIT handshake; requests queue until the session runs.
     let session = fuser::Session::new(fuse::SluiceFuse::new(Arc::clone(&fs)), &mountpoint, &config)
         .map_err(|e| {
             io::Error::new(
@@ -133,20 +152,25 @@ pub fn mount(
                 format!("mounting FUSE on {}: {e}", mountpoint.display()),
             )
         })?;
+    // We unmount ourselves (`Unmounter`, `unmount`), so fuser's own mount guard must never
+    // run: fuser 0.18 decides "still mounted?" with an inverted poll check, so when its guard
+    // drops after the session ended it calls umount(2) on the path again. That printed
+    // "Failed to umount filesystem: Invalid argument" after every clean stop, and could take
+    // off a newer mount at the same path. `spawn` moves the guard out of the session into the
+    // `BackgroundSession`; keeping that from dropping leaves the guard inert (it only holds
+    // the mount point's name and a reference to the /dev/fuse descriptor, released when the
+    // process exits). Only the thread handle is taken out, to join the session.
+    let mut background = ManuallyDrop::new(session.spawn()?);
+    let session_thread = std::mem::replace(&mut background.guard, placeholder);
     let mut handle = MountHandle {
         unmounter: Unmounter {
             mountpoint: mountpoint.clone(),
         },
         mountpoint,
         fs: Arc::clone(&fs),
-        session: None,
+        session: Some(session_thread),
         refresher: None,
     };
-    handle.session = Some(
-        std::thread::Builder::new()
-            .name("sluice-fuse".to_owned())
-            .spawn(move || session.run())?,
-    );
 
     let (stop, stopped) = mpsc::channel::<()>();
     let interval = opts.refresh_interval;
@@ -368,37 +392,79 @@ fn fusermount(path: &Path, lazy: bool) -> io::Result<()> {
     }
 }
 
-/// Unmount whatever is mounted at `mountpoint`: a live mount, or a stale one whose process
-/// was killed (ENOTCONN). Tries `fusermount3 -u`, then a lazy `umount2(MNT_DETACH)`.
-/// Fails with `InvalidInput` if nothing is mounted there.
-pub fn unmount(mountpoint: &Path) -> io::Result<()> {
+/// What [`unmount`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmounted {
+    /// Unmounted; its process (if alive) ends now.
+    Clean,
+    /// It was busy (a process has a file open or its working directory inside), so it was
+    /// detached lazily: gone from the namespace now, the filesystem (and its process) ends
+    /// when the last user closes it.
+    DetachedLazily,
+}
+
+/// Unmount the sluice mount at `mountpoint`: a live one, or a stale one whose process was
+/// killed (ENOTCONN). Busy mounts are detached lazily ([`Unmounted::DetachedLazily`]).
+///
+/// Refuses (`InvalidInput`, touching nothing) when nothing is mounted there, or when what is
+/// mounted there is not a sluice filesystem (see [`MountedFs::is_sluice`]).
+pub fn unmount(mountpoint: &Path) -> io::Result<Unmounted> {
     let path = mount_path(mountpoint)?;
-    if !is_mount_point(&path)? {
+    let Some(m) = mounted_at_path(&path)? else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{} is not mounted", path.display()),
         ));
+    };
+    if !m.is_sluice() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a sluice mount (it is a {} mount); use umount(8) for it",
+                path.display(),
+                m.fstype
+            ),
+        ));
     }
-    let first = match fusermount_u(&path) {
-        Ok(()) if !is_mount_point(&path)? => return Ok(()),
-        Ok(()) => io::Error::other("fusermount3 -u left it mounted"),
+    let gone = |path: &Path| -> io::Result<bool> { Ok(!mount_ids_at(path)?.contains(&m.id)) };
+    // As root umount2 says precisely whether the mount is busy; otherwise fusermount3 -u
+    // (which cannot tell us why it failed) does the unmount.
+    let first = match umount2(&path, 0) {
+        Ok(()) => return Ok(Unmounted::Clean),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && gone(&path)? => {
+            // Someone else unmounted it meanwhile.
+            return Ok(Unmounted::Clean);
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => match fusermount_u(&path) {
+            Ok(()) if gone(&path)? => return Ok(Unmounted::Clean),
+            Ok(()) => io::Error::other("fusermount3 -u left it mounted"),
+            Err(e) => e,
+        },
         Err(e) => e,
     };
-    detach_lazily(&path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("unmounting {}: {first}; lazy umount: {e}", path.display()),
-        )
-    })
+    detach_lazily(&path)
+        .map(|()| Unmounted::DetachedLazily)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("unmounting {}: {first}; lazy umount: {e}", path.display()),
+            )
+        })
 }
 
 /// The absolute, symlink-free path as /proc/self/mountinfo shows it, without stat'ing the
-/// mount point itself (a dead FUSE mount answers ENOTCONN).
+/// mount point itself (a dead FUSE mount answers ENOTCONN, a stopped one never answers).
 fn mount_path(p: &Path) -> io::Result<PathBuf> {
     let abs = std::path::absolute(p)?;
+    // readlink does not ask the filesystem mounted there: a symlink is followed like mount(8)
+    // follows it; anything else is not one.
+    if std::fs::read_link(&abs).is_ok() {
+        return abs.canonicalize();
+    }
     match (abs.parent(), abs.file_name()) {
         (Some(parent), Some(name)) => Ok(parent.canonicalize()?.join(name)),
-        _ => Ok(abs),
+        // `/` or a path ending in `..`.
+        _ => abs.canonicalize(),
     }
 }
 
@@ -406,17 +472,70 @@ fn mount_path(p: &Path) -> io::Result<PathBuf> {
 /// Never touches the mount itself, so it does not hang or fail on a dead one: what the CLI's
 /// parent process can poll while its `--foreground` child mounts.
 pub fn is_mounted(mountpoint: &Path) -> io::Result<bool> {
-    is_mount_point(&mount_path(mountpoint)?)
+    Ok(mounted_at(mountpoint)?.is_some())
 }
 
-/// Whether `path` (already absolute and canonical) is a mount point in our namespace.
-fn is_mount_point(path: &Path) -> io::Result<bool> {
+/// One line of /proc/self/mountinfo: a filesystem mounted somewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountedFs {
+    /// The mount id (first field), unique while it is mounted.
+    pub id: u64,
+    /// Filesystem type: `fuse` when root mounted it directly, `fuse.sluice` through
+    /// fusermount3, `tmpfs`, `ext4`, ...
+    pub fstype: String,
+    /// The "device": `sluice:<repository path>` for the CLI's mounts, [`MountOptions::fsname`].
+    pub source: String,
+}
+
+impl MountedFs {
+    /// Whether this is a sluice mount (live or with a dead process): type `fuse.sluice`, or
+    /// type `fuse` with source `sluice` or `sluice:...`.
+    pub fn is_sluice(&self) -> bool {
+        self.fstype == "fuse.sluice"
+            || (self.fstype == "fuse"
+                && (self.source == "sluice" || self.source.starts_with("sluice:")))
+    }
+
+    /// Parse one mountinfo line into (mount point, filesystem).
+    fn parse(line: &str) -> Option<(Vec<u8>, MountedFs)> {
+        // "36 35 98:0 /root /mnt/point rw,noatime master:1 - ext3 /dev/root rw": optional
+        // fields end at " - "; escaped fields never contain a space.
+        let (head, tail) = line.split_once(" - ")?;
+        let mut head = head.split(' ');
+        let id = head.next()?.parse().ok()?;
+        let point = unescape_mountinfo(head.nth(3)?);
+        let mut tail = tail.split(' ');
+        let fstype = String::from_utf8_lossy(&unescape_mountinfo(tail.next()?)).into_owned();
+        let source = String::from_utf8_lossy(&unescape_mountinfo(tail.next()?)).into_owned();
+        Some((point, MountedFs { id, fstype, source }))
+    }
+}
+
+/// What is mounted at `mountpoint` (the topmost filesystem if several are stacked), as
+/// /proc/self/mountinfo says; `None` if it is not a mount point. Never touches the mount
+/// itself. Fails if the mount point's parent directory does not exist.
+pub fn mounted_at(mountpoint: &Path) -> io::Result<Option<MountedFs>> {
+    mounted_at_path(&mount_path(mountpoint)?)
+}
+
+/// Every filesystem mounted at `path` (absolute and canonical), oldest first.
+fn mounts_at(path: &Path) -> io::Result<Vec<MountedFs>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let want = path.as_os_str().as_bytes();
     Ok(info
         .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| unescape_mountinfo(m) == want))
+        .filter_map(MountedFs::parse)
+        .filter(|(point, _)| point.as_slice() == want)
+        .map(|(_, m)| m)
+        .collect())
+}
+
+fn mounted_at_path(path: &Path) -> io::Result<Option<MountedFs>> {
+    Ok(mounts_at(path)?.pop())
+}
+
+fn mount_ids_at(path: &Path) -> io::Result<Vec<u64>> {
+    Ok(mounts_at(path)?.into_iter().map(|m| m.id).collect())
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
@@ -453,6 +572,44 @@ mod tests {
         assert_eq!(unescape_mountinfo(r"/mnt/x\134y"), b"/mnt/x\\y");
         assert_eq!(unescape_mountinfo(r"/mnt/end\"), b"/mnt/end\\");
         assert_eq!(unescape_mountinfo("/plain"), b"/plain");
+    }
+
+    #[test]
+    fn mountinfo_lines_are_parsed_and_sluice_mounts_recognised() {
+        let root = "42 27 0:39 / /tmp/a\\040b ro,nosuid,nodev,relatime - fuse sluice:/srv/my\\040repo ro,user_id=0";
+        let (point, m) = MountedFs::parse(root).expect("parses");
+        assert_eq!(point, b"/tmp/a b");
+        assert_eq!((m.id, m.fstype.as_str()), (42, "fuse"));
+        assert_eq!(m.source, "sluice:/srv/my repo");
+        assert!(m.is_sluice());
+        // Through fusermount3 (non-root), with optional fields before the separator.
+        let user = "77 27 0:50 / /home/u/m rw shared:5 master:2 - fuse.sluice sluice:/r rw";
+        assert!(MountedFs::parse(user).expect("parses").1.is_sluice());
+        let lib = "78 27 0:51 / /m ro - fuse sluice ro";
+        assert!(MountedFs::parse(lib).expect("parses").1.is_sluice());
+        for other in [
+            "79 27 0:52 / /m rw - tmpfs tmpfs rw",
+            "80 27 0:53 / /m rw - fuse sshfs#host: rw",
+            "81 27 0:54 / /m rw - fuse.sshfs sluice:/x rw",
+            "82 27 0:55 / /m rw - fuse sluicebox rw",
+        ] {
+            let m = MountedFs::parse(other).expect("parses").1;
+            assert!(!m.is_sluice(), "{other}");
+        }
+        assert!(MountedFs::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn mount_refuses_to_stack_on_a_mount_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = || Arc::new(testing::MemSource::new()) as Arc<dyn SnapshotSource>;
+        let first = mount(source(), dir.path(), &MountOptions::default()).expect("mount");
+        let err = mount(source(), dir.path(), &MountOptions::default()).expect_err("stacked");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        let mp = first.mountpoint().to_path_buf();
+        assert_eq!(mounts_at(&mp).expect("mountinfo").len(), 1);
+        first.unmount().expect("unmount");
+        assert!(!is_mounted(&mp).expect("mountinfo"));
     }
 
     #[test]

@@ -218,6 +218,9 @@ pub struct MountArgs {
     /// Let other users enter the mount (off by default).
     #[arg(long)]
     pub allow_other: bool,
+    /// Mount even on a directory that is not empty (its contents are hidden until unmounted).
+    #[arg(long)]
+    pub nonempty: bool,
     /// Internal: the daemon child of `sluice mount`.
     #[arg(long, hide = true)]
     pub daemon_child: bool,

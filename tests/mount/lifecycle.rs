@@ -61,7 +61,8 @@ fn unmount_leaves_nothing_behind_and_cleans_a_killed_mount() {
     assert!(pread(&open, 0, 1000).unwrap() == sql[..1000]);
     Sluice::new(["umount".as_ref(), path.as_os_str()])
         .run()
-        .ok();
+        .ok()
+        .stderr_has(&["was busy", "detached lazily", "last user closes it"]);
     assert!(!mounted(&path), "a busy mount is detached by sluice umount");
     drop(open);
     assert_eq!(
@@ -181,6 +182,14 @@ fn foreground_mount_unmounts_on_sigterm_and_sigint() {
             "mount --foreground exit after signal {sig}{}",
             out.report()
         );
+        // A clean stop says nothing alarming (fuser used to unmount a second time and warn
+        // "Failed to umount filesystem: Invalid argument").
+        assert!(
+            !out.stderr.to_lowercase().contains("warning")
+                && !out.stderr.to_lowercase().contains("fail"),
+            "mount --foreground stopped by signal {sig} printed a warning{}",
+            out.report()
+        );
         plain_dir_again(&mnt);
         no_mount_process(&mnt);
     }
@@ -253,14 +262,24 @@ fn mount_refuses_a_wrong_passphrase_and_a_missing_repository() {
         .stderr_has(&["no repository"]);
     plain_dir_again(&mnt);
 
-    // A mount point that does not exist.
+    // A mount point that does not exist (also under a parent that does not), and a file.
+    for missing in [
+        repo.dir.join("no-such-dir"),
+        repo.dir.join("no-such-dir/below"),
+    ] {
+        let out = mount(
+            Sluice::new(["mount".as_ref(), repo.path.as_os_str(), missing.as_os_str()])
+                .env("SLUICE_PASSWORD", PASSWORD),
+        )
+        .fails()
+        .stderr_has(&["does not exist"]);
+        assert!(!out.stderr.contains("not a directory"), "{}", out.report());
+    }
+    let file = repo.dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
     mount(
-        Sluice::new([
-            "mount".as_ref(),
-            repo.path.as_os_str(),
-            repo.dir.join("no-such-dir").as_os_str(),
-        ])
-        .env("SLUICE_PASSWORD", PASSWORD),
+        Sluice::new(["mount".as_ref(), repo.path.as_os_str(), file.as_os_str()])
+            .env("SLUICE_PASSWORD", PASSWORD),
     )
     .fails()
     .stderr_has(&["not a directory"]);

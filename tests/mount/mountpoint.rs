@@ -1,0 +1,227 @@
+//! What `sluice mount` and `sluice umount` accept as a mount point: `umount` takes off sluice
+//! mounts only (live or with a killed daemon) and never another filesystem; `mount` never
+//! stacks on something already mounted (sluice or not), refuses a non-empty directory unless
+//! `--nonempty`, and says when the mount point does not exist.
+
+use super::*;
+
+/// How many filesystems are mounted at `mnt` (stacked ones count separately).
+fn mount_count(mnt: &Path) -> usize {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    let want = mnt.to_str().expect("utf-8 mount point");
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(want))
+        .count()
+}
+
+/// The one `sluice: error:` line of a refusal, checked to be the only line on stderr.
+#[track_caller]
+fn one_line(out: &Output) -> String {
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr{}",
+        out.report()
+    );
+    assert_eq!(out.code(), Some(1), "exit status{}", out.report());
+    lines[0].to_owned()
+}
+
+/// Leaves nothing behind whatever a test did: kills and reaps any sluice process serving
+/// the mount point, and lazily unmounts everything mounted there.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for pid in mount_processes(&self.0) {
+            // SAFETY: kill(2)/waitpid(2) on a mount daemon this test started (re-parented
+            // to this subreaper process).
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        for _ in 0..4 {
+            if !mounted(&self.0) {
+                break;
+            }
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .output();
+        }
+    }
+}
+
+/// `mount -t tmpfs` at `dir`, with a source that even looks like a sluice one.
+#[track_caller]
+fn mount_tmpfs(dir: &Path) {
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "sluice:/not-a-repo"])
+        .arg(dir)
+        .output()
+        .expect("run mount(8)");
+    assert!(
+        out.status.success(),
+        "mount -t tmpfs {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn umount_refuses_a_filesystem_that_is_not_a_sluice_mount() {
+    require_fuse();
+    become_subreaper();
+    let repo = small_chunk_repo("mount-foreign");
+    repo.ingest("a.sql", b"SELECT 1;\n", &["--expect", "none"]);
+    let dir = repo.dir.join("tmpfs");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    mount_tmpfs(&dir);
+    std::fs::write(dir.join("keep.txt"), b"mine").unwrap();
+
+    let out = Sluice::new(["umount".as_ref(), dir.as_os_str()])
+        .run()
+        .fails()
+        .stderr_has(&[
+            "is not a sluice mount (it is a tmpfs mount)",
+            "use umount(8) for it",
+        ]);
+    one_line(&out);
+    assert_eq!(mount_count(&dir), 1, "the tmpfs is still mounted");
+    assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"mine");
+
+    // Nor does `sluice mount` stack on it.
+    let out = repo
+        .cmd(["mount".as_ref(), repo.path.as_os_str(), dir.as_os_str()])
+        .run()
+        .fails()
+        .stderr_has(&["already has a tmpfs filesystem mounted on it"]);
+    one_line(&out);
+    assert_eq!(mount_count(&dir), 1, "nothing stacked on the tmpfs");
+    assert!(mount_processes(&dir).is_empty());
+    assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"mine");
+
+    // Taken off by its owner, the directory has nothing to unmount, and a path that does not
+    // exist is named as such.
+    let out = std::process::Command::new("umount")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umount(8) of the test's tmpfs");
+    let out = Sluice::new(["umount".as_ref(), dir.as_os_str()])
+        .run()
+        .fails()
+        .stderr_has(&["is not mounted"]);
+    one_line(&out);
+    let missing = repo.dir.join("no-such-dir");
+    let out = Sluice::new(["umount".as_ref(), missing.as_os_str()])
+        .run()
+        .fails()
+        .stderr_has(&["does not exist"]);
+    one_line(&out);
+}
+
+#[test]
+fn mount_refuses_a_mount_point_that_is_already_mounted_live_or_dead() {
+    let repo = small_chunk_repo("mount-twice");
+    let sql = data_sql();
+    repo.ingest("shop.sql", &sql, &["--expect", "none"]);
+    let mut mnt = Mount::new(&repo);
+    let path = mnt.mnt.clone();
+    let _cleanup = Cleanup(path.clone());
+    let again = || {
+        repo.cmd(["mount".as_ref(), repo.path.as_os_str(), path.as_os_str()])
+            .run()
+    };
+
+    // Live.
+    let out = again()
+        .fails()
+        .stderr_has(&["already mounted", "sluice umount"]);
+    assert!(one_line(&out).contains(&format!("sluice umount {}", path.display())));
+    assert_eq!(mount_count(&path), 1, "a second mount was stacked");
+    assert_eq!(
+        mount_processes(&path),
+        vec![mnt.pid],
+        "a second daemon runs"
+    );
+    assert_eq!(
+        file_blake3(&mnt.path("latest/shop.sql")),
+        blake3::hash(&sql).to_hex().to_string(),
+        "the first mount still serves"
+    );
+
+    // Dead: the daemon was SIGKILLed and its mount answers ENOTCONN.
+    // SAFETY: kill(2) on the mount daemon this test started.
+    assert_eq!(unsafe { libc::kill(mnt.pid, libc::SIGKILL) }, 0);
+    assert_eq!(reap(mnt.pid, HANG_LIMIT), Ended::Signaled(libc::SIGKILL));
+    mnt.set_reaped();
+    let out = again()
+        .fails()
+        .stderr_has(&["already mounted", "sluice umount"]);
+    one_line(&out);
+    assert_eq!(mount_count(&path), 1, "a mount was stacked on a dead one");
+    assert!(mount_processes(&path).is_empty(), "a daemon was started");
+
+    // `sluice umount` takes the dead one off; then it mounts again.
+    Sluice::new(["umount".as_ref(), path.as_os_str()])
+        .run()
+        .ok();
+    assert_eq!(mount_count(&path), 0);
+    drop(mnt);
+    let mut mnt = Mount::at(&repo, &path);
+    assert_eq!(mount_count(&path), 1);
+    assert_eq!(mnt.umount(), Ended::Exited(0));
+}
+
+#[test]
+fn mount_refuses_a_non_empty_directory_unless_nonempty() {
+    require_fuse();
+    become_subreaper();
+    let repo = small_chunk_repo("mount-nonempty");
+    let sql = data_sql();
+    repo.ingest("shop.sql", &sql, &["--expect", "none"]);
+    let dir = repo.dir.join("full");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::write(dir.join("keep.txt"), b"mine").unwrap();
+
+    let out = repo
+        .cmd(["mount".as_ref(), repo.path.as_os_str(), dir.as_os_str()])
+        .run()
+        .fails()
+        .stderr_has(&["is not empty", "--nonempty"]);
+    one_line(&out);
+    assert!(!mounted(&dir), "mounted over a non-empty directory");
+    assert!(mount_processes(&dir).is_empty());
+
+    // Opted in: mounted over it, its contents hidden until unmounted, then back.
+    let mut m = Mount::run(
+        repo.cmd([
+            "mount".as_ref(),
+            "--nonempty".as_ref(),
+            repo.path.as_os_str(),
+            dir.as_os_str(),
+        ]),
+        &dir,
+    );
+    let mut names = list(&dir);
+    names.sort();
+    assert_eq!(names, ["latest", "names", "snapshots"]);
+    assert_eq!(
+        file_blake3(&m.path("latest/shop.sql")),
+        blake3::hash(&sql).to_hex().to_string()
+    );
+    assert_eq!(m.umount(), Ended::Exited(0));
+    assert_eq!(list(&dir), ["keep.txt"]);
+    assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"mine");
+}
+
+fn data_sql() -> Vec<u8> {
+    crate::support::data::sql_text(0x3a_0001, 256 << 10)
+}
