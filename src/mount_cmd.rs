@@ -249,7 +249,7 @@ fn busy_message(mnt: &Path) -> String {
     )
 }
 
-pub fn umount(mnt: &Path) -> Result<i32> {
+pub fn umount(mnt: &Path, quiet: bool) -> Result<i32> {
     let shown = mnt.display();
     match sluice_mount::mounted_at(mnt) {
         Ok(Some(_)) => {}
@@ -265,7 +265,11 @@ pub fn umount(mnt: &Path) -> Result<i32> {
     // Refuses anything that is not a sluice mount, with the message to show.
     match sluice_mount::unmount(mnt) {
         Ok(sluice_mount::Unmounted::Clean) => {}
-        Ok(sluice_mount::Unmounted::DetachedLazily) => eprintln!("sluice: {}", busy_message(mnt)),
+        Ok(sluice_mount::Unmounted::DetachedLazily) => {
+            if !quiet {
+                eprintln!("sluice: {}", busy_message(mnt))
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => bail!("{e}"),
         Err(e) => bail!("cannot unmount {shown}: {e}"),
     }

@@ -154,7 +154,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Key { action } => key(&cli, action),
         Command::Stats { json } => stats(&cli, *json),
         Command::Mount(a) => crate::mount_cmd::mount(&cli, a),
-        Command::Umount { mountpoint } => crate::mount_cmd::umount(mountpoint),
+        Command::Umount { mountpoint } => crate::mount_cmd::umount(mountpoint, cli.quiet),
     }
 }
 
