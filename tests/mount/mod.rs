@@ -16,6 +16,7 @@ mod content;
 mod damage;
 mod lifecycle;
 mod live;
+mod partial;
 mod readonly;
 mod scale;
 mod tools;
