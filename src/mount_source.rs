@@ -101,9 +101,11 @@ fn summary(s: &Snapshot) -> SnapshotInfo {
             .map(|o| EntryInfo {
                 name: o.name.clone(),
                 size: o.size,
+                complete: o.complete,
             })
             .collect(),
         meta_json: meta_json(s),
+        complete: crate::repository::complete_for(s, None),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::codec::Compression;
 use crate::crypto::{self, derive_kek, KdfParams, Keys, MasterSecret};
 use crate::error::{Error, IoContext, Result};
 use crate::ids::SnapshotId;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Object, Snapshot};
 use crate::storage::{DirStorage, FileKind, Storage};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -431,19 +431,54 @@ impl Repository {
         Ok(all)
     }
 
-    /// Resolve `latest`, a full id or a unique prefix. With `name`, `latest` means the newest
-    /// snapshot that holds that name.
+    /// Resolve `latest`, a full id or a unique prefix (see [`Repository::resolve_detailed`]).
     pub fn resolve(&self, spec: &str, name: Option<&str>) -> Result<Snapshot> {
+        self.resolve_detailed(spec, name).map(|r| r.snapshot)
+    }
+
+    /// Resolve `latest`, a full id or a unique prefix. `latest` never means partial data: it
+    /// is the newest snapshot with no partial stream, or with `name` the newest snapshot whose
+    /// stream `name` is complete (a snapshot where only another stream failed still counts).
+    /// The newer partial versions it passes over are returned so the caller can say so. When
+    /// every candidate is partial it fails, naming the newest one: partial snapshots are only
+    /// reached by their id.
+    pub fn resolve_detailed(&self, spec: &str, name: Option<&str>) -> Result<Resolved> {
         if spec == "latest" {
-            let snaps = self.snapshots()?;
-            return snaps
+            let holding: Vec<Snapshot> = self
+                .snapshots()?
                 .into_iter()
                 .rev()
-                .find(|s| name.is_none_or(|n| s.object(n).is_some()))
-                .ok_or_else(|| match name {
+                .filter(|s| name.is_none_or(|n| s.object(n).is_some()))
+                .collect();
+            let Some(newest) = holding.first() else {
+                return Err(match name {
                     Some(n) => Error::NotFound(format!("no snapshot holds a stream named {n:?}")),
                     None => Error::NotFound("the repository has no snapshots yet".into()),
                 });
+            };
+            let Some(good) = holding.iter().position(|s| complete_for(s, name)) else {
+                let why = partial_reason(newest, name);
+                let short = newest.id.short();
+                return Err(Error::NotFound(match name {
+                    Some(n) => format!(
+                        "every version of {n:?} is PARTIAL (newest: snapshot {short}, {why}); \
+                         `latest` never restores partial data: if you really want it, name the \
+                         snapshot: sluice cat {short} {n}"
+                    ),
+                    None => format!(
+                        "every snapshot is PARTIAL (newest: {short}, {why}); `latest` only means \
+                         a complete snapshot: to see a partial one, name it: sluice ls {short}"
+                    ),
+                }));
+            };
+            // Newest first: the ones before `good` are the newer partial versions it skips.
+            let mut holding = holding;
+            let snapshot = holding.swap_remove(good);
+            holding.truncate(good);
+            return Ok(Resolved {
+                snapshot,
+                skipped_partial: holding,
+            });
         }
         let spec_l = spec.to_ascii_lowercase();
         if spec_l.is_empty() || !spec_l.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -457,13 +492,62 @@ impl Repository {
             .filter(|id| id.to_hex().starts_with(&spec_l))
             .collect();
         match ids.as_slice() {
-            [id] => self.load_snapshot(*id),
+            [id] => self.load_snapshot(*id).map(|snapshot| Resolved {
+                snapshot,
+                skipped_partial: Vec::new(),
+            }),
             [] => Err(Error::NotFound(format!("no snapshot matches {spec:?}"))),
             _ => Err(Error::InvalidInput(format!(
                 "snapshot prefix {spec:?} matches {} snapshots; give more digits",
                 ids.len()
             ))),
         }
+    }
+}
+
+/// What a snapshot spec resolved to.
+#[derive(Debug)]
+pub struct Resolved {
+    pub snapshot: Snapshot,
+    /// Newer snapshots that `latest` passed over because they (or, for a name, that stream)
+    /// are partial, newest first. Empty for an explicit id.
+    pub skipped_partial: Vec<Snapshot>,
+}
+
+/// Whether `s` is complete, or with `name` whether its stream `name` is complete.
+pub fn complete_for(s: &Snapshot, name: Option<&str>) -> bool {
+    match name {
+        Some(n) => s.object(n).is_some_and(|o| o.complete),
+        None => s.complete && s.objects.iter().all(|o| o.complete),
+    }
+}
+
+/// Why a stream is partial, briefly: "producer exited with status 1", "producer was killed by
+/// signal 9", or the completeness problem ("no pg_dump trailer ...").
+pub fn object_partial_reason(o: &Object) -> String {
+    match o.producer.as_ref().map(|p| (p.exit_code, p.signal)) {
+        Some((Some(c), _)) if c != 0 => format!("producer exited with status {c}"),
+        Some((None, Some(s))) => format!("producer was killed by signal {s}"),
+        _ => o.problem.clone().unwrap_or_else(|| "incomplete".into()),
+    }
+}
+
+/// Why `s` (or its stream `name`) is partial, in one phrase; whole snapshots name their
+/// partial streams: "p.sql: producer exited with status 1".
+pub fn partial_reason(s: &Snapshot, name: Option<&str>) -> String {
+    if let Some(o) = name.and_then(|n| s.object(n)) {
+        return object_partial_reason(o);
+    }
+    let parts: Vec<String> = s
+        .objects
+        .iter()
+        .filter(|o| !o.complete)
+        .map(|o| format!("{}: {}", o.name, object_partial_reason(o)))
+        .collect();
+    if parts.is_empty() {
+        "marked partial".into()
+    } else {
+        parts.join("; ")
     }
 }
 

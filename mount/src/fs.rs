@@ -20,7 +20,7 @@ use crate::source::{ObjectReader, SnapshotInfo, SnapshotSource, SourceError};
 
 /// The mount root.
 pub const ROOT_INO: u64 = 1;
-/// `latest`, a symlink to the newest snapshot's directory.
+/// `latest`, a symlink to the newest complete snapshot's directory.
 pub const LATEST_INO: u64 = 2;
 /// `snapshots/`, one directory per snapshot.
 pub const SNAPSHOTS_INO: u64 = 3;
@@ -33,6 +33,8 @@ pub const META_FILE: &str = ".sluice-meta.json";
 const LATEST: &str = "latest";
 const SNAPSHOTS: &str = "snapshots";
 const NAMES: &str = "names";
+/// Suffix of a `names/<name>/` entry whose stream was kept incomplete.
+pub const PARTIAL_SUFFIX: &str = ".PARTIAL";
 
 /// Kernel cache lifetime for what changes when snapshots are added or removed (the root,
 /// `snapshots/`, everything under `names/`, `latest`): short, so a new snapshot shows up in
@@ -590,7 +592,8 @@ impl Inodes {
 struct Shown<'a> {
     info: &'a SnapshotInfo,
     id: Arc<str>,
-    entries: Vec<(Arc<str>, u64)>,
+    /// Name, size, complete.
+    entries: Vec<(Arc<str>, u64, bool)>,
 }
 
 #[derive(Default)]
@@ -716,19 +719,21 @@ impl Tree {
             true
         });
         let newest = snaps.last().map_or(started, |s| s.time);
+        // `latest` never points at partial data: a partial snapshot is reached by its label.
+        let latest = snaps.iter().rev().find(|s| s.complete);
 
         let mut tree = Tree::default();
         tree.insert(ROOT_INO, Node::dir(ROOT_INO, newest, true));
         tree.insert(SNAPSHOTS_INO, Node::dir(ROOT_INO, newest, true));
         tree.insert(NAMES_INO, Node::dir(ROOT_INO, newest, true));
-        if let Some(last) = snaps.last() {
+        if let Some(latest) = latest {
             tree.insert(
                 LATEST_INO,
                 Node {
                     parent: ROOT_INO,
-                    mtime: newest,
+                    mtime: latest.time,
                     dynamic: true,
-                    data: NodeData::Symlink(format!("{SNAPSHOTS}/{}", last.label)),
+                    data: NodeData::Symlink(format!("{SNAPSHOTS}/{}", latest.label)),
                 },
             );
             tree.link(ROOT_INO, LATEST, LATEST_INO);
@@ -741,7 +746,7 @@ impl Tree {
             .iter()
             .map(|s| {
                 let id: Arc<str> = Arc::from(s.id.as_str());
-                let mut entries: Vec<(Arc<str>, u64)> = Vec::with_capacity(s.entries.len());
+                let mut entries: Vec<(Arc<str>, u64, bool)> = Vec::with_capacity(s.entries.len());
                 let mut seen = HashSet::new();
                 for e in &s.entries {
                     if components(&e.name).is_none() {
@@ -757,7 +762,7 @@ impl Tree {
                             e.name
                         );
                     } else {
-                        entries.push((Arc::from(e.name.as_str()), e.size));
+                        entries.push((Arc::from(e.name.as_str()), e.size, e.complete));
                     }
                 }
                 entries.sort();
@@ -780,7 +785,7 @@ impl Tree {
         &mut self,
         s: &SnapshotInfo,
         id: &Arc<str>,
-        entries: &[(Arc<str>, u64)],
+        entries: &[(Arc<str>, u64, bool)],
         inodes: &mut Inodes,
     ) {
         let dir_ino = inodes.get(Key::SnapDir(Arc::clone(id)));
@@ -801,7 +806,7 @@ impl Tree {
 
         // Folders first (a name that is also a folder prefix loses to the folder), created in
         // sorted order so each parent exists before its children.
-        let mut folders: Vec<&str> = entries.iter().flat_map(|(n, _)| prefixes(n)).collect();
+        let mut folders: Vec<&str> = entries.iter().flat_map(|(n, ..)| prefixes(n)).collect();
         folders.sort_unstable();
         folders.dedup();
         let mut folder_inos: HashMap<&str, u64> = HashMap::new();
@@ -823,7 +828,7 @@ impl Tree {
                 folder_inos.insert(folder, ino);
             }
         }
-        for (name, size) in entries {
+        for (name, size, _) in entries {
             let (parent, base) = match name.rsplit_once('/') {
                 Some((p, b)) => match folder_inos.get(p) {
                     Some(ino) => (*ino, b),
@@ -868,7 +873,8 @@ impl Tree {
         ino
     }
 
-    /// `names/<name>/<label>` for every version of every stream, oldest first.
+    /// `names/<name>/<label>` for every version of every stream, oldest first; a version kept
+    /// incomplete is `<label>.PARTIAL`.
     fn add_names(&mut self, shown: &[Shown<'_>], inodes: &mut Inodes) {
         // Every name and every prefix of one is a folder here; a folder's time is that of the
         // newest snapshot with something under it.
@@ -877,7 +883,7 @@ impl Tree {
             info: s, entries, ..
         } in shown
         {
-            for (name, _) in entries {
+            for (name, ..) in entries {
                 for folder in prefixes(name).chain(std::iter::once(&**name)) {
                     let t = folder_time.entry(folder).or_insert(s.time);
                     *t = (*t).max(s.time);
@@ -907,19 +913,21 @@ impl Tree {
             entries,
         } in shown
         {
-            for (name, size) in entries {
+            for (name, size, complete) in entries {
                 let Some(&folder) = folder_inos.get(&**name) else {
                     continue;
                 };
-                if folder_time.contains_key(format!("{name}/{}", s.label).as_str()) {
-                    log::warn!(
-                        "{NAMES}/{name}/{} hidden: the name is taken by a folder",
-                        s.label
-                    );
+                let label = if *complete {
+                    s.label.clone()
+                } else {
+                    format!("{}{PARTIAL_SUFFIX}", s.label)
+                };
+                if folder_time.contains_key(format!("{name}/{label}").as_str()) {
+                    log::warn!("{NAMES}/{name}/{label} hidden: the name is taken by a folder");
                     continue;
                 }
                 let ino = self.file_node(id, name, *size, s.time, folder, inodes);
-                self.link(folder, &s.label, ino);
+                self.link(folder, &label, ino);
             }
         }
     }

@@ -173,6 +173,63 @@ fn latest_points_at_the_newest_by_time() {
 }
 
 #[test]
+fn latest_skips_partial_snapshots_and_names_marks_partial_versions() {
+    // A complete snapshot, then a partial one (b.sql's producer failed; a.sql is fine).
+    let source = Arc::new(MemSource::with_snapshots([
+        MemSnapshot::new("good", "t1-good", time(1000))
+            .object("a.sql", "a one\n")
+            .object("b.sql", "b one\n"),
+        MemSnapshot::new("part", "t2-part", time(2000))
+            .object("a.sql", "a two\n")
+            .partial_object("b.sql", "b tr"),
+    ]));
+    let fs = fs_over(&source);
+    assert_eq!(
+        fs.readlink(LATEST_INO).expect("latest"),
+        b"snapshots/t1-good"
+    );
+    let (latest, _) = fs.getattr(LATEST_INO).expect("latest attr");
+    assert_eq!(latest.mtime, time(1000), "latest carries its target's time");
+
+    // The partial snapshot stays visible: under snapshots/ by its label, under names/ with
+    // the failed stream marked and the complete one not.
+    assert_eq!(list(&fs, "snapshots"), ["t1-good", "t2-part"]);
+    assert_eq!(list(&fs, "names/a.sql"), ["t1-good", "t2-part"]);
+    assert_eq!(
+        list(&fs, "names/b.sql"),
+        ["t1-good", &format!("t2-part{PARTIAL_SUFFIX}")]
+    );
+    assert_eq!(cat(&fs, "names/b.sql/t2-part.PARTIAL"), b"b tr");
+    assert_eq!(
+        ino(&fs, "names/b.sql/t2-part.PARTIAL"),
+        ino(&fs, "snapshots/t2-part/b.sql")
+    );
+    assert!(matches!(
+        resolve(&fs, "names/b.sql/t2-part"),
+        Err(FsError::NotFound)
+    ));
+
+    // A newer complete snapshot takes `latest` over; a repository of partial snapshots only
+    // has no `latest` at all.
+    source.add(MemSnapshot::new("next", "t3-next", time(3000)).object("b.sql", "b three\n"));
+    fs.refresh().expect("refresh");
+    assert_eq!(
+        fs.readlink(LATEST_INO).expect("latest"),
+        b"snapshots/t3-next"
+    );
+    let only_partial = Arc::new(MemSource::with_snapshots([MemSnapshot::new(
+        "part",
+        "t2-part",
+        time(2000),
+    )
+    .partial_object("b.sql", "b tr")]));
+    let fs = fs_over(&only_partial);
+    assert_eq!(list(&fs, "/"), ["snapshots", "names"]);
+    assert!(matches!(resolve(&fs, "latest"), Err(FsError::NotFound)));
+    assert_eq!(list(&fs, "names/b.sql"), ["t2-part.PARTIAL"]);
+}
+
+#[test]
 fn no_snapshots_means_no_latest() {
     let source = Arc::new(MemSource::new());
     let fs = fs_over(&source);

@@ -24,6 +24,9 @@ pub struct SnapshotInfo {
     pub entries: Vec<EntryInfo>,
     /// Contents of the read-only `.sluice-meta.json` file shown in the snapshot directory.
     pub meta_json: Vec<u8>,
+    /// False for a snapshot kept partial (a producer failed or a stream was cut short):
+    /// `latest` never points at it; it stays under `snapshots/` and `names/`.
+    pub complete: bool,
 }
 
 /// One stream inside a snapshot.
@@ -34,6 +37,9 @@ pub struct EntryInfo {
     pub name: String,
     /// Exact size in bytes of the stream.
     pub size: u64,
+    /// False for a stream kept incomplete: its entry under `names/` is labelled
+    /// `<label>.PARTIAL`.
+    pub complete: bool,
 }
 
 /// Where the mount gets snapshots and their bytes.

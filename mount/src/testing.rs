@@ -19,6 +19,8 @@ pub struct MemSnapshot {
     pub time: SystemTime,
     pub objects: Vec<(String, Arc<[u8]>)>,
     pub meta_json: Vec<u8>,
+    /// Names of the streams kept incomplete; the snapshot is partial when any is.
+    pub partial: Vec<String>,
 }
 
 impl MemSnapshot {
@@ -30,6 +32,7 @@ impl MemSnapshot {
             time,
             objects: Vec::new(),
             meta_json: format!("{{\"id\":\"{id}\",\"label\":\"{label}\"}}\n").into_bytes(),
+            partial: Vec::new(),
         }
     }
 
@@ -37,6 +40,12 @@ impl MemSnapshot {
     pub fn object(mut self, name: &str, data: impl Into<Vec<u8>>) -> Self {
         self.objects.push((name.to_owned(), Arc::from(data.into())));
         self
+    }
+
+    /// Add a stream kept incomplete (its producer failed): the snapshot becomes partial.
+    pub fn partial_object(mut self, name: &str, data: impl Into<Vec<u8>>) -> Self {
+        self.partial.push(name.to_owned());
+        self.object(name, data)
     }
 
     /// Replace the metadata file's bytes.
@@ -137,9 +146,11 @@ impl SnapshotSource for MemSource {
                     .map(|(name, data)| EntryInfo {
                         name: name.clone(),
                         size: data.len() as u64,
+                        complete: !s.partial.contains(name),
                     })
                     .collect(),
                 meta_json: s.meta_json.clone(),
+                complete: s.partial.is_empty(),
             })
             .collect())
     }

@@ -568,7 +568,27 @@ fn snapshots(cli: &Cli, name: Option<&str>, json: bool) -> Result<i32> {
 
 fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
     let repo = open(cli)?;
-    let snap = repo.resolve(spec, None)?;
+    let resolved = repo.resolve_detailed(spec, None)?;
+    let snap = resolved.snapshot;
+    let skipped = &resolved.skipped_partial;
+    if let Some(newer) = skipped.first().filter(|_| !cli.quiet) {
+        let which = match skipped.len() {
+            1 => format!("newer snapshot {}, which is", newer.id.short()),
+            n => format!("{n} newer snapshots, the newest {}", newer.id.short()),
+        };
+        eprintln!(
+            "sluice: note: skipped {which} PARTIAL ({}); listing {}",
+            sluice::repository::partial_reason(newer, None),
+            snap.id.short()
+        );
+    }
+    if !sluice::repository::complete_for(&snap, None) {
+        eprintln!(
+            "sluice: warning: snapshot {} is PARTIAL ({})",
+            snap.id.short(),
+            sluice::repository::partial_reason(&snap, None)
+        );
+    }
     if json {
         let mut v = serde_json::to_value(&snap)?;
         // Chunk-list references are internal; keep the listing about streams.
@@ -637,13 +657,35 @@ fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
 
 fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
     let repo = open(cli)?;
-    let snap = repo.resolve(spec, Some(name))?;
+    let resolved = repo.resolve_detailed(spec, Some(name))?;
+    let snap = resolved.snapshot;
     let object = snap.object(name).ok_or_else(|| {
         Error::NotFound(format!(
             "snapshot {} has no stream named {name:?}",
             snap.id.short()
         ))
     })?;
+    let skipped = &resolved.skipped_partial;
+    if let Some(newer) = skipped.first().filter(|_| !cli.quiet) {
+        let which = match skipped.len() {
+            1 => format!("newer snapshot {}", newer.id.short()),
+            n => format!("{n} newer snapshots (the newest {})", newer.id.short()),
+        };
+        eprintln!(
+            "sluice: note: skipped {which} where {name} is PARTIAL ({}); restoring {} of {}",
+            sluice::repository::partial_reason(newer, Some(name)),
+            snap.id.short(),
+            sluice::time::format_utc(snap.time)
+        );
+    }
+    if !object.complete {
+        // Only an explicit id gets here: `latest` never picks a partial stream.
+        eprintln!(
+            "sluice: warning: {name} in snapshot {} is PARTIAL ({}): the stream is incomplete",
+            snap.id.short(),
+            sluice::repository::partial_reason(&snap, Some(name))
+        );
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);

@@ -17,6 +17,7 @@ mod damage;
 mod lifecycle;
 mod live;
 mod mountpoint;
+mod partial;
 mod readonly;
 mod scale;
 mod tools;

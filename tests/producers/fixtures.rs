@@ -771,9 +771,12 @@ impl Mount {
             mnt,
             mounted: true,
         };
-        wait_until("the mount shows `latest`", Duration::from_secs(30), || {
-            Ok(m.mnt.join("latest").exists())
-        });
+        // Not `latest`: a repository of partial snapshots only has none.
+        wait_until(
+            "the mount shows `snapshots/`",
+            Duration::from_secs(30),
+            || Ok(m.mnt.join("snapshots").is_dir()),
+        );
         m
     }
 

@@ -179,12 +179,26 @@ fn allow_partial_keeps_the_snapshot_and_shows_what_failed() {
         "{ll}"
     );
 
-    // The mount's metadata file tells the same story.
+    // The mount's metadata file tells the same story (under snapshots/: `latest` never
+    // points at a partial snapshot).
     let mut mount = Mount::new(&repo);
-    let meta: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(mount.latest().join(".sluice-meta.json")).expect(".sluice-meta.json"),
-    )
-    .expect("meta is JSON");
+    let label = std::fs::read_dir(mount.mnt.join("snapshots"))
+        .expect("snapshots/")
+        .map(|e| e.expect("entry").file_name())
+        .find(|n| n.to_string_lossy().ends_with(&snap[..8]))
+        .unwrap_or_else(|| panic!("snapshot {snap} not in the mount"));
+    assert!(
+        !mount.latest().exists(),
+        "latest must not be the partial snapshot"
+    );
+    let meta_path = mount
+        .mnt
+        .join("snapshots")
+        .join(label)
+        .join(".sluice-meta.json");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(meta_path).expect(".sluice-meta.json"))
+            .expect("meta is JSON");
     mount.unmount();
     assert_eq!(meta["complete"], false, "{meta:#}");
     let mb = meta["objects"]

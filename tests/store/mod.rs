@@ -9,6 +9,7 @@ mod dedup;
 mod disk_full;
 mod errors;
 mod keys;
+mod latest;
 mod misc;
 mod producer;
 mod roundtrip;
