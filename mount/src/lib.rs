@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <mountpoint>/
-//!   latest -> snapshots/<label of the newest snapshot>
+//!   latest -> snapshots/<label of the newest complete snapshot>
 //!   snapshots/<label>/<name>                 (names with '/' become folders)
 //!   snapshots/<label>/.sluice-meta.json
 //!   names/<name>/<label>                     every version of one stream, oldest first

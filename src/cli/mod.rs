@@ -86,7 +86,7 @@ pub enum Command {
     },
     /// Write a stream to stdout, verified.
     Cat {
-        /// Snapshot id, unique prefix, or `latest` (the newest snapshot holding NAME).
+        /// Snapshot id, unique prefix, or `latest` (the newest snapshot holding NAME complete; partial versions are skipped).
         snapshot: String,
         name: String,
     },
