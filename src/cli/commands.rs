@@ -320,6 +320,10 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     } else {
         None
     };
+    let producers = specs.iter().any(|s| matches!(s.source, Source::Command(_)));
+    // From here a signal stops the producers and ends the ingest without a snapshot, rather
+    // than ending the process at once.
+    let _handling = sluice::interrupt::Handling::start();
     let result = ingest::ingest(
         &repo,
         &index,
@@ -339,6 +343,21 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     running.store(false, Ordering::Relaxed);
     if let Some(t) = ticker {
         let _ = t.join();
+    }
+    if let Some(sig) = sluice::interrupt::received() {
+        // Unless the snapshot was already recorded when the signal came, this is the news.
+        if !matches!(&result, Ok(r) if r.snapshot.is_some()) {
+            eprintln!(
+                "sluice: error: interrupted by {}; no snapshot recorded{}",
+                sluice::interrupt::signal_name(sig),
+                if producers {
+                    " (producers stopped)"
+                } else {
+                    ""
+                }
+            );
+            return Ok(EXIT_STREAM_FAILED);
+        }
     }
     let report = result?;
     report_ingest(&report, a.json && !a.tee, quiet)
