@@ -145,6 +145,7 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// A duration such as 30s, 5m, 1.5h or 250ms (a bare number is seconds), from 1ms to a year.
 fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
     let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
@@ -162,10 +163,13 @@ fn parse_duration(s: &str) -> Result<Duration> {
         .trim()
         .parse()
         .map_err(|_| anyhow!("invalid duration {s:?}: use e.g. 30s, 5m, 1h"))?;
-    if v.is_nan() || v <= 0.0 {
-        bail!("invalid duration {s:?}: must be positive");
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    let secs = v * mult;
+    // Also catches inf and NaN, which Duration cannot hold.
+    if !(0.001..=YEAR).contains(&secs) {
+        bail!("invalid duration {s:?}: use a value from 1ms to 1 year (e.g. 30s, 5m, 1h)");
     }
-    Ok(Duration::from_secs_f64(v * mult))
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The streams an ingest command names, in order.
@@ -810,4 +814,49 @@ fn stats(cli: &Cli, json: bool) -> Result<i32> {
         }
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod parse_duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn accepts_units_from_a_millisecond_to_a_year() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1ms").unwrap(), Duration::from_millis(1));
+        assert_eq!(parse_duration(" 2 ").unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            parse_duration("8760h").unwrap(),
+            Duration::from_secs(31_536_000)
+        );
+    }
+
+    #[test]
+    fn rejects_infinite_huge_tiny_and_nonsense_without_panicking() {
+        for bad in [
+            "inf",
+            "infinity",
+            "-inf",
+            "NaN",
+            "1e300h",
+            "99999999999999999999s",
+            "8761h",
+            "1e-12",
+            "0.0000001ms",
+            "0.5ms",
+            "0",
+            "-5s",
+            "",
+            "s",
+            "5 minutes",
+        ] {
+            let e = parse_duration(bad).expect_err(bad).to_string();
+            assert!(e.contains("invalid duration"), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{bad}: one line, got {e}");
+        }
+    }
 }

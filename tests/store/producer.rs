@@ -335,6 +335,38 @@ fn failing_sibling_stops_the_others_children() {
     assert_none_running(marker, &o);
 }
 
+#[test]
+fn stall_timeout_out_of_range_is_one_clear_line() {
+    let repo = Repo::init("prod-stall-range", &[]);
+    for bad in [
+        "inf",
+        "infinity",
+        "1e300h",
+        "99999999999999999999s",
+        "1e-12",
+        "0.0000001ms",
+    ] {
+        let o = repo
+            .cmd([
+                "ingest",
+                "--name",
+                "x",
+                "--stall-timeout",
+                bad,
+                "--",
+                "true",
+            ])
+            .run()
+            .code_is(1);
+        assert!(
+            o.error_line().contains("invalid duration") && o.error_line().contains("1 year"),
+            "{}",
+            o.report()
+        );
+    }
+    assert_no_snapshots(&repo);
+}
+
 /// A stdin that stops sending without ending: the same.
 #[test]
 fn stalled_stdin() {
