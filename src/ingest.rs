@@ -18,6 +18,7 @@ use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, SnapshotId};
 use crate::index::Index;
+use crate::interrupt::Alarm;
 use crate::pack::{Location, PackWriter};
 use crate::producer::{CommandSpec, Exit, FdReader, Producer};
 use crate::repository::Repository;
@@ -25,7 +26,7 @@ use crate::snapshot::{self, ChunkListRef, Object, Provenance, Snapshot};
 use crate::storage::{lock, FileKind, Storage};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -120,9 +121,13 @@ pub fn ingest(
     if streams.is_empty() {
         return Err(Error::InvalidInput("nothing to ingest".into()));
     }
+    interrupted()?;
     let started = Instant::now();
     let (time, time_nanos) = crate::time::now();
-    let abort = AtomicBool::new(false);
+    // Raised when a stream fails: wakes the other streams' readers, which stop their producers.
+    let abort = Arc::new(
+        Alarm::new().map_err(|e| Error::io("cannot create a pipe to stop the streams", e))?,
+    );
     let sink = Sink::new(repo, index)?;
     let jobs = opts.jobs.max(1);
     let tee = &opts.tee;
@@ -136,12 +141,17 @@ pub fn ingest(
             spawn_in(s, "sluice-stream", || loop {
                 let next = lock(&queue).pop();
                 let Some((i, spec)) = next else { break };
-                let r = ingest_one(repo, &sink, spec, &opts, &abort, tee);
+                // After a failure or a signal, a stream not started yet is not started at all.
+                let r = if abort.is_raised() || crate::interrupt::received().is_some() {
+                    Err(Error::StreamFailed(STOPPED.into()))
+                } else {
+                    ingest_one(repo, &sink, spec, &opts, &abort, tee)
+                };
                 // An error always ends the ingest without a snapshot, so stop the others at
                 // once; an incomplete stream stops them unless partial snapshots are allowed.
                 let incomplete = r.as_ref().is_ok_and(|(o, _)| !o.complete);
                 if r.is_err() || (incomplete && !opts.allow_partial) {
-                    abort.store(true, Ordering::SeqCst);
+                    abort.raise();
                 }
                 lock(&results).push((i, r));
             });
@@ -224,11 +234,24 @@ pub fn ingest(
         objects,
     };
     let bytes = snap.encode(&repo.keys)?;
+    // The last moment a signal can still cancel the snapshot.
+    interrupted()?;
     repo.storage
         .put(FileKind::Snapshot, &snap.id.to_hex(), &bytes)?;
     report.snapshot = Some(snap.id);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Err once a signal asked sluice to stop (see `crate::interrupt`).
+fn interrupted() -> Result<()> {
+    match crate::interrupt::received() {
+        Some(sig) => Err(Error::StreamFailed(format!(
+            "interrupted by {}",
+            crate::interrupt::signal_name(sig)
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Threads carry names so that `top -H` and profilers say which stage is busy.
@@ -287,17 +310,20 @@ fn ingest_one(
     sink: &Sink,
     spec: StreamSpec,
     opts: &IngestOptions,
-    abort: &AtomicBool,
+    abort: &Arc<Alarm>,
     tee: &Mutex<Option<Box<dyn std::io::Write + Send>>>,
 ) -> Result<Ingested> {
     let started = crate::time::now().0;
     let t0 = Instant::now();
     let (mut producer, reader): (Option<Producer>, Box<dyn Read + Send>) = match spec.source {
-        Source::Stdin => (None, Box::new(FdReader::stdin(opts.stall_timeout)?)),
+        Source::Stdin => (
+            None,
+            Box::new(FdReader::stdin(opts.stall_timeout)?.stopped_by(abort.clone())),
+        ),
         Source::Reader(r) => (None, r),
         Source::Command(cmd) => {
             let (p, r) = Producer::spawn(cmd, opts.quiet, opts.stall_timeout)?;
-            (Some(p), Box::new(r))
+            (Some(p), Box::new(r.stopped_by(abort.clone())))
         }
     };
     let workers = opts.workers.max(1);
@@ -332,9 +358,10 @@ fn ingest_one(
             let mut seq = 0u64;
             let mut tee_err = None;
             loop {
-                if abort.load(Ordering::Relaxed) {
+                if abort.is_raised() {
                     return Err(Error::StreamFailed(STOPPED.into()));
                 }
+                interrupted()?;
                 let next = chunker.next_chunk(&mut |b| {
                     total += b.len() as u64;
                     opts.progress.fetch_add(b.len() as u64, Ordering::Relaxed);
@@ -363,10 +390,13 @@ fn ingest_one(
                         seq += 1;
                     }
                     Ok(None) => break,
+                    // Stopped on purpose: say why, not how the read ended.
+                    Err(_) if abort.is_raised() => return Err(Error::StreamFailed(STOPPED.into())),
                     Err(e) => {
+                        interrupted()?;
                         return Err(Error::StreamFailed(format!(
                             "reading the stream failed after {total} bytes: {e}"
-                        )))
+                        )));
                     }
                 }
             }
@@ -403,6 +433,11 @@ fn ingest_one(
         // If assembly fails, dropping `res_rx` stops the workers, which drops the job
         // receiver, which unblocks the reader: the scope always ends.
         let assembled = assemble(keys, sink, &name, res_rx);
+        if assembled.is_err() {
+            // Storing failed: the ingest ends. A reader blocked on a producer that says
+            // nothing must not keep it waiting.
+            abort.raise();
+        }
         let read_result = reader_thread
             .join()
             .unwrap_or_else(|_| Err(Error::StreamFailed("the reader thread panicked".into())));
@@ -416,7 +451,7 @@ fn ingest_one(
     let mut stopped_by_us = false;
     if let Some(mut p) = producer.take() {
         if read_result.is_err() || assembled.is_err() {
-            stopped_by_us = p.kill();
+            stopped_by_us = p.stop();
         }
         let command = p.spec.display();
         let (e, stderr_tail) = p.wait()?;
@@ -430,6 +465,12 @@ fn ingest_one(
     }
     let total = match read_result {
         Ok(r) => r,
+        // Our own storage failure stopped the reader: that failure is the news.
+        Err(Error::StreamFailed(m)) if m == STOPPED && assembled.is_err() => {
+            return Err(assembled
+                .err()
+                .unwrap_or_else(|| Error::StreamFailed(STOPPED.into())));
+        }
         Err(e) => {
             if let (Some(p), Error::StreamFailed(_)) = (&provenance, &e) {
                 if stopped_by_us {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod ids;
 pub mod index;
 pub mod ingest;
+pub mod interrupt;
 pub mod mount_source;
 pub mod pack;
 pub mod producer;

@@ -40,6 +40,15 @@ fn main() {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Warn);
     let cli = cli::parse();
+    if matches!(cli.command, cli::Command::Ingest(_)) {
+        // Before any thread starts: an interrupted ingest stops its producers, records
+        // nothing and removes its temporary files (see sluice::interrupt). It exits with 4,
+        // "a stream failed or was incomplete: no snapshot recorded".
+        if let Err(e) = sluice::interrupt::install(4) {
+            eprintln!("sluice: error: cannot set up signal handling: {e}");
+            std::process::exit(1);
+        }
+    }
     let code = cli::run(cli);
     std::process::exit(code);
 }

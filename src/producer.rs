@@ -3,13 +3,14 @@
 //! read errors, and stalls (no byte for too long) all end up in `Outcome`.
 
 use crate::error::{Error, IoContext, Result};
+use crate::interrupt::Alarm;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const STDERR_TAIL: usize = 4096;
 
@@ -31,11 +32,13 @@ impl CommandSpec {
     }
 }
 
-/// A readable stream with an optional stall timeout.
+/// A readable stream with an optional stall timeout, which stops (with an error) once a
+/// signal interrupts sluice (`crate::interrupt`) or the ingest raises its stop alarm.
 pub struct FdReader {
     file: File,
     stall: Option<Duration>,
     what: String,
+    stop: Option<Arc<Alarm>>,
 }
 
 impl FdReader {
@@ -50,7 +53,82 @@ impl FdReader {
             file,
             stall,
             what: "standard input".into(),
+            stop: None,
         })
+    }
+
+    /// Also stop reading (with an error) once `alarm` is raised.
+    pub fn stopped_by(mut self, alarm: Arc<Alarm>) -> FdReader {
+        self.stop = Some(alarm);
+        self
+    }
+
+    /// Wait until the stream is readable: Err on a stall or a stop.
+    fn wait_readable(&self) -> std::io::Result<()> {
+        let wake = crate::interrupt::wake_fd();
+        if self.stall.is_none() && wake.is_none() && self.stop.is_none() {
+            return Ok(());
+        }
+        let pollfd = |fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // The stream first, then whatever may stop us.
+        let mut fds = [pollfd(self.file.as_raw_fd()); 3];
+        let mut n = 1;
+        for fd in [
+            wake.map(|f| f.as_raw_fd()),
+            self.stop.as_ref().map(|a| a.fd().as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fds[n] = pollfd(fd);
+            n += 1;
+        }
+        let fds = &mut fds[..n];
+        let deadline = self.stall.map(|d| Instant::now() + d);
+        loop {
+            let ms = match deadline {
+                // poll takes an int of milliseconds: wait in steps for a longer limit.
+                Some(t) => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    left.as_millis().min(i32::MAX as u128) as i32
+                }
+                None => -1,
+            };
+            for f in fds.iter_mut() {
+                f.revents = 0;
+            }
+            // SAFETY: `fds` is a valid slice of `fds.len()` pollfds for the duration of the call.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if fds[1..].iter().any(|f| f.revents != 0) {
+                return Err(std::io::Error::other("reading was stopped"));
+            }
+            if fds[0].revents != 0 {
+                return Ok(());
+            }
+            if let (Some(t), Some(limit)) = (deadline, self.stall) {
+                if Instant::now() >= t {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no data arrived on {} for {}s (--stall-timeout)",
+                            self.what,
+                            limit.as_secs_f64()
+                        ),
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -64,36 +142,7 @@ fn grow_pipe(f: &File) {
 
 impl Read for FdReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if let Some(limit) = self.stall {
-            let mut pfd = libc::pollfd {
-                fd: self.file.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = limit.as_millis().min(i32::MAX as u128) as i32;
-            loop {
-                // SAFETY: `pfd` is a valid pollfd array of length 1 for the duration of the call.
-                let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-                if r < 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.kind() == std::io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(e);
-                }
-                if r == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!(
-                            "no data arrived on {} for {}s (--stall-timeout)",
-                            self.what,
-                            limit.as_secs_f64()
-                        ),
-                    ));
-                }
-                break;
-            }
-        }
+        self.wait_readable()?;
         self.file.read(buf)
     }
 }
@@ -120,26 +169,24 @@ impl Exit {
 }
 
 fn signal_name(s: i32) -> &'static str {
-    match s {
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGHUP => "SIGHUP",
-        _ => "signal",
-    }
+    crate::interrupt::signal_name(s)
 }
 
-/// A running producer command.
+/// How long a producer we stop gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// A running producer command, in a process group of its own: stopping it stops whatever it
+/// started too (`sh -c 'pg_dump db | gzip'`).
 pub struct Producer {
     pub spec: CommandSpec,
     child: Child,
+    /// Its process group id (its pid).
+    pgid: libc::pid_t,
     stderr_tail: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<std::thread::JoinHandle<()>>,
-    /// We stopped it with SIGKILL.
-    killed: bool,
+    /// When we sent its group SIGTERM.
+    stop_sent: Option<Instant>,
+    reaped: bool,
 }
 
 impl Producer {
@@ -167,16 +214,13 @@ impl Producer {
         };
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .process_group(0);
         let mut child = cmd.spawn().map_err(|e| {
             Error::StreamFailed(format!("cannot start producer `{}`: {e}", spec.display()))
         })?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::StreamFailed("producer has no stdout".into()))?;
-        let file = File::from(std::os::fd::OwnedFd::from(stdout));
-        grow_pipe(&file);
+        let pgid = child.id() as libc::pid_t;
+        crate::interrupt::add_group(pgid);
         let tail = Arc::new(Mutex::new(Vec::new()));
         let stderr_thread = child.stderr.take().map(|mut err| {
             let tail = tail.clone();
@@ -199,42 +243,108 @@ impl Producer {
                 }
             })
         });
-        let what = format!("the output of `{}`", spec.display());
+        let stdout = child.stdout.take();
+        let mut producer = Producer {
+            spec,
+            child,
+            pgid,
+            stderr_tail: tail,
+            stderr_thread,
+            stop_sent: None,
+            reaped: false,
+        };
+        let Some(stdout) = stdout else {
+            producer.stop();
+            return Err(Error::StreamFailed("producer has no stdout".into()));
+        };
+        let file = File::from(std::os::fd::OwnedFd::from(stdout));
+        grow_pipe(&file);
+        let what = format!("the output of `{}`", producer.spec.display());
         Ok((
-            Producer {
-                spec,
-                child,
-                stderr_tail: tail,
-                stderr_thread,
-                killed: false,
+            producer,
+            FdReader {
+                file,
+                stall,
+                what,
+                stop: None,
             },
-            FdReader { file, stall, what },
         ))
     }
 
-    /// Stop the producer (ingest has failed). Returns false if it had already ended on its own,
-    /// so its exit status is its own and not our SIGKILL.
-    pub fn kill(&mut self) -> bool {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return false;
-        }
-        self.killed = true;
-        let _ = self.child.kill();
-        true
+    /// Whether its leader process has ended (without reaping it, so its pid, which is the
+    /// group id, cannot be reused while we may still signal the group).
+    fn leader_exited(&self) -> bool {
+        // SAFETY: siginfo_t is plain old data, for which all zero bytes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out-pointer. WNOWAIT leaves the child waitable, so std's
+        // Child still reaps it later.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pgid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: after a successful waitid, si_pid is the field it set (0: still running).
+        r != 0 || unsafe { info.si_pid() } != 0
     }
 
-    /// Wait for the producer to end; returns its exit and the tail of its stderr.
+    /// Stop the producer and everything it started (ingest has failed or was interrupted):
+    /// SIGTERM to its process group now, SIGKILL after a grace period (in `wait`). Returns
+    /// false if it had already ended on its own, so its exit status is its own and not our
+    /// signal.
+    pub fn stop(&mut self) -> bool {
+        let running = !self.leader_exited();
+        if self.stop_sent.is_none() {
+            // Its leader is not reaped yet, so the group id still names its group.
+            crate::interrupt::signal_group(self.pgid, libc::SIGTERM);
+            crate::interrupt::signal_group(self.pgid, libc::SIGCONT);
+            self.stop_sent = Some(Instant::now());
+        }
+        running
+    }
+
+    /// Wait for the producer to end; returns its exit and the tail of its stderr. If we
+    /// stopped it, its whole group ends before this returns (SIGKILL after the grace period).
     pub fn wait(mut self) -> Result<(Exit, String)> {
+        let mut pause = Duration::from_millis(1);
+        let mut kill_sent = false;
+        while !self.leader_exited() {
+            if self.stop_sent.is_none() && crate::interrupt::received().is_some() {
+                self.stop();
+            }
+            if let Some(t) = self.stop_sent {
+                if !kill_sent && t.elapsed() >= GRACE {
+                    crate::interrupt::signal_group(self.pgid, libc::SIGKILL);
+                    kill_sent = true;
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        if let Some(t) = self.stop_sent {
+            // What it started gets the rest of the grace period, then SIGKILL. Its leader is
+            // a zombie until reaped below, so the group id cannot have been reused.
+            while group_alive(self.pgid) && t.elapsed() < GRACE {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if group_alive(self.pgid) {
+                crate::interrupt::signal_group(self.pgid, libc::SIGKILL);
+            }
+        }
+        crate::interrupt::remove_group(self.pgid);
+        self.reaped = true;
         let status = self
             .child
             .wait()
             .ctx(|| format!("cannot wait for `{}`", self.spec.display()))?;
         if let Some(t) = self.stderr_thread.take() {
-            if self.killed {
-                // Its children may hold its stderr open (`sh -c 'cmd; sleep 600'`): a killed
-                // producer gets a moment to flush, not a wait for its whole process tree.
-                let deadline = std::time::Instant::now() + Duration::from_secs(1);
-                while !t.is_finished() && std::time::Instant::now() < deadline {
+            if self.stop_sent.is_some() {
+                // Something outside its group may hold its stderr open: a stopped producer
+                // gets a moment to flush, not a wait for whoever that is.
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while !t.is_finished() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 if t.is_finished() {
@@ -253,4 +363,43 @@ impl Producer {
             tail,
         ))
     }
+}
+
+impl Drop for Producer {
+    /// Never leave a producer behind, even on an early return: kill its group and reap it.
+    fn drop(&mut self) {
+        if !self.reaped {
+            crate::interrupt::signal_group(self.pgid, libc::SIGKILL);
+            crate::interrupt::remove_group(self.pgid);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether any process of group `pgid` is still running (zombies do not count). Reads /proc;
+/// without it, assumes so (the caller then sends SIGKILL, which is harmless).
+fn group_alive(pgid: libc::pid_t) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp ...": comm may hold anything, so parse after its ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("");
+        let pgrp = f.nth(1).and_then(|p| p.parse::<libc::pid_t>().ok());
+        if pgrp == Some(pgid) && !matches!(state, "Z" | "X" | "x") {
+            return true;
+        }
+    }
+    false
 }

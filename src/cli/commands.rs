@@ -203,6 +203,7 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// A duration such as 30s, 5m, 1.5h or 250ms (a bare number is seconds), from 1ms to a year.
 fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
     let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
@@ -220,10 +221,13 @@ fn parse_duration(s: &str) -> Result<Duration> {
         .trim()
         .parse()
         .map_err(|_| anyhow!("invalid duration {s:?}: use e.g. 30s, 5m, 1h"))?;
-    if v.is_nan() || v <= 0.0 {
-        bail!("invalid duration {s:?}: must be positive");
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    let secs = v * mult;
+    // Also catches inf and NaN, which Duration cannot hold.
+    if !(0.001..=YEAR).contains(&secs) {
+        bail!("invalid duration {s:?}: use a value from 1ms to 1 year (e.g. 30s, 5m, 1h)");
     }
-    Ok(Duration::from_secs_f64(v * mult))
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The streams an ingest command names, in order.
@@ -354,7 +358,11 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     for s in &specs {
         sluice::snapshot::validate_name(&s.name)?;
     }
-    let stall_timeout = a.stall_timeout.as_deref().map(parse_duration).transpose()?;
+    let stall_timeout = a
+        .stall_timeout
+        .as_deref()
+        .map(|s| parse_duration(s).map_err(|e| usage(format!("--stall-timeout: {e}"))))
+        .transpose()?;
     let size_hint = a
         .size_hint
         .as_deref()
@@ -394,6 +402,10 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     } else {
         None
     };
+    let producers = specs.iter().any(|s| matches!(s.source, Source::Command(_)));
+    // From here a signal stops the producers and ends the ingest without a snapshot, rather
+    // than ending the process at once.
+    let _handling = sluice::interrupt::Handling::start();
     let result = ingest::ingest(
         &repo,
         &index,
@@ -413,6 +425,21 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     running.store(false, Ordering::Relaxed);
     if let Some(t) = ticker {
         let _ = t.join();
+    }
+    if let Some(sig) = sluice::interrupt::received() {
+        // Unless the snapshot was already recorded when the signal came, this is the news.
+        if !matches!(&result, Ok(r) if r.snapshot.is_some()) {
+            eprintln!(
+                "sluice: error: interrupted by {}; no snapshot recorded{}",
+                sluice::interrupt::signal_name(sig),
+                if producers {
+                    " (producers stopped)"
+                } else {
+                    ""
+                }
+            );
+            return Ok(EXIT_STREAM_FAILED);
+        }
     }
     let report = result?;
     report_ingest(&report, a.json && !a.tee, quiet)
@@ -928,4 +955,49 @@ fn stats(cli: &Cli, json: bool) -> Result<i32> {
         }
     );
     Ok(status)
+}
+
+#[cfg(test)]
+mod parse_duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn accepts_units_from_a_millisecond_to_a_year() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1ms").unwrap(), Duration::from_millis(1));
+        assert_eq!(parse_duration(" 2 ").unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            parse_duration("8760h").unwrap(),
+            Duration::from_secs(31_536_000)
+        );
+    }
+
+    #[test]
+    fn rejects_infinite_huge_tiny_and_nonsense_without_panicking() {
+        for bad in [
+            "inf",
+            "infinity",
+            "-inf",
+            "NaN",
+            "1e300h",
+            "99999999999999999999s",
+            "8761h",
+            "1e-12",
+            "0.0000001ms",
+            "0.5ms",
+            "0",
+            "-5s",
+            "",
+            "s",
+            "5 minutes",
+        ] {
+            let e = parse_duration(bad).expect_err(bad).to_string();
+            assert!(e.contains("invalid duration"), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{bad}: one line, got {e}");
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //! no good snapshot; `--allow-partial` keeps it, marked partial, with the producer's status.
 
 use crate::support::data::GatedReader;
-use crate::support::{Repo, Sluice};
+use crate::support::{walk, Output, Repo, Sluice};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[track_caller]
 fn assert_no_snapshots(repo: &Repo) {
@@ -158,16 +160,15 @@ fn producer_that_does_not_exist() {
     assert_no_snapshots(&repo);
 }
 
-/// A producer that stops sending without ending is caught by --stall-timeout, and its
-/// children (which hold its stdout and stderr open) do not keep the ingest waiting.
+/// A producer that stops sending without ending is caught by --stall-timeout, and it is
+/// stopped with everything it started: its children (which hold its stdout and stderr open)
+/// neither keep the ingest waiting nor outlive it.
 #[test]
 fn stalled_producer() {
     let repo = Repo::init("prod-stall", &[]);
-    let pidfile = repo.dir.join("sleeper.pid");
-    let script = format!(
-        "echo a; sleep 120 & echo $! > '{}'; wait",
-        pidfile.display()
-    );
+    let marker = "sleep 120.401";
+    let script = format!("echo a; {marker} & wait");
+    let t0 = Instant::now();
     let o = repo
         .cmd([
             "ingest",
@@ -185,26 +186,185 @@ fn stalled_producer() {
     let line = o.error_line();
     assert!(line.contains("stall"), "{}", o.report());
     assert!(
-        !line.contains("SIGKILL"),
-        "the message blames the producer for the kill sluice sent{}",
+        !line.contains("SIGKILL") && !line.contains("SIGTERM"),
+        "the message blames the producer for the signal sluice sent{}",
         o.report()
     );
-    assert_no_snapshots(&repo);
-    // sluice has ended while the producer's child still runs: it did not wait for it.
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    // SAFETY: the sleeper is our own grandchild; end it.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
     assert!(
-        alive,
+        t0.elapsed() < Duration::from_secs(60),
         "sluice waited for the stalled producer's child to exit{}",
         o.report()
     );
+    assert_no_snapshots(&repo);
+    assert_none_running(marker, &o);
+}
+
+/// The command lines of running processes (not zombies: they have none) containing `marker`.
+fn running_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(marker) {
+                found.push(format!("{}: {c}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// No process whose command line holds `marker` is left; kills any that are, then fails.
+#[track_caller]
+fn assert_none_running(marker: &str, o: &Output) {
+    let left = running_with(marker);
+    for l in &left {
+        if let Some(pid) = l.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+            // SAFETY: kill(2) on a leftover of this test's own producer.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    assert!(
+        left.is_empty(),
+        "producer processes outlived sluice: {left:?}{}",
+        o.report()
+    );
+}
+
+/// `*.tmp` files under the repository's tmp/.
+fn tmp_files(repo: &Repo) -> Vec<PathBuf> {
+    walk(&repo.path.join("tmp"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect()
+}
+
+/// SIGTERM/SIGINT to a running ingest: its producers (shells and their children, one of them
+/// ignoring SIGTERM) are stopped, no snapshot is recorded, its temporary pack is gone, it says
+/// so in one line and exits 4; the repository is fine and the next ingest works.
+fn interrupted_ingest(label: &str, sig: libc::c_int, name: &str) {
+    let repo = Repo::init(label, &["--chunk-size", "64K"]);
+    repo.ingest("before", b"earlier snapshot\n", &[]);
+    let before = repo.snapshots();
+    // Unique per test: they run in parallel.
+    let (ma, mb, mc) = (
+        format!("sleep 41.{sig}01"),
+        format!("sleep 41.{sig}02"),
+        format!("sleep 41.{sig}03"),
+    );
+    let mut running = repo
+        .cmd(["ingest", "--jobs", "3"])
+        .arg(format!("--exec=a=echo ready-a >&2; {ma}; true"))
+        // 24 MB: one full pack and a second one in progress under tmp/.
+        .arg(format!(
+            "--exec=b=head -c 24000000 /dev/urandom; echo ready-b >&2; {mb}; true"
+        ))
+        .arg(format!(
+            "--exec=c=trap '' TERM; echo ready-c >&2; {mc}; true"
+        ))
+        .spawn();
+    for r in ["ready-a", "ready-b", "ready-c"] {
+        running.wait_for_stderr(r, Duration::from_secs(60));
+    }
+    let t0 = Instant::now();
+    while tmp_files(&repo).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no pack in progress under tmp/; stderr:\n{}",
+            running.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(running.pid() as i32, sig) };
+    let o = running.wait().code_is(4);
+    let line = o.error_line();
+    assert!(
+        line.contains(&format!("interrupted by {name}"))
+            && line.contains("no snapshot recorded")
+            && line.contains("producers stopped"),
+        "{}",
+        o.report()
+    );
+    assert_eq!(repo.snapshots(), before, "{}", o.report());
+    for m in [&ma, &mb, &mc] {
+        assert_none_running(m, &o);
+    }
+    assert_eq!(tmp_files(&repo), Vec::<PathBuf>::new(), "{}", o.report());
+    repo.check_ok(true);
+    repo.ingest("after", b"later snapshot\n", &[]);
+    assert_eq!(repo.snapshots().len(), before.len() + 1);
+}
+
+#[test]
+fn sigterm_stops_the_producers_and_records_nothing() {
+    interrupted_ingest("prod-sigterm", libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn sigint_stops_the_producers_and_records_nothing() {
+    interrupted_ingest("prod-sigint", libc::SIGINT, "SIGINT");
+}
+
+/// One producer fails: the other one is stopped at once, with the child it started.
+#[test]
+fn failing_sibling_stops_the_others_children() {
+    let repo = Repo::init("prod-sibling", &[]);
+    let marker = "sleep 43.301";
+    let t0 = Instant::now();
+    let o = repo
+        .cmd(["ingest", "--jobs", "2"])
+        .arg(format!("--exec=a=echo a; {marker}; true"))
+        .arg("--exec=b=sleep 0.5; exit 1")
+        .run()
+        .code_is(4);
+    assert!(
+        o.error_line().contains("exited with status 1"),
+        "{}",
+        o.report()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30), "{}", o.report());
+    assert_no_snapshots(&repo);
+    assert_none_running(marker, &o);
+}
+
+#[test]
+fn stall_timeout_out_of_range_is_one_clear_line() {
+    let repo = Repo::init("prod-stall-range", &[]);
+    for bad in [
+        "inf",
+        "infinity",
+        "1e300h",
+        "99999999999999999999s",
+        "1e-12",
+        "0.0000001ms",
+    ] {
+        let o = repo
+            .cmd([
+                "ingest",
+                "--name",
+                "x",
+                "--stall-timeout",
+                bad,
+                "--",
+                "true",
+            ])
+            .run()
+            .code_is(2);
+        assert!(
+            o.error_line().contains("invalid duration") && o.error_line().contains("1 year"),
+            "{}",
+            o.report()
+        );
+    }
+    assert_no_snapshots(&repo);
 }
 
 /// A stdin that stops sending without ending: the same.
