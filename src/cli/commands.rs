@@ -468,6 +468,17 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
     }
     let total = r.bytes();
     let added = r.added_bytes();
+    if !quiet {
+        for o in r.objects.iter().filter(|o| o.bytes == 0 && o.complete) {
+            // The classic silent failure: `pg_dump db | sluice ingest` where pg_dump failed
+            // and the shell had no pipefail. Legitimate, but worth one line.
+            eprintln!(
+                "sluice: warning: {} is empty (0 bytes); if a command piped into sluice failed, \
+                 use `set -o pipefail` or let sluice run it: sluice ingest --name {} -- COMMAND",
+                o.name, o.name
+            );
+        }
+    }
     if !quiet || r.snapshot.is_none() || !r.complete {
         for o in &r.objects {
             let reused = match o.chunks {

@@ -33,6 +33,12 @@ fn empty_stream() {
     assert_eq!(snaps[0]["bytes"], 0);
     assert_eq!(snaps[0]["complete"], true);
     repo.check_ok(true);
+    // Kept, but with one line that points at the usual cause.
+    repo.cmd(["ingest", "--name", "again.sql"])
+        .stdin_bytes(Vec::new())
+        .run()
+        .ok()
+        .stderr_has(&["again.sql is empty", "pipefail"]);
 }
 
 #[test]
