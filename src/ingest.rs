@@ -61,6 +61,10 @@ pub struct IngestOptions {
     pub progress: Arc<AtomicU64>,
     /// Pass the (single) stream through to this writer while storing it (`--tee`).
     pub tee: Mutex<Option<Box<dyn std::io::Write + Send>>>,
+    /// Lend the terminal (if sluice is in its foreground) to the producer while it runs, so
+    /// that it can prompt (`-- pg_dump -W db`). Only for a single producer: a terminal has one
+    /// foreground group.
+    pub terminal_to_producer: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -322,7 +326,11 @@ fn ingest_one(
         ),
         Source::Reader(r) => (None, r),
         Source::Command(cmd) => {
-            let (p, r) = Producer::spawn(cmd, opts.quiet, opts.stall_timeout)?;
+            let terminal = opts
+                .terminal_to_producer
+                .then(crate::terminal::Terminal::foreground)
+                .flatten();
+            let (p, r) = Producer::spawn(cmd, opts.quiet, opts.stall_timeout, terminal)?;
             (Some(p), Box::new(r.stopped_by(abort.clone())))
         }
     };

@@ -21,6 +21,7 @@ pub mod reader;
 pub mod repository;
 pub mod snapshot;
 pub mod storage;
+pub mod terminal;
 pub mod time;
 
 pub use error::{Error, Result};

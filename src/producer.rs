@@ -187,6 +187,8 @@ pub struct Producer {
     /// When we sent its group SIGTERM.
     stop_sent: Option<Instant>,
     reaped: bool,
+    /// The terminal, lent to its group while it runs; dropping it takes the terminal back.
+    terminal: Option<crate::terminal::Lease>,
 }
 
 impl Producer {
@@ -196,6 +198,7 @@ impl Producer {
         spec: CommandSpec,
         quiet: bool,
         stall: Option<Duration>,
+        terminal: Option<crate::terminal::Terminal>,
     ) -> Result<(Producer, FdReader)> {
         let mut cmd = match &spec {
             CommandSpec::Argv(argv) => {
@@ -216,11 +219,24 @@ impl Producer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        if let Some(t) = &terminal {
+            let tty = t.raw_fd();
+            // SAFETY: runs in the child after fork, before exec (std sets the process group
+            // first); `give` makes only async-signal-safe calls, and `tty` stays open until
+            // exec (it is close-on-exec).
+            unsafe {
+                cmd.pre_exec(move || {
+                    crate::terminal::give(tty, libc::getpid());
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().map_err(|e| {
             Error::StreamFailed(format!("cannot start producer `{}`: {e}", spec.display()))
         })?;
         let pgid = child.id() as libc::pid_t;
         crate::interrupt::add_group(pgid);
+        let terminal = terminal.map(|t| t.lend_to(pgid));
         let tail = Arc::new(Mutex::new(Vec::new()));
         let stderr_thread = child.stderr.take().map(|mut err| {
             let tail = tail.clone();
@@ -252,6 +268,7 @@ impl Producer {
             stderr_thread,
             stop_sent: None,
             reaped: false,
+            terminal,
         };
         let Some(stdout) = stdout else {
             producer.stop();
@@ -335,6 +352,8 @@ impl Producer {
         }
         crate::interrupt::remove_group(self.pgid);
         self.reaped = true;
+        // Its job is done: the terminal is sluice's again.
+        self.terminal = None;
         let status = self
             .child
             .wait()

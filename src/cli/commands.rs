@@ -403,6 +403,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         None
     };
     let producers = specs.iter().any(|s| matches!(s.source, Source::Command(_)));
+    let single_producer = specs.len() == 1 && producers;
     // From here a signal stops the producers and ends the ingest without a snapshot, rather
     // than ending the process at once.
     let _handling = sluice::interrupt::Handling::start();
@@ -420,6 +421,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
             stall_timeout,
             progress,
             tee: Mutex::new(tee),
+            terminal_to_producer: single_producer,
         },
     );
     running.store(false, Ordering::Relaxed);

@@ -50,6 +50,7 @@ fn build(repo: &crate::support::Repo) -> Vec<(String, String, usize)> {
                 stall_timeout: None,
                 progress: Arc::new(AtomicU64::new(0)),
                 tee: Mutex::new(None),
+                terminal_to_producer: false,
             },
         )
         .expect("ingest");

@@ -401,3 +401,39 @@ fn stdin_and_command_together_is_clear() {
     assert_eq!(repo.cat("latest", "c"), b"from-command");
     let _ = Sluice::new(["--version"]).run().ok();
 }
+
+/// Typed at a shell, a producer may prompt on the terminal (`-- pg_dump -W db`): producers run
+/// in a process group of their own, so sluice lends it the terminal while it runs (else it
+/// would be stopped by SIGTTIN and the ingest would hang) and takes it back afterwards (else
+/// the shell's next read of the terminal would stop). `script` gives the whole thing a pty.
+#[test]
+fn a_producer_may_prompt_on_the_terminal() {
+    let repo = Repo::init("prod-tty", &[]);
+    let input = repo.dir.join("typed.txt");
+    std::fs::write(&input, "hello\nworld\n").unwrap();
+    let after = repo.dir.join("after.txt");
+    let line = format!(
+        "\"{bin}\" --repo \"{repo}\" ingest -q --name x -- sh -c 'printf \"passphrase? \" >/dev/tty; read a </dev/tty; echo got $a'; \
+         sh -c 'read b </dev/tty; echo after=$b > \"{after}\"'",
+        bin = crate::support::bin(),
+        repo = repo.path.display(),
+        after = after.display(),
+    );
+    let status = std::process::Command::new("timeout")
+        .args(["60", "script", "-qec", &line, "/dev/null"])
+        .env("SLUICE_PASSWORD", &repo.password)
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run script(1) from util-linux");
+    assert!(
+        status.success(),
+        "the ingest under a terminal did not finish: {status:?}"
+    );
+    assert!(repo.cat("latest", "x") == b"got hello\n");
+    assert_eq!(
+        std::fs::read_to_string(&after).unwrap_or_default(),
+        "after=world\n",
+        "the terminal was not given back after the producer ended"
+    );
+}
