@@ -357,6 +357,16 @@ impl Repository {
     /// Take the repository's write lock, waiting if another writer holds it. `on_wait` is
     /// told who holds it, once, before waiting.
     pub fn lock_write(&self, on_wait: &mut dyn FnMut(&str)) -> Result<WriteLock> {
+        self.lock_write_within(on_wait, None)
+    }
+
+    /// Like `lock_write`, but give up after `limit` (a cron job should not queue forever
+    /// behind a stuck writer).
+    pub fn lock_write_within(
+        &self,
+        on_wait: &mut dyn FnMut(&str),
+        limit: Option<std::time::Duration>,
+    ) -> Result<WriteLock> {
         let dir = self.path.join("locks");
         fs::create_dir_all(&dir).ctx(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join("write");
@@ -377,17 +387,36 @@ impl Repository {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
-            on_wait(if holder.is_empty() {
+            let holder = if holder.is_empty() {
                 "another sluice process"
             } else {
                 holder
-            });
-            // SAFETY: as above; this call blocks until the other holder's descriptor closes.
-            if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-                return Err(Error::io(
-                    format!("cannot lock {}", path.display()),
-                    std::io::Error::last_os_error(),
-                ));
+            };
+            on_wait(holder);
+            match limit {
+                None => {
+                    // SAFETY: as above; this call blocks until the other holder's descriptor
+                    // closes.
+                    if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+                        return Err(Error::io(
+                            format!("cannot lock {}", path.display()),
+                            std::io::Error::last_os_error(),
+                        ));
+                    }
+                }
+                Some(limit) => {
+                    let deadline = std::time::Instant::now() + limit;
+                    // SAFETY: as above (non-blocking).
+                    while unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                        if std::time::Instant::now() >= deadline {
+                            return Err(Error::Locked(format!(
+                                "{holder} still holds it after {:.0}s (--lock-wait); try again later, or check that process",
+                                limit.as_secs_f64()
+                            )));
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
             }
         }
         // Who holds it, for the message another writer prints. No names: this file is plaintext.

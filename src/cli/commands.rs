@@ -368,13 +368,21 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         .as_deref()
         .map(|s| parse_size(s).map_err(|e| usage(format!("--size-hint: {e}"))))
         .transpose()?;
+    let lock_wait = a
+        .lock_wait
+        .as_deref()
+        .map(|s| parse_duration(s).map_err(|e| usage(format!("--lock-wait: {e}"))))
+        .transpose()?;
     let repo = open(cli)?;
     let quiet = cli.quiet;
-    let _lock = repo.lock_write(&mut |holder| {
-        if !quiet {
-            eprintln!("sluice: repository is in use by {holder}; waiting for it to finish...");
-        }
-    })?;
+    let _lock = repo.lock_write_within(
+        &mut |holder| {
+            if !quiet {
+                eprintln!("sluice: repository is in use by {holder}; waiting for it to finish...");
+            }
+        },
+        lock_wait,
+    )?;
     // Leftovers of an ingest that died are garbage now that we hold the lock.
     let _ = repo.storage.clear_tmp();
     let (index, sync) = Index::open(&repo)?;

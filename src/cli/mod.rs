@@ -164,6 +164,10 @@ pub struct IngestArgs {
     /// Abort when no byte arrives for this long (e.g. 30s, 5m).
     #[arg(long)]
     pub stall_timeout: Option<String>,
+    /// When another ingest holds the repository, wait at most this long (e.g. 10m) and then
+    /// fail without starting the producer (default: wait as long as it takes).
+    #[arg(long, value_name = "DURATION")]
+    pub lock_wait: Option<String>,
     /// Pass the stream through to stdout while storing it.
     #[arg(long)]
     pub tee: bool,

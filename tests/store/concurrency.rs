@@ -74,6 +74,23 @@ fn readers_and_a_second_writer_while_an_ingest_runs() {
     );
     // Readers still work with a writer waiting.
     assert_eq!(repo.snapshots().len(), 1);
+    // With --lock-wait a writer gives up in time, before starting its producer.
+    let marker = repo.dir.join("producer-ran");
+    let o = repo
+        .cmd(["ingest", "--name", "late.sql", "--lock-wait", "1s", "--"])
+        .args(["sh", "-c", &format!("touch '{}'; echo x", marker.display())])
+        .run()
+        .code_is(1);
+    assert!(
+        o.error_line().contains("--lock-wait") && o.error_line().contains("sluice pid"),
+        "{}",
+        o.report()
+    );
+    assert!(
+        !marker.exists(),
+        "the producer ran although the lock was not taken"
+    );
+    assert_eq!(repo.snapshots().len(), 1);
 
     drop(gate_tx);
     let slow = slow.wait().ok();
