@@ -73,6 +73,7 @@ pub enum Command {
         /// Only snapshots holding this stream name.
         #[arg(long)]
         name: Option<String>,
+        /// Machine-readable output on stdout
         #[arg(long)]
         json: bool,
     },
@@ -83,13 +84,16 @@ pub enum Command {
         /// Show provenance: producer command, exit status, format check.
         #[arg(short, long)]
         long: bool,
+        /// Machine-readable output on stdout
         #[arg(long)]
         json: bool,
     },
     /// Write a stream to stdout, verified.
     Cat {
-        /// Snapshot id, unique prefix, or `latest` (the newest snapshot holding NAME complete; partial versions are skipped).
+        /// Snapshot id, unique prefix, or `latest` (the newest snapshot holding NAME complete;
+        /// partial versions are skipped).
         snapshot: String,
+        /// Stream name, as `sluice ls SNAPSHOT` shows it.
         name: String,
     },
     /// Verify the repository.
@@ -97,6 +101,7 @@ pub enum Command {
         /// Also read and verify every blob of every pack.
         #[arg(long)]
         read_data: bool,
+        /// Machine-readable output on stdout
         #[arg(long)]
         json: bool,
     },
@@ -112,6 +117,7 @@ pub enum Command {
     },
     /// Logical vs stored bytes, deduplication and compression ratios.
     Stats {
+        /// Machine-readable output on stdout
         #[arg(long)]
         json: bool,
     },
@@ -196,18 +202,24 @@ pub enum RepairWhat {
 pub enum KeyAction {
     /// Add a passphrase (SLUICE_NEW_PASSWORD, --new-password-file, or a prompt).
     Add {
+        /// Read the new passphrase from this file (its first line); else SLUICE_NEW_PASSWORD, else a prompt
         #[arg(long)]
         new_password_file: Option<PathBuf>,
     },
     /// List key files.
     List {
+        /// Machine-readable output on stdout
         #[arg(long)]
         json: bool,
     },
     /// Remove a key file by id (not the one in use, not the last).
-    Remove { id: String },
+    Remove {
+        /// Key id from `sluice key list` (at least 4 characters of it)
+        id: String,
+    },
     /// Change the passphrase of the key in use.
     Passwd {
+        /// Read the new passphrase from this file (its first line); else SLUICE_NEW_PASSWORD, else a prompt
         #[arg(long)]
         new_password_file: Option<PathBuf>,
     },
