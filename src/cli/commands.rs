@@ -639,6 +639,9 @@ fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
     }
     if json {
         let mut v = serde_json::to_value(&snap)?;
+        // The same time fields as `snapshots --json`: `time` in UTC, `unix_time` in seconds.
+        v["unix_time"] = serde_json::json!(snap.time);
+        v["time"] = serde_json::json!(sluice::time::format_utc(snap.time));
         // Chunk-list references are internal; keep the listing about streams.
         if let Some(objs) = v.get_mut("objects").and_then(|o| o.as_array_mut()) {
             for o in objs {

@@ -73,3 +73,19 @@ fn stats_add_up() {
         .ok()
         .stdout_has(&["deduplication", "2.00x", "compression"]);
 }
+
+/// `ls --json` and `snapshots --json` describe time the same way: `time` in UTC, `unix_time`.
+#[test]
+fn json_listings_agree_on_time() {
+    let repo = Repo::init("json-time", &[]);
+    let i = repo.ingest("a.sql", b"select 1;\n", &[]);
+    let ls = repo.cmd(["ls", &i.snapshot, "--json"]).run().ok().json();
+    let snaps = repo.cmd(["snapshots", "--json"]).run().ok().json();
+    let s = &snaps[0];
+    assert_eq!(ls["time"], s["time"], "{ls} vs {s}");
+    assert_eq!(ls["unix_time"], s["unix_time"], "{ls} vs {s}");
+    assert!(
+        ls["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{ls}"
+    );
+}
