@@ -75,6 +75,8 @@ pub struct ObjectReport {
     pub added_bytes: u64,
     pub chunks: u64,
     pub new_chunks: u64,
+    /// Empty for a stream that was stopped before it ended.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub blake3: String,
     pub complete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,12 +103,18 @@ impl IngestReport {
         self.objects.iter().map(|o| o.added_bytes).sum()
     }
     /// The first problem, phrased for the user.
+    /// The root cause: the first stream that failed on its own (not one stopped because of it).
     pub fn problem(&self) -> Option<String> {
-        self.objects.iter().find_map(|o| {
-            o.problem
-                .as_ref()
-                .map(|p| format!("stream {:?}: {p}", o.name))
-        })
+        let own = |o: &&ObjectReport| o.problem.as_deref().is_some_and(|p| p != STOPPED);
+        let culprit = self
+            .objects
+            .iter()
+            .find(own)
+            .or_else(|| self.objects.iter().find(|o| o.problem.is_some()))?;
+        culprit
+            .problem
+            .as_ref()
+            .map(|p| format!("stream {:?}: {p}", culprit.name))
     }
 }
 
@@ -167,11 +175,18 @@ pub fn ingest(
     let mut objects = Vec::new();
     let mut seconds = Vec::new();
     let mut errors = Vec::new();
+    // Streams stopped (or never started) because another failed: listed in the report so
+    // that `--json` and the summary account for every stream asked for.
+    let mut stopped = Vec::new();
     for (i, r) in results {
         match r {
             Ok((o, secs)) => {
                 objects.push(o);
                 seconds.push(secs);
+            }
+            Err(Error::StreamFailed(m)) if m.contains(STOPPED) => {
+                stopped.push(names[i].clone());
+                errors.push(Error::StreamFailed(m));
             }
             // Name the stream: with several producers, which one failed is the news.
             Err(Error::StreamFailed(m)) if !m.contains(STOPPED) => {
@@ -226,6 +241,24 @@ pub fn ingest(
         seconds: started.elapsed().as_secs_f64(),
     };
     if !complete && !opts.allow_partial {
+        report
+            .objects
+            .extend(stopped.into_iter().map(|name| ObjectReport {
+                name,
+                bytes: 0,
+                added_bytes: 0,
+                chunks: 0,
+                new_chunks: 0,
+                blake3: String::new(),
+                complete: false,
+                format: None,
+                problem: Some(STOPPED.into()),
+                seconds: 0.0,
+            }));
+        // In the order the streams were given.
+        report
+            .objects
+            .sort_by_key(|o| names.iter().position(|n| *n == o.name));
         return Ok(report);
     }
     let snap = Snapshot {

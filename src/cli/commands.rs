@@ -491,6 +491,11 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
     }
     if !quiet || r.snapshot.is_none() || !r.complete {
         for o in &r.objects {
+            if o.blake3.is_empty() && !o.complete {
+                // Stopped before it ended: nothing to measure.
+                eprintln!("{}: {}", o.name, o.problem.as_deref().unwrap_or("stopped"));
+                continue;
+            }
             let reused = match o.chunks {
                 0 => "no chunks (empty stream)".to_string(),
                 n => format!(

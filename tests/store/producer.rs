@@ -320,11 +320,31 @@ fn failing_sibling_stops_the_others_children() {
     let marker = "sleep 43.301";
     let t0 = Instant::now();
     let o = repo
-        .cmd(["ingest", "--jobs", "2"])
+        .cmd(["ingest", "--jobs", "2", "--json"])
         .arg(format!("--exec=a=echo a; {marker}; true"))
         .arg("--exec=b=sleep 0.5; exit 1")
+        .arg("--exec=c=echo never started")
         .run()
         .code_is(4);
+    // --json accounts for every stream asked for, in order, with why it did not finish.
+    let objects: Vec<(String, bool, String)> = o.json()["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            (s("name"), v["complete"] == true, s("problem"))
+        })
+        .collect();
+    let names: Vec<&str> = objects.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"], "{}", o.report());
+    assert!(objects[1].2.contains("exited with status 1"), "{objects:?}");
+    for i in [0, 2] {
+        assert!(
+            !objects[i].1 && objects[i].2.contains("stopped"),
+            "{objects:?}"
+        );
+    }
     assert!(
         o.error_line().contains("exited with status 1"),
         "{}",
