@@ -161,6 +161,10 @@ pub fn validate_name(name: &str) -> Result<()> {
         match part {
             "" => return err("it has an empty path component (a doubled or trailing '/')"),
             p if p.trim().is_empty() => return err("a path component is only spaces"),
+            p if looks_like_a_version_label(p) => return err(
+                "a path component looks like a snapshot label (2026-01-31T03:00:00Z-1a2b3c4d); \
+                     in the mount's names/ folder it would hide a version of another stream",
+            ),
             "." | ".." => return err("'.' and '..' are not allowed as path components"),
             p if p.len() > 255 => return err("a path component is longer than 255 bytes"),
             _ => {}
@@ -170,6 +174,22 @@ pub fn validate_name(name: &str) -> Result<()> {
         return err("that name is reserved for snapshot metadata in the mount");
     }
     Ok(())
+}
+
+/// `names/<name>/` in the mount holds both the versions of `name` (labelled
+/// `<UTC time>-<8 hex>`, `.PARTIAL` when incomplete) and the folders of names below it
+/// (`name/sub`): a component shaped like a label would collide with a version.
+fn looks_like_a_version_label(component: &str) -> bool {
+    let c = component.strip_suffix(".PARTIAL").unwrap_or(component);
+    let b = c.as_bytes();
+    // 2026-01-31T03:00:00Z-1a2b3c4d
+    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:ddZ-hhhhhhhh";
+    b.len() == SHAPE.len()
+        && b.iter().zip(SHAPE).all(|(&c, &s)| match s {
+            b'd' => c.is_ascii_digit(),
+            b'h' => c.is_ascii_hexdigit(),
+            _ => c == s,
+        })
 }
 
 /// Characters that make two different strings look alike or reorder what a terminal shows:
@@ -244,7 +264,15 @@ mod tests {
             assert!(super::validate_label("tag", bad).is_err(), "{bad:?}");
         }
         assert!(super::validate_label("host", "a,b").is_ok());
-        for bad in [" ", "a\u{200B}b", "x/ /y", "\u{2028}"] {
+        assert!(super::validate_name("dumps/2026-11-22T03:23:50Z-daily.sql").is_ok());
+        for bad in [
+            " ",
+            "a\u{200B}b",
+            "x/ /y",
+            "\u{2028}",
+            "x/2026-11-22T03:23:50Z-9b9d8197",
+            "x/2026-11-22T03:23:50Z-9b9d8197.PARTIAL",
+        ] {
             assert!(super::validate_name(bad).is_err(), "{bad:?}");
         }
     }
