@@ -489,7 +489,7 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
             );
         }
     }
-    if !quiet || r.snapshot.is_none() || !r.complete {
+    if !quiet {
         for o in &r.objects {
             if o.blake3.is_empty() && !o.complete {
                 // Stopped before it ended: nothing to measure.
@@ -508,16 +508,14 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
             } else {
                 format!("  INCOMPLETE: {}", o.problem.as_deref().unwrap_or(""))
             };
-            if !quiet || !o.complete {
-                eprintln!(
-                    "{}: {} read, {} added, {reused}, blake3 {}, {}{status}",
-                    o.name,
-                    bytes(o.bytes),
-                    bytes(o.added_bytes),
-                    o.blake3,
-                    rate(o.bytes, o.seconds)
-                );
-            }
+            eprintln!(
+                "{}: {} read, {} added, {reused}, blake3 {}, {}{status}",
+                o.name,
+                bytes(o.bytes),
+                bytes(o.added_bytes),
+                o.blake3,
+                rate(o.bytes, o.seconds)
+            );
         }
     }
     match (r.snapshot, r.complete) {

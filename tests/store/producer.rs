@@ -457,3 +457,21 @@ fn a_producer_may_prompt_on_the_terminal() {
         "the terminal was not given back after the producer ended"
     );
 }
+
+/// `-q` means only errors on stderr: a failed stream is one line, not a summary plus the error.
+#[test]
+fn quiet_failure_is_one_line() {
+    let repo = Repo::init("prod-quiet", &[]);
+    let o = repo
+        .cmd(["-q", "ingest", "--name", "p.sql", "--"])
+        .args(["sh", "-c", "echo partial; exit 3"])
+        .run()
+        .code_is(4);
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.report());
+    assert!(
+        o.error_line().contains("exited with status 3"),
+        "{}",
+        o.report()
+    );
+    assert_no_snapshots(&repo);
+}
