@@ -690,7 +690,13 @@ struct Sink<'a> {
 }
 
 struct SinkState {
-    pack: Option<PackWriter>,
+    /// The open pack for chunks.
+    data_pack: Option<PackWriter>,
+    /// The open pack for chunk-list blocks. They are kept apart from the chunks so that a
+    /// truncated or lost data pack costs only its own chunks: if a stream's chunk list sat at
+    /// the end of its last data pack (next to that pack's header), cutting the pack short would
+    /// make the whole stream unreadable, chunks in other packs included.
+    list_pack: Option<PackWriter>,
     /// Blobs written in this session whose pack is not yet durable and indexed.
     session: HashMap<BlobId, Location>,
     stats: HashMap<String, ObjectStats>,
@@ -704,7 +710,8 @@ struct Finisher {
 impl<'a> Sink<'a> {
     fn new(repo: &'a Repository, index: &Index) -> Result<Sink<'a>> {
         let state = Arc::new(Mutex::new(SinkState {
-            pack: None,
+            data_pack: None,
+            list_pack: None,
             session: HashMap::new(),
             stats: HashMap::new(),
         }));
@@ -762,27 +769,29 @@ impl<'a> Sink<'a> {
         sealed: &[u8],
         plain_len: usize,
     ) -> Result<Location> {
-        let mut st = lock(&self.state);
-        if let Some(l) = st.session.get(&id) {
+        let mut guard = lock(&self.state);
+        if let Some(l) = guard.session.get(&id) {
             return Ok(*l);
         }
         if let Some(l) = self.index.get(&id)? {
             return Ok(l);
         }
-        if st.pack.is_none() {
-            st.pack = Some(PackWriter::create(self.repo.storage.as_ref())?);
-        }
-        let pack = st
-            .pack
-            .as_mut()
-            .ok_or_else(|| Error::StreamFailed("no open pack".into()))?;
+        let st = &mut *guard;
+        let slot = match kind {
+            BlobKind::ChunkList => &mut st.list_pack,
+            _ => &mut st.data_pack,
+        };
+        let pack = match slot {
+            Some(p) => p,
+            None => slot.insert(PackWriter::create(self.repo.storage.as_ref())?),
+        };
         let loc = match pack.append(kind, id, sealed, plain_len) {
             Ok(loc) => loc,
             Err(e) => {
                 // A failed write may have left part of the blob in the file, so the offsets of
                 // later blobs would be wrong: this pack is abandoned (its file is removed) and
                 // never finished or indexed.
-                st.pack = None;
+                *slot = None;
                 return Err(e);
             }
         };
@@ -793,8 +802,8 @@ impl<'a> Sink<'a> {
         if kind == BlobKind::Chunk {
             s.new_chunks += 1;
         }
-        let full_pack = if full { st.pack.take() } else { None };
-        drop(st);
+        let full_pack = if full { slot.take() } else { None };
+        drop(guard);
         if let Some(p) = full_pack {
             self.send_to_finisher(p)?;
         }
@@ -810,16 +819,17 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Finish the open pack, wait for the finisher, make directory entries durable.
+    /// Finish the open packs, wait for the finisher, make directory entries durable.
     fn finish(self) -> (HashMap<String, ObjectStats>, Result<()>) {
         let mut st = lock(&self.state);
-        let last = st.pack.take();
+        let last = [st.data_pack.take(), st.list_pack.take()];
         let stats = std::mem::take(&mut st.stats);
         drop(st);
-        let sent = match last {
-            Some(p) if !p.is_empty() => self.send_to_finisher(p),
-            _ => Ok(()),
-        };
+        let sent = last
+            .into_iter()
+            .flatten()
+            .filter(|p| !p.is_empty())
+            .try_for_each(|p| self.send_to_finisher(p));
         let finished = match lock(&self.finisher).take() {
             Some(f) => {
                 drop(f.tx);

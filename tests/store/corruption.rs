@@ -15,20 +15,25 @@ struct Two {
     b: Vec<u8>,
     snap_a: Ingested,
     snap_b: Ingested,
+    /// The pack holding stream A's chunks.
     pack_a: PathBuf,
+    /// The pack holding stream A's chunk list (kept apart from the chunks).
+    list_pack_a: PathBuf,
 }
 
-/// Two streams ingested separately, so each lands in a pack of its own.
+/// Two streams ingested separately, so each lands in packs of its own: one for the chunks,
+/// one for the chunk list.
 fn two_streams(label: &str) -> Two {
     let repo = Repo::init(label, &["--chunk-size", "64K"]);
     let a = random_bytes(1, 3_000_000);
     let b = random_bytes(2, 3_000_000);
     let snap_a = repo.ingest("a.bin", &a, &[]);
-    let packs = repo.packs();
-    assert_eq!(packs.len(), 1, "{packs:?}");
-    let pack_a = packs[0].clone();
+    let mut packs = repo.packs();
+    assert_eq!(packs.len(), 2, "{packs:?}");
+    packs.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    let (list_pack_a, pack_a) = (packs[0].clone(), packs[1].clone());
     let snap_b = repo.ingest("b.bin", &b, &[]);
-    assert_eq!(repo.packs().len(), 2);
+    assert_eq!(repo.packs().len(), 4);
     repo.check_ok(true);
     Two {
         repo,
@@ -37,6 +42,7 @@ fn two_streams(label: &str) -> Two {
         snap_a,
         snap_b,
         pack_a,
+        list_pack_a,
     }
 }
 
@@ -226,9 +232,9 @@ fn flipped_byte_in_a_chunk_list() {
     let loc = lists[0].location();
     assert_eq!(
         loc.pack.to_hex(),
-        t.pack_a.file_name().unwrap().to_str().unwrap()
+        t.list_pack_a.file_name().unwrap().to_str().unwrap()
     );
-    flip_byte(&t.pack_a, loc.offset + u64::from(loc.stored_len) / 2);
+    flip_byte(&t.list_pack_a, loc.offset + u64::from(loc.stored_len) / 2);
 
     cat_a_fails(&t, "a.bin");
     for read_data in [false, true] {
@@ -244,6 +250,22 @@ fn flipped_byte_in_a_chunk_list() {
         );
     }
     b_still_reads(&t);
+    // `stats` still counts what it can read and says what it left out.
+    let o = t.repo.cmd(["stats", "--json"]).run().code_is(3);
+    let s = o.json();
+    assert_eq!(s["snapshots"], 2, "{}", o.report());
+    assert_eq!(
+        s["problems"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        o.report()
+    );
+    assert!(
+        s["unique_bytes"].as_u64() >= Some(t.b.len() as u64),
+        "{}",
+        o.report()
+    );
+    o.stderr_has(&["run `sluice check`"]);
 }
 
 #[test]
@@ -254,10 +276,18 @@ fn truncated_pack() {
     f.set_len(len / 2).unwrap();
     drop(f);
     let (o, line) = cat_a_fails(&t, "damaged");
-    assert!(byte_range(&line).is_some(), "no byte range{}", o.report());
+    let (from, _) = byte_range(&line).unwrap_or_else(|| panic!("no byte range{}", o.report()));
     assert!(
         o.stdout.len() < t.a.len() && o.stdout == t.a[..o.stdout.len()],
         "cat wrote bytes it could not verify"
+    );
+    // The chunks before the cut still read: the stream's chunk list is not in the cut pack.
+    assert!(
+        o.stdout.len() as u64 == from && from > t.a.len() as u64 / 4,
+        "only {} of {} bytes before the first damaged range (from {from}){}",
+        o.stdout.len(),
+        t.a.len(),
+        o.report()
     );
     check_names_a(&t, false);
     check_names_a(&t, true);
@@ -277,27 +307,26 @@ fn deleted_pack() {
     );
     check_names_a(&t, true);
     b_still_reads(&t);
-    // `stats` still counts what it can read and says what it left out.
-    let o = t.repo.cmd(["stats", "--json"]).run().code_is(3);
-    let s = o.json();
-    assert_eq!(s["snapshots"], 2, "{}", o.report());
-    assert_eq!(
-        s["problems"].as_array().map(Vec::len),
-        Some(1),
-        "{}",
-        o.report()
-    );
-    assert!(
-        s["unique_bytes"].as_u64() >= Some(t.b.len() as u64),
-        "{}",
-        o.report()
-    );
-    o.stderr_has(&["run `sluice check`"]);
-
     // The next ingest notices the pack is gone and stores the lost chunks anew.
     let again = t.repo.ingest("a.bin", &t.a, &[]);
     assert!(again.new_chunks > 0, "{:?}", again.json);
     assert!(t.repo.cat(&again.snapshot, "a.bin") == t.a);
+}
+
+#[test]
+fn deleted_chunk_list_pack() {
+    let t = two_streams("delete-list");
+    std::fs::remove_file(&t.list_pack_a).unwrap();
+    let (o, _) = cat_a_fails(&t, "missing");
+    assert!(o.stdout.is_empty(), "{}", o.report());
+    for read_data in [false, true] {
+        let problems = check_names_a(&t, read_data);
+        assert!(
+            problems.iter().any(|p| p.contains("missing")),
+            "{problems:?}"
+        );
+    }
+    b_still_reads(&t);
 }
 
 #[test]
