@@ -343,23 +343,32 @@ impl ObjectReader {
     }
 }
 
+/// What a restore does when part of the object cannot be read.
+pub enum OnDamage<'a> {
+    /// Stop: everything before the damage has been written, and the error names the range.
+    Stop,
+    /// Salvage: write zeros of the same length in place of the damaged range, tell the
+    /// callback (object offsets `from..to` and why), and go on with the rest.
+    ZeroFill(&'a mut dyn FnMut(u64, u64, &Error)),
+}
+
 /// Stream a whole object, in order, to `out`: the restore path of `sluice cat`.
 ///
 /// A sequential restore needs no cache: chunks are fetched, authenticated and decompressed
 /// by `threads` workers, at most `window` chunks ahead, and handed to `out` in order. Bytes
-/// are passed on only once verified; on damage, everything before it has been written and
-/// the error names the damaged byte range.
+/// are passed on only once verified. On damage, `on_damage` decides: stop (everything before
+/// it has been written and the error names the damaged byte range) or fill it with zeros.
 pub fn restore(
     keys: &Keys,
     storage: &dyn Storage,
     object: &Object,
     threads: usize,
     window: usize,
+    on_damage: OnDamage,
     out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<RestoreEnd> {
     use std::collections::VecDeque;
-    use std::sync::mpsc::{sync_channel, Receiver};
-    type Slot = Receiver<Result<Vec<u8>>>;
+    use std::sync::mpsc::sync_channel;
 
     let (job_tx, job_rx) =
         sync_channel::<(ChunkRef, std::sync::mpsc::SyncSender<Result<Vec<u8>>>)>(window);
@@ -375,51 +384,61 @@ pub fn restore(
             });
         }
         drop(job_rx);
-        let mut pending: VecDeque<(u64, u32, Slot)> = VecDeque::with_capacity(window + 1);
-        let mut offset = 0u64;
-        let mut emit = |pending: &mut VecDeque<(u64, u32, Slot)>| -> Result<Option<RestoreEnd>> {
-            let Some((start, len, rx)) = pending.pop_front() else {
-                return Ok(None);
-            };
-            let data = rx
-                .recv()
-                .map_err(|_| Error::Corrupt("a restore worker stopped".into()))
-                .and_then(|r| r)
-                .map_err(|e| damaged_range(&object.name, start, start + len as u64, e))?;
-            match out(&data) {
-                Ok(()) => Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    Ok(Some(RestoreEnd::OutputClosed))
-                }
-                Err(e) => Err(Error::io("cannot write the restored stream", e)),
-            }
+        let mut sink = RestoreSink {
+            name: &object.name,
+            on_damage,
+            out,
         };
+        let mut pending: VecDeque<Pending> = VecDeque::with_capacity(window + 1);
+        let mut offset = 0u64;
         let result = (|| {
             for list in &object.chunk_lists {
-                let plain = pack::read_blob(
+                let block = pack::read_blob(
                     storage,
                     keys,
                     BlobKind::ChunkList,
                     list.id,
                     &list.location(),
                 )
-                .map_err(|e| damaged_range(&object.name, list.start, list.start + list.bytes, e))?;
-                for c in chunklist::decode(&plain)? {
+                .and_then(|plain| chunklist::decode(&plain));
+                let chunks = match block {
+                    Ok(chunks) => chunks,
+                    Err(e) => {
+                        // Everything queued so far comes first, then the block's whole range.
+                        while let Some(p) = pending.pop_front() {
+                            if let Some(end) = sink.emit(p)? {
+                                return Ok(end);
+                            }
+                        }
+                        if let Some(end) = sink.damaged(list.start, list.start + list.bytes, e)? {
+                            return Ok(end);
+                        }
+                        offset = list.start + list.bytes;
+                        continue;
+                    }
+                };
+                for c in chunks {
                     let (tx, rx) = sync_channel(1);
                     if job_tx.send((c, tx)).is_err() {
                         return Err(Error::Corrupt("restore workers stopped".into()));
                     }
-                    pending.push_back((offset, c.loc.plain_len, rx));
+                    pending.push_back(Pending {
+                        start: offset,
+                        len: c.loc.plain_len,
+                        rx,
+                    });
                     offset += c.loc.plain_len as u64;
                     if pending.len() >= window {
-                        if let Some(end) = emit(&mut pending)? {
-                            return Ok(end);
+                        if let Some(p) = pending.pop_front() {
+                            if let Some(end) = sink.emit(p)? {
+                                return Ok(end);
+                            }
                         }
                     }
                 }
             }
-            while !pending.is_empty() {
-                if let Some(end) = emit(&mut pending)? {
+            while let Some(p) = pending.pop_front() {
+                if let Some(end) = sink.emit(p)? {
                     return Ok(end);
                 }
             }
@@ -429,6 +448,61 @@ pub fn restore(
         drop(pending);
         result
     })
+}
+
+/// A chunk on its way: its object range and where its bytes (or error) will arrive.
+struct Pending {
+    start: u64,
+    len: u32,
+    rx: std::sync::mpsc::Receiver<Result<Vec<u8>>>,
+}
+
+/// The in-order end of a restore: verified bytes go out, damage stops it or becomes zeros.
+struct RestoreSink<'a, 'b> {
+    name: &'a str,
+    on_damage: OnDamage<'b>,
+    out: &'a mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+}
+
+impl RestoreSink<'_, '_> {
+    fn emit(&mut self, p: Pending) -> Result<Option<RestoreEnd>> {
+        let data =
+            p.rx.recv()
+                .map_err(|_| Error::Corrupt("a restore worker stopped".into()))
+                .and_then(|r| r);
+        match data {
+            Ok(data) => self.write(&data),
+            Err(e) => self.damaged(p.start, p.start + u64::from(p.len), e),
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<Option<RestoreEnd>> {
+        match (self.out)(data) {
+            Ok(()) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                Ok(Some(RestoreEnd::OutputClosed))
+            }
+            Err(e) => Err(Error::io("cannot write the restored stream", e)),
+        }
+    }
+
+    /// Object bytes `from..to` cannot be read: an error, or zeros when salvaging.
+    fn damaged(&mut self, from: u64, to: u64, e: Error) -> Result<Option<RestoreEnd>> {
+        let OnDamage::ZeroFill(report) = &mut self.on_damage else {
+            return Err(damaged_range(self.name, from, to, e));
+        };
+        report(from, to, &e);
+        let zeros = vec![0u8; (to - from).min(1 << 20) as usize];
+        let mut left = to - from;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            if let Some(end) = self.write(&zeros[..n])? {
+                return Ok(Some(end));
+            }
+            left -= n as u64;
+        }
+        Ok(None)
+    }
 }
 
 /// How a restore ended without error.

@@ -146,7 +146,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
             long,
             json,
         } => ls(&cli, snapshot, *long, *json),
-        Command::Cat { snapshot, name } => cat(&cli, snapshot, name),
+        Command::Cat {
+            snapshot,
+            name,
+            salvage,
+        } => cat(&cli, snapshot, name, *salvage),
         Command::Check { read_data, json } => check(&cli, *read_data, *json),
         Command::Repair {
             what: RepairWhat::Index { read_data },
@@ -709,7 +713,7 @@ fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
+fn cat(cli: &Cli, spec: &str, name: &str, salvage: bool) -> Result<i32> {
     let repo = open(cli)?;
     let resolved = repo.resolve_detailed(spec, Some(name))?;
     let snap = resolved.snapshot;
@@ -746,6 +750,27 @@ fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     let mut hasher = blake3::Hasher::new();
     let mut off = 0u64;
+    let (mut damaged_ranges, mut damaged_bytes) = (0u64, 0u64);
+    // Neighbouring damaged chunks with the same cause (a lost or truncated pack) are named as
+    // one range, so a lost pack is a line, not a line per chunk.
+    let mut open_range: Option<DamagedRange> = None;
+    let mut report_damage = |from: u64, to: u64, e: &Error| {
+        damaged_bytes += to - from;
+        let why = e.to_string();
+        match &mut open_range {
+            Some(r) if r.to == from && r.why == why => r.to = to,
+            _ => {
+                if let Some(r) = open_range.replace(DamagedRange { from, to, why }) {
+                    r.report(name);
+                }
+                damaged_ranges += 1;
+            }
+        }
+    };
+    let on_damage = match salvage {
+        true => sluice::reader::OnDamage::ZeroFill(&mut report_damage),
+        false => sluice::reader::OnDamage::Stop,
+    };
     // More workers than cores: a cold restore waits on the disk, and parallel reads keep it busy.
     let end = sluice::reader::restore(
         &repo.keys,
@@ -753,21 +778,35 @@ fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
         object,
         cores.max(4),
         16,
+        on_damage,
         &mut |data| {
             hasher.update(data);
             off += data.len() as u64;
             out.write_all(data)
         },
-    )?;
-    if end == sluice::reader::RestoreEnd::OutputClosed {
-        // `sluice cat ... | head`: the reader has what it wanted.
-        return Ok(0);
+    );
+    if let Some(r) = open_range.take() {
+        r.report(name);
     }
+    let end = end?;
     match out.flush() {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             return Err(e).context("cannot write to stdout")
         }
         _ => {}
+    }
+    if damaged_ranges > 0 {
+        return Err(Error::Corrupt(format!(
+            "salvaged {name:?} from snapshot {} with {damaged_ranges} damaged range(s), \
+             {damaged_bytes} bytes, written as zeros (every other byte is verified); \
+             run `sluice check --read-data` to see what else is damaged",
+            snap.id.short()
+        ))
+        .into());
+    }
+    if end == sluice::reader::RestoreEnd::OutputClosed {
+        // `sluice cat ... | head`: the reader has what it wanted.
+        return Ok(0);
     }
     if off != object.size || hasher.finalize().to_hex().as_str() != object.blake3 {
         return Err(Error::Corrupt(format!(
@@ -777,6 +816,22 @@ fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
         .into());
     }
     Ok(0)
+}
+
+/// A damaged byte range of a stream that `cat --salvage` wrote as zeros.
+struct DamagedRange {
+    from: u64,
+    to: u64,
+    why: String,
+}
+
+impl DamagedRange {
+    fn report(&self, name: &str) {
+        eprintln!(
+            "sluice: damaged: {name}: bytes {}..{} written as zeros: {}",
+            self.from, self.to, self.why
+        );
+    }
 }
 
 fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {

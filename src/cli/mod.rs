@@ -95,6 +95,10 @@ pub enum Command {
         snapshot: String,
         /// Stream name, as `sluice ls SNAPSHOT` shows it.
         name: String,
+        /// Last resort for a damaged repository: write zeros in place of each damaged range
+        /// (same length, so offsets stay right), name every range on stderr, go on, and exit 3.
+        #[arg(long)]
+        salvage: bool,
     },
     /// Verify the repository.
     Check {

@@ -94,6 +94,37 @@ fn b_still_reads(t: &Two) {
     assert!(t.repo.cat("latest", "b.bin") == t.b);
 }
 
+/// `cat --salvage` of stream A: exit 3, the whole length, every damaged range named on stderr
+/// and zero-filled, every other byte identical to the original. Returns the ranges.
+#[track_caller]
+fn salvage_a(t: &Two) -> Vec<(u64, u64)> {
+    let o = t
+        .repo
+        .cmd(["cat", "--salvage", &t.snap_a.snapshot, "a.bin"])
+        .run()
+        .code_is(3);
+    let ranges: Vec<(u64, u64)> = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("damaged: a.bin: bytes") && l.contains("written as zeros"))
+        .filter_map(byte_range)
+        .collect();
+    assert!(!ranges.is_empty(), "no damaged range named{}", o.report());
+    assert_eq!(
+        o.stdout.len(),
+        t.a.len(),
+        "salvage changed the length{}",
+        o.report()
+    );
+    let mut expected = t.a.clone();
+    for &(from, to) in &ranges {
+        expected[from as usize..to as usize].fill(0);
+    }
+    assert!(o.stdout == expected, "salvaged bytes differ{}", o.report());
+    o.stderr_has(&["salvaged", "written as zeros"]);
+    ranges
+}
+
 /// `check --read-data` exits 3 and names snapshot A's stream.
 #[track_caller]
 fn check_names_a(t: &Two, read_data: bool) -> Vec<String> {
@@ -160,6 +191,11 @@ fn flipped_byte_in_a_chunk() {
             .iter()
             .any(|p| p.contains(&format!("bytes {from}..{to}"))),
         "check names another range than cat: {problems:?}"
+    );
+    assert_eq!(
+        salvage_a(&t),
+        vec![(from, to)],
+        "salvage names the range cat named"
     );
     b_still_reads(&t);
 }
@@ -291,6 +327,8 @@ fn truncated_pack() {
     );
     check_names_a(&t, false);
     check_names_a(&t, true);
+    let ranges = salvage_a(&t);
+    assert_eq!(ranges[0].0, from, "salvage starts where cat stopped");
     b_still_reads(&t);
 }
 
@@ -300,6 +338,12 @@ fn deleted_pack() {
     std::fs::remove_file(&t.pack_a).unwrap();
     let (o, _) = cat_a_fails(&t, "missing");
     assert!(o.stdout.is_empty(), "{}", o.report());
+    // Every chunk was in the lost pack: salvage gives zeros of the right length throughout.
+    let ranges = salvage_a(&t);
+    assert_eq!(
+        ranges.iter().map(|(f, t)| t - f).sum::<u64>(),
+        t.a.len() as u64
+    );
     let problems = check_names_a(&t, false);
     assert!(
         problems.iter().any(|p| p.contains("missing")),
@@ -319,6 +363,8 @@ fn deleted_chunk_list_pack() {
     std::fs::remove_file(&t.list_pack_a).unwrap();
     let (o, _) = cat_a_fails(&t, "missing");
     assert!(o.stdout.is_empty(), "{}", o.report());
+    // Without its chunk list nothing of the stream can be placed: all of it is zeros.
+    assert_eq!(salvage_a(&t), vec![(0, t.a.len() as u64)]);
     for read_data in [false, true] {
         let problems = check_names_a(&t, read_data);
         assert!(
