@@ -788,7 +788,12 @@ fn cat(cli: &Cli, spec: &str, name: &str, salvage: bool) -> Result<i32> {
     if let Some(r) = open_range.take() {
         r.report(name);
     }
-    let end = end?;
+    let end = end.map_err(|e| match e {
+        Error::Corrupt(m) if !salvage => Error::Corrupt(format!(
+            "{m} (`sluice cat --salvage` writes zeros in place of damaged ranges and goes on)"
+        )),
+        other => other,
+    })?;
     match out.flush() {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             return Err(e).context("cannot write to stdout")
@@ -884,7 +889,8 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
         let streams_hit = r.problems.iter().any(|p| p.contains(": bytes "));
         if streams_hit {
             eprintln!(
-                "sluice: error: {} problem(s) found; the streams named above cannot be fully restored; \
+                "sluice: error: {} problem(s) found; the streams named above cannot be fully restored \
+                 (`sluice cat --salvage ID NAME` gets out every good byte, zeros in the damaged ranges); \
                  run `sluice repair index --read-data` so that later ingests store damaged chunks again",
                 r.problems.len()
             );

@@ -80,7 +80,7 @@ fn cat_a_fails(t: &Two, word: &str) -> (Output, String) {
         .code_is(3);
     let line = o.error_line();
     assert!(
-        line.contains(word) && line.contains("a.bin"),
+        line.contains(word) && line.contains("a.bin") && line.contains("cat --salvage"),
         "{}",
         o.report()
     );
@@ -160,7 +160,7 @@ fn check_names_a(t: &Two, read_data: bool) -> Vec<String> {
     c.run()
         .code_is(3)
         .stdout_has(&["damaged", short, "a.bin"])
-        .stderr_has(&["problem"]);
+        .stderr_has(&["problem", "cat --salvage"]);
     problems
 }
 
