@@ -77,8 +77,13 @@ impl DirStorage {
         }
     }
 
-    fn tmp_path(&self, name: &str) -> PathBuf {
-        self.root.join("tmp").join(format!("{name}.tmp"))
+    /// Where `name` is written before it is renamed into place. `tmp/` holds only scratch
+    /// files, so it is made again when missing: copy tools and object-storage syncs drop
+    /// empty directories, and such a copy must still take writes.
+    fn tmp_path(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join("tmp");
+        fs::create_dir_all(&dir).ctx(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir.join(format!("{name}.tmp")))
     }
 
     fn open_cached(&self, kind: FileKind, name: &str) -> Result<Arc<File>> {
@@ -182,7 +187,7 @@ impl Storage for DirStorage {
     }
 
     fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
-        let tmp = self.tmp_path(name);
+        let tmp = self.tmp_path(name)?;
         let dest = self.path(kind, name);
         let mut f = File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(bytes)
@@ -198,7 +203,7 @@ impl Storage for DirStorage {
     }
 
     fn upload(&self, kind: FileKind, name: &str) -> Result<Box<dyn Upload>> {
-        let tmp = self.tmp_path(name);
+        let tmp = self.tmp_path(name)?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
