@@ -70,8 +70,16 @@ struct KdfSpec {
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyInfo {
     pub id: String,
-    pub created: i64,
+    /// Unknown (None) for a damaged key file.
+    pub created: Option<i64>,
     pub current: bool,
+    /// Why the key file cannot be used, when it is damaged or unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
+    /// The file could not be read (permissions, I/O), which is not damage: not a reason to
+    /// remove it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
 pub struct InitOptions {
@@ -302,14 +310,27 @@ impl Repository {
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for name in self.storage.list(FileKind::Key)? {
-            let kf = read_key_file(self.storage.as_ref(), &name)?;
-            out.push(KeyInfo {
-                current: kf.id == self.key_id,
-                id: kf.id,
-                created: kf.created,
+            // A damaged key file is listed, not fatal: `key list` and `key remove` are how
+            // such a file is found and cleaned up.
+            out.push(match read_key_file(self.storage.as_ref(), &name) {
+                Ok(kf) => KeyInfo {
+                    current: kf.id == self.key_id,
+                    id: kf.id,
+                    created: Some(kf.created),
+                    damaged: None,
+                    unreadable: false,
+                },
+                Err(e) => KeyInfo {
+                    current: false,
+                    id: name,
+                    created: None,
+                    unreadable: matches!(e, Error::Io { .. }),
+                    damaged: Some(e.to_string()),
+                },
             });
         }
-        out.sort_by_key(|k| k.created);
+        // Oldest first; damaged ones (no date) last.
+        out.sort_by_key(|k| (k.created.is_none(), k.created));
         Ok(out)
     }
 

@@ -901,11 +901,29 @@ fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
                         vec![
                             if k.current { "*".into() } else { " ".into() },
                             k.id.clone(),
-                            sluice::time::format_utc(k.created),
+                            match (k.created, &k.damaged) {
+                                (_, Some(_)) => "damaged".into(),
+                                (Some(t), None) => sluice::time::format_utc(t),
+                                (None, None) => "-".into(),
+                            },
                         ]
                     })
                     .collect();
                 print!("{}", table(&[" ", "ID", "CREATED (UTC)"], &rows));
+            }
+            if !cli.quiet {
+                for k in &keys {
+                    match &k.damaged {
+                        Some(why) if k.unreadable => {
+                            eprintln!("sluice: warning: {why}; check the file's permissions")
+                        }
+                        Some(why) => eprintln!(
+                            "sluice: warning: {why}; no passphrase can open it: remove it with `sluice key remove {}`",
+                            k.id
+                        ),
+                        None => {}
+                    }
+                }
             }
         }
         KeyAction::Remove { id } => {

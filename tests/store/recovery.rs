@@ -26,3 +26,58 @@ fn a_copy_without_its_empty_directories_still_takes_writes() {
         .ok();
     repo.check_ok(true);
 }
+
+/// A damaged key file (truncated, zeroed) must not stop `key list` from listing the keys, nor
+/// `key remove` from removing it: those are the commands that clean up after such damage.
+#[test]
+fn a_damaged_key_file_is_listed_and_can_be_removed() {
+    let repo = Repo::init("damaged-key-list", &[]);
+    let data = b"payload\n".repeat(500);
+    let snap = repo.ingest("x", &data, &[]).snapshot;
+    let second = repo
+        .cmd(["key", "add"])
+        .env("SLUICE_NEW_PASSWORD", "second passphrase")
+        .run()
+        .ok()
+        .stdout_str()
+        .trim()
+        .to_string();
+    std::fs::write(
+        repo.path.join("keys").join(&second),
+        b"{\"format\": \"sluice-k",
+    )
+    .unwrap();
+    let o = repo
+        .cmd(["key", "list"])
+        .run()
+        .ok()
+        .stdout_has(&[&second, "damaged"])
+        .stderr_has(&["key file", &second, "sluice key remove"]);
+    assert_eq!(o.stdout_str().lines().count(), 3, "{}", o.report());
+    let v = repo.cmd(["key", "list", "--json"]).run().ok().json();
+    let keys = v.as_array().expect("key list --json is an array");
+    assert_eq!(keys.len(), 2, "{v}");
+    let bad = keys
+        .iter()
+        .find(|k| k["id"] == second.as_str())
+        .expect("damaged key listed");
+    assert!(bad["damaged"].is_string(), "{v}");
+    assert_eq!(bad["current"], false, "{v}");
+    let good = keys
+        .iter()
+        .find(|k| k["id"] != second.as_str())
+        .expect("good key listed");
+    assert_eq!(good["current"], true, "{v}");
+    assert!(good["created"].is_i64(), "{v}");
+    assert!(good.get("damaged").is_none(), "{v}");
+
+    repo.cmd(["key", "remove", &second])
+        .run()
+        .ok()
+        .stderr_has(&["removed key", &second]);
+    assert!(!repo.path.join("keys").join(&second).exists());
+    assert!(repo.cat(&snap, "x") == data);
+    // The last usable key is still protected.
+    let only = good["id"].as_str().unwrap().to_string();
+    repo.cmd(["key", "remove", &only]).run().code_is(1);
+}
