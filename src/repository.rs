@@ -239,9 +239,17 @@ impl Repository {
         let storage = Arc::new(DirStorage::new(path));
         let key_names = storage.list(FileKind::Key)?;
         if key_names.is_empty() {
+            let keys = path.join("keys");
             return Err(Error::Corrupt(format!(
-                "{}/keys holds no key file",
-                path.display()
+                "{} {}: without a key file no passphrase can open the repository; copy the key \
+                 files back from a backup or another copy of this repository (any of its key \
+                 files whose passphrase you know will do)",
+                keys.display(),
+                if keys.is_dir() {
+                    "holds no key file"
+                } else {
+                    "is missing"
+                }
             )));
         }
         // Every key file is tried: one damaged or unreadable file must not lock out the others.
@@ -453,12 +461,34 @@ impl Repository {
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self
-            .storage
-            .list(FileKind::Snapshot)?
+        let names = self.storage.list(FileKind::Snapshot)?;
+        if names.is_empty() {
+            self.snapshots_dir_present()?;
+        }
+        Ok(names
             .iter()
             .filter_map(|n| SnapshotId::from_hex(n).ok())
             .collect())
+    }
+
+    /// A repository with packs but no `snapshots/` directory lost its snapshot files (or was
+    /// copied without them): say so, rather than show an empty repository. Without packs it
+    /// is a repository with nothing stored yet, copied by a tool that drops empty directories.
+    fn snapshots_dir_present(&self) -> Result<()> {
+        let dir = self.path.join("snapshots");
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let packs = self.storage.list(FileKind::Pack)?.len();
+        if packs == 0 {
+            return Ok(());
+        }
+        Err(Error::Corrupt(format!(
+            "{} is missing although the repository holds {packs} pack(s): the snapshot files \
+             were lost or not copied, and without them no stream can be found; copy snapshots/ \
+             back from the original repository or a backup of it",
+            dir.display()
+        )))
     }
 
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {

@@ -117,6 +117,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The entries of `dir`, or None when it does not exist. A missing directory lists as empty,
+/// as a missing prefix does in object storage (copy tools drop empty directories too); the
+/// repository decides whether its absence is damage.
+fn read_dir_if_present(dir: &Path) -> Result<Option<fs::ReadDir>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(Some(rd)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::error::Error::io(
+            format!("cannot list {}", dir.display()),
+            e,
+        )),
+    }
+}
+
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -153,7 +167,10 @@ impl Storage for DirStorage {
             FileKind::Pack => {
                 let top = self.root.join("packs");
                 let mut v = Vec::new();
-                for e in fs::read_dir(&top).ctx(|| format!("cannot list {}", top.display()))? {
+                let Some(entries) = read_dir_if_present(&top)? else {
+                    return Ok(Vec::new());
+                };
+                for e in entries {
                     let e = e.ctx(|| format!("cannot list {}", top.display()))?;
                     if e.path().is_dir() {
                         v.push(e.path());
@@ -166,7 +183,10 @@ impl Storage for DirStorage {
         };
         let mut names = Vec::new();
         for d in dirs {
-            for e in fs::read_dir(&d).ctx(|| format!("cannot list {}", d.display()))? {
+            let Some(entries) = read_dir_if_present(&d)? else {
+                continue;
+            };
+            for e in entries {
                 let e = e.ctx(|| format!("cannot list {}", d.display()))?;
                 if let Some(n) = e.file_name().to_str() {
                     // A file is only ours if `path` would find it under that name: a stray

@@ -385,6 +385,9 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     )?;
     // Leftovers of an ingest that died are garbage now that we hold the lock.
     let _ = repo.storage.clear_tmp();
+    // A repository that lost snapshots/ must not get a new one quietly: the lost snapshots'
+    // packs would then pass for leftovers of interrupted ingests.
+    repo.snapshot_ids()?;
     let (index, sync) = Index::open(&repo)?;
     if !quiet {
         if sync.rebuilt && sync.packs_added > 0 {

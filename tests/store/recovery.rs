@@ -81,3 +81,89 @@ fn a_damaged_key_file_is_listed_and_can_be_removed() {
     let only = good["id"].as_str().unwrap().to_string();
     repo.cmd(["key", "remove", &only]).run().code_is(1);
 }
+
+fn two_snapshots(label: &str) -> (Repo, String, Vec<u8>) {
+    let repo = Repo::init(label, &[]);
+    let a = data::random_bytes(7, 300_000);
+    let snap = repo.ingest("a.bin", &a, &[]).snapshot;
+    repo.ingest("b.sql", &b"INSERT 1;\n".repeat(2000), &[]);
+    (repo, snap, a)
+}
+
+/// The one error line of a failed command.
+fn one_error(o: &Output) -> String {
+    let e = o.error_line();
+    assert!(!e.is_empty(), "no error line{}", o.report());
+    e
+}
+
+/// `snapshots/` lost (or left out of a copy) while packs remain: that is damage, named with
+/// what to do, not "cannot list .../snapshots: No such file or directory" (exit 1) from every
+/// command, nor an empty repository.
+#[test]
+fn a_lost_snapshots_directory_is_named_as_damage() {
+    let (repo, _, _) = two_snapshots("no-snapshots-dir");
+    let saved = repo.dir.join("snapshots.saved");
+    std::fs::rename(repo.path.join("snapshots"), &saved).unwrap();
+    for args in [
+        vec!["snapshots"],
+        vec!["ls", "latest"],
+        vec!["cat", "latest", "a.bin"],
+        vec!["check"],
+        vec!["stats"],
+        vec!["ingest", "--name", "new.sql"],
+    ] {
+        let o = repo.cmd(&args).run().code_is(3);
+        let e = one_error(&o);
+        assert!(
+            e.contains("snapshots") && e.contains("missing") && e.contains("copy"),
+            "{args:?}: {e}"
+        );
+    }
+    assert!(
+        !repo.path.join("snapshots").exists(),
+        "ingest wrote a new snapshot into a repository that lost its snapshots"
+    );
+    // Put back, everything reads again.
+    std::fs::rename(&saved, repo.path.join("snapshots")).unwrap();
+    repo.check_ok(true);
+    assert_eq!(repo.snapshots().len(), 2);
+}
+
+/// `packs/` lost: the snapshots still list, every stream is reported damaged by `check` (not
+/// "cannot list .../packs"), and `cat` fails with exit 3.
+#[test]
+fn a_lost_packs_directory_is_reported_per_stream() {
+    let (repo, _, _) = two_snapshots("no-packs-dir");
+    std::fs::remove_dir_all(repo.path.join("packs")).unwrap();
+    assert_eq!(repo.snapshots().len(), 2);
+    let o = repo.cmd(["check"]).run().code_is(3);
+    let out = o.stdout_str();
+    assert!(
+        out.contains("\"a.bin\"") && out.contains("\"b.sql\"") && out.contains("missing"),
+        "{}",
+        o.report()
+    );
+    repo.cmd(["stats"]).run().code_is(3);
+    repo.cmd(["cat", "latest", "a.bin"])
+        .run()
+        .code_is(3)
+        .stderr_has(&["missing"]);
+}
+
+/// `keys/` lost or emptied: no passphrase can open the repository. The error says so and what
+/// to do (exit 3: damage), instead of "cannot list .../keys: No such file or directory".
+#[test]
+fn a_lost_keys_directory_is_named_with_what_to_do() {
+    let (repo, snap, a) = two_snapshots("no-keys-dir");
+    let saved = repo.dir.join("keys.saved");
+    std::fs::rename(repo.path.join("keys"), &saved).unwrap();
+    let e = one_error(&repo.cmd(["snapshots"]).run().code_is(3));
+    assert!(e.contains("keys") && e.contains("copy"), "{e}");
+    std::fs::create_dir(repo.path.join("keys")).unwrap();
+    let e = one_error(&repo.cmd(["snapshots"]).run().code_is(3));
+    assert!(e.contains("keys") && e.contains("copy"), "{e}");
+    std::fs::remove_dir(repo.path.join("keys")).unwrap();
+    std::fs::rename(&saved, repo.path.join("keys")).unwrap();
+    assert!(repo.cat(&snap, "a.bin") == a);
+}
