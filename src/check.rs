@@ -213,6 +213,9 @@ pub fn check(
     progress: &mut dyn FnMut(&str),
 ) -> Result<CheckReport> {
     let mut r = CheckReport::default();
+    if let Some(why) = repo.config_damage() {
+        r.problems.push(why.to_string());
+    }
     progress("reading pack headers");
     let t = load_packs(repo)?;
     r.packs = t.sizes.len();

@@ -91,7 +91,10 @@ pub struct InitOptions {
 pub struct Repository {
     pub path: PathBuf,
     pub storage: Arc<DirStorage>,
+    /// When `config_damage` is set this is a placeholder: only `ingest` needs it, and it
+    /// refuses such a repository (`require_config`).
     pub config: ConfigBody,
+    config_damage: Option<String>,
     pub keys: Arc<Keys>,
     master: MasterSecret,
     /// The key file the passphrase opened.
@@ -165,6 +168,7 @@ impl Repository {
             path: path.to_path_buf(),
             storage,
             config: body,
+            config_damage: None,
             keys: Arc::new(keys),
             master,
             key_id,
@@ -187,8 +191,15 @@ impl Repository {
             )));
         }
         let cfg_path = path.join("config");
+        // A directory with sluice's keys/ beside its config is a sluice repository: a config
+        // that is missing or does not parse there is damage (exit 3, and readers go on
+        // without it), not "not a repository".
+        let ours = || path.join("keys").is_dir();
         let bytes = match fs::read(&cfg_path) {
             Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ours() => {
+                return Err(config_damaged(&cfg_path, "it is missing"))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotARepository(format!(
                     "{} is not a sluice repository (it has no config file); check --repo / SLUICE_REPO",
@@ -202,12 +213,25 @@ impl Repository {
             format: Option<String>,
             version: Option<u32>,
         }
-        let probe: Probe = serde_json::from_slice(&bytes).map_err(|_| {
-            Error::NotARepository(format!(
-                "{} is not a sluice repository config",
-                cfg_path.display()
-            ))
-        })?;
+        let probe: Probe = match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) if ours() => {
+                let why = if bytes.is_empty() {
+                    "it is empty".to_string()
+                } else if bytes.iter().all(|&b| b == 0) {
+                    "it is all zero bytes".to_string()
+                } else {
+                    format!("it is not valid JSON ({e})")
+                };
+                return Err(config_damaged(&cfg_path, &why));
+            }
+            Err(_) => {
+                return Err(Error::NotARepository(format!(
+                    "{} is not a sluice repository config",
+                    cfg_path.display()
+                )))
+            }
+        };
         if probe.format.as_deref() != Some(CONFIG_FORMAT) {
             return Err(Error::NotARepository(format!(
                 "{} is not a sluice repository (its config is of another program)",
@@ -221,21 +245,49 @@ impl Repository {
                 supported: FORMAT_VERSION,
             });
         }
-        let file: ConfigFile = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Corrupt(format!(
-                "repository config {} is damaged: {e}",
-                cfg_path.display()
-            ))
-        })?;
+        let file: ConfigFile = serde_json::from_slice(&bytes)
+            .map_err(|e| config_damaged(&cfg_path, &format!("it does not parse ({e})")))?;
         Ok(file.body)
     }
 
+    /// The config and its MAC; or, when the config is damaged or lost, why. Snapshots and
+    /// packs do not depend on the config (the key files hold the master secret), so a
+    /// repository with a damaged config still opens for reading; `ingest` refuses it.
+    fn config_or_damage(path: &Path) -> Result<std::result::Result<(ConfigBody, String), String>> {
+        match Self::read_config(path) {
+            Ok(_) => {}
+            Err(Error::Corrupt(why)) => return Ok(Err(why)),
+            Err(e) => return Err(e),
+        }
+        let cfg_path = path.join("config");
+        let bytes = fs::read(&cfg_path).ctx(|| format!("cannot read {}", cfg_path.display()))?;
+        match serde_json::from_slice::<ConfigFile>(&bytes) {
+            Ok(f) => Ok(Ok((f.body, f.mac))),
+            Err(e) => Ok(Err(config_damaged(&cfg_path, &e.to_string()).to_string())),
+        }
+    }
+
+    /// Why the config is damaged, if it is. Everything but `ingest` works without it.
+    pub fn config_damage(&self) -> Option<&str> {
+        self.config_damage.as_deref()
+    }
+
+    /// Refuse to write data without a sound config: its chunker and compression settings
+    /// are what ingest must use.
+    pub fn require_config(&self) -> Result<()> {
+        match &self.config_damage {
+            None => Ok(()),
+            Some(why) => Err(Error::Corrupt(format!(
+                "{why}; ingest needs its settings, so it is refused until config is copied back"
+            ))),
+        }
+    }
+
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Repository> {
-        let config = Self::read_config(path)?;
-        let bytes = fs::read(path.join("config"))
-            .ctx(|| format!("cannot read {}/config", path.display()))?;
-        let file: ConfigFile = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("repository config is damaged: {e}")))?;
+        let (config, config_mac, config_damage) = match Self::config_or_damage(path)? {
+            Ok((c, mac)) => (c, Some(mac), None),
+            Err(why) => (placeholder_config(), None, Some(why)),
+        };
         let storage = Arc::new(DirStorage::new(path));
         let key_names = storage.list(FileKind::Key)?;
         if key_names.is_empty() {
@@ -273,7 +325,7 @@ impl Repository {
             if let Some(master) = kek.open_master(kf.id.as_bytes(), &sealed) {
                 let keys = Keys::derive(&master);
                 let mac = hex::encode(keys.config_mac(&config_mac_input(&config)?));
-                if mac != file.mac {
+                if config_mac.as_ref().is_some_and(|m| *m != mac) {
                     return Err(Error::Corrupt(format!(
                         "repository config {}/config fails its integrity check (it was altered)",
                         path.display()
@@ -283,6 +335,7 @@ impl Repository {
                     path: path.to_path_buf(),
                     storage,
                     config,
+                    config_damage,
                     keys: Arc::new(keys),
                     master,
                     key_id: kf.id,
@@ -634,6 +687,27 @@ pub fn partial_reason(s: &Snapshot, name: Option<&str>) -> String {
 /// Held while writing; released when dropped (or when the process dies).
 pub struct WriteLock {
     _file: fs::File,
+}
+
+fn config_damaged(cfg_path: &Path, why: &str) -> Error {
+    Error::Corrupt(format!(
+        "repository config {} is damaged: {why}; it never changes after init: copy it back \
+         from a backup or another copy of this repository",
+        cfg_path.display()
+    ))
+}
+
+/// Stands in for a damaged config in a repository opened for reading.
+fn placeholder_config() -> ConfigBody {
+    ConfigBody {
+        format: CONFIG_FORMAT.into(),
+        version: FORMAT_VERSION,
+        id: String::new(),
+        created: 0,
+        chunker: ChunkerParams::with_avg(1 << 20),
+        compression: Compression::Zstd { level: 3 },
+        pack_size: 16 << 20,
+    }
 }
 
 fn config_mac_input(body: &ConfigBody) -> Result<Vec<u8>> {

@@ -127,12 +127,32 @@ fn passwords(cli: &Cli) -> PasswordSource {
 
 pub(crate) fn open(cli: &Cli) -> Result<Repository> {
     let path = repo_path(cli)?;
-    // Say "not a repository" or "newer format" before asking for a passphrase.
-    Repository::read_config(&path)?;
+    // Say "not a repository" or "newer format" before asking for a passphrase. A damaged
+    // config does not stop reading: `open` goes on without it.
+    match Repository::read_config(&path) {
+        Ok(_) | Err(Error::Corrupt(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let (pw, origin) = passwords(cli).get_with_origin(false)?;
-    match Repository::open(&path, &pw) {
-        Err(e @ Error::WrongKey { .. }) => Err(anyhow!("{e} (the passphrase came from {origin})")),
-        r => Ok(r?),
+    let repo = match Repository::open(&path, &pw) {
+        Err(e @ Error::WrongKey { .. }) => {
+            return Err(anyhow!("{e} (the passphrase came from {origin})"))
+        }
+        r => r?,
+    };
+    // `check` lists it as a problem and `ingest` fails on it: no warning line for those.
+    if !matches!(cli.command, Command::Ingest(_) | Command::Check { .. }) {
+        warn_config_damage(&repo);
+    }
+    Ok(repo)
+}
+
+/// One line when the config is damaged: reading goes on, writing data is refused.
+pub(crate) fn warn_config_damage(repo: &Repository) {
+    if let Some(why) = repo.config_damage() {
+        eprintln!(
+            "sluice: warning: {why}; reading goes on without it (the data does not depend on it), ingest is refused until then"
+        );
     }
 }
 
@@ -374,6 +394,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         .map(|s| parse_duration(s).map_err(|e| usage(format!("--lock-wait: {e}"))))
         .transpose()?;
     let repo = open(cli)?;
+    repo.require_config()?;
     let quiet = cli.quiet;
     let _lock = repo.lock_write_within(
         &mut |holder| {

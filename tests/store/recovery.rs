@@ -167,3 +167,77 @@ fn a_lost_keys_directory_is_named_with_what_to_do() {
     std::fs::rename(&saved, repo.path.join("keys")).unwrap();
     assert!(repo.cat(&snap, "a.bin") == a);
 }
+
+/// A damaged (zeroed, truncated, emptied) or lost `config`: snapshots and packs do not depend
+/// on it (the key files hold the master secret), so everything still reads, with a warning
+/// that names the file and what to do; `check` reports it (exit 3); ingest, which needs the
+/// chunker and compression settings it holds, is refused. Before, every command said
+/// "... is not a sluice repository config" (exit 1) and nothing could be restored.
+#[test]
+fn a_damaged_config_still_lets_everything_be_read() {
+    let (repo, snap, a) = two_snapshots("damaged-config");
+    let cfg = repo.path.join("config");
+    let good = std::fs::read(&cfg).unwrap();
+    let damages: Vec<(&str, Vec<u8>)> = vec![
+        ("zeroed", vec![0u8; good.len()]),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("emptied", Vec::new()),
+    ];
+    for (how, bytes) in damages
+        .into_iter()
+        .map(|(h, b)| (h, Some(b)))
+        .chain([("lost", None)])
+    {
+        match &bytes {
+            Some(b) => std::fs::write(&cfg, b).unwrap(),
+            None => std::fs::remove_file(&cfg).unwrap(),
+        }
+        let o = repo
+            .cmd(["cat", &snap, "a.bin"])
+            .run()
+            .ok()
+            .stderr_has(&["config", "copy it back"]);
+        assert!(o.stdout == a, "{how}: cat gave other bytes");
+        assert_eq!(repo.snapshots().len(), 2, "{how}");
+        repo.cmd(["ls", "latest"]).run().ok();
+        let o = repo.cmd(["check", "--read-data"]).run().code_is(3);
+        assert!(o.stdout_str().contains("config"), "{how}{}", o.report());
+        let o = repo
+            .cmd(["ingest", "--name", "new.sql"])
+            .stdin_bytes(b"x".repeat(10))
+            .run()
+            .code_is(3);
+        assert!(one_error(&o).contains("config"), "{how}{}", o.report());
+        assert_eq!(
+            repo.snapshots().len(),
+            2,
+            "{how}: ingest recorded a snapshot"
+        );
+        // A wrong passphrase is still refused.
+        repo.cmd(["snapshots"])
+            .env("SLUICE_PASSWORD", "not the passphrase")
+            .run()
+            .code_is(1)
+            .stderr_has(&["wrong passphrase"]);
+    }
+    std::fs::write(&cfg, &good).unwrap();
+    repo.check_ok(true);
+    repo.ingest("new.sql", b"after repair\n", &[]);
+}
+
+/// A directory that only happens to hold a file named `config` is still "not a repository".
+#[test]
+fn a_foreign_directory_with_a_config_file_is_not_a_repository() {
+    let dir = TestDir::new("foreign-config");
+    std::fs::write(dir.join("config"), b"[core]\n\tbare = true\n").unwrap();
+    let o = Sluice::at(dir.path())
+        .env("SLUICE_PASSWORD", PASSWORD)
+        .arg("snapshots")
+        .run()
+        .code_is(1);
+    assert!(
+        one_error(&o).contains("not a sluice repository"),
+        "{}",
+        o.report()
+    );
+}
