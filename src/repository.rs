@@ -552,16 +552,27 @@ impl Repository {
     /// Every readable snapshot, oldest first. A damaged snapshot file is reported as a warning
     /// (and by `check`) rather than hiding every other snapshot.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let (all, unreadable) = self.snapshots_and_unreadable()?;
+        for (_, e) in unreadable {
+            log::warn!("skipped: {e}; run `sluice check`");
+        }
+        Ok(all)
+    }
+
+    /// Every readable snapshot, oldest first, and the snapshot files that could not be read
+    /// with why (their time is inside them, so where they stand is unknown).
+    pub fn snapshots_and_unreadable(&self) -> Result<(Vec<Snapshot>, Vec<(SnapshotId, String)>)> {
         let mut all = Vec::new();
+        let mut unreadable = Vec::new();
         for id in self.snapshot_ids()? {
             match self.load_snapshot(id) {
                 Ok(s) => all.push(s),
                 Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
-                Err(e) => log::warn!("skipped: {e}; run `sluice check`"),
+                Err(e) => unreadable.push((id, e.to_string())),
             }
         }
         all.sort_by_key(|s| (s.time, s.time_nanos, s.id));
-        Ok(all)
+        Ok((all, unreadable))
     }
 
     /// Resolve `latest`, a full id or a unique prefix (see [`Repository::resolve_detailed`]).
@@ -577,13 +588,26 @@ impl Repository {
     /// reached by their id.
     pub fn resolve_detailed(&self, spec: &str, name: Option<&str>) -> Result<Resolved> {
         if spec == "latest" {
-            let holding: Vec<Snapshot> = self
-                .snapshots()?
+            let (all, unreadable) = self.snapshots_and_unreadable()?;
+            let holding: Vec<Snapshot> = all
                 .into_iter()
                 .rev()
                 .filter(|s| name.is_none_or(|n| s.object(n).is_some()))
                 .collect();
             let Some(newest) = holding.first() else {
+                if !unreadable.is_empty() {
+                    // What cannot be read may be exactly what was asked for: that is damage,
+                    // not "never backed up".
+                    let what = match name {
+                        Some(n) => format!("no readable snapshot holds a stream named {n:?}"),
+                        None => "the repository has no readable snapshot".into(),
+                    };
+                    return Err(Error::Corrupt(format!(
+                        "{what}: {} snapshot file(s) could not be read and may hold it ({}); run `sluice check`",
+                        unreadable.len(),
+                        unreadable_list(&unreadable)
+                    )));
+                }
                 return Err(match name {
                     Some(n) => Error::NotFound(format!("no snapshot holds a stream named {n:?}")),
                     None => Error::NotFound("the repository has no snapshots yet".into()),
@@ -611,6 +635,7 @@ impl Repository {
             return Ok(Resolved {
                 snapshot,
                 skipped_partial: holding,
+                unreadable,
             });
         }
         let spec_l = spec.to_ascii_lowercase();
@@ -628,6 +653,7 @@ impl Repository {
             [id] => self.load_snapshot(*id).map(|snapshot| Resolved {
                 snapshot,
                 skipped_partial: Vec::new(),
+                unreadable: Vec::new(),
             }),
             [] => Err(Error::NotFound(format!("no snapshot matches {spec:?}"))),
             _ => Err(Error::InvalidInput(format!(
@@ -645,6 +671,41 @@ pub struct Resolved {
     /// Newer snapshots that `latest` passed over because they (or, for a name, that stream)
     /// are partial, newest first. Empty for an explicit id.
     pub skipped_partial: Vec<Snapshot>,
+    /// Snapshot files `latest` could not read, with why: any of them may be newer than the
+    /// one chosen. Empty for an explicit id.
+    pub unreadable: Vec<(SnapshotId, String)>,
+}
+
+impl Resolved {
+    /// The warning to print when `latest` had to pass over unreadable snapshot files.
+    pub fn unreadable_warning(&self) -> Option<String> {
+        if self.unreadable.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{} snapshot file(s) could not be read and may be newer ({}): `latest` is the newest \
+             readable one, {} of {}; run `sluice check`",
+            self.unreadable.len(),
+            unreadable_list(&self.unreadable),
+            self.snapshot.id.short(),
+            crate::time::format_utc(self.snapshot.time)
+        ))
+    }
+}
+
+/// "1a2b3c4d: why; 5e6f7a8b: why", each reason without its repeated "snapshot ID" prefix.
+fn unreadable_list(unreadable: &[(SnapshotId, String)]) -> String {
+    unreadable
+        .iter()
+        .map(|(id, why)| {
+            let short = id.short();
+            let why = why
+                .strip_prefix(&format!("snapshot {short} is "))
+                .unwrap_or(why);
+            format!("{short}: {why}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Whether `s` is complete, or with `name` whether its stream `name` is complete.

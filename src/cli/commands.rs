@@ -644,6 +644,9 @@ fn snapshots(cli: &Cli, name: Option<&str>, json: bool) -> Result<i32> {
 fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
     let repo = open(cli)?;
     let resolved = repo.resolve_detailed(spec, None)?;
+    if let Some(w) = resolved.unreadable_warning() {
+        eprintln!("sluice: warning: {w}");
+    }
     let snap = resolved.snapshot;
     let skipped = &resolved.skipped_partial;
     if let Some(newer) = skipped.first().filter(|_| !cli.quiet) {
@@ -736,6 +739,9 @@ fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
 fn cat(cli: &Cli, spec: &str, name: &str) -> Result<i32> {
     let repo = open(cli)?;
     let resolved = repo.resolve_detailed(spec, Some(name))?;
+    if let Some(w) = resolved.unreadable_warning() {
+        eprintln!("sluice: warning: {w}");
+    }
     let snap = resolved.snapshot;
     let object = snap.object(name).ok_or_else(|| {
         Error::NotFound(format!(

@@ -241,3 +241,45 @@ fn a_foreign_directory_with_a_config_file_is_not_a_repository() {
         o.report()
     );
 }
+
+/// `cat latest NAME` when the snapshot file that held NAME is damaged: not "no snapshot holds a
+/// stream named ..." (exit 1, as if it had never been backed up) but damage, exit 3, naming the
+/// unreadable snapshot. When an older readable version exists it is restored, and the warning
+/// says that `latest` may be older than the damaged snapshot.
+#[test]
+fn latest_with_a_damaged_snapshot_file_says_what_it_could_not_read() {
+    let repo = Repo::init("latest-damaged-snapshot", &[]);
+    let old_a = b"old a\n".repeat(100);
+    let new_a = b"new a\n".repeat(100);
+    let b = b"only b\n".repeat(100);
+    let old_snap = repo.ingest("a.sql", &old_a, &[]).snapshot;
+    let b_snap = repo.ingest("b.sql", &b, &[]).snapshot;
+    let new_snap = repo.ingest("a.sql", &new_a, &[]).snapshot;
+    for s in [&b_snap, &new_snap] {
+        let p = repo.path.join("snapshots").join(s);
+        let len = std::fs::metadata(&p).unwrap().len() as usize;
+        std::fs::write(&p, vec![0u8; len]).unwrap();
+    }
+    let o = repo.cmd(["cat", "latest", "b.sql"]).run().code_is(3);
+    let e = one_error(&o);
+    assert!(
+        e.contains("b.sql") && e.contains(&b_snap[..8]) && e.contains("damaged"),
+        "{e}{}",
+        o.report()
+    );
+    assert!(!e.contains("no snapshot holds"), "{e}");
+    let o = repo
+        .cmd(["cat", "latest", "a.sql"])
+        .run()
+        .ok()
+        .stderr_has(&[&new_snap[..8], &old_snap[..8], "latest"]);
+    assert!(
+        o.stdout == old_a,
+        "restored other bytes than the readable version"
+    );
+    // Nothing readable at all.
+    let p = repo.path.join("snapshots").join(&old_snap);
+    std::fs::write(&p, b"").unwrap();
+    let e = one_error(&repo.cmd(["ls", "latest"]).run().code_is(3));
+    assert!(e.contains("damaged") && e.contains("3"), "{e}");
+}
