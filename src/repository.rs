@@ -561,7 +561,7 @@ impl Repository {
 
     /// Every readable snapshot, oldest first, and the snapshot files that could not be read
     /// with why (their time is inside them, so where they stand is unknown).
-    pub fn snapshots_and_unreadable(&self) -> Result<(Vec<Snapshot>, Vec<(SnapshotId, String)>)> {
+    pub fn snapshots_and_unreadable(&self) -> Result<(Vec<Snapshot>, Vec<Unreadable>)> {
         let mut all = Vec::new();
         let mut unreadable = Vec::new();
         for id in self.snapshot_ids()? {
@@ -673,8 +673,11 @@ pub struct Resolved {
     pub skipped_partial: Vec<Snapshot>,
     /// Snapshot files `latest` could not read, with why: any of them may be newer than the
     /// one chosen. Empty for an explicit id.
-    pub unreadable: Vec<(SnapshotId, String)>,
+    pub unreadable: Vec<Unreadable>,
 }
+
+/// A snapshot file that could not be read, and why.
+pub type Unreadable = (SnapshotId, String);
 
 impl Resolved {
     /// The warning to print when `latest` had to pass over unreadable snapshot files.
@@ -694,7 +697,7 @@ impl Resolved {
 }
 
 /// "1a2b3c4d: why; 5e6f7a8b: why", each reason without its repeated "snapshot ID" prefix.
-fn unreadable_list(unreadable: &[(SnapshotId, String)]) -> String {
+fn unreadable_list(unreadable: &[Unreadable]) -> String {
     unreadable
         .iter()
         .map(|(id, why)| {
