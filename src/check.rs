@@ -25,13 +25,37 @@ pub struct CheckReport {
     pub bytes_read: u64,
     pub unreferenced_packs: usize,
     pub unreferenced_bytes: u64,
-    /// One sentence per problem found. Empty means the repository is sound.
+    /// One sentence per problem found: damaged or missing data.
     pub problems: Vec<String>,
+    /// One sentence per part that could not be read (permissions, I/O errors): not proof of
+    /// damage, but not checked either. Both empty means the repository is sound.
+    pub unreadable: Vec<String>,
 }
 
 impl CheckReport {
     pub fn ok(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.unreadable.is_empty()
+    }
+}
+
+/// Why something cannot be used, and whether that is an I/O failure (permissions, a read
+/// error) rather than damage found in the data.
+#[derive(Clone)]
+struct Why {
+    text: String,
+    io: bool,
+}
+
+impl Why {
+    fn of(e: &Error) -> Why {
+        Why {
+            text: e.to_string(),
+            io: matches!(e, Error::Io { .. }),
+        }
+    }
+
+    fn damage(text: String) -> Why {
+        Why { text, io: false }
     }
 }
 
@@ -46,7 +70,8 @@ fn chunk_at(c: &ChunkRef) -> ChunkAt {
 struct PackTable {
     entries: HashMap<PackId, HashMap<(BlobKind, BlobId), PackEntry>>,
     sizes: HashMap<PackId, u64>,
-    damaged: HashMap<PackId, String>,
+    /// Packs whose header could not be read or authenticated.
+    damaged: HashMap<PackId, Why>,
 }
 
 fn load_packs(repo: &Repository) -> Result<PackTable> {
@@ -69,7 +94,7 @@ fn load_packs(repo: &Repository) -> Result<PackTable> {
                 );
             }
             Err(e) => {
-                t.damaged.insert(id, e.to_string());
+                t.damaged.insert(id, Why::of(&e));
             }
         }
     }
@@ -77,13 +102,13 @@ fn load_packs(repo: &Repository) -> Result<PackTable> {
 }
 
 /// Why the blob at `r` cannot be found where it is said to be, if it cannot.
-fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<String> {
+fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<Why> {
     let p = r.loc.pack;
     if let Some(why) = t.damaged.get(&p) {
         return Some(why.clone());
     }
     let Some(entries) = t.entries.get(&p) else {
-        return Some(format!("pack {} is missing", p.short()));
+        return Some(Why::damage(format!("pack {} is missing", p.short())));
     };
     match entries.get(&(kind, r.id)) {
         Some(e)
@@ -93,16 +118,16 @@ fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<String> {
         {
             None
         }
-        Some(_) => Some(format!(
+        Some(_) => Some(Why::damage(format!(
             "pack {} lists blob {} at another place",
             p.short(),
             r.id.short()
-        )),
-        None => Some(format!(
+        ))),
+        None => Some(Why::damage(format!(
             "pack {} does not hold blob {}",
             p.short(),
             r.id.short()
-        )),
+        ))),
     }
 }
 
@@ -112,6 +137,8 @@ struct Walked {
     snapshots: Vec<Snapshot>,
     /// One sentence per problem with a snapshot or a chunk list.
     problems: Vec<String>,
+    /// One sentence per snapshot or chunk list that could not be read (I/O, permissions).
+    unreadable: Vec<String>,
     /// Chunk lists that could not be read, by place: `--read-data` meets them again and
     /// must not report them twice.
     unreadable_lists: HashSet<ChunkAt>,
@@ -125,10 +152,12 @@ fn walk(
 ) -> Result<Walked> {
     let mut w = Walked::default();
     let problems = &mut w.problems;
+    let unreadable = &mut w.unreadable;
     let snaps = &mut w.snapshots;
     for id in repo.snapshot_ids()? {
         match repo.load_snapshot(id) {
             Ok(s) => snaps.push(s),
+            Err(e @ Error::Io { .. }) => unreadable.push(format!("snapshot {}: {e}", id.short())),
             Err(e) => problems.push(format!("snapshot {}: {e}", id.short())),
         }
     }
@@ -151,14 +180,20 @@ fn walk(
                 expect_start = l.start + l.bytes;
                 if let Some(why) = misplaced(t, BlobKind::ChunkList, &lref) {
                     w.unreadable_lists.insert(chunk_at(&lref));
-                    problems.push(format!(
-                        "snapshot {} {:?}: bytes {}..{} unreadable: chunk list {}: {why}",
+                    let line = format!(
+                        "snapshot {} {:?}: bytes {}..{} unreadable: chunk list {}: {}",
                         s.id.short(),
                         o.name,
                         l.start,
                         l.start + l.bytes,
-                        l.id.short()
-                    ));
+                        l.id.short(),
+                        why.text
+                    );
+                    if why.io {
+                        unreadable.push(line);
+                    } else {
+                        problems.push(line);
+                    }
                     continue;
                 }
                 let block = match pack::read_blob(
@@ -173,13 +208,18 @@ fn walk(
                     Ok(b) => b,
                     Err(e) => {
                         w.unreadable_lists.insert(chunk_at(&lref));
-                        problems.push(format!(
+                        let line = format!(
                             "snapshot {} {:?}: bytes {}..{} unreadable: {e}",
                             s.id.short(),
                             o.name,
                             l.start,
                             l.start + l.bytes
-                        ));
+                        );
+                        if matches!(e, Error::Io { .. }) {
+                            unreadable.push(line);
+                        } else {
+                            problems.push(line);
+                        }
                         continue;
                     }
                 };
@@ -219,15 +259,22 @@ pub fn check(
     progress("reading pack headers");
     let t = load_packs(repo)?;
     r.packs = t.sizes.len();
-    // Each reason already names its pack ("pack 1a2b3c4d is damaged: ...").
-    r.problems.extend(t.damaged.values().cloned());
+    // Each reason already names its pack ("pack 1a2b3c4d is damaged: ...", "cannot open
+    // .../packs/1a/1a2b...: Permission denied").
+    for why in t.damaged.values() {
+        if why.io {
+            r.unreadable.push(why.text.clone());
+        } else {
+            r.problems.push(why.text.clone());
+        }
+    }
     progress("checking snapshots and chunk lists");
     let mut referenced_packs: HashSet<PackId> = HashSet::new();
     // Chunks are keyed by where they are, not just by id: after a repair the same chunk can
     // exist twice, once damaged and once whole, and only snapshots using the damaged copy
     // are affected.
     let mut referenced: HashSet<ChunkAt> = HashSet::new();
-    let mut bad_chunks: HashMap<ChunkAt, String> = HashMap::new();
+    let mut bad_chunks: HashMap<ChunkAt, Why> = HashMap::new();
     let walked = walk(repo, &t, |_, _, c, _| {
         referenced_packs.insert(c.loc.pack);
         if referenced.insert(chunk_at(c)) {
@@ -245,6 +292,7 @@ pub fn check(
         }
     }
     r.problems.extend(walked.problems);
+    r.unreadable.extend(walked.unreadable);
     r.snapshots = snaps.len();
     r.objects = snaps.iter().map(|s| s.objects.len()).sum();
     r.chunks_referenced = referenced.len();
@@ -256,6 +304,10 @@ pub fn check(
             progress(&format!("reading pack {}/{}", i + 1, packs.len()));
             let bytes = match repo.storage.read_all(FileKind::Pack, &p.to_hex()) {
                 Ok(b) => b,
+                Err(e @ Error::Io { .. }) => {
+                    r.unreadable.push(format!("pack {}: {e}", p.short()));
+                    continue;
+                }
                 Err(e) => {
                     r.problems.push(format!("pack {}: {e}", p.short()));
                     continue;
@@ -278,7 +330,7 @@ pub fn check(
                     });
                 if let Err(err) = res {
                     if e.kind == BlobKind::Chunk {
-                        bad_chunks.insert((e.id, **p, e.offset), err.to_string());
+                        bad_chunks.insert((e.id, **p, e.offset), Why::of(&err));
                     } else if referenced_packs.contains(p)
                         && !walked.unreadable_lists.contains(&(e.id, **p, e.offset))
                     {
@@ -292,20 +344,28 @@ pub fn check(
     // Name what each damaged chunk breaks: snapshot, stream, byte range.
     if !bad_chunks.is_empty() {
         let mut affected = Vec::new();
+        let mut cannot_read = Vec::new();
         walk(repo, &t, |s, name, c, off| {
             if let Some(why) = bad_chunks.get(&chunk_at(c)) {
-                affected.push(format!(
-                    "snapshot {} {name:?}: bytes {off}..{} are damaged: {why}",
+                let (list, what) = if why.io {
+                    (&mut cannot_read, "cannot be read")
+                } else {
+                    (&mut affected, "are damaged")
+                };
+                list.push(format!(
+                    "snapshot {} {name:?}: bytes {off}..{} {what}: {}",
                     s.id.short(),
-                    off + c.loc.plain_len as u64
+                    off + c.loc.plain_len as u64,
+                    why.text
                 ));
             }
         })?;
         let unreferenced_bad = bad_chunks
-            .keys()
-            .filter(|id| !referenced.contains(id))
+            .iter()
+            .filter(|(id, why)| !why.io && !referenced.contains(id))
             .count();
         r.problems.extend(affected);
+        r.unreadable.extend(cannot_read);
         if unreferenced_bad > 0 {
             r.problems.push(format!(
                 "{unreferenced_bad} damaged chunk(s) belong to no snapshot (left by an interrupted ingest)"
@@ -337,8 +397,10 @@ pub struct Stats {
     pub chunks: usize,
     pub dedup_ratio: f64,
     pub compression_ratio: f64,
-    /// Snapshots or chunk lists that could not be read: the figures leave them out.
+    /// Snapshots or chunk lists that are damaged: the figures leave them out.
     pub problems: Vec<String>,
+    /// Snapshots or chunk lists that could not be read (permissions, I/O): left out too.
+    pub unreadable: Vec<String>,
 }
 
 pub fn stats(repo: &Repository) -> Result<Stats> {
@@ -357,6 +419,7 @@ pub fn stats(repo: &Repository) -> Result<Stats> {
     })?;
     // Damage does not hide the rest: count what can be read and say what could not.
     st.problems = walked.problems;
+    st.unreadable = walked.unreadable;
     let snaps = walked.snapshots;
     st.chunks = seen.len();
     st.snapshots = snaps.len();

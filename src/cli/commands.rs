@@ -827,6 +827,9 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
         for p in &r.problems {
             println!("damaged: {p}");
         }
+        for u in &r.unreadable {
+            println!("unreadable: {u}");
+        }
         if !quiet {
             eprintln!(
                 "checked {} snapshot(s), {} stream(s), {} pack(s), {} chunk(s){}",
@@ -854,6 +857,14 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
             eprintln!("no problems found");
         }
         Ok(0)
+    } else if r.problems.is_empty() {
+        // Permissions or I/O errors: nothing was found damaged, but not everything was checked.
+        eprintln!(
+            "sluice: error: {} part(s) of the repository could not be read (listed above: permissions or I/O errors, not damage); \
+             give this user read access (or run as the repository's owner) and check again",
+            r.unreadable.len()
+        );
+        Ok(EXIT_ERROR)
     } else {
         // Problems that name a stream read `snapshot ID "name": bytes ...`.
         let streams_hit = r.problems.iter().any(|p| p.contains(": bytes "));
@@ -985,17 +996,21 @@ fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
 fn stats(cli: &Cli, json: bool) -> Result<i32> {
     let repo = open(cli)?;
     let s = sluice::check::stats(&repo)?;
-    let status = if s.problems.is_empty() {
+    let status = if s.problems.is_empty() && s.unreadable.is_empty() {
         0
     } else {
-        for p in &s.problems {
+        for p in s.problems.iter().chain(&s.unreadable) {
             eprintln!("sluice: warning: left out of the figures: {p}");
         }
         eprintln!(
             "sluice: error: {} part(s) of the repository could not be read; run `sluice check`",
-            s.problems.len()
+            s.problems.len() + s.unreadable.len()
         );
-        EXIT_DAMAGED
+        if s.problems.is_empty() {
+            EXIT_ERROR
+        } else {
+            EXIT_DAMAGED
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);

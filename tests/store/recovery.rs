@@ -283,3 +283,79 @@ fn latest_with_a_damaged_snapshot_file_says_what_it_could_not_read() {
     let e = one_error(&repo.cmd(["ls", "latest"]).run().code_is(3));
     assert!(e.contains("damaged") && e.contains("3"), "{e}");
 }
+
+/// Let every user read the repository (and the directories above it, which a test's
+/// temporary directory keeps private), as a repository shared with a group would be.
+fn readable_by_all(repo: &Repo) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(repo.dir.path(), 0o755);
+    mode(&repo.path, 0o755);
+    for p in walk(&repo.path) {
+        mode(&p, if p.is_dir() { 0o755 } else { 0o644 });
+    }
+}
+
+/// A pack this user may not read (a copy with wrong permissions, a file written under
+/// another umask) is not damaged data: `check` says it could not be read and why (exit 1,
+/// "I/O error"), not "damaged ... run `sluice repair index --read-data`" (exit 3); the
+/// streams it does not hold still check and read.
+#[test]
+fn an_unreadable_pack_is_not_reported_as_damage() {
+    use std::os::unix::fs::PermissionsExt;
+    let (repo, _, a) = two_snapshots("unreadable-pack");
+    readable_by_all(&repo);
+    let packs = repo.packs();
+    assert_eq!(packs.len(), 2, "one pack per ingest");
+    // Which pack holds a.bin: the one whose absence breaks it.
+    let as_user = |args: &[&str]| repo.cmd(args).unprivileged();
+    as_user(&["check", "--read-data"]).run().ok();
+    let mut hidden = None;
+    for p in &packs {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+        if as_user(&["cat", "latest", "a.bin"]).run().code() != Some(0) {
+            hidden = Some(p.clone());
+            break;
+        }
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    assert!(hidden.is_some(), "no pack made a.bin unreadable");
+    for args in [vec!["check"], vec!["check", "--read-data"]] {
+        let o = as_user(&args).run().code_is(1);
+        let out = o.stdout_str();
+        assert!(!out.contains("damaged"), "{args:?}{}", o.report());
+        assert!(
+            out.contains("unreadable")
+                && out.contains("\"a.bin\"")
+                && out.contains("ermission denied"),
+            "{args:?}{}",
+            o.report()
+        );
+        assert!(!out.contains("b.sql"), "{args:?}{}", o.report());
+        let e = one_error(&o);
+        assert!(
+            e.contains("could not be read") && !e.contains("repair"),
+            "{e}"
+        );
+    }
+    let o = as_user(&["check", "--json"]).run().code_is(1);
+    let v = o.json();
+    assert_eq!(v["problems"].as_array().map(|p| p.len()), Some(0), "{v}");
+    assert!(
+        !v["unreadable"]
+            .as_array()
+            .expect("unreadable list")
+            .is_empty(),
+        "{v}"
+    );
+    as_user(&["stats"]).run().code_is(1);
+    as_user(&["cat", "latest", "b.sql"]).run().ok();
+    as_user(&["cat", "latest", "a.bin"])
+        .run()
+        .code_is(1)
+        .stderr_has(&["ermission denied"]);
+    // Root (or the owner) still reads it all.
+    assert!(repo.cat("latest", "a.bin") == a);
+}
