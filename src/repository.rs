@@ -452,13 +452,28 @@ impl Repository {
         let dir = self.path.join("locks");
         fs::create_dir_all(&dir).ctx(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join("write");
-        let mut file = fs::OpenOptions::new()
+        let mut file = match fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .ctx(|| format!("cannot open lock file {}", path.display()))?;
+        {
+            Ok(f) => f,
+            Err(_) if path.is_dir() => {
+                return Err(Error::InvalidInput(format!(
+                    "lock file {} is a directory, not the file sluice locks; remove it (it only \
+                     ever holds a note of who is writing) and run the command again",
+                    path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot open lock file {}", path.display()),
+                    e,
+                ))
+            }
+        };
         let fd = file.as_raw_fd();
         // SAFETY: flock on a file descriptor we own and keep open for the call; no memory is shared.
         if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {

@@ -359,3 +359,23 @@ fn an_unreadable_pack_is_not_reported_as_damage() {
     // Root (or the owner) still reads it all.
     assert!(repo.cat("latest", "a.bin") == a);
 }
+
+/// `locks/write` replaced by a directory (a bad restore, a confused cleanup): writers say what
+/// it is and what to do, readers do not care.
+#[test]
+fn a_lock_file_replaced_by_a_directory_is_named_with_what_to_do() {
+    let (repo, snap, a) = two_snapshots("lock-dir");
+    let lock = repo.path.join("locks").join("write");
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::create_dir(&lock).unwrap();
+    assert!(repo.cat(&snap, "a.bin") == a);
+    let o = repo
+        .cmd(["ingest", "--name", "c"])
+        .stdin_bytes(b"c".to_vec())
+        .run()
+        .code_is(1);
+    let e = one_error(&o);
+    assert!(e.contains("is a directory") && e.contains("remove"), "{e}");
+    std::fs::remove_dir(&lock).unwrap();
+    repo.ingest("c", b"c", &[]);
+}
