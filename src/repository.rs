@@ -467,6 +467,22 @@ impl Repository {
                     path.display()
                 )))
             }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+                ) =>
+            {
+                return Err(Error::io(
+                    format!(
+                        "cannot write to repository {} (lock file {}): this command needs write \
+                         access; snapshots, ls, cat, check, stats and mount work without it",
+                        self.path.display(),
+                        path.display()
+                    ),
+                    e,
+                ))
+            }
             Err(e) => {
                 return Err(Error::io(
                     format!("cannot open lock file {}", path.display()),

@@ -379,3 +379,27 @@ fn a_lock_file_replaced_by_a_directory_is_named_with_what_to_do() {
     std::fs::remove_dir(&lock).unwrap();
     repo.ingest("c", b"c", &[]);
 }
+
+/// A repository this user may only read (another user's files, read-only media): reading
+/// works; commands that write say in one line that they need write access, and which
+/// commands do not.
+#[test]
+fn a_read_only_repository_reads_and_writers_say_they_need_write_access() {
+    let (repo, snap, a) = two_snapshots("read-only");
+    readable_by_all(&repo);
+    let as_user = |args: &[&str]| repo.cmd(args).unprivileged();
+    assert!(as_user(&["cat", &snap, "a.bin"]).run().ok().stdout == a);
+    as_user(&["snapshots"]).run().ok();
+    as_user(&["ls", "latest"]).run().ok();
+    as_user(&["check", "--read-data"]).run().ok();
+    as_user(&["stats"]).run().ok();
+    as_user(&["key", "list"]).run().ok();
+    for args in [vec!["ingest", "--name", "c"], vec!["repair", "index"]] {
+        let o = as_user(&args).stdin_bytes(b"c".to_vec()).run().code_is(1);
+        let e = one_error(&o);
+        assert!(
+            e.contains("write access") && e.contains("cat"),
+            "{args:?}: {e}"
+        );
+    }
+}
