@@ -80,6 +80,10 @@ pub struct KeyInfo {
     /// remove it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unreadable: bool,
+    /// The file's name under `keys/`: normally the id, but a key file restored from a backup
+    /// may carry another name, or be a second copy of the same key.
+    #[serde(skip)]
+    pub file: String,
 }
 
 pub struct InitOptions {
@@ -380,13 +384,15 @@ impl Repository {
                     created: Some(kf.created),
                     damaged: None,
                     unreadable: false,
+                    file: name,
                 },
                 Err(e) => KeyInfo {
                     current: false,
-                    id: name,
+                    id: name.clone(),
                     created: None,
                     unreadable: matches!(e, Error::Io { .. }),
                     damaged: Some(e.to_string()),
+                    file: name,
                 },
             });
         }
@@ -395,9 +401,23 @@ impl Repository {
         Ok(out)
     }
 
-    /// Remove the key file `id` names (a full id or a prefix of at least 4 characters: removing
-    /// a passphrase is not undoable, so one stray character must not pick a key). Returns the
-    /// full id removed.
+    /// Replace the key this passphrase opened with a new one for `passphrase`: the new key
+    /// file is written and durable first, then every file holding the old key goes (a copy
+    /// restored under another name would otherwise keep the old passphrase working).
+    /// Returns the new key's id.
+    pub fn replace_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<String> {
+        let new_id = self.add_key(passphrase, kdf)?;
+        for k in self.list_keys()? {
+            if k.damaged.is_none() && k.id == self.key_id {
+                self.storage.remove(FileKind::Key, &k.file)?;
+            }
+        }
+        Ok(new_id)
+    }
+
+    /// Remove the key `id` names (a full id or a prefix of at least 4 characters: removing
+    /// a passphrase is not undoable, so one stray character must not pick a key), every file
+    /// that holds it. Returns the full id removed.
     pub fn remove_key(&self, id: &str) -> Result<String> {
         if id.len() < 4 {
             return Err(Error::InvalidInput(format!(
@@ -410,12 +430,13 @@ impl Repository {
             .filter(|k| k.id.starts_with(id) && !id.is_empty())
             .collect();
         let key = match matches.as_slice() {
-            [k] => *k,
             [] => {
                 return Err(Error::NotFound(format!(
                     "no key with id {id:?}; see `sluice key list`"
                 )))
             }
+            // Several files may hold one key (a copy restored under another name).
+            [k, rest @ ..] if rest.iter().all(|r| r.id == k.id) => *k,
             _ => {
                 return Err(Error::InvalidInput(format!(
                     "key id prefix {id:?} is ambiguous"
@@ -427,12 +448,14 @@ impl Repository {
                 "refusing to remove the key this passphrase opened; open with another key to remove it".into(),
             ));
         }
-        if keys.len() < 2 {
+        if keys.len() <= matches.len() {
             return Err(Error::InvalidInput(
                 "refusing to remove the last key".into(),
             ));
         }
-        self.storage.remove(FileKind::Key, &key.id)?;
+        for k in &matches {
+            self.storage.remove(FileKind::Key, &k.file)?;
+        }
         Ok(key.id.clone())
     }
 

@@ -975,13 +975,8 @@ fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
         }
         KeyAction::Passwd { new_password_file } => {
             let pw = PasswordSource::get_new(new_password_file.as_deref())?;
-            let new_id = repo.add_key(&pw, KdfParams::DEFAULT)?;
             // The new key exists and is durable before the old one goes.
-            sluice::storage::Storage::remove(
-                repo.storage.as_ref(),
-                sluice::storage::FileKind::Key,
-                &repo.key_id,
-            )?;
+            let new_id = repo.replace_key(&pw, KdfParams::DEFAULT)?;
             if !cli.quiet {
                 eprintln!(
                     "passphrase changed: key {} replaced by {new_id}",

@@ -403,3 +403,53 @@ fn a_read_only_repository_reads_and_writers_say_they_need_write_access() {
         );
     }
 }
+
+/// A key file restored from a backup under another name (`keys/ID.orig`) is a second copy of
+/// the same key. `key passwd` must retire every copy of the key it replaces: before, it
+/// removed only `keys/ID`, said "passphrase changed", and the old passphrase still opened the
+/// repository through the copy. `key remove` finds a key by the id inside the file too.
+#[test]
+fn key_passwd_retires_every_copy_of_the_old_key() {
+    let mut repo = Repo::init("key-copies", &[]);
+    let data = b"secret rows\n".repeat(100);
+    let snap = repo.ingest("x", &data, &[]).snapshot;
+    let keys = repo.path.join("keys");
+    let names = |keys: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(keys)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let first = names(&keys).pop().expect("one key file");
+    std::fs::copy(keys.join(&first), keys.join(format!("{first}.orig"))).unwrap();
+    repo.cmd(["key", "passwd"])
+        .env("SLUICE_NEW_PASSWORD", "new passphrase")
+        .run()
+        .ok();
+    repo.cmd(["snapshots"])
+        .run()
+        .code_is(1)
+        .stderr_has(&["wrong passphrase"]);
+    assert_eq!(names(&keys).len(), 1, "{:?}", names(&keys));
+    repo.password = "new passphrase".into();
+    assert!(repo.cat(&snap, "x") == data);
+
+    // `key remove` of a key whose file has another name than its id.
+    let id = repo
+        .cmd(["key", "add"])
+        .env("SLUICE_NEW_PASSWORD", "third passphrase")
+        .run()
+        .ok()
+        .stdout_str()
+        .trim()
+        .to_string();
+    std::fs::rename(keys.join(&id), keys.join("restored-key")).unwrap();
+    repo.cmd(["key", "remove", &id]).run().ok();
+    assert_eq!(names(&keys).len(), 1, "{:?}", names(&keys));
+    repo.cmd(["snapshots"])
+        .env("SLUICE_PASSWORD", "third passphrase")
+        .run()
+        .code_is(1);
+}
