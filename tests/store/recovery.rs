@@ -453,3 +453,22 @@ fn key_passwd_retires_every_copy_of_the_old_key() {
         .run()
         .code_is(1);
 }
+
+/// `index/` replaced by a plain file (a bad restore): it is a cache, so ingest rebuilds it, and
+/// `repair index` (which the error used to recommend) works instead of failing with
+/// "cannot remove .../index: Not a directory".
+#[test]
+fn an_index_replaced_by_a_file_is_rebuilt() {
+    let (repo, snap, a) = two_snapshots("index-file");
+    let index = repo.path.join("index");
+    std::fs::remove_dir_all(&index).unwrap();
+    std::fs::write(&index, b"not a database").unwrap();
+    repo.cmd(["repair", "index"]).run().ok();
+    assert!(index.is_dir());
+    std::fs::remove_dir_all(&index).unwrap();
+    std::fs::write(&index, b"not a database").unwrap();
+    let again = repo.ingest("a.bin", &a, &[]);
+    assert_eq!(again.added_bytes, 0, "the rebuilt index deduplicates");
+    assert!(repo.cat(&snap, "a.bin") == a);
+    repo.check_ok(false);
+}
