@@ -607,8 +607,8 @@ impl Repository {
     /// (and by `check`) rather than hiding every other snapshot.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
         let (all, unreadable) = self.snapshots_and_unreadable()?;
-        for (_, e) in unreadable {
-            log::warn!("skipped: {e}; run `sluice check`");
+        for u in unreadable {
+            log::warn!("skipped: {}; run `sluice check`", u.why);
         }
         Ok(all)
     }
@@ -622,7 +622,11 @@ impl Repository {
             match self.load_snapshot(id) {
                 Ok(s) => all.push(s),
                 Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
-                Err(e) => unreadable.push((id, e.to_string())),
+                Err(e) => unreadable.push(Unreadable {
+                    id,
+                    damaged: !matches!(e, Error::Io { .. }),
+                    why: e.to_string(),
+                }),
             }
         }
         all.sort_by_key(|s| (s.time, s.time_nanos, s.id));
@@ -656,11 +660,17 @@ impl Repository {
                         Some(n) => format!("no readable snapshot holds a stream named {n:?}"),
                         None => "the repository has no readable snapshot".into(),
                     };
-                    return Err(Error::Corrupt(format!(
+                    let msg = format!(
                         "{what}: {} snapshot file(s) could not be read and may hold it ({}); run `sluice check`",
                         unreadable.len(),
                         unreadable_list(&unreadable)
-                    )));
+                    );
+                    // Damage is exit 3; files this user may not read are not damage.
+                    return Err(if unreadable.iter().any(|u| u.damaged) {
+                        Error::Corrupt(msg)
+                    } else {
+                        Error::NotFound(msg)
+                    });
                 }
                 return Err(match name {
                     Some(n) => Error::NotFound(format!("no snapshot holds a stream named {n:?}")),
@@ -731,7 +741,13 @@ pub struct Resolved {
 }
 
 /// A snapshot file that could not be read, and why.
-pub type Unreadable = (SnapshotId, String);
+#[derive(Debug)]
+pub struct Unreadable {
+    pub id: SnapshotId,
+    pub why: String,
+    /// Damaged, rather than unreadable to this user (permissions, an I/O error).
+    pub damaged: bool,
+}
 
 impl Resolved {
     /// The warning to print when `latest` had to pass over unreadable snapshot files.
@@ -754,11 +770,12 @@ impl Resolved {
 fn unreadable_list(unreadable: &[Unreadable]) -> String {
     unreadable
         .iter()
-        .map(|(id, why)| {
-            let short = id.short();
-            let why = why
+        .map(|u| {
+            let short = u.id.short();
+            let why = u
+                .why
                 .strip_prefix(&format!("snapshot {short} is "))
-                .unwrap_or(why);
+                .unwrap_or(&u.why);
             format!("{short}: {why}")
         })
         .collect::<Vec<_>>()

@@ -472,3 +472,31 @@ fn an_index_replaced_by_a_file_is_rebuilt() {
     assert!(repo.cat(&snap, "a.bin") == a);
     repo.check_ok(false);
 }
+
+/// A snapshot file this user may not read is not damage: `cat latest NAME` that cannot find
+/// NAME in any readable snapshot exits 1 naming the permission problem, not 3.
+#[test]
+fn latest_with_an_unreadable_snapshot_file_is_not_damage() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = Repo::init("latest-unreadable-snapshot", &[]);
+    repo.ingest("a.sql", b"a\n", &[]);
+    let b_snap = repo.ingest("b.sql", b"b\n", &[]).snapshot;
+    readable_by_all(&repo);
+    let p = repo.path.join("snapshots").join(&b_snap);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let o = repo
+        .cmd(["cat", "latest", "b.sql"])
+        .unprivileged()
+        .run()
+        .code_is(1);
+    let e = one_error(&o);
+    assert!(
+        e.contains(&b_snap[..8]) && e.contains("ermission denied"),
+        "{e}"
+    );
+    repo.cmd(["cat", "latest", "a.sql"])
+        .unprivileged()
+        .run()
+        .ok();
+    repo.cmd(["check"]).unprivileged().run().code_is(1);
+}
