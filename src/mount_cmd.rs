@@ -50,6 +50,9 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     .get(false)?;
     let repo = Repository::open(&repo_path, &pw)?;
     crate::cli::commands::warn_config_damage(&repo);
+    // Damage the mount could not serve (a lost snapshots/ directory) is said here, once,
+    // with its exit status, rather than by the daemon child.
+    repo.snapshot_ids()?;
     if a.foreground {
         return serve(repo, &mnt, a, None);
     }

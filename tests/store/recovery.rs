@@ -500,3 +500,33 @@ fn latest_with_an_unreadable_snapshot_file_is_not_damage() {
         .ok();
     repo.cmd(["check"]).unprivileged().run().code_is(1);
 }
+
+/// `sluice mount` of a repository that lost snapshots/: one error line naming it (exit 3),
+/// from the command itself, not a daemon's error plus "mounting ... failed (exit status: 1)".
+#[test]
+fn mount_of_a_repository_that_lost_its_snapshots_says_so_once() {
+    let (repo, _, _) = two_snapshots("mount-no-snapshots");
+    std::fs::remove_dir_all(repo.path.join("snapshots")).unwrap();
+    let mnt = repo.dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let o = repo
+        .cmd([
+            "mount".into(),
+            repo.path.clone().into_os_string(),
+            mnt.into_os_string(),
+        ])
+        .run()
+        .code_is(3);
+    let errors: Vec<String> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("sluice: error"))
+        .map(String::from)
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", o.report());
+    assert!(
+        errors[0].contains("snapshots") && errors[0].contains("missing"),
+        "{}",
+        o.report()
+    );
+}
