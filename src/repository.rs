@@ -633,6 +633,31 @@ impl Repository {
         Ok((all, unreadable))
     }
 
+    /// A warning when the newest snapshot is dated after `now` (this machine's clock, or the
+    /// clock of the host that took it, is wrong): `latest` orders snapshots by their recorded
+    /// time, so a snapshot taken now would sort before it and `latest` would not pick it. Best
+    /// said at ingest, while someone can still fix the clock.
+    pub fn clock_warning(&self, now: (i64, u32)) -> Result<Option<String>> {
+        let (all, _) = self.snapshots_and_unreadable()?;
+        let Some(newest) = all.last() else {
+            return Ok(None);
+        };
+        if newest.time <= now.0 {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "the newest snapshot, {}, is dated {}, later than this machine's clock ({}): this \
+             clock or the clock of {} (which took it) is wrong; `latest` orders snapshots by \
+             their recorded time, so it will keep meaning {} rather than the snapshot taken now \
+             until the clock passes that date (snapshots can always be named by id)",
+            newest.id.short(),
+            crate::time::format_utc(newest.time),
+            crate::time::format_utc(now.0),
+            newest.host,
+            newest.id.short()
+        )))
+    }
+
     /// Resolve `latest`, a full id or a unique prefix (see [`Repository::resolve_detailed`]).
     pub fn resolve(&self, spec: &str, name: Option<&str>) -> Result<Snapshot> {
         self.resolve_detailed(spec, name).map(|r| r.snapshot)
@@ -903,4 +928,61 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|_| f.sync_all())
         .ctx(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, path).ctx(|| format!("cannot rename into {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_with_snapshot_at(dir: &Path, time: i64) -> Repository {
+        let repo = Repository::init(
+            &dir.join("repo"),
+            b"pw",
+            InitOptions {
+                chunker: ChunkerParams::with_avg(1 << 20),
+                compression: Compression::Zstd { level: 3 },
+                kdf: KdfParams {
+                    m_kib: 64,
+                    t: 1,
+                    p: 1,
+                },
+            },
+        )
+        .unwrap();
+        let snap = Snapshot {
+            id: SnapshotId::random(),
+            time,
+            time_nanos: 0,
+            host: "clockless-vm".into(),
+            tags: vec![],
+            complete: true,
+            objects: vec![],
+        };
+        repo.storage
+            .put(
+                FileKind::Snapshot,
+                &snap.id.to_hex(),
+                &snap.encode(&repo.keys).unwrap(),
+            )
+            .unwrap();
+        repo
+    }
+
+    /// A snapshot dated after this machine's clock (a host whose clock ran ahead, or a clock
+    /// reset to 1970 here) is warned about at ingest: `latest` would not pick the new one.
+    #[test]
+    fn a_newest_snapshot_dated_after_the_clock_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = (1_800_000_000, 0);
+        let repo = repo_with_snapshot_at(dir.path(), now.0 + 86_400);
+        let w = repo.clock_warning(now).unwrap().expect("a warning");
+        assert!(w.contains("clockless-vm") && w.contains("latest"), "{w}");
+        // A clock reset to the epoch, as on a machine without a working RTC.
+        assert!(repo.clock_warning((0, 0)).unwrap().is_some());
+        // Same second, or older: nothing to say.
+        assert!(repo.clock_warning((now.0 + 86_400, 0)).unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with_snapshot_at(dir.path(), now.0 - 5);
+        assert!(repo.clock_warning(now).unwrap().is_none());
+    }
 }

@@ -409,6 +409,9 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     // A repository that lost snapshots/ must not get a new one quietly: the lost snapshots'
     // packs would then pass for leftovers of interrupted ingests.
     repo.snapshot_ids()?;
+    if let Some(w) = repo.clock_warning(sluice::time::now())? {
+        eprintln!("sluice: warning: {w}");
+    }
     let (index, sync) = Index::open(&repo)?;
     if !quiet {
         if sync.rebuilt && sync.packs_added > 0 {
