@@ -530,3 +530,33 @@ fn mount_of_a_repository_that_lost_its_snapshots_says_so_once() {
         o.report()
     );
 }
+
+/// Copies of two repositories merged into one directory: the other repository's snapshot
+/// and pack files fail authentication, and the message says that they may simply belong to
+/// another repository rather than only "damaged".
+#[test]
+fn files_of_another_repository_are_named_as_possibly_foreign() {
+    let (repo, snap, a) = two_snapshots("merged-a");
+    let (other, other_snap, _) = two_snapshots("merged-b");
+    std::fs::copy(
+        other.path.join("snapshots").join(&other_snap),
+        repo.path.join("snapshots").join(&other_snap),
+    )
+    .unwrap();
+    for p in other.packs() {
+        let rel = p.strip_prefix(&other.path).unwrap();
+        let dest = repo.path.join(rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&p, dest).unwrap();
+    }
+    let o = repo.cmd(["check"]).run().code_is(3);
+    let out = o.stdout_str();
+    assert!(
+        out.contains(&format!("snapshot {}", &other_snap[..8]))
+            && out.contains("snapshot of another repository"),
+        "{}",
+        o.report()
+    );
+    assert!(out.contains("pack of another repository"), "{}", o.report());
+    assert!(repo.cat(&snap, "a.bin") == a);
+}
