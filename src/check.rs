@@ -72,6 +72,8 @@ struct PackTable {
     sizes: HashMap<PackId, u64>,
     /// Packs whose header could not be read or authenticated.
     damaged: HashMap<PackId, Why>,
+    /// Pack files found where sluice does not look for them: (where it is, where it belongs).
+    misplaced: HashMap<String, (std::path::PathBuf, std::path::PathBuf)>,
 }
 
 fn load_packs(repo: &Repository) -> Result<PackTable> {
@@ -79,6 +81,7 @@ fn load_packs(repo: &Repository) -> Result<PackTable> {
         entries: HashMap::new(),
         sizes: HashMap::new(),
         damaged: HashMap::new(),
+        misplaced: repo.storage.misplaced_packs(),
     };
     for name in repo.storage.list(FileKind::Pack)? {
         let Ok(id) = PackId::from_hex(&name) else {
@@ -119,7 +122,15 @@ fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<Why> {
         return Some(why.clone());
     }
     let Some(entries) = t.entries.get(&p) else {
-        return Some(Why::damage(format!("pack {} is missing", p.short())));
+        return Some(Why::damage(match t.misplaced.get(&p.to_hex()) {
+            Some((at, home)) => format!(
+                "pack {} is missing from its place; a file of that name is at {}: move it to {}",
+                p.short(),
+                at.display(),
+                home.display()
+            ),
+            None => format!("pack {} is missing", p.short()),
+        }));
     };
     match entries.get(&(kind, r.id)) {
         Some(e)

@@ -97,6 +97,32 @@ impl DirStorage {
         Ok(f)
     }
 
+    /// Files under `packs/` named like a pack but not where sluice looks for that name (flat
+    /// in `packs/`, or in another `packs/xx/`), by name, with where each is and where it
+    /// belongs: a copy restored without its folders. Unreadable folders are skipped.
+    pub fn misplaced_packs(&self) -> std::collections::HashMap<String, (PathBuf, PathBuf)> {
+        let mut out = std::collections::HashMap::new();
+        let top = self.root.join("packs");
+        let mut dirs = vec![top.clone()];
+        if let Ok(rd) = fs::read_dir(&top) {
+            dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for d in dirs {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let Some(name) = e.file_name().to_str().map(String::from) else {
+                    continue;
+                };
+                let home = self.path(FileKind::Pack, &name);
+                let pack_like = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+                if pack_like && e.path() != home && e.path().is_file() {
+                    out.insert(name, (e.path(), home));
+                }
+            }
+        }
+        out
+    }
+
     /// Remove every in-progress file left by an ingest that died. Call only under the write lock.
     pub fn clear_tmp(&self) -> Result<usize> {
         let dir = self.root.join("tmp");

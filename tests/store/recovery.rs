@@ -560,3 +560,31 @@ fn files_of_another_repository_are_named_as_possibly_foreign() {
     assert!(out.contains("pack of another repository"), "{}", o.report());
     assert!(repo.cat(&snap, "a.bin") == a);
 }
+
+/// Pack files restored to the wrong place (flat under packs/, as a copy from a listing without
+/// folders would put them): `check` says where each missing pack was found and where it
+/// belongs, instead of only "pack ... is missing"; once moved, everything checks.
+#[test]
+fn a_pack_restored_to_the_wrong_folder_is_pointed_at() {
+    let (repo, snap, a) = two_snapshots("flat-packs");
+    let mut moved = Vec::new();
+    for p in repo.packs() {
+        let flat = repo.path.join("packs").join(p.file_name().unwrap());
+        std::fs::rename(&p, &flat).unwrap();
+        moved.push((flat, p));
+    }
+    let o = repo.cmd(["check"]).run().code_is(3);
+    let out = o.stdout_str();
+    for (flat, home) in &moved {
+        assert!(
+            out.contains(&flat.display().to_string()) && out.contains(&home.display().to_string()),
+            "{}",
+            o.report()
+        );
+    }
+    for (flat, home) in &moved {
+        std::fs::rename(flat, home).unwrap();
+    }
+    repo.check_ok(true);
+    assert!(repo.cat(&snap, "a.bin") == a);
+}
