@@ -195,10 +195,13 @@ impl Repository {
             )));
         }
         let cfg_path = path.join("config");
-        // A directory with sluice's keys/ beside its config is a sluice repository: a config
-        // that is missing or does not parse there is damage (exit 3, and readers go on
-        // without it), not "not a repository".
-        let ours = || path.join("keys").is_dir();
+        // A directory with sluice's keys/ and packs/ or snapshots/ is a sluice repository: a
+        // config that is missing or does not parse there is damage (exit 3, and readers go
+        // on without it), not "not a repository".
+        let ours = || {
+            path.join("keys").is_dir()
+                && (path.join("packs").is_dir() || path.join("snapshots").is_dir())
+        };
         let bytes = match fs::read(&cfg_path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && ours() => {

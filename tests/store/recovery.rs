@@ -240,6 +240,20 @@ fn a_foreign_directory_with_a_config_file_is_not_a_repository() {
         "{}",
         o.report()
     );
+    // Nor is one that only has a folder named keys.
+    std::fs::remove_file(dir.join("config")).unwrap();
+    std::fs::create_dir(dir.join("keys")).unwrap();
+    std::fs::write(dir.join("keys").join("id_rsa"), b"-----BEGIN").unwrap();
+    let o = Sluice::at(dir.path())
+        .env("SLUICE_PASSWORD", PASSWORD)
+        .arg("snapshots")
+        .run()
+        .code_is(1);
+    assert!(
+        one_error(&o).contains("not a sluice repository"),
+        "{}",
+        o.report()
+    );
 }
 
 /// `cat latest NAME` when the snapshot file that held NAME is damaged: not "no snapshot holds a
