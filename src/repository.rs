@@ -883,6 +883,10 @@ fn write_key_file(
     passphrase: &[u8],
     kdf: KdfParams,
 ) -> Result<String> {
+    // `open` refuses key files with parameters out of range: never write one, or the
+    // passphrase would be locked out for good.
+    kdf.validate()
+        .map_err(|e| Error::InvalidInput(format!("cannot create a key file: {e}")))?;
     let id = hex::encode(crypto::random_bytes::<8>());
     let salt: [u8; 16] = crypto::random_bytes();
     let kek = derive_kek(passphrase, &salt, kdf)?;
@@ -969,6 +973,35 @@ mod tests {
             )
             .unwrap();
         repo
+    }
+
+    /// Key derivation parameters that `open` would refuse are refused when a key is made,
+    /// so no repository or key is created that no passphrase can open.
+    #[test]
+    fn keys_that_open_would_refuse_are_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = KdfParams {
+            m_kib: 1024,
+            t: 1,
+            p: 65,
+        };
+        let r = Repository::init(
+            &dir.path().join("repo"),
+            b"pw",
+            InitOptions {
+                chunker: ChunkerParams::with_avg(1 << 20),
+                compression: Compression::Zstd { level: 3 },
+                kdf: bad,
+            },
+        );
+        assert!(r.is_err());
+        assert!(
+            !dir.path().join("repo").exists(),
+            "a repository was left behind"
+        );
+        let repo = repo_with_snapshot_at(dir.path(), 0);
+        assert!(repo.add_key(b"other", bad).is_err());
+        assert_eq!(repo.list_keys().unwrap().len(), 1);
     }
 
     /// A snapshot dated after this machine's clock (a host whose clock ran ahead, or a clock
