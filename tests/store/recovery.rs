@@ -602,3 +602,16 @@ fn a_pack_restored_to_the_wrong_folder_is_pointed_at() {
     repo.check_ok(true);
     assert!(repo.cat(&snap, "a.bin") == a);
 }
+
+/// A snapshot file deleted outright leaves nothing to authenticate; all `check` can see is
+/// packs that no snapshot uses. It must not explain them only as leftovers of interrupted
+/// ingests: a lost snapshot file is the other cause, and the one that matters.
+#[test]
+fn unreferenced_packs_mention_lost_snapshot_files() {
+    let (repo, snap, _) = two_snapshots("lost-snapshot-file");
+    std::fs::remove_file(repo.path.join("snapshots").join(&snap)).unwrap();
+    repo.cmd(["check"])
+        .run()
+        .ok()
+        .stderr_has(&["belong to no snapshot", "snapshot files that were lost"]);
+}
