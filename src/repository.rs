@@ -313,6 +313,9 @@ impl Repository {
         }
         // Every key file is tried: one damaged or unreadable file must not lock out the others.
         let mut unusable = Vec::new();
+        // Key files that open with this passphrase but whose master secret does not
+        // authenticate the config: another repository's keys, or an altered config.
+        let mut foreign: Vec<&str> = Vec::new();
         for name in &key_names {
             let (kf, salt, sealed) = match read_key_file(storage.as_ref(), name).and_then(|kf| {
                 let damaged = || Error::Corrupt(format!("key file {name} is damaged"));
@@ -333,10 +336,15 @@ impl Repository {
                 let keys = Keys::derive(&master);
                 let mac = hex::encode(keys.config_mac(&config_mac_input(&config)?));
                 if config_mac.as_ref().is_some_and(|m| *m != mac) {
-                    return Err(Error::Corrupt(format!(
-                        "repository config {}/config fails its integrity check (it was altered)",
+                    foreign.push(name);
+                    continue;
+                }
+                for f in &foreign {
+                    log::warn!(
+                        "key file {f} opens with this passphrase but belongs to another \
+                         repository; remove it from {}/keys",
                         path.display()
-                    )));
+                    );
                 }
                 return Ok(Repository {
                     path: path.to_path_buf(),
@@ -348,6 +356,15 @@ impl Repository {
                     key_id: kf.id,
                 });
             }
+        }
+        if !foreign.is_empty() {
+            return Err(Error::Corrupt(format!(
+                "repository config {}/config fails its integrity check under key file(s) {}, \
+                 which open with this passphrase: either the config was altered, or those key \
+                 files belong to another repository (copy this repository's own keys/ back)",
+                path.display(),
+                foreign.join(", ")
+            )));
         }
         if unusable.len() == key_names.len() {
             let why = unusable

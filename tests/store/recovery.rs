@@ -615,3 +615,40 @@ fn unreferenced_packs_mention_lost_snapshot_files() {
         .ok()
         .stderr_has(&["belong to no snapshot", "snapshot files that were lost"]);
 }
+
+/// Key files of two repositories mixed (keys/ restored from the wrong copy, same passphrase
+/// on both): a key of the other repository opens with the passphrase but its master secret
+/// does not authenticate this config. The next key file must still be tried, and the foreign
+/// one named, instead of failing with "config ... was altered" (exit 3).
+#[test]
+fn a_key_file_of_another_repository_does_not_lock_out_the_right_one() {
+    let (repo, snap, a) = two_snapshots("mixed-keys-a");
+    let other = Repo::init("mixed-keys-b", &[]);
+    let theirs = std::fs::read_dir(other.path.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // Named to sort (and so be tried) first.
+    std::fs::copy(&theirs, repo.path.join("keys").join("0000000000000000")).unwrap();
+    let o = repo.cmd(["cat", &snap, "a.bin"]).run().ok();
+    assert!(o.stdout == a);
+    assert!(
+        o.stderr.contains("0000000000000000") && o.stderr.contains("another repository"),
+        "{}",
+        o.report()
+    );
+    // Only the foreign key left: the error names that cause too.
+    for e in std::fs::read_dir(repo.path.join("keys")).unwrap() {
+        let p = e.unwrap().path();
+        if !p.ends_with("0000000000000000") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let e = one_error(&repo.cmd(["snapshots"]).run().code_is(3));
+    assert!(
+        e.contains("another repository") && e.contains("altered"),
+        "{e}"
+    );
+}
