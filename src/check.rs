@@ -25,13 +25,37 @@ pub struct CheckReport {
     pub bytes_read: u64,
     pub unreferenced_packs: usize,
     pub unreferenced_bytes: u64,
-    /// One sentence per problem found. Empty means the repository is sound.
+    /// One sentence per problem found: damaged or missing data.
     pub problems: Vec<String>,
+    /// One sentence per part that could not be read (permissions, I/O errors): not proof of
+    /// damage, but not checked either. Both empty means the repository is sound.
+    pub unreadable: Vec<String>,
 }
 
 impl CheckReport {
     pub fn ok(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.unreadable.is_empty()
+    }
+}
+
+/// Why something cannot be used, and whether that is an I/O failure (permissions, a read
+/// error) rather than damage found in the data.
+#[derive(Clone)]
+struct Why {
+    text: String,
+    io: bool,
+}
+
+impl Why {
+    fn of(e: &Error) -> Why {
+        Why {
+            text: e.to_string(),
+            io: matches!(e, Error::Io { .. }),
+        }
+    }
+
+    fn damage(text: String) -> Why {
+        Why { text, io: false }
     }
 }
 
@@ -46,7 +70,10 @@ fn chunk_at(c: &ChunkRef) -> ChunkAt {
 struct PackTable {
     entries: HashMap<PackId, HashMap<(BlobKind, BlobId), PackEntry>>,
     sizes: HashMap<PackId, u64>,
-    damaged: HashMap<PackId, String>,
+    /// Packs whose header could not be read or authenticated.
+    damaged: HashMap<PackId, Why>,
+    /// Pack files found where sluice does not look for them: (where it is, where it belongs).
+    misplaced: HashMap<String, (std::path::PathBuf, std::path::PathBuf)>,
 }
 
 fn load_packs(repo: &Repository) -> Result<PackTable> {
@@ -54,6 +81,7 @@ fn load_packs(repo: &Repository) -> Result<PackTable> {
         entries: HashMap::new(),
         sizes: HashMap::new(),
         damaged: HashMap::new(),
+        misplaced: repo.storage.misplaced_packs(),
     };
     for name in repo.storage.list(FileKind::Pack)? {
         let Ok(id) = PackId::from_hex(&name) else {
@@ -69,21 +97,40 @@ fn load_packs(repo: &Repository) -> Result<PackTable> {
                 );
             }
             Err(e) => {
-                t.damaged.insert(id, e.to_string());
+                t.damaged.insert(id, Why::of(&e));
             }
         }
     }
     Ok(t)
 }
 
-/// Why the blob at `r` cannot be found where it is said to be, if it cannot.
-fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<String> {
+/// Whether `p` is on disk but its header cannot be authenticated: its blobs can still be
+/// read where chunk lists say they are, each authenticated on its own, so they are checked
+/// one by one instead of through the header.
+fn header_damaged(t: &PackTable, p: &PackId) -> bool {
+    t.damaged.get(p).is_some_and(|why| !why.io)
+}
+
+/// Why the blob at `r` cannot be found where it is said to be, if it cannot. A pack with a
+/// damaged header cannot say; its blobs are read to find out (`header_damaged`).
+fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<Why> {
     let p = r.loc.pack;
+    if header_damaged(t, &p) {
+        return None;
+    }
     if let Some(why) = t.damaged.get(&p) {
         return Some(why.clone());
     }
     let Some(entries) = t.entries.get(&p) else {
-        return Some(format!("pack {} is missing", p.short()));
+        return Some(Why::damage(match t.misplaced.get(&p.to_hex()) {
+            Some((at, home)) => format!(
+                "pack {} is missing from its place; a file of that name is at {}: move it to {}",
+                p.short(),
+                at.display(),
+                home.display()
+            ),
+            None => format!("pack {} is missing", p.short()),
+        }));
     };
     match entries.get(&(kind, r.id)) {
         Some(e)
@@ -93,16 +140,16 @@ fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<String> {
         {
             None
         }
-        Some(_) => Some(format!(
+        Some(_) => Some(Why::damage(format!(
             "pack {} lists blob {} at another place",
             p.short(),
             r.id.short()
-        )),
-        None => Some(format!(
+        ))),
+        None => Some(Why::damage(format!(
             "pack {} does not hold blob {}",
             p.short(),
             r.id.short()
-        )),
+        ))),
     }
 }
 
@@ -112,6 +159,8 @@ struct Walked {
     snapshots: Vec<Snapshot>,
     /// One sentence per problem with a snapshot or a chunk list.
     problems: Vec<String>,
+    /// One sentence per snapshot or chunk list that could not be read (I/O, permissions).
+    unreadable: Vec<String>,
     /// Chunk lists that could not be read, by place: `--read-data` meets them again and
     /// must not report them twice.
     unreadable_lists: HashSet<ChunkAt>,
@@ -125,10 +174,12 @@ fn walk(
 ) -> Result<Walked> {
     let mut w = Walked::default();
     let problems = &mut w.problems;
+    let unreadable = &mut w.unreadable;
     let snaps = &mut w.snapshots;
     for id in repo.snapshot_ids()? {
         match repo.load_snapshot(id) {
             Ok(s) => snaps.push(s),
+            Err(e @ Error::Io { .. }) => unreadable.push(format!("snapshot {}: {e}", id.short())),
             Err(e) => problems.push(format!("snapshot {}: {e}", id.short())),
         }
     }
@@ -151,14 +202,20 @@ fn walk(
                 expect_start = l.start + l.bytes;
                 if let Some(why) = misplaced(t, BlobKind::ChunkList, &lref) {
                     w.unreadable_lists.insert(chunk_at(&lref));
-                    problems.push(format!(
-                        "snapshot {} {:?}: bytes {}..{} unreadable: chunk list {}: {why}",
+                    let line = format!(
+                        "snapshot {} {:?}: bytes {}..{} unreadable: chunk list {}: {}",
                         s.id.short(),
                         o.name,
                         l.start,
                         l.start + l.bytes,
-                        l.id.short()
-                    ));
+                        l.id.short(),
+                        why.text
+                    );
+                    if why.io {
+                        unreadable.push(line);
+                    } else {
+                        problems.push(line);
+                    }
                     continue;
                 }
                 let block = match pack::read_blob(
@@ -173,13 +230,18 @@ fn walk(
                     Ok(b) => b,
                     Err(e) => {
                         w.unreadable_lists.insert(chunk_at(&lref));
-                        problems.push(format!(
+                        let line = format!(
                             "snapshot {} {:?}: bytes {}..{} unreadable: {e}",
                             s.id.short(),
                             o.name,
                             l.start,
                             l.start + l.bytes
-                        ));
+                        );
+                        if matches!(e, Error::Io { .. }) {
+                            unreadable.push(line);
+                        } else {
+                            problems.push(line);
+                        }
                         continue;
                     }
                 };
@@ -213,26 +275,55 @@ pub fn check(
     progress: &mut dyn FnMut(&str),
 ) -> Result<CheckReport> {
     let mut r = CheckReport::default();
+    if let Some(why) = repo.config_damage() {
+        r.problems.push(why.to_string());
+    }
     progress("reading pack headers");
     let t = load_packs(repo)?;
     r.packs = t.sizes.len();
-    // Each reason already names its pack ("pack 1a2b3c4d is damaged: ...").
-    r.problems.extend(t.damaged.values().cloned());
+    // Each reason already names its pack ("pack 1a2b3c4d is damaged: ...", "cannot open
+    // .../packs/1a/1a2b...: Permission denied").
+    for why in t.damaged.values() {
+        if why.io {
+            r.unreadable.push(why.text.clone());
+        } else {
+            r.problems.push(why.text.clone());
+        }
+    }
     progress("checking snapshots and chunk lists");
     let mut referenced_packs: HashSet<PackId> = HashSet::new();
     // Chunks are keyed by where they are, not just by id: after a repair the same chunk can
     // exist twice, once damaged and once whole, and only snapshots using the damaged copy
     // are affected.
     let mut referenced: HashSet<ChunkAt> = HashSet::new();
-    let mut bad_chunks: HashMap<ChunkAt, String> = HashMap::new();
+    let mut bad_chunks: HashMap<ChunkAt, Why> = HashMap::new();
+    // Chunks in packs whose header is damaged: read and authenticated one by one (a pack
+    // holds a bounded number of chunks), since the header cannot vouch for them.
+    let mut in_damaged_packs: Vec<ChunkRef> = Vec::new();
     let walked = walk(repo, &t, |_, _, c, _| {
         referenced_packs.insert(c.loc.pack);
         if referenced.insert(chunk_at(c)) {
-            if let Some(why) = misplaced(&t, BlobKind::Chunk, c) {
+            if header_damaged(&t, &c.loc.pack) {
+                in_damaged_packs.push(*c);
+            } else if let Some(why) = misplaced(&t, BlobKind::Chunk, c) {
                 bad_chunks.insert(chunk_at(c), why);
             }
         }
     })?;
+    for c in &in_damaged_packs {
+        progress("reading chunks of packs with a damaged header");
+        r.blobs_read += 1;
+        r.bytes_read += c.loc.stored_len as u64;
+        if let Err(e) = pack::read_blob(
+            repo.storage.as_ref(),
+            &repo.keys,
+            BlobKind::Chunk,
+            c.id,
+            &c.loc,
+        ) {
+            bad_chunks.insert(chunk_at(c), Why::of(&e));
+        }
+    }
     let snaps = walked.snapshots;
     for s in &snaps {
         for o in &s.objects {
@@ -242,6 +333,7 @@ pub fn check(
         }
     }
     r.problems.extend(walked.problems);
+    r.unreadable.extend(walked.unreadable);
     r.snapshots = snaps.len();
     r.objects = snaps.iter().map(|s| s.objects.len()).sum();
     r.chunks_referenced = referenced.len();
@@ -253,6 +345,10 @@ pub fn check(
             progress(&format!("reading pack {}/{}", i + 1, packs.len()));
             let bytes = match repo.storage.read_all(FileKind::Pack, &p.to_hex()) {
                 Ok(b) => b,
+                Err(e @ Error::Io { .. }) => {
+                    r.unreadable.push(format!("pack {}: {e}", p.short()));
+                    continue;
+                }
                 Err(e) => {
                     r.problems.push(format!("pack {}: {e}", p.short()));
                     continue;
@@ -275,7 +371,7 @@ pub fn check(
                     });
                 if let Err(err) = res {
                     if e.kind == BlobKind::Chunk {
-                        bad_chunks.insert((e.id, **p, e.offset), err.to_string());
+                        bad_chunks.insert((e.id, **p, e.offset), Why::of(&err));
                     } else if referenced_packs.contains(p)
                         && !walked.unreadable_lists.contains(&(e.id, **p, e.offset))
                     {
@@ -289,20 +385,28 @@ pub fn check(
     // Name what each damaged chunk breaks: snapshot, stream, byte range.
     if !bad_chunks.is_empty() {
         let mut affected = Vec::new();
+        let mut cannot_read = Vec::new();
         walk(repo, &t, |s, name, c, off| {
             if let Some(why) = bad_chunks.get(&chunk_at(c)) {
-                affected.push(format!(
-                    "snapshot {} {name:?}: bytes {off}..{} are damaged: {why}",
+                let (list, what) = if why.io {
+                    (&mut cannot_read, "cannot be read")
+                } else {
+                    (&mut affected, "are damaged")
+                };
+                list.push(format!(
+                    "snapshot {} {name:?}: bytes {off}..{} {what}: {}",
                     s.id.short(),
-                    off + c.loc.plain_len as u64
+                    off + c.loc.plain_len as u64,
+                    why.text
                 ));
             }
         })?;
         let unreferenced_bad = bad_chunks
-            .keys()
-            .filter(|id| !referenced.contains(id))
+            .iter()
+            .filter(|(id, why)| !why.io && !referenced.contains(id))
             .count();
         r.problems.extend(affected);
+        r.unreadable.extend(cannot_read);
         if unreferenced_bad > 0 {
             r.problems.push(format!(
                 "{unreferenced_bad} damaged chunk(s) belong to no snapshot (left by an interrupted ingest)"
@@ -334,8 +438,10 @@ pub struct Stats {
     pub chunks: usize,
     pub dedup_ratio: f64,
     pub compression_ratio: f64,
-    /// Snapshots or chunk lists that could not be read: the figures leave them out.
+    /// Snapshots or chunk lists that are damaged: the figures leave them out.
     pub problems: Vec<String>,
+    /// Snapshots or chunk lists that could not be read (permissions, I/O): left out too.
+    pub unreadable: Vec<String>,
 }
 
 pub fn stats(repo: &Repository) -> Result<Stats> {
@@ -354,6 +460,7 @@ pub fn stats(repo: &Repository) -> Result<Stats> {
     })?;
     // Damage does not hide the rest: count what can be read and say what could not.
     st.problems = walked.problems;
+    st.unreadable = walked.unreadable;
     let snaps = walked.snapshots;
     st.chunks = seen.len();
     st.snapshots = snaps.len();

@@ -56,13 +56,13 @@ impl Index {
                 // Fresh (or foreign) database: start clean.
                 drop(ix);
                 rebuilt = true;
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = remove_index(&dir);
                 Self::open_db(repo).map_err(sled_err)?
             }
             Err(_) => {
                 // The index is a cache: a damaged one is discarded and rebuilt from the packs.
                 rebuilt = true;
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = remove_index(&dir);
                 Self::open_db(repo).map_err(sled_err)?
             }
         };
@@ -84,8 +84,8 @@ impl Index {
         progress: &mut dyn FnMut(&str),
     ) -> Result<SyncReport> {
         let dir = repo.path.join("index");
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
+        if dir.symlink_metadata().is_ok() {
+            remove_index(&dir)
                 .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))?;
         }
         if !verify {
@@ -210,6 +210,16 @@ impl Index {
 
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
+    }
+}
+
+/// Remove the index, whatever stands at its place: a database directory, or a file or link
+/// left there by a bad restore (which must not make `repair index` impossible).
+fn remove_index(dir: &std::path::Path) -> std::io::Result<()> {
+    match dir.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(dir),
+        Ok(_) => std::fs::remove_file(dir),
+        Err(e) => Err(e),
     }
 }
 

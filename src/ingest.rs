@@ -125,6 +125,7 @@ pub fn ingest(
     streams: Vec<StreamSpec>,
     opts: IngestOptions,
 ) -> Result<IngestReport> {
+    repo.require_config()?;
     let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
     for n in &names {
         snapshot::validate_name(n)?;

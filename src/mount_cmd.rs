@@ -37,7 +37,10 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     if a.daemon_child {
         return daemon_child(&repo_path, &mnt, a);
     }
-    Repository::read_config(&repo_path)?;
+    match Repository::read_config(&repo_path) {
+        Ok(_) | Err(sluice::Error::Corrupt(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let pw = crate::cli::password::PasswordSource {
         file: cli.password_file.clone(),
         command: cli.password_command.clone(),
@@ -46,6 +49,10 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     }
     .get(false)?;
     let repo = Repository::open(&repo_path, &pw)?;
+    crate::cli::commands::warn_config_damage(&repo);
+    // Damage the mount could not serve (a lost snapshots/ directory) is said here, once,
+    // with its exit status, rather than by the daemon child.
+    repo.snapshot_ids()?;
     if a.foreground {
         return serve(repo, &mnt, a, None);
     }

@@ -208,7 +208,9 @@ pub fn read_header(storage: &dyn Storage, keys: &Keys, pack: PackId) -> Result<V
     )?;
     let plain = keys
         .open(BlobKind::PackHeader, &pack.0, &sealed)
-        .map_err(|_| damaged("its header fails authentication"))?;
+        .map_err(|_| {
+            damaged("its header fails authentication (altered, or a pack of another repository)")
+        })?;
     let entries = decode_entries(&codec::decode(&plain, 64 << 20)?)?;
     let data_end = size - TRAILER_LEN - header_len;
     if entries

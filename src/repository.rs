@@ -70,8 +70,20 @@ struct KdfSpec {
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyInfo {
     pub id: String,
-    pub created: i64,
+    /// Unknown (None) for a damaged key file.
+    pub created: Option<i64>,
     pub current: bool,
+    /// Why the key file cannot be used, when it is damaged or unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
+    /// The file could not be read (permissions, I/O), which is not damage: not a reason to
+    /// remove it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+    /// The file's name under `keys/`: normally the id, but a key file restored from a backup
+    /// may carry another name, or be a second copy of the same key.
+    #[serde(skip)]
+    pub file: String,
 }
 
 pub struct InitOptions {
@@ -83,7 +95,10 @@ pub struct InitOptions {
 pub struct Repository {
     pub path: PathBuf,
     pub storage: Arc<DirStorage>,
+    /// When `config_damage` is set this is a placeholder: only `ingest` needs it, and it
+    /// refuses such a repository (`require_config`).
     pub config: ConfigBody,
+    config_damage: Option<String>,
     pub keys: Arc<Keys>,
     master: MasterSecret,
     /// The key file the passphrase opened.
@@ -157,6 +172,7 @@ impl Repository {
             path: path.to_path_buf(),
             storage,
             config: body,
+            config_damage: None,
             keys: Arc::new(keys),
             master,
             key_id,
@@ -179,8 +195,18 @@ impl Repository {
             )));
         }
         let cfg_path = path.join("config");
+        // A directory with sluice's keys/ and packs/ or snapshots/ is a sluice repository: a
+        // config that is missing or does not parse there is damage (exit 3, and readers go
+        // on without it), not "not a repository".
+        let ours = || {
+            path.join("keys").is_dir()
+                && (path.join("packs").is_dir() || path.join("snapshots").is_dir())
+        };
         let bytes = match fs::read(&cfg_path) {
             Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ours() => {
+                return Err(config_damaged(&cfg_path, "it is missing"))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotARepository(format!(
                     "{} is not a sluice repository (it has no config file); check --repo / SLUICE_REPO",
@@ -194,12 +220,25 @@ impl Repository {
             format: Option<String>,
             version: Option<u32>,
         }
-        let probe: Probe = serde_json::from_slice(&bytes).map_err(|_| {
-            Error::NotARepository(format!(
-                "{} is not a sluice repository config",
-                cfg_path.display()
-            ))
-        })?;
+        let probe: Probe = match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) if ours() => {
+                let why = if bytes.is_empty() {
+                    "it is empty".to_string()
+                } else if bytes.iter().all(|&b| b == 0) {
+                    "it is all zero bytes".to_string()
+                } else {
+                    format!("it is not valid JSON ({e})")
+                };
+                return Err(config_damaged(&cfg_path, &why));
+            }
+            Err(_) => {
+                return Err(Error::NotARepository(format!(
+                    "{} is not a sluice repository config",
+                    cfg_path.display()
+                )))
+            }
+        };
         if probe.format.as_deref() != Some(CONFIG_FORMAT) {
             return Err(Error::NotARepository(format!(
                 "{} is not a sluice repository (its config is of another program)",
@@ -213,31 +252,70 @@ impl Repository {
                 supported: FORMAT_VERSION,
             });
         }
-        let file: ConfigFile = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Corrupt(format!(
-                "repository config {} is damaged: {e}",
-                cfg_path.display()
-            ))
-        })?;
+        let file: ConfigFile = serde_json::from_slice(&bytes)
+            .map_err(|e| config_damaged(&cfg_path, &format!("it does not parse ({e})")))?;
         Ok(file.body)
     }
 
+    /// The config and its MAC; or, when the config is damaged or lost, why. Snapshots and
+    /// packs do not depend on the config (the key files hold the master secret), so a
+    /// repository with a damaged config still opens for reading; `ingest` refuses it.
+    fn config_or_damage(path: &Path) -> Result<std::result::Result<(ConfigBody, String), String>> {
+        match Self::read_config(path) {
+            Ok(_) => {}
+            Err(Error::Corrupt(why)) => return Ok(Err(why)),
+            Err(e) => return Err(e),
+        }
+        let cfg_path = path.join("config");
+        let bytes = fs::read(&cfg_path).ctx(|| format!("cannot read {}", cfg_path.display()))?;
+        match serde_json::from_slice::<ConfigFile>(&bytes) {
+            Ok(f) => Ok(Ok((f.body, f.mac))),
+            Err(e) => Ok(Err(config_damaged(&cfg_path, &e.to_string()).to_string())),
+        }
+    }
+
+    /// Why the config is damaged, if it is. Everything but `ingest` works without it.
+    pub fn config_damage(&self) -> Option<&str> {
+        self.config_damage.as_deref()
+    }
+
+    /// Refuse to write data without a sound config: its chunker and compression settings
+    /// are what ingest must use.
+    pub fn require_config(&self) -> Result<()> {
+        match &self.config_damage {
+            None => Ok(()),
+            Some(why) => Err(Error::Corrupt(format!(
+                "{why}; ingest needs its settings, so it is refused until config is copied back"
+            ))),
+        }
+    }
+
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Repository> {
-        let config = Self::read_config(path)?;
-        let bytes = fs::read(path.join("config"))
-            .ctx(|| format!("cannot read {}/config", path.display()))?;
-        let file: ConfigFile = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("repository config is damaged: {e}")))?;
+        let (config, config_mac, config_damage) = match Self::config_or_damage(path)? {
+            Ok((c, mac)) => (c, Some(mac), None),
+            Err(why) => (placeholder_config(), None, Some(why)),
+        };
         let storage = Arc::new(DirStorage::new(path));
         let key_names = storage.list(FileKind::Key)?;
         if key_names.is_empty() {
+            let keys = path.join("keys");
             return Err(Error::Corrupt(format!(
-                "{}/keys holds no key file",
-                path.display()
+                "{} {}: without a key file no passphrase can open the repository; copy the key \
+                 files back from a backup or another copy of this repository (any of its key \
+                 files whose passphrase you know will do)",
+                keys.display(),
+                if keys.is_dir() {
+                    "holds no key file"
+                } else {
+                    "is missing"
+                }
             )));
         }
         // Every key file is tried: one damaged or unreadable file must not lock out the others.
         let mut unusable = Vec::new();
+        // Key files that open with this passphrase but whose master secret does not
+        // authenticate the config: another repository's keys, or an altered config.
+        let mut foreign: Vec<&str> = Vec::new();
         for name in &key_names {
             let (kf, salt, sealed) = match read_key_file(storage.as_ref(), name).and_then(|kf| {
                 let damaged = || Error::Corrupt(format!("key file {name} is damaged"));
@@ -257,21 +335,36 @@ impl Repository {
             if let Some(master) = kek.open_master(kf.id.as_bytes(), &sealed) {
                 let keys = Keys::derive(&master);
                 let mac = hex::encode(keys.config_mac(&config_mac_input(&config)?));
-                if mac != file.mac {
-                    return Err(Error::Corrupt(format!(
-                        "repository config {}/config fails its integrity check (it was altered)",
+                if config_mac.as_ref().is_some_and(|m| *m != mac) {
+                    foreign.push(name);
+                    continue;
+                }
+                for f in &foreign {
+                    log::warn!(
+                        "key file {f} opens with this passphrase but belongs to another \
+                         repository; remove it from {}/keys",
                         path.display()
-                    )));
+                    );
                 }
                 return Ok(Repository {
                     path: path.to_path_buf(),
                     storage,
                     config,
+                    config_damage,
                     keys: Arc::new(keys),
                     master,
                     key_id: kf.id,
                 });
             }
+        }
+        if !foreign.is_empty() {
+            return Err(Error::Corrupt(format!(
+                "repository config {}/config fails its integrity check under key file(s) {}, \
+                 which open with this passphrase: either the config was altered, or those key \
+                 files belong to another repository (copy this repository's own keys/ back)",
+                path.display(),
+                foreign.join(", ")
+            )));
         }
         if unusable.len() == key_names.len() {
             let why = unusable
@@ -302,20 +395,49 @@ impl Repository {
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for name in self.storage.list(FileKind::Key)? {
-            let kf = read_key_file(self.storage.as_ref(), &name)?;
-            out.push(KeyInfo {
-                current: kf.id == self.key_id,
-                id: kf.id,
-                created: kf.created,
+            // A damaged key file is listed, not fatal: `key list` and `key remove` are how
+            // such a file is found and cleaned up.
+            out.push(match read_key_file(self.storage.as_ref(), &name) {
+                Ok(kf) => KeyInfo {
+                    current: kf.id == self.key_id,
+                    id: kf.id,
+                    created: Some(kf.created),
+                    damaged: None,
+                    unreadable: false,
+                    file: name,
+                },
+                Err(e) => KeyInfo {
+                    current: false,
+                    id: name.clone(),
+                    created: None,
+                    unreadable: matches!(e, Error::Io { .. }),
+                    damaged: Some(e.to_string()),
+                    file: name,
+                },
             });
         }
-        out.sort_by_key(|k| k.created);
+        // Oldest first; damaged ones (no date) last.
+        out.sort_by_key(|k| (k.created.is_none(), k.created));
         Ok(out)
     }
 
-    /// Remove the key file `id` names (a full id or a prefix of at least 4 characters: removing
-    /// a passphrase is not undoable, so one stray character must not pick a key). Returns the
-    /// full id removed.
+    /// Replace the key this passphrase opened with a new one for `passphrase`: the new key
+    /// file is written and durable first, then every file holding the old key goes (a copy
+    /// restored under another name would otherwise keep the old passphrase working).
+    /// Returns the new key's id.
+    pub fn replace_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<String> {
+        let new_id = self.add_key(passphrase, kdf)?;
+        for k in self.list_keys()? {
+            if k.damaged.is_none() && k.id == self.key_id {
+                self.storage.remove(FileKind::Key, &k.file)?;
+            }
+        }
+        Ok(new_id)
+    }
+
+    /// Remove the key `id` names (a full id or a prefix of at least 4 characters: removing
+    /// a passphrase is not undoable, so one stray character must not pick a key), every file
+    /// that holds it. Returns the full id removed.
     pub fn remove_key(&self, id: &str) -> Result<String> {
         if id.len() < 4 {
             return Err(Error::InvalidInput(format!(
@@ -328,12 +450,13 @@ impl Repository {
             .filter(|k| k.id.starts_with(id) && !id.is_empty())
             .collect();
         let key = match matches.as_slice() {
-            [k] => *k,
             [] => {
                 return Err(Error::NotFound(format!(
                     "no key with id {id:?}; see `sluice key list`"
                 )))
             }
+            // Several files may hold one key (a copy restored under another name).
+            [k, rest @ ..] if rest.iter().all(|r| r.id == k.id) => *k,
             _ => {
                 return Err(Error::InvalidInput(format!(
                     "key id prefix {id:?} is ambiguous"
@@ -345,12 +468,14 @@ impl Repository {
                 "refusing to remove the key this passphrase opened; open with another key to remove it".into(),
             ));
         }
-        if keys.len() < 2 {
+        if keys.len() <= matches.len() {
             return Err(Error::InvalidInput(
                 "refusing to remove the last key".into(),
             ));
         }
-        self.storage.remove(FileKind::Key, &key.id)?;
+        for k in &matches {
+            self.storage.remove(FileKind::Key, &k.file)?;
+        }
         Ok(key.id.clone())
     }
 
@@ -370,13 +495,44 @@ impl Repository {
         let dir = self.path.join("locks");
         fs::create_dir_all(&dir).ctx(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join("write");
-        let mut file = fs::OpenOptions::new()
+        let mut file = match fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .ctx(|| format!("cannot open lock file {}", path.display()))?;
+        {
+            Ok(f) => f,
+            Err(_) if path.is_dir() => {
+                return Err(Error::InvalidInput(format!(
+                    "lock file {} is a directory, not the file sluice locks; remove it (it only \
+                     ever holds a note of who is writing) and run the command again",
+                    path.display()
+                )))
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+                ) =>
+            {
+                return Err(Error::io(
+                    format!(
+                        "cannot write to repository {} (lock file {}): this command needs write \
+                         access; snapshots, ls, cat, check, stats and mount work without it",
+                        self.path.display(),
+                        path.display()
+                    ),
+                    e,
+                ))
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot open lock file {}", path.display()),
+                    e,
+                ))
+            }
+        };
         let fd = file.as_raw_fd();
         // SAFETY: flock on a file descriptor we own and keep open for the call; no memory is shared.
         if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -432,12 +588,34 @@ impl Repository {
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self
-            .storage
-            .list(FileKind::Snapshot)?
+        let names = self.storage.list(FileKind::Snapshot)?;
+        if names.is_empty() {
+            self.snapshots_dir_present()?;
+        }
+        Ok(names
             .iter()
             .filter_map(|n| SnapshotId::from_hex(n).ok())
             .collect())
+    }
+
+    /// A repository with packs but no `snapshots/` directory lost its snapshot files (or was
+    /// copied without them): say so, rather than show an empty repository. Without packs it
+    /// is a repository with nothing stored yet, copied by a tool that drops empty directories.
+    fn snapshots_dir_present(&self) -> Result<()> {
+        let dir = self.path.join("snapshots");
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let packs = self.storage.list(FileKind::Pack)?.len();
+        if packs == 0 {
+            return Ok(());
+        }
+        Err(Error::Corrupt(format!(
+            "{} is missing although the repository holds {packs} pack(s): the snapshot files \
+             were lost or not copied, and without them no stream can be found; copy snapshots/ \
+             back from the original repository or a backup of it",
+            dir.display()
+        )))
     }
 
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
@@ -448,16 +626,56 @@ impl Repository {
     /// Every readable snapshot, oldest first. A damaged snapshot file is reported as a warning
     /// (and by `check`) rather than hiding every other snapshot.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let (all, unreadable) = self.snapshots_and_unreadable()?;
+        for u in unreadable {
+            log::warn!("skipped: {}; run `sluice check`", u.why);
+        }
+        Ok(all)
+    }
+
+    /// Every readable snapshot, oldest first, and the snapshot files that could not be read
+    /// with why (their time is inside them, so where they stand is unknown).
+    pub fn snapshots_and_unreadable(&self) -> Result<(Vec<Snapshot>, Vec<Unreadable>)> {
         let mut all = Vec::new();
+        let mut unreadable = Vec::new();
         for id in self.snapshot_ids()? {
             match self.load_snapshot(id) {
                 Ok(s) => all.push(s),
                 Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
-                Err(e) => log::warn!("skipped: {e}; run `sluice check`"),
+                Err(e) => unreadable.push(Unreadable {
+                    id,
+                    damaged: !matches!(e, Error::Io { .. }),
+                    why: e.to_string(),
+                }),
             }
         }
         all.sort_by_key(|s| (s.time, s.time_nanos, s.id));
-        Ok(all)
+        Ok((all, unreadable))
+    }
+
+    /// A warning when the newest snapshot is dated after `now` (this machine's clock, or the
+    /// clock of the host that took it, is wrong): `latest` orders snapshots by their recorded
+    /// time, so a snapshot taken now would sort before it and `latest` would not pick it. Best
+    /// said at ingest, while someone can still fix the clock.
+    pub fn clock_warning(&self, now: (i64, u32)) -> Result<Option<String>> {
+        let (all, _) = self.snapshots_and_unreadable()?;
+        let Some(newest) = all.last() else {
+            return Ok(None);
+        };
+        if newest.time <= now.0 {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "the newest snapshot, {}, is dated {}, later than this machine's clock ({}): this \
+             clock or the clock of {} (which took it) is wrong; `latest` orders snapshots by \
+             their recorded time, so it will keep meaning {} rather than the snapshot taken now \
+             until the clock passes that date (snapshots can always be named by id)",
+            newest.id.short(),
+            crate::time::format_utc(newest.time),
+            crate::time::format_utc(now.0),
+            newest.host,
+            newest.id.short()
+        )))
     }
 
     /// Resolve `latest`, a full id or a unique prefix (see [`Repository::resolve_detailed`]).
@@ -473,13 +691,32 @@ impl Repository {
     /// reached by their id.
     pub fn resolve_detailed(&self, spec: &str, name: Option<&str>) -> Result<Resolved> {
         if spec == "latest" {
-            let holding: Vec<Snapshot> = self
-                .snapshots()?
+            let (all, unreadable) = self.snapshots_and_unreadable()?;
+            let holding: Vec<Snapshot> = all
                 .into_iter()
                 .rev()
                 .filter(|s| name.is_none_or(|n| s.object(n).is_some()))
                 .collect();
             let Some(newest) = holding.first() else {
+                if !unreadable.is_empty() {
+                    // What cannot be read may be exactly what was asked for: that is damage,
+                    // not "never backed up".
+                    let what = match name {
+                        Some(n) => format!("no readable snapshot holds a stream named {n:?}"),
+                        None => "the repository has no readable snapshot".into(),
+                    };
+                    let msg = format!(
+                        "{what}: {} snapshot file(s) could not be read and may hold it ({}); run `sluice check`",
+                        unreadable.len(),
+                        unreadable_list(&unreadable)
+                    );
+                    // Damage is exit 3; files this user may not read are not damage.
+                    return Err(if unreadable.iter().any(|u| u.damaged) {
+                        Error::Corrupt(msg)
+                    } else {
+                        Error::NotFound(msg)
+                    });
+                }
                 return Err(match name {
                     Some(n) => Error::NotFound(format!("no snapshot holds a stream named {n:?}")),
                     None => Error::NotFound("the repository has no snapshots yet".into()),
@@ -507,6 +744,7 @@ impl Repository {
             return Ok(Resolved {
                 snapshot,
                 skipped_partial: holding,
+                unreadable,
             });
         }
         let spec_l = spec.to_ascii_lowercase();
@@ -524,6 +762,7 @@ impl Repository {
             [id] => self.load_snapshot(*id).map(|snapshot| Resolved {
                 snapshot,
                 skipped_partial: Vec::new(),
+                unreadable: Vec::new(),
             }),
             [] => Err(Error::NotFound(format!("no snapshot matches {spec:?}"))),
             _ => Err(Error::InvalidInput(format!(
@@ -541,6 +780,51 @@ pub struct Resolved {
     /// Newer snapshots that `latest` passed over because they (or, for a name, that stream)
     /// are partial, newest first. Empty for an explicit id.
     pub skipped_partial: Vec<Snapshot>,
+    /// Snapshot files `latest` could not read, with why: any of them may be newer than the
+    /// one chosen. Empty for an explicit id.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A snapshot file that could not be read, and why.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub id: SnapshotId,
+    pub why: String,
+    /// Damaged, rather than unreadable to this user (permissions, an I/O error).
+    pub damaged: bool,
+}
+
+impl Resolved {
+    /// The warning to print when `latest` had to pass over unreadable snapshot files.
+    pub fn unreadable_warning(&self) -> Option<String> {
+        if self.unreadable.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{} snapshot file(s) could not be read and may be newer ({}): `latest` is the newest \
+             readable one, {} of {}; run `sluice check`",
+            self.unreadable.len(),
+            unreadable_list(&self.unreadable),
+            self.snapshot.id.short(),
+            crate::time::format_utc(self.snapshot.time)
+        ))
+    }
+}
+
+/// "1a2b3c4d: why; 5e6f7a8b: why", each reason without its repeated "snapshot ID" prefix.
+fn unreadable_list(unreadable: &[Unreadable]) -> String {
+    unreadable
+        .iter()
+        .map(|u| {
+            let short = u.id.short();
+            let why = u
+                .why
+                .strip_prefix(&format!("snapshot {short} is "))
+                .unwrap_or(&u.why);
+            format!("{short}: {why}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Whether `s` is complete, or with `name` whether its stream `name` is complete.
@@ -585,6 +869,27 @@ pub struct WriteLock {
     _file: fs::File,
 }
 
+fn config_damaged(cfg_path: &Path, why: &str) -> Error {
+    Error::Corrupt(format!(
+        "repository config {} is damaged: {why}; it never changes after init: copy it back \
+         from a backup or another copy of this repository",
+        cfg_path.display()
+    ))
+}
+
+/// Stands in for a damaged config in a repository opened for reading.
+fn placeholder_config() -> ConfigBody {
+    ConfigBody {
+        format: CONFIG_FORMAT.into(),
+        version: FORMAT_VERSION,
+        id: String::new(),
+        created: 0,
+        chunker: ChunkerParams::with_avg(1 << 20),
+        compression: Compression::Zstd { level: 3 },
+        pack_size: 16 << 20,
+    }
+}
+
 fn config_mac_input(body: &ConfigBody) -> Result<Vec<u8>> {
     serde_json::to_vec(body).map_err(|e| Error::InvalidInput(e.to_string()))
 }
@@ -595,6 +900,10 @@ fn write_key_file(
     passphrase: &[u8],
     kdf: KdfParams,
 ) -> Result<String> {
+    // `open` refuses key files with parameters out of range: never write one, or the
+    // passphrase would be locked out for good.
+    kdf.validate()
+        .map_err(|e| Error::InvalidInput(format!("cannot create a key file: {e}")))?;
     let id = hex::encode(crypto::random_bytes::<8>());
     let salt: [u8; 16] = crypto::random_bytes();
     let kek = derive_kek(passphrase, &salt, kdf)?;
@@ -643,4 +952,90 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|_| f.sync_all())
         .ctx(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, path).ctx(|| format!("cannot rename into {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_with_snapshot_at(dir: &Path, time: i64) -> Repository {
+        let repo = Repository::init(
+            &dir.join("repo"),
+            b"pw",
+            InitOptions {
+                chunker: ChunkerParams::with_avg(1 << 20),
+                compression: Compression::Zstd { level: 3 },
+                kdf: KdfParams {
+                    m_kib: 64,
+                    t: 1,
+                    p: 1,
+                },
+            },
+        )
+        .unwrap();
+        let snap = Snapshot {
+            id: SnapshotId::random(),
+            time,
+            time_nanos: 0,
+            host: "clockless-vm".into(),
+            tags: vec![],
+            complete: true,
+            objects: vec![],
+        };
+        repo.storage
+            .put(
+                FileKind::Snapshot,
+                &snap.id.to_hex(),
+                &snap.encode(&repo.keys).unwrap(),
+            )
+            .unwrap();
+        repo
+    }
+
+    /// Key derivation parameters that `open` would refuse are refused when a key is made,
+    /// so no repository or key is created that no passphrase can open.
+    #[test]
+    fn keys_that_open_would_refuse_are_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = KdfParams {
+            m_kib: 1024,
+            t: 1,
+            p: 65,
+        };
+        let r = Repository::init(
+            &dir.path().join("repo"),
+            b"pw",
+            InitOptions {
+                chunker: ChunkerParams::with_avg(1 << 20),
+                compression: Compression::Zstd { level: 3 },
+                kdf: bad,
+            },
+        );
+        assert!(r.is_err());
+        assert!(
+            !dir.path().join("repo").exists(),
+            "a repository was left behind"
+        );
+        let repo = repo_with_snapshot_at(dir.path(), 0);
+        assert!(repo.add_key(b"other", bad).is_err());
+        assert_eq!(repo.list_keys().unwrap().len(), 1);
+    }
+
+    /// A snapshot dated after this machine's clock (a host whose clock ran ahead, or a clock
+    /// reset to 1970 here) is warned about at ingest: `latest` would not pick the new one.
+    #[test]
+    fn a_newest_snapshot_dated_after_the_clock_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = (1_800_000_000, 0);
+        let repo = repo_with_snapshot_at(dir.path(), now.0 + 86_400);
+        let w = repo.clock_warning(now).unwrap().expect("a warning");
+        assert!(w.contains("clockless-vm") && w.contains("latest"), "{w}");
+        // A clock reset to the epoch, as on a machine without a working RTC.
+        assert!(repo.clock_warning((0, 0)).unwrap().is_some());
+        // Same second, or older: nothing to say.
+        assert!(repo.clock_warning((now.0 + 86_400, 0)).unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with_snapshot_at(dir.path(), now.0 - 5);
+        assert!(repo.clock_warning(now).unwrap().is_none());
+    }
 }

@@ -129,7 +129,9 @@ impl Snapshot {
         }
         let plain = keys
             .open(BlobKind::Snapshot, &id.0, &bytes[16..])
-            .map_err(|_| bad("authentication failed"))?;
+            .map_err(|_| {
+                bad("authentication failed (altered, or a snapshot of another repository)")
+            })?;
         let json = codec::decode(&plain, 256 << 20).map_err(|e| bad(&e.to_string()))?;
         let snap: Snapshot = serde_json::from_slice(&json).map_err(|e| bad(&e.to_string()))?;
         if snap.id != id {

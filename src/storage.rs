@@ -77,8 +77,13 @@ impl DirStorage {
         }
     }
 
-    fn tmp_path(&self, name: &str) -> PathBuf {
-        self.root.join("tmp").join(format!("{name}.tmp"))
+    /// Where `name` is written before it is renamed into place. `tmp/` holds only scratch
+    /// files, so it is made again when missing: copy tools and object-storage syncs drop
+    /// empty directories, and such a copy must still take writes.
+    fn tmp_path(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join("tmp");
+        fs::create_dir_all(&dir).ctx(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir.join(format!("{name}.tmp")))
     }
 
     fn open_cached(&self, kind: FileKind, name: &str) -> Result<Arc<File>> {
@@ -90,6 +95,32 @@ impl DirStorage {
         let f = Arc::new(File::open(&path).ctx(|| format!("cannot open {}", path.display()))?);
         lock(&self.handles).put(key, f.clone());
         Ok(f)
+    }
+
+    /// Files under `packs/` named like a pack but not where sluice looks for that name (flat
+    /// in `packs/`, or in another `packs/xx/`), by name, with where each is and where it
+    /// belongs: a copy restored without its folders. Unreadable folders are skipped.
+    pub fn misplaced_packs(&self) -> std::collections::HashMap<String, (PathBuf, PathBuf)> {
+        let mut out = std::collections::HashMap::new();
+        let top = self.root.join("packs");
+        let mut dirs = vec![top.clone()];
+        if let Ok(rd) = fs::read_dir(&top) {
+            dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for d in dirs {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let Some(name) = e.file_name().to_str().map(String::from) else {
+                    continue;
+                };
+                let home = self.path(FileKind::Pack, &name);
+                let pack_like = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+                if pack_like && e.path() != home && e.path().is_file() {
+                    out.insert(name, (e.path(), home));
+                }
+            }
+        }
+        out
     }
 
     /// Remove every in-progress file left by an ingest that died. Call only under the write lock.
@@ -110,6 +141,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic in another thread while holding one of our locks leaves plain data behind
     // (caches, sets); continuing is safe.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The entries of `dir`, or None when it does not exist. A missing directory lists as empty,
+/// as a missing prefix does in object storage (copy tools drop empty directories too); the
+/// repository decides whether its absence is damage.
+fn read_dir_if_present(dir: &Path) -> Result<Option<fs::ReadDir>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(Some(rd)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::error::Error::io(
+            format!("cannot list {}", dir.display()),
+            e,
+        )),
+    }
 }
 
 pub fn fsync_dir(dir: &Path) -> Result<()> {
@@ -148,7 +193,10 @@ impl Storage for DirStorage {
             FileKind::Pack => {
                 let top = self.root.join("packs");
                 let mut v = Vec::new();
-                for e in fs::read_dir(&top).ctx(|| format!("cannot list {}", top.display()))? {
+                let Some(entries) = read_dir_if_present(&top)? else {
+                    return Ok(Vec::new());
+                };
+                for e in entries {
                     let e = e.ctx(|| format!("cannot list {}", top.display()))?;
                     if e.path().is_dir() {
                         v.push(e.path());
@@ -161,7 +209,10 @@ impl Storage for DirStorage {
         };
         let mut names = Vec::new();
         for d in dirs {
-            for e in fs::read_dir(&d).ctx(|| format!("cannot list {}", d.display()))? {
+            let Some(entries) = read_dir_if_present(&d)? else {
+                continue;
+            };
+            for e in entries {
                 let e = e.ctx(|| format!("cannot list {}", d.display()))?;
                 if let Some(n) = e.file_name().to_str() {
                     // A file is only ours if `path` would find it under that name: a stray
@@ -182,7 +233,7 @@ impl Storage for DirStorage {
     }
 
     fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
-        let tmp = self.tmp_path(name);
+        let tmp = self.tmp_path(name)?;
         let dest = self.path(kind, name);
         let mut f = File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(bytes)
@@ -198,7 +249,7 @@ impl Storage for DirStorage {
     }
 
     fn upload(&self, kind: FileKind, name: &str) -> Result<Box<dyn Upload>> {
-        let tmp = self.tmp_path(name);
+        let tmp = self.tmp_path(name)?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)

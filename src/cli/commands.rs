@@ -127,12 +127,32 @@ fn passwords(cli: &Cli) -> PasswordSource {
 
 pub(crate) fn open(cli: &Cli) -> Result<Repository> {
     let path = repo_path(cli)?;
-    // Say "not a repository" or "newer format" before asking for a passphrase.
-    Repository::read_config(&path)?;
+    // Say "not a repository" or "newer format" before asking for a passphrase. A damaged
+    // config does not stop reading: `open` goes on without it.
+    match Repository::read_config(&path) {
+        Ok(_) | Err(Error::Corrupt(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let (pw, origin) = passwords(cli).get_with_origin(false)?;
-    match Repository::open(&path, &pw) {
-        Err(e @ Error::WrongKey { .. }) => Err(anyhow!("{e} (the passphrase came from {origin})")),
-        r => Ok(r?),
+    let repo = match Repository::open(&path, &pw) {
+        Err(e @ Error::WrongKey { .. }) => {
+            return Err(anyhow!("{e} (the passphrase came from {origin})"))
+        }
+        r => r?,
+    };
+    // `check` lists it as a problem and `ingest` fails on it: no warning line for those.
+    if !matches!(cli.command, Command::Ingest(_) | Command::Check { .. }) {
+        warn_config_damage(&repo);
+    }
+    Ok(repo)
+}
+
+/// One line when the config is damaged: reading goes on, writing data is refused.
+pub(crate) fn warn_config_damage(repo: &Repository) {
+    if let Some(why) = repo.config_damage() {
+        eprintln!(
+            "sluice: warning: {why}; reading goes on without it (the data does not depend on it), ingest is refused until then"
+        );
     }
 }
 
@@ -378,6 +398,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         .map(|s| parse_duration(s).map_err(|e| usage(format!("--lock-wait: {e}"))))
         .transpose()?;
     let repo = open(cli)?;
+    repo.require_config()?;
     let quiet = cli.quiet;
     let _lock = repo.lock_write_within(
         &mut |holder| {
@@ -389,6 +410,12 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     )?;
     // Leftovers of an ingest that died are garbage now that we hold the lock.
     let _ = repo.storage.clear_tmp();
+    // A repository that lost snapshots/ must not get a new one quietly: the lost snapshots'
+    // packs would then pass for leftovers of interrupted ingests.
+    repo.snapshot_ids()?;
+    if let Some(w) = repo.clock_warning(sluice::time::now())? {
+        eprintln!("sluice: warning: {w}");
+    }
     let (index, sync) = Index::open(&repo)?;
     if !quiet {
         if sync.rebuilt && sync.packs_added > 0 {
@@ -624,6 +651,9 @@ fn snapshots(cli: &Cli, name: Option<&str>, json: bool) -> Result<i32> {
 fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
     let repo = open(cli)?;
     let resolved = repo.resolve_detailed(spec, None)?;
+    if let Some(w) = resolved.unreadable_warning() {
+        eprintln!("sluice: warning: {w}");
+    }
     let snap = resolved.snapshot;
     let skipped = &resolved.skipped_partial;
     if let Some(newer) = skipped.first().filter(|_| !cli.quiet) {
@@ -716,6 +746,9 @@ fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
 fn cat(cli: &Cli, spec: &str, name: &str, salvage: bool) -> Result<i32> {
     let repo = open(cli)?;
     let resolved = repo.resolve_detailed(spec, Some(name))?;
+    if let Some(w) = resolved.unreadable_warning() {
+        eprintln!("sluice: warning: {w}");
+    }
     let snap = resolved.snapshot;
     let object = snap.object(name).ok_or_else(|| {
         Error::NotFound(format!(
@@ -857,6 +890,9 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
         for p in &r.problems {
             println!("damaged: {p}");
         }
+        for u in &r.unreadable {
+            println!("unreadable: {u}");
+        }
         if !quiet {
             eprintln!(
                 "checked {} snapshot(s), {} stream(s), {} pack(s), {} chunk(s){}",
@@ -872,7 +908,7 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
             );
             if r.unreferenced_packs > 0 {
                 eprintln!(
-                    "{} pack(s) ({}) belong to no snapshot: left by interrupted ingests; later ingests reuse their chunks",
+                    "{} pack(s) ({}) belong to no snapshot: left by interrupted ingests (later ingests reuse their chunks), or by snapshot files that were lost (compare `sluice snapshots` with what you expect)",
                     r.unreferenced_packs,
                     bytes(r.unreferenced_bytes)
                 );
@@ -884,6 +920,14 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
             eprintln!("no problems found");
         }
         Ok(0)
+    } else if r.problems.is_empty() {
+        // Permissions or I/O errors: nothing was found damaged, but not everything was checked.
+        eprintln!(
+            "sluice: error: {} part(s) of the repository could not be read (listed above: permissions or I/O errors, not damage); \
+             give this user read access (or run as the repository's owner) and check again",
+            r.unreadable.len()
+        );
+        Ok(EXIT_ERROR)
     } else {
         // Problems that name a stream read `snapshot ID "name": bytes ...`.
         let streams_hit = r.problems.iter().any(|p| p.contains(": bytes "));
@@ -962,11 +1006,29 @@ fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
                         vec![
                             if k.current { "*".into() } else { " ".into() },
                             k.id.clone(),
-                            sluice::time::format_utc(k.created),
+                            match (k.created, &k.damaged) {
+                                (_, Some(_)) => "damaged".into(),
+                                (Some(t), None) => sluice::time::format_utc(t),
+                                (None, None) => "-".into(),
+                            },
                         ]
                     })
                     .collect();
                 print!("{}", table(&[" ", "ID", "CREATED (UTC)"], &rows));
+            }
+            if !cli.quiet {
+                for k in &keys {
+                    match &k.damaged {
+                        Some(why) if k.unreadable => {
+                            eprintln!("sluice: warning: {why}; check the file's permissions")
+                        }
+                        Some(why) => eprintln!(
+                            "sluice: warning: {why}; no passphrase can open it: remove it with `sluice key remove {}`",
+                            k.id
+                        ),
+                        None => {}
+                    }
+                }
             }
         }
         KeyAction::Remove { id } => {
@@ -977,13 +1039,8 @@ fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
         }
         KeyAction::Passwd { new_password_file } => {
             let pw = PasswordSource::get_new(new_password_file.as_deref())?;
-            let new_id = repo.add_key(&pw, KdfParams::DEFAULT)?;
             // The new key exists and is durable before the old one goes.
-            sluice::storage::Storage::remove(
-                repo.storage.as_ref(),
-                sluice::storage::FileKind::Key,
-                &repo.key_id,
-            )?;
+            let new_id = repo.replace_key(&pw, KdfParams::DEFAULT)?;
             if !cli.quiet {
                 eprintln!(
                     "passphrase changed: key {} replaced by {new_id}",
@@ -998,17 +1055,21 @@ fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
 fn stats(cli: &Cli, json: bool) -> Result<i32> {
     let repo = open(cli)?;
     let s = sluice::check::stats(&repo)?;
-    let status = if s.problems.is_empty() {
+    let status = if s.problems.is_empty() && s.unreadable.is_empty() {
         0
     } else {
-        for p in &s.problems {
+        for p in s.problems.iter().chain(&s.unreadable) {
             eprintln!("sluice: warning: left out of the figures: {p}");
         }
         eprintln!(
             "sluice: error: {} part(s) of the repository could not be read; run `sluice check`",
-            s.problems.len()
+            s.problems.len() + s.unreadable.len()
         );
-        EXIT_DAMAGED
+        if s.problems.is_empty() {
+            EXIT_ERROR
+        } else {
+            EXIT_DAMAGED
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);

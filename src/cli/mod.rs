@@ -3,7 +3,7 @@
 //! Exit status: 0 success; 1 error; 2 usage; 3 damaged data found (check, cat);
 //! 4 a stream failed or was incomplete (nothing recorded, or recorded as partial).
 
-mod commands;
+pub(crate) mod commands;
 pub mod output;
 pub mod password;
 

@@ -231,7 +231,9 @@ fn repair_index_read_data_lets_the_next_ingest_store_damaged_chunks_again() {
 
 /// A damaged pack header: the chunks themselves are intact and each is authenticated on its
 /// own, so `cat` still restores the stream; `check` reports the pack (without --read-data:
-/// headers are always read) and `repair index` says it skipped it.
+/// headers are always read) but does not call the stream unrestorable (it reads and
+/// authenticates that pack's chunks one by one instead), and `repair index` says it skipped
+/// the pack.
 #[test]
 fn flipped_byte_in_a_pack_header() {
     let t = two_streams("flip-header");
@@ -239,12 +241,32 @@ fn flipped_byte_in_a_pack_header() {
     // Just before the 16-byte trailer: inside the sealed header.
     flip_byte(&t.pack_a, len - 16 - 5);
     assert!(t.repo.cat("latest", "a.bin") == t.a);
-    let problems = check_names_a(&t, false);
-    assert!(
-        problems.iter().any(|p| p.contains("header")),
-        "{problems:?}"
-    );
+    for read_data in [false, true] {
+        let mut c = t.repo.cmd(["check", "--json"]);
+        if read_data {
+            c = c.arg("--read-data");
+        }
+        let o = c.run().code_is(3);
+        let problems: Vec<String> = o.json()["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            problems.iter().any(|p| p.contains("header")),
+            "{problems:?}"
+        );
+        assert!(
+            !problems.iter().any(|p| p.contains("\"a.bin\"")),
+            "check calls a restorable stream damaged: {problems:?}"
+        );
+    }
+    // A chunk in that pack damaged as well: found without the header's help, and named.
+    flip_byte(&t.pack_a, 16 + 100);
+    check_names_a(&t, false);
     check_names_a(&t, true);
+    flip_byte(&t.pack_a, 16 + 100);
     t.repo
         .cmd(["repair", "index"])
         .run()

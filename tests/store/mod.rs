@@ -12,4 +12,5 @@ mod keys;
 mod latest;
 mod misc;
 mod producer;
+mod recovery;
 mod roundtrip;

@@ -158,6 +158,17 @@ impl Sluice {
         self
     }
 
+    /// Run as the unprivileged user `nobody` when the tests run as root, so that file
+    /// permissions apply (root reads anything); as anyone else, run as is.
+    pub fn unprivileged(mut self) -> Sluice {
+        // SAFETY: geteuid has no preconditions and touches no memory.
+        if unsafe { libc::geteuid() } == 0 {
+            self.cmd.uid(65534).gid(65534);
+            self.shown.insert(0, "(as nobody)".into());
+        }
+        self
+    }
+
     pub fn stdin_bytes(self, data: impl Into<Vec<u8>>) -> Sluice {
         self.stdin_reader(std::io::Cursor::new(data.into()))
     }
