@@ -419,6 +419,19 @@ pub fn check(
             r.unreferenced_bytes += size;
         }
     }
+    // Misplaced pack files a stream's problem did not point at (e.g. data packs behind a chunk
+    // list that is itself misplaced): name them all, so one round of moves fixes everything.
+    let mut misplaced: Vec<_> = t.misplaced.values().collect();
+    misplaced.sort();
+    for (at, home) in misplaced {
+        let at_text = at.display().to_string();
+        if !r.problems.iter().any(|p| p.contains(&at_text)) {
+            r.problems.push(format!(
+                "pack file {at_text} is outside its folder: move it to {}",
+                home.display()
+            ));
+        }
+    }
     Ok(r)
 }
 

@@ -321,8 +321,14 @@ fn an_unreadable_pack_is_not_reported_as_damage() {
     use std::os::unix::fs::PermissionsExt;
     let (repo, _, a) = two_snapshots("unreadable-pack");
     readable_by_all(&repo);
-    let packs = repo.packs();
-    assert_eq!(packs.len(), 2, "one pack per ingest");
+    let mut packs = repo.packs();
+    assert_eq!(
+        packs.len(),
+        4,
+        "per ingest one pack of chunks, one of chunk lists"
+    );
+    // Largest first: the pack found below is a.bin's pack of chunks, not its chunk-list pack.
+    packs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)));
     // Which pack holds a.bin: the one whose absence breaks it.
     let as_user = |args: &[&str]| repo.cmd(args).unprivileged();
     as_user(&["check", "--read-data"]).run().ok();
@@ -364,7 +370,8 @@ fn an_unreadable_pack_is_not_reported_as_damage() {
             .is_empty(),
         "{v}"
     );
-    as_user(&["stats"]).run().code_is(1);
+    // stats reads chunk lists only, and those are readable.
+    as_user(&["stats"]).run().ok();
     as_user(&["cat", "latest", "b.sql"]).run().ok();
     as_user(&["cat", "latest", "a.bin"])
         .run()
