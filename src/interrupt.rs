@@ -164,6 +164,13 @@ pub fn signal_name(s: libc::c_int) -> &'static str {
     }
 }
 
+/// One line on stderr. Unlike `eprintln!`, never panics (on a closed pipe, say): this thread
+/// must live to exit the process.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Handle SIGINT, SIGTERM and SIGHUP as described above, exiting with `exit_code` where the
 /// process has to end at once. Call before any other thread starts (threads inherit the
 /// blocked signal mask; child processes do not: std resets the mask before exec).
@@ -194,20 +201,20 @@ pub fn install(exit_code: i32) -> std::io::Result<()> {
             let mut st = state();
             if st.signal != 0 {
                 signal_all_groups(libc::SIGKILL);
-                eprintln!(
+                say(&format!(
                     "sluice: error: interrupted again by {}: producers killed; no snapshot recorded",
                     signal_name(sig)
-                );
+                ));
                 std::process::exit(exit_code);
             }
             st.signal = sig;
             if st.handling == 0 {
                 // Nothing started yet that would need stopping or cleaning up. The state
                 // stays locked so that no ingest starts before we are gone.
-                eprintln!(
+                say(&format!(
                     "sluice: error: interrupted by {}; no snapshot recorded",
                     signal_name(sig)
-                );
+                ));
                 std::process::exit(exit_code);
             }
             drop(st);

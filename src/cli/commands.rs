@@ -67,6 +67,15 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// One JSON line on stdout. A closed stdout is not worth a panic (the outcome is in the exit
+/// status and on stderr): say so on stderr instead.
+fn print_json(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{v}").and_then(|_| out.flush()) {
+        eprintln!("sluice: warning: cannot print the --json result on stdout: {e}");
+    }
+}
+
 /// A command line that asks for something impossible or contradictory: exit status 2, like
 /// clap's own usage errors.
 #[derive(Debug)]
@@ -439,8 +448,8 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     if let Some(sig) = sluice::interrupt::received() {
         // Unless the snapshot was already recorded when the signal came, this is the news.
         if !matches!(&result, Ok(r) if r.snapshot.is_some()) {
-            eprintln!(
-                "sluice: error: interrupted by {}; no snapshot recorded{}",
+            let msg = format!(
+                "interrupted by {}; no snapshot recorded{}",
                 sluice::interrupt::signal_name(sig),
                 if producers {
                     " (producers stopped)"
@@ -448,6 +457,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
                     ""
                 }
             );
+            eprintln!("sluice: error: {msg}");
             return Ok(EXIT_STREAM_FAILED);
         }
     }
@@ -474,7 +484,7 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
             v["name"] = serde_json::json!(o.name);
             v["blake3"] = serde_json::json!(o.blake3);
         }
-        println!("{v}");
+        print_json(&v);
     }
     let total = r.bytes();
     let added = r.added_bytes();

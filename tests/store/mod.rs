@@ -13,3 +13,4 @@ mod latest;
 mod misc;
 mod producer;
 mod roundtrip;
+mod scripted;
