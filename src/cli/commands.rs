@@ -36,6 +36,9 @@ pub fn run(cli: Cli) -> i32 {
     if prints_a_listing(&cli.command) {
         restore_default_sigpipe();
     }
+    // A script that asked for `ingest --json` reads stdout whatever happens: a failure is
+    // one JSON object too, not an empty stdout.
+    let json_on_error = matches!(&cli.command, Command::Ingest(a) if a.json && !a.tee);
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -62,9 +65,22 @@ pub fn run(cli: Cli) -> i32 {
                 msg.push_str(disk_full_hint);
             }
             eprintln!("sluice: error: {msg}");
+            if json_on_error {
+                print_json(&ingest_failure_json(&msg));
+            }
             code
         }
     }
+}
+
+/// What `ingest --json` prints when it fails before it has a report: no snapshot, and why.
+fn ingest_failure_json(msg: &str) -> serde_json::Value {
+    serde_json::json!({
+        "snapshot": null,
+        "complete": false,
+        "error": msg,
+        "objects": [],
+    })
 }
 
 /// One JSON line on stdout. A closed stdout is not worth a panic (the outcome is in the exit
@@ -458,6 +474,9 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
                 }
             );
             eprintln!("sluice: error: {msg}");
+            if a.json && !a.tee {
+                print_json(&ingest_failure_json(&msg));
+            }
             return Ok(EXIT_STREAM_FAILED);
         }
     }

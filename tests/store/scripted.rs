@@ -1,7 +1,70 @@
-//! Ingest as cron jobs, systemd units and shell scripts run it.
+//! Ingest as cron jobs, systemd units and shell scripts run it: `--json` read by a script
+//! whatever happens, stderr and stdout that are closed pipes, signals from timeout(1).
 
-use crate::support::Repo;
+use crate::support::{Repo, Sluice};
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// `--json` prints one JSON object on stdout on every failure too, saying that nothing was
+/// recorded and why: a script doing `sluice ingest --json ... | jq .snapshot` never reads an
+/// empty stdout.
+#[test]
+fn json_on_every_failure_path() {
+    let repo = Repo::init("scripted-json", &[]);
+    let cases: Vec<(&str, Sluice)> = vec![
+        (
+            "a producer that does not exist",
+            repo.cmd([
+                "ingest",
+                "--json",
+                "--name",
+                "m",
+                "--",
+                "/no/such/program-xyz",
+            ]),
+        ),
+        (
+            "an invalid name",
+            repo.cmd(["ingest", "--json", "--name", "../x", "--", "true"]),
+        ),
+        (
+            "a streams file that cannot be read",
+            repo.cmd(["ingest", "--json", "--streams", "/no/such/streams.toml"]),
+        ),
+    ];
+    for (what, cmd) in cases {
+        let o = cmd.run().fails();
+        let j = o.json();
+        assert!(j["snapshot"].is_null(), "{what}{}", o.report());
+        assert_eq!(j["complete"], false, "{what}{}", o.report());
+        let error = j["error"].as_str().unwrap_or_default();
+        assert!(
+            !error.is_empty() && o.error_line().contains(error),
+            "{what}: the JSON error is not the error line{}",
+            o.report()
+        );
+    }
+
+    // Interrupted (SIGTERM from systemd or timeout): the same.
+    let mut running = repo
+        .cmd(["ingest", "--json", "--name", "t", "--"])
+        .args(["sh", "-c", "echo ready >&2; echo data; exec sleep 44.101"])
+        .spawn();
+    running.wait_for_stderr("ready", Duration::from_secs(60));
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(running.pid() as i32, libc::SIGTERM) };
+    let o = running.wait().code_is(4);
+    let j = o.json();
+    assert!(j["snapshot"].is_null(), "{}", o.report());
+    assert!(
+        j["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("interrupted by SIGTERM")),
+        "{}",
+        o.report()
+    );
+    assert!(repo.snapshots().is_empty());
+}
 
 /// `sluice ... 2>&1 | logger` whose reader went away, or `sluice ingest --json | head -c0`:
 /// the snapshot is saved and the exit status says so; a message that cannot be shown is no
