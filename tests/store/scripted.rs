@@ -106,3 +106,45 @@ fn closed_output_pipes_do_not_crash_a_saved_ingest() {
     assert_eq!(repo.snapshots().len(), 3);
     assert_eq!(repo.cat("latest", "c"), b"data\n");
 }
+
+/// `timeout 1h sluice ingest ...` (and a systemd stop with SendSIGHUP=) signal sluice twice
+/// from one process: timeout(1) sends SIGTERM to sluice and then to its whole process group.
+/// That is one request to stop: the producers get SIGTERM and their grace period to clean up,
+/// not SIGKILL at once as for a second, deliberate signal (say "interrupted again").
+#[test]
+fn one_sender_signalling_twice_is_one_stop() {
+    let repo = Repo::init("scripted-twice", &[]);
+    let cleaned = repo.dir.join("cleaned");
+    let script = format!(
+        "trap 'echo stopping >&2; sleep 0.3; echo yes > \"{}\"; exit 1' TERM; \
+         echo ready >&2; echo data; sleep 44.201; wait",
+        cleaned.display()
+    );
+    let mut running = repo
+        .cmd(["ingest", "--json", "--name", "t", "--", "sh", "-c"])
+        .arg(script)
+        .spawn();
+    running.wait_for_stderr("ready", Duration::from_secs(60));
+    let pid = running.pid() as i32;
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // sluice has passed the stop on: this second signal cannot merge with the first.
+    running.wait_for_stderr("stopping", Duration::from_secs(60));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let o = running.wait().code_is(4);
+    let line = o.error_line();
+    assert!(
+        line.contains("interrupted by SIGTERM") && !line.contains("again"),
+        "{}",
+        o.report()
+    );
+    assert!(o.json()["snapshot"].is_null(), "{}", o.report());
+    assert_eq!(
+        std::fs::read_to_string(&cleaned).unwrap_or_default(),
+        "yes\n",
+        "the producer was killed before it could clean up{}",
+        o.report()
+    );
+    assert!(repo.snapshots().is_empty());
+}
