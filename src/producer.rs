@@ -241,14 +241,17 @@ impl Producer {
         let stderr_thread = child.stderr.take().map(|mut err| {
             let tail = tail.clone();
             std::thread::spawn(move || {
+                use std::io::Write;
                 let mut buf = [0u8; 8192];
+                // Whether what we passed through ends in the middle of a line.
+                let mut open_line = false;
                 while let Ok(n) = err.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
                     if !quiet {
-                        use std::io::Write;
                         let _ = std::io::stderr().write_all(&buf[..n]);
+                        open_line = buf[n - 1] != b'\n';
                     }
                     let mut t = crate::storage::lock(&tail);
                     t.extend_from_slice(&buf[..n]);
@@ -256,6 +259,11 @@ impl Producer {
                         let cut = t.len() - STDERR_TAIL;
                         t.drain(..cut);
                     }
+                }
+                if open_line {
+                    // End the producer's last line, so that sluice's own next line (the
+                    // summary, the error) starts a line of its own in a log.
+                    let _ = std::io::stderr().write_all(b"\n");
                 }
             })
         });

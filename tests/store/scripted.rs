@@ -148,3 +148,37 @@ fn one_sender_signalling_twice_is_one_stop() {
     );
     assert!(repo.snapshots().is_empty());
 }
+
+/// A producer whose last stderr message has no newline (`printf 'pg_dump: error: ...' >&2`)
+/// does not swallow the start of sluice's own line: in a cron mail or the journal, the error
+/// and the summary begin lines of their own.
+#[test]
+fn producer_stderr_without_a_final_newline() {
+    let repo = Repo::init("scripted-newline", &[]);
+    let o = repo
+        .cmd(["ingest", "--name", "x", "--", "sh", "-c"])
+        .arg("echo data; printf 'producer: going down' >&2; exit 3")
+        .run()
+        .code_is(4);
+    assert!(
+        o.stderr.lines().any(|l| l == "producer: going down"),
+        "{}",
+        o.report()
+    );
+    assert!(o.error_line().contains("exited with status 3"));
+    let o = repo
+        .cmd(["ingest", "--name", "y", "--", "sh", "-c"])
+        .arg("echo data; printf 'producer: done' >&2")
+        .run()
+        .ok();
+    assert!(
+        o.stderr.lines().any(|l| l == "producer: done"),
+        "{}",
+        o.report()
+    );
+    assert!(
+        o.stderr.lines().any(|l| l.starts_with("y: 5 B read")),
+        "{}",
+        o.report()
+    );
+}
