@@ -187,6 +187,8 @@ pub struct Producer {
     /// When we sent its group SIGTERM.
     stop_sent: Option<Instant>,
     reaped: bool,
+    /// --stall-timeout: also how long it may take to exit once its output has ended.
+    stall: Option<Duration>,
     /// The terminal, lent to its group while it runs; dropping it takes the terminal back.
     terminal: Option<crate::terminal::Lease>,
 }
@@ -276,6 +278,7 @@ impl Producer {
             stderr_thread,
             stop_sent: None,
             reaped: false,
+            stall,
             terminal,
         };
         let Some(stdout) = stdout else {
@@ -332,12 +335,23 @@ impl Producer {
 
     /// Wait for the producer to end; returns its exit and the tail of its stderr. If we
     /// stopped it, its whole group ends before this returns (SIGKILL after the grace period).
+    /// With a stall timeout, a producer that has not exited that long after its output ended
+    /// (it closed stdout and hangs) is stopped, and that is an error: its exit status, which
+    /// says whether the stream is good, never came.
     pub fn wait(mut self) -> Result<(Exit, String)> {
         let mut pause = Duration::from_millis(1);
         let mut kill_sent = false;
+        let waiting_since = Instant::now();
+        let mut exit_stalled = false;
         while !self.leader_exited() {
             if self.stop_sent.is_none() && crate::interrupt::received().is_some() {
                 self.stop();
+            }
+            if let Some(limit) = self.stall {
+                if self.stop_sent.is_none() && waiting_since.elapsed() >= limit {
+                    exit_stalled = true;
+                    self.stop();
+                }
             }
             if let Some(t) = self.stop_sent {
                 if !kill_sent && t.elapsed() >= GRACE {
@@ -380,6 +394,14 @@ impl Producer {
             } else {
                 let _ = t.join();
             }
+        }
+        if let (true, Some(limit)) = (exit_stalled, self.stall) {
+            return Err(Error::StreamFailed(format!(
+                "the producer `{}` ended its output but had not exited {}s later \
+                 (--stall-timeout); it was stopped",
+                self.spec.display(),
+                limit.as_secs_f64()
+            )));
         }
         let tail = String::from_utf8_lossy(&crate::storage::lock(&self.stderr_tail)).into_owned();
         Ok((

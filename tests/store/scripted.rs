@@ -182,3 +182,42 @@ fn producer_stderr_without_a_final_newline() {
         o.report()
     );
 }
+
+/// A producer that closes its stdout and then hangs (a wrapper script stuck after the dump)
+/// would keep a nightly ingest, and the repository lock, forever: with --stall-timeout its
+/// exit is waited for that long too. Without an exit status the stream is not known good, so
+/// nothing is recorded, and the producer is stopped.
+#[test]
+fn producer_that_hangs_after_closing_its_output() {
+    let repo = Repo::init("scripted-hang-exit", &[]);
+    let marker = "sleep 44.301";
+    let o = repo
+        .cmd([
+            "ingest",
+            "--json",
+            "--stall-timeout",
+            "1s",
+            "--name",
+            "h",
+            "--",
+        ])
+        .args(["sh", "-c", &format!("echo data; exec >&-; {marker}")])
+        .run()
+        .code_is(4);
+    let line = o.error_line();
+    assert!(
+        line.contains("had not exited") && line.contains("--stall-timeout"),
+        "{}",
+        o.report()
+    );
+    assert!(o.json()["snapshot"].is_null(), "{}", o.report());
+    assert!(repo.snapshots().is_empty());
+    let left: Vec<_> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(marker))
+        .collect();
+    assert!(left.is_empty(), "the producer outlived sluice: {left:?}");
+}
