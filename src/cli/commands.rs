@@ -312,6 +312,11 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
         if std::io::stdin().is_terminal() {
             return Err(usage("stdin is a terminal: pipe a stream in (pg_dump db | sluice ingest --name db.sql) or give a command after --"));
         }
+        if stdin_is_dev_null() {
+            // What cron and systemd give a job (and what a closed stdin becomes): an empty
+            // "backup" saved as the newest good version would hide the real ones.
+            return Err(usage("stdin is /dev/null (nothing is piped in, as under cron or systemd): pipe a stream in (pg_dump db | sluice ingest --name db.sql) or give a command after --"));
+        }
         Source::Stdin
     } else {
         Source::Command(CommandSpec::Argv(a.command.clone()))
@@ -321,6 +326,24 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
         source,
         expect,
     }])
+}
+
+/// Whether our stdin is /dev/null (or was closed: the runtime reopens a closed stdin on it).
+fn stdin_is_dev_null() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let (Ok(ours), Ok(null)) = (
+        std::fs::File::from(fd).metadata(),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    ours.file_type().is_char_device()
+        && null.file_type().is_char_device()
+        && ours.rdev() == null.rdev()
 }
 
 fn hostname() -> String {

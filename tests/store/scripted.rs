@@ -221,3 +221,39 @@ fn producer_that_hangs_after_closing_its_output() {
         .collect();
     assert!(left.is_empty(), "the producer outlived sluice: {left:?}");
 }
+
+/// `sluice ingest --name shop.sql` run by cron or systemd with nothing piped in reads
+/// /dev/null (or a closed stdin): that is a mistake, not an empty backup — recorded, the empty
+/// stream would be the newest good `latest` and hide the real dumps. A usage error, nothing
+/// recorded; an empty pipe is still an (empty) stream.
+#[test]
+fn nothing_piped_in_under_cron_is_refused() {
+    let repo = Repo::init("scripted-devnull", &[]);
+    repo.ingest("shop.sql", b"the real dump\n", &[]);
+    let o = repo
+        .cmd(["ingest", "--json", "--name", "shop.sql"])
+        .run()
+        .code_is(2);
+    assert!(o.error_line().contains("/dev/null"), "{}", o.report());
+    assert!(o.json()["snapshot"].is_null(), "{}", o.report());
+    // A closed stdin (`<&-`) is the same.
+    let o = Command::new("sh")
+        .args(["-c", "exec \"$0\" \"$@\" <&-"])
+        .arg(crate::support::bin())
+        .arg("--repo")
+        .arg(&repo.path)
+        .args(["ingest", "--name", "shop.sql"])
+        .env("SLUICE_PASSWORD", &repo.password)
+        .output()
+        .expect("run sluice with stdin closed");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(repo.snapshots().len(), 1);
+    assert_eq!(repo.cat("latest", "shop.sql"), b"the real dump\n");
+    repo.ingest("empty", b"", &[]);
+    assert_eq!(repo.snapshots().len(), 2);
+}
