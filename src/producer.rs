@@ -161,7 +161,7 @@ impl Exit {
 
     pub fn describe(&self) -> String {
         match (self.code, self.signal) {
-            (Some(c), _) => format!("exited with status {c}"),
+            (Some(c), _) => format!("exited with status {c}{}", status_hint(c)),
             (None, Some(s)) => format!("was killed by signal {s} ({})", signal_name(s)),
             _ => "ended in an unknown way".into(),
         }
@@ -170,6 +170,21 @@ impl Exit {
 
 fn signal_name(s: i32) -> &'static str {
     crate::interrupt::signal_name(s)
+}
+
+/// What a shell means by some exit statuses (producers given with --exec and --streams run
+/// under `sh -c`): a bare "status 141" sends a DBA to the manual at 3 a.m.
+fn status_hint(code: i32) -> String {
+    match code {
+        126 => " (the shell found the command but could not run it: not executable?)".into(),
+        127 => " (the shell could not find the command: check its name and PATH)".into(),
+        129..=192 if signal_name(code - 128) != "signal" => format!(
+            " (128+{}: as a shell reports a command killed by {})",
+            code - 128,
+            signal_name(code - 128)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// How long a producer we stop gets between SIGTERM and SIGKILL.
@@ -451,4 +466,31 @@ fn group_alive(pgid: libc::pid_t) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    fn exit(code: i32) -> String {
+        Exit {
+            code: Some(code),
+            signal: None,
+        }
+        .describe()
+    }
+
+    #[test]
+    fn shell_statuses_are_explained() {
+        assert_eq!(exit(1), "exited with status 1");
+        assert!(
+            exit(127).contains("could not find the command"),
+            "{}",
+            exit(127)
+        );
+        assert!(exit(126).contains("not executable"), "{}", exit(126));
+        assert!(exit(141).contains("SIGPIPE"), "{}", exit(141));
+        assert!(exit(143).contains("SIGTERM"), "{}", exit(143));
+        assert_eq!(exit(200), "exited with status 200");
+    }
 }
