@@ -26,9 +26,26 @@ pub enum CommandSpec {
 impl CommandSpec {
     pub fn display(&self) -> String {
         match self {
-            CommandSpec::Argv(a) => a.join(" "),
+            // Quoted as a shell would need it, so that what is shown (and kept as the
+            // snapshot's provenance) is the command that ran: `sh -c 'echo a; exit 3'`, not
+            // `sh -c echo a; exit 3`.
+            CommandSpec::Argv(a) => a
+                .iter()
+                .map(|w| shell_quote(w))
+                .collect::<Vec<_>>()
+                .join(" "),
             CommandSpec::Shell(s) => s.clone(),
         }
+    }
+}
+
+/// `word` as one shell word: as it is when that is unambiguous, else in single quotes.
+fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -478,6 +495,19 @@ mod tests {
             signal: None,
         }
         .describe()
+    }
+
+    #[test]
+    fn argv_is_shown_as_the_command_that_ran() {
+        let spec = |a: &[&str]| {
+            super::CommandSpec::Argv(a.iter().map(|s| s.to_string()).collect()).display()
+        };
+        assert_eq!(spec(&["pg_dump", "-Fc", "shop"]), "pg_dump -Fc shop");
+        assert_eq!(
+            spec(&["sh", "-c", "echo a; exit 3"]),
+            "sh -c 'echo a; exit 3'"
+        );
+        assert_eq!(spec(&["printf", "it's", ""]), "printf 'it'\\''s' ''");
     }
 
     #[test]
