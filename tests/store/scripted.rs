@@ -257,3 +257,66 @@ fn nothing_piped_in_under_cron_is_refused() {
     repo.ingest("empty", b"", &[]);
     assert_eq!(repo.snapshots().len(), 2);
 }
+
+/// Files an ingest creates get the permissions of the repository's `config`, not the umask of
+/// whoever runs the ingest: a root cron job or a systemd unit with umask 077 must not make the
+/// new snapshots unreadable for the admins whose group reads the older ones, and a private
+/// repository stays private under umask 022.
+#[test]
+fn new_files_follow_the_repository_not_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = Repo::init("scripted-umask", &[]);
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let ingest_under = |umask: &str, name: &str| {
+        let o = Command::new("sh")
+            .args(["-c", &format!("umask {umask}; exec \"$0\" \"$@\"")])
+            .arg(crate::support::bin())
+            .arg("--repo")
+            .arg(&repo.path)
+            .args(["ingest", "-q", "--name", name, "--", "head", "-c", "300000"])
+            .arg("/dev/urandom")
+            .env("SLUICE_PASSWORD", &repo.password)
+            .output()
+            .expect("run sluice");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    // Snapshot and pack files (not directories) under the repository.
+    let files = || -> Vec<std::path::PathBuf> {
+        let mut all = crate::support::walk(&repo.path.join("snapshots"));
+        all.extend(crate::support::walk(&repo.path.join("packs")));
+        all.retain(|p| p.is_file());
+        all
+    };
+    for (config_mode, umask, want) in [(0o640, "077", 0o640), (0o600, "022", 0o600)] {
+        let config = repo.path.join("config");
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(config_mode))
+            .expect("chmod config");
+        let before = files();
+        ingest_under(umask, &format!("s{config_mode:o}"));
+        let created: Vec<_> = files()
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        assert!(created.len() >= 2, "no new snapshot or pack: {created:?}");
+        for f in &created {
+            assert_eq!(
+                mode(f),
+                want,
+                "{} under umask {umask}, config {config_mode:o}",
+                f.display()
+            );
+            // Its packs/xx directory, where this ingest created it, can be entered by those
+            // who can read it.
+            let dir = f.parent().expect("parent");
+            if dir.parent() == Some(repo.path.join("packs").as_path())
+                && !before.iter().any(|b| b.starts_with(dir))
+            {
+                assert_eq!(mode(dir), want | ((want & 0o444) >> 2), "{}", dir.display());
+            }
+        }
+    }
+}
