@@ -320,3 +320,71 @@ fn new_files_follow_the_repository_not_the_umask() {
         }
     }
 }
+
+/// Typed at a shell, the producer holds the terminal, so Ctrl-Z stops it and not sluice: the
+/// shell, waiting for sluice, never got the terminal back, Ctrl-C could not reach the stopped
+/// producer, and the repository stayed locked. sluice passes the stop on like a shell does for
+/// a job: the shell says "Stopped" and takes over, and `fg` resumes the producer and the ingest.
+/// (The producer stops itself with SIGTSTP, as Ctrl-Z would.)
+#[test]
+fn a_stopped_producer_stops_the_job_and_fg_resumes_it() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let repo = Repo::init("scripted-ctrl-z", &[]);
+    let mut shell = Command::new("timeout")
+        .args([
+            "120",
+            "script",
+            "-qec",
+            "bash --norc --noprofile -i",
+            "/dev/null",
+        ])
+        .env("SLUICE_PASSWORD", &repo.password)
+        .env("PS1", "$ ")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script(1) from util-linux");
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut out = shell.stdout.take().expect("piped stdout");
+    let seen = screen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut input = shell.stdin.take().expect("piped stdin");
+    let wait_for = |needle: &str| {
+        let t0 = std::time::Instant::now();
+        while !screen.lock().unwrap().contains(needle) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "no {needle:?} on the terminal:\n{}",
+                screen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let line = format!(
+        "\"{}\" --repo \"{}\" ingest -q --name z -- sh -c 'echo hi; kill -TSTP $$; echo resumed'\n",
+        crate::support::bin(),
+        repo.path.display()
+    );
+    input.write_all(line.as_bytes()).unwrap();
+    wait_for("Stopped");
+    input.write_all(b"fg\n").unwrap();
+    input.write_all(b"echo \"ingest-status=$?\"\n").unwrap();
+    wait_for("ingest-status=0");
+    input.write_all(b"exit\n").unwrap();
+    drop(input);
+    let _ = shell.wait();
+    let _ = reader.join();
+    assert_eq!(repo.cat("latest", "z"), b"hi\nresumed\n");
+}
