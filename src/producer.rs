@@ -179,7 +179,10 @@ impl Exit {
     pub fn describe(&self) -> String {
         match (self.code, self.signal) {
             (Some(c), _) => format!("exited with status {c}{}", status_hint(c)),
-            (None, Some(s)) => format!("was killed by signal {s} ({})", signal_name(s)),
+            (None, Some(s)) => match signal_name(s) {
+                "signal" => format!("was killed by signal {s}"),
+                name => format!("was killed by signal {s} ({name}){}", signal_hint(s)),
+            },
             _ => "ended in an unknown way".into(),
         }
     }
@@ -187,6 +190,15 @@ impl Exit {
 
 fn signal_name(s: i32) -> &'static str {
     crate::interrupt::signal_name(s)
+}
+
+/// Signals that mean a resource limit (ulimit, or LimitCPU=/LimitFSIZE= in a systemd unit).
+fn signal_hint(s: i32) -> &'static str {
+    match s {
+        libc::SIGXCPU => ": its CPU time limit ran out (ulimit -t, LimitCPU=)",
+        libc::SIGXFSZ => ": it exceeded its file size limit (ulimit -f, LimitFSIZE=)",
+        _ => "",
+    }
 }
 
 /// What a shell means by some exit statuses (producers given with --exec and --streams run
@@ -508,6 +520,23 @@ mod tests {
             "sh -c 'echo a; exit 3'"
         );
         assert_eq!(spec(&["printf", "it's", ""]), "printf 'it'\\''s' ''");
+    }
+
+    #[test]
+    fn every_common_signal_is_named() {
+        let killed = |s: i32| {
+            Exit {
+                code: None,
+                signal: Some(s),
+            }
+            .describe()
+        };
+        assert_eq!(killed(libc::SIGBUS), "was killed by signal 7 (SIGBUS)");
+        assert!(killed(libc::SIGXFSZ).contains("SIGXFSZ"));
+        assert!(killed(libc::SIGXFSZ).contains("file size limit"));
+        assert!(killed(libc::SIGILL).contains("SIGILL"));
+        // No "(signal)" for one without a name.
+        assert_eq!(killed(40), "was killed by signal 40");
     }
 
     #[test]
