@@ -14,7 +14,9 @@
 //! and if no ingest is running yet (`Handling` not held: still waiting for the repository
 //! lock, say) nothing needs cleaning up, so it says so and exits at once. A second signal
 //! kills the producer groups with SIGKILL and exits at once (an in-progress pack may then stay
-//! in `tmp/` until the next ingest clears it).
+//! in `tmp/` until the next ingest clears it) — unless it comes from the process that sent the
+//! first one: timeout(1) signals sluice and then its whole process group, so one timeout
+//! arrives twice, and that is one request to stop, not two.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,8 +162,31 @@ pub fn signal_name(s: libc::c_int) -> &'static str {
         libc::SIGALRM => "SIGALRM",
         libc::SIGUSR1 => "SIGUSR1",
         libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGTTIN => "SIGTTIN",
+        libc::SIGTTOU => "SIGTTOU",
+        libc::SIGVTALRM => "SIGVTALRM",
+        libc::SIGPROF => "SIGPROF",
+        libc::SIGIO => "SIGIO",
+        libc::SIGPWR => "SIGPWR",
+        libc::SIGSTKFLT => "SIGSTKFLT",
         _ => "signal",
     }
+}
+
+/// One line on stderr. Unlike `eprintln!`, never panics (on a closed pipe, say): this thread
+/// must live to exit the process.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Handle SIGINT, SIGTERM and SIGHUP as described above, exiting with `exit_code` where the
@@ -185,36 +210,59 @@ pub fn install(exit_code: i32) -> std::io::Result<()> {
     };
     std::thread::Builder::new()
         .name("sluice-signals".into())
-        .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` is a valid initialised sigset; `sig` is a valid out-pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                continue;
-            }
-            let mut st = state();
-            if st.signal != 0 {
-                signal_all_groups(libc::SIGKILL);
-                eprintln!(
-                    "sluice: error: interrupted again by {}: producers killed; no snapshot recorded",
-                    signal_name(sig)
-                );
-                std::process::exit(exit_code);
-            }
-            st.signal = sig;
-            if st.handling == 0 {
-                // Nothing started yet that would need stopping or cleaning up. The state
-                // stays locked so that no ingest starts before we are gone.
-                eprintln!(
-                    "sluice: error: interrupted by {}; no snapshot recorded",
-                    signal_name(sig)
-                );
-                std::process::exit(exit_code);
-            }
-            drop(st);
-            if let Some(a) = WAKE.get() {
-                a.raise();
-            }
-            signal_all_groups(libc::SIGTERM);
-        })?;
+        .spawn(move || handle_signals(set, exit_code))?;
     Ok(())
+}
+
+/// The body of the signal thread: wait for the signals in `set` and act on them (see the
+/// module documentation).
+fn handle_signals(set: libc::sigset_t, exit_code: i32) {
+    // Who sent the first signal: the process id of a kill(2), None for the kernel (a Ctrl-C
+    // on the terminal).
+    let mut first_sender: Option<Option<libc::pid_t>> = None;
+    loop {
+        // SAFETY: siginfo_t is plain old data, for which all zero bytes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid initialised sigset; `info` is a valid out-pointer.
+        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+        if sig < 0 {
+            continue;
+        }
+        let sender = (info.si_code == libc::SI_USER)
+            // SAFETY: for SI_USER (a kill(2)), the kernel filled in si_pid.
+            .then(|| unsafe { info.si_pid() })
+            .filter(|&p| p > 0);
+        let mut st = state();
+        if st.signal != 0 && sender.is_some() && first_sender == Some(sender) {
+            // The same process asking again is the same request, not an escalation:
+            // timeout(1) sends its signal to sluice and then to sluice's whole process group,
+            // and systemd may follow SIGTERM with SIGHUP (SendSIGHUP=). The stop already under
+            // way goes on (SIGKILL after the grace period).
+            continue;
+        }
+        if st.signal != 0 {
+            signal_all_groups(libc::SIGKILL);
+            say(&format!(
+                "sluice: error: interrupted again by {}: producers killed; no snapshot recorded",
+                signal_name(sig)
+            ));
+            std::process::exit(exit_code);
+        }
+        st.signal = sig;
+        first_sender = Some(sender);
+        if st.handling == 0 {
+            // Nothing started yet that would need stopping or cleaning up. The state stays
+            // locked so that no ingest starts before we are gone.
+            say(&format!(
+                "sluice: error: interrupted by {}; no snapshot recorded",
+                signal_name(sig)
+            ));
+            std::process::exit(exit_code);
+        }
+        drop(st);
+        if let Some(a) = WAKE.get() {
+            a.raise();
+        }
+        signal_all_groups(libc::SIGTERM);
+    }
 }

@@ -1,5 +1,22 @@
 //! The `sluice` binary: a thin shell over the library.
 
+// In this binary `eprintln!` and `eprint!` never panic. std's panic when stderr is a closed
+// pipe (`sluice ingest ... 2>&1 | logger` whose logger died): a message that cannot be shown
+// must not turn a saved snapshot into exit status 101, nor kill the thread that handles
+// signals. Defined before the modules so that it is the one in scope there.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod mount_cmd;
 mod streams_file;

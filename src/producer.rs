@@ -26,9 +26,26 @@ pub enum CommandSpec {
 impl CommandSpec {
     pub fn display(&self) -> String {
         match self {
-            CommandSpec::Argv(a) => a.join(" "),
+            // Quoted as a shell would need it, so that what is shown (and kept as the
+            // snapshot's provenance) is the command that ran: `sh -c 'echo a; exit 3'`, not
+            // `sh -c echo a; exit 3`.
+            CommandSpec::Argv(a) => a
+                .iter()
+                .map(|w| shell_quote(w))
+                .collect::<Vec<_>>()
+                .join(" "),
             CommandSpec::Shell(s) => s.clone(),
         }
+    }
+}
+
+/// `word` as one shell word: as it is when that is unambiguous, else in single quotes.
+fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -161,8 +178,11 @@ impl Exit {
 
     pub fn describe(&self) -> String {
         match (self.code, self.signal) {
-            (Some(c), _) => format!("exited with status {c}"),
-            (None, Some(s)) => format!("was killed by signal {s} ({})", signal_name(s)),
+            (Some(c), _) => format!("exited with status {c}{}", status_hint(c)),
+            (None, Some(s)) => match signal_name(s) {
+                "signal" => format!("was killed by signal {s}"),
+                name => format!("was killed by signal {s} ({name}){}", signal_hint(s)),
+            },
             _ => "ended in an unknown way".into(),
         }
     }
@@ -170,6 +190,30 @@ impl Exit {
 
 fn signal_name(s: i32) -> &'static str {
     crate::interrupt::signal_name(s)
+}
+
+/// Signals that mean a resource limit (ulimit, or LimitCPU=/LimitFSIZE= in a systemd unit).
+fn signal_hint(s: i32) -> &'static str {
+    match s {
+        libc::SIGXCPU => ": its CPU time limit ran out (ulimit -t, LimitCPU=)",
+        libc::SIGXFSZ => ": it exceeded its file size limit (ulimit -f, LimitFSIZE=)",
+        _ => "",
+    }
+}
+
+/// What a shell means by some exit statuses (producers given with --exec and --streams run
+/// under `sh -c`): a bare "status 141" sends a DBA to the manual at 3 a.m.
+fn status_hint(code: i32) -> String {
+    match code {
+        126 => " (the shell found the command but could not run it: not executable?)".into(),
+        127 => " (the shell could not find the command: check its name and PATH)".into(),
+        129..=192 if signal_name(code - 128) != "signal" => format!(
+            " (128+{}: as a shell reports a command killed by {})",
+            code - 128,
+            signal_name(code - 128)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// How long a producer we stop gets between SIGTERM and SIGKILL.
@@ -187,6 +231,8 @@ pub struct Producer {
     /// When we sent its group SIGTERM.
     stop_sent: Option<Instant>,
     reaped: bool,
+    /// --stall-timeout: also how long it may take to exit once its output has ended.
+    stall: Option<Duration>,
     /// The terminal, lent to its group while it runs; dropping it takes the terminal back.
     terminal: Option<crate::terminal::Lease>,
 }
@@ -241,14 +287,17 @@ impl Producer {
         let stderr_thread = child.stderr.take().map(|mut err| {
             let tail = tail.clone();
             std::thread::spawn(move || {
+                use std::io::Write;
                 let mut buf = [0u8; 8192];
+                // Whether what we passed through ends in the middle of a line.
+                let mut open_line = false;
                 while let Ok(n) = err.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
                     if !quiet {
-                        use std::io::Write;
                         let _ = std::io::stderr().write_all(&buf[..n]);
+                        open_line = buf[n - 1] != b'\n';
                     }
                     let mut t = crate::storage::lock(&tail);
                     t.extend_from_slice(&buf[..n]);
@@ -256,6 +305,11 @@ impl Producer {
                         let cut = t.len() - STDERR_TAIL;
                         t.drain(..cut);
                     }
+                }
+                if open_line {
+                    // End the producer's last line, so that sluice's own next line (the
+                    // summary, the error) starts a line of its own in a log.
+                    let _ = std::io::stderr().write_all(b"\n");
                 }
             })
         });
@@ -268,6 +322,7 @@ impl Producer {
             stderr_thread,
             stop_sent: None,
             reaped: false,
+            stall,
             terminal,
         };
         let Some(stdout) = stdout else {
@@ -324,12 +379,23 @@ impl Producer {
 
     /// Wait for the producer to end; returns its exit and the tail of its stderr. If we
     /// stopped it, its whole group ends before this returns (SIGKILL after the grace period).
+    /// With a stall timeout, a producer that has not exited that long after its output ended
+    /// (it closed stdout and hangs) is stopped, and that is an error: its exit status, which
+    /// says whether the stream is good, never came.
     pub fn wait(mut self) -> Result<(Exit, String)> {
         let mut pause = Duration::from_millis(1);
         let mut kill_sent = false;
+        let waiting_since = Instant::now();
+        let mut exit_stalled = false;
         while !self.leader_exited() {
             if self.stop_sent.is_none() && crate::interrupt::received().is_some() {
                 self.stop();
+            }
+            if let Some(limit) = self.stall {
+                if self.stop_sent.is_none() && waiting_since.elapsed() >= limit {
+                    exit_stalled = true;
+                    self.stop();
+                }
             }
             if let Some(t) = self.stop_sent {
                 if !kill_sent && t.elapsed() >= GRACE {
@@ -372,6 +438,14 @@ impl Producer {
             } else {
                 let _ = t.join();
             }
+        }
+        if let (true, Some(limit)) = (exit_stalled, self.stall) {
+            return Err(Error::StreamFailed(format!(
+                "the producer `{}` ended its output but had not exited {}s later \
+                 (--stall-timeout); it was stopped",
+                self.spec.display(),
+                limit.as_secs_f64()
+            )));
         }
         let tail = String::from_utf8_lossy(&crate::storage::lock(&self.stderr_tail)).into_owned();
         Ok((
@@ -421,4 +495,61 @@ fn group_alive(pgid: libc::pid_t) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    fn exit(code: i32) -> String {
+        Exit {
+            code: Some(code),
+            signal: None,
+        }
+        .describe()
+    }
+
+    #[test]
+    fn argv_is_shown_as_the_command_that_ran() {
+        let spec = |a: &[&str]| {
+            super::CommandSpec::Argv(a.iter().map(|s| s.to_string()).collect()).display()
+        };
+        assert_eq!(spec(&["pg_dump", "-Fc", "shop"]), "pg_dump -Fc shop");
+        assert_eq!(
+            spec(&["sh", "-c", "echo a; exit 3"]),
+            "sh -c 'echo a; exit 3'"
+        );
+        assert_eq!(spec(&["printf", "it's", ""]), "printf 'it'\\''s' ''");
+    }
+
+    #[test]
+    fn every_common_signal_is_named() {
+        let killed = |s: i32| {
+            Exit {
+                code: None,
+                signal: Some(s),
+            }
+            .describe()
+        };
+        assert_eq!(killed(libc::SIGBUS), "was killed by signal 7 (SIGBUS)");
+        assert!(killed(libc::SIGXFSZ).contains("SIGXFSZ"));
+        assert!(killed(libc::SIGXFSZ).contains("file size limit"));
+        assert!(killed(libc::SIGILL).contains("SIGILL"));
+        // No "(signal)" for one without a name.
+        assert_eq!(killed(40), "was killed by signal 40");
+    }
+
+    #[test]
+    fn shell_statuses_are_explained() {
+        assert_eq!(exit(1), "exited with status 1");
+        assert!(
+            exit(127).contains("could not find the command"),
+            "{}",
+            exit(127)
+        );
+        assert!(exit(126).contains("not executable"), "{}", exit(126));
+        assert!(exit(141).contains("SIGPIPE"), "{}", exit(141));
+        assert!(exit(143).contains("SIGTERM"), "{}", exit(143));
+        assert_eq!(exit(200), "exited with status 200");
+    }
 }

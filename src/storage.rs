@@ -48,12 +48,53 @@ pub struct DirStorage {
     dirty_dirs: Arc<Mutex<HashSet<PathBuf>>>,
     /// Open pack files for reads: opening costs more than a small pread.
     handles: Mutex<lru::LruCache<String, Arc<File>>>,
+    /// Who may read the files we create: that of the repository's config (see `Access`).
+    access: Option<Access>,
+}
+
+/// The permissions and group of the repository's `config`, given to every file and directory
+/// an ingest creates — not the umask of whoever runs it: a cron job or a systemd unit with
+/// umask 077 must not make new snapshots unreadable for the admins whose group can read the
+/// older ones (they would see "Permission denied ... run `sluice check`").
+#[derive(Clone, Copy, Debug)]
+struct Access {
+    /// Permission bits of the config: rw for the owner at least, never execute.
+    mode: u32,
+    gid: u32,
+}
+
+impl Access {
+    fn of(config: &Path) -> Option<Access> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(config).ok()?;
+        Some(Access {
+            mode: (m.mode() & 0o666) | 0o600,
+            gid: m.gid(),
+        })
+    }
+
+    /// Give `path` (a new file, or a new directory) this access. Best effort: a group we
+    /// are not in cannot be given, and a failure here loses no data.
+    fn apply(&self, path: &Path, dir: bool) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // Directories: enter where read is allowed.
+        let mode = if dir {
+            self.mode | ((self.mode & 0o444) >> 2)
+        } else {
+            self.mode
+        };
+        if fs::metadata(path).is_ok_and(|m| m.gid() != self.gid) {
+            let _ = std::os::unix::fs::chown(path, None, Some(self.gid));
+        }
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+    }
 }
 
 impl DirStorage {
     pub fn new(root: &Path) -> DirStorage {
         DirStorage {
             root: root.to_path_buf(),
+            access: Access::of(&root.join("config")),
             dirty_dirs: Arc::new(Mutex::new(HashSet::new())),
             handles: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(64).expect("64 is not zero"),
@@ -236,12 +277,15 @@ impl Storage for DirStorage {
         let tmp = self.tmp_path(name)?;
         let dest = self.path(kind, name);
         let mut f = File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
+        if let Some(a) = &self.access {
+            a.apply(&tmp, false);
+        }
         f.write_all(bytes)
             .and_then(|_| f.sync_all())
             .ctx(|| format!("cannot write {}", tmp.display()))?;
         drop(f);
         if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+            create_dir(parent, self.access.as_ref())?;
             fs::rename(&tmp, &dest).ctx(|| format!("cannot rename into {}", dest.display()))?;
             fsync_dir(parent)?;
         }
@@ -255,12 +299,16 @@ impl Storage for DirStorage {
             .create_new(true)
             .open(&tmp)
             .ctx(|| format!("cannot create {}", tmp.display()))?;
+        if let Some(a) = &self.access {
+            a.apply(&tmp, false);
+        }
         Ok(Box::new(DirUpload {
             file,
             tmp,
             dest: self.path(kind, name),
             written: 0,
             dirty_dirs: self.dirty_dirs.clone(),
+            access: self.access,
         }))
     }
 
@@ -291,6 +339,19 @@ struct DirUpload {
     written: u64,
     /// The storage's set of directories that need an fsync before the next commit.
     dirty_dirs: Arc<Mutex<HashSet<PathBuf>>>,
+    access: Option<Access>,
+}
+
+/// `create_dir_all`, giving a directory it had to create the repository's access.
+fn create_dir(dir: &Path, access: Option<&Access>) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
+    if let Some(a) = access {
+        a.apply(dir, true);
+    }
+    Ok(())
 }
 
 impl Drop for DirUpload {
@@ -320,7 +381,7 @@ impl Upload for DirUpload {
             .ctx(|| format!("cannot sync {}", self.tmp.display()))?;
         let parent = self.dest.parent().unwrap_or(Path::new("."));
         if !parent.is_dir() {
-            fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+            create_dir(parent, self.access.as_ref())?;
             // A new packs/xx directory is itself an entry of packs/, which must be durable too.
             if let Some(grandparent) = parent.parent() {
                 lock(&self.dirty_dirs).insert(grandparent.to_path_buf());

@@ -1,4 +1,5 @@
 //! `--streams FILE`: a TOML table of stream name → shell command, for cron and systemd.
+//! Streams start in the order the file lists them.
 //!
 //! ```toml
 //! [streams]
@@ -48,6 +49,17 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>> {
 
 #[cfg(test)]
 mod tests {
+    /// Streams start in the order the file lists them (with `--jobs 1`, one after the other):
+    /// an admin may put the big database last on purpose.
+    #[test]
+    fn keeps_the_order_of_the_file() {
+        let v =
+            super::parse("[streams]\n\"z.sql\" = \"1\"\n\"a.sql\" = \"2\"\n\"m.sql\" = \"3\"\n")
+                .unwrap();
+        let names: Vec<&str> = v.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["z.sql", "a.sql", "m.sql"]);
+    }
+
     #[test]
     fn parses_table() {
         let v =

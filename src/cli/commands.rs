@@ -36,6 +36,9 @@ pub fn run(cli: Cli) -> i32 {
     if prints_a_listing(&cli.command) {
         restore_default_sigpipe();
     }
+    // A script that asked for `ingest --json` reads stdout whatever happens: a failure is
+    // one JSON object too, not an empty stdout.
+    let json_on_error = matches!(&cli.command, Command::Ingest(a) if a.json && !a.tee);
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -62,8 +65,30 @@ pub fn run(cli: Cli) -> i32 {
                 msg.push_str(disk_full_hint);
             }
             eprintln!("sluice: error: {msg}");
+            if json_on_error {
+                print_json(&ingest_failure_json(&msg));
+            }
             code
         }
+    }
+}
+
+/// What `ingest --json` prints when it fails before it has a report: no snapshot, and why.
+fn ingest_failure_json(msg: &str) -> serde_json::Value {
+    serde_json::json!({
+        "snapshot": null,
+        "complete": false,
+        "error": msg,
+        "objects": [],
+    })
+}
+
+/// One JSON line on stdout. A closed stdout is not worth a panic (the outcome is in the exit
+/// status and on stderr): say so on stderr instead.
+fn print_json(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{v}").and_then(|_| out.flush()) {
+        eprintln!("sluice: warning: cannot print the --json result on stdout: {e}");
     }
 }
 
@@ -311,6 +336,11 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
         if std::io::stdin().is_terminal() {
             return Err(usage("stdin is a terminal: pipe a stream in (pg_dump db | sluice ingest --name db.sql) or give a command after --"));
         }
+        if stdin_is_dev_null() {
+            // What cron and systemd give a job (and what a closed stdin becomes): an empty
+            // "backup" saved as the newest good version would hide the real ones.
+            return Err(usage("stdin is /dev/null (nothing is piped in, as under cron or systemd): pipe a stream in (pg_dump db | sluice ingest --name db.sql) or give a command after --"));
+        }
         Source::Stdin
     } else {
         Source::Command(CommandSpec::Argv(a.command.clone()))
@@ -320,6 +350,24 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
         source,
         expect,
     }])
+}
+
+/// Whether our stdin is /dev/null (or was closed: the runtime reopens a closed stdin on it).
+fn stdin_is_dev_null() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let (Ok(ours), Ok(null)) = (
+        std::fs::File::from(fd).metadata(),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    ours.file_type().is_char_device()
+        && null.file_type().is_char_device()
+        && ours.rdev() == null.rdev()
 }
 
 fn hostname() -> String {
@@ -470,8 +518,8 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     if let Some(sig) = sluice::interrupt::received() {
         // Unless the snapshot was already recorded when the signal came, this is the news.
         if !matches!(&result, Ok(r) if r.snapshot.is_some()) {
-            eprintln!(
-                "sluice: error: interrupted by {}; no snapshot recorded{}",
+            let msg = format!(
+                "interrupted by {}; no snapshot recorded{}",
                 sluice::interrupt::signal_name(sig),
                 if producers {
                     " (producers stopped)"
@@ -479,6 +527,10 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
                     ""
                 }
             );
+            eprintln!("sluice: error: {msg}");
+            if a.json && !a.tee {
+                print_json(&ingest_failure_json(&msg));
+            }
             return Ok(EXIT_STREAM_FAILED);
         }
     }
@@ -505,7 +557,7 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
             v["name"] = serde_json::json!(o.name);
             v["blake3"] = serde_json::json!(o.blake3);
         }
-        println!("{v}");
+        print_json(&v);
     }
     let total = r.bytes();
     let added = r.added_bytes();

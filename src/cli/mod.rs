@@ -173,7 +173,8 @@ pub struct IngestArgs {
     /// Completeness check: auto (by content), none, or a format name.
     #[arg(long, default_value = "auto")]
     pub expect: String,
-    /// Abort when no byte arrives for this long (e.g. 30s, 5m).
+    /// Abort when no byte arrives for this long (e.g. 30s, 5m), or when a producer has not
+    /// exited this long after its output ended.
     #[arg(long)]
     pub stall_timeout: Option<String>,
     /// When another ingest holds the repository, wait at most this long (e.g. 10m) and then

@@ -14,3 +14,4 @@ mod misc;
 mod producer;
 mod recovery;
 mod roundtrip;
+mod scripted;
