@@ -425,7 +425,7 @@ pub fn check(
     misplaced.sort();
     for (at, home) in misplaced {
         let at_text = at.display().to_string();
-        if !r.problems.iter().any(|p| p.contains(&at_text)) {
+        if starts_like_a_pack(at) && !r.problems.iter().any(|p| p.contains(&at_text)) {
             r.problems.push(format!(
                 "pack file {at_text} is outside its folder: move it to {}",
                 home.display()
@@ -433,6 +433,17 @@ pub fn check(
         }
     }
     Ok(r)
+}
+
+/// Whether a file begins with a pack's preamble (a stray file with a pack-like name does not).
+fn starts_like_a_pack(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let want = crate::pack::preamble();
+    let mut got = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut got))
+        .is_ok()
+        && got[..] == want[..8]
 }
 
 #[derive(Debug, Default, serde::Serialize)]

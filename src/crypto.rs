@@ -206,9 +206,22 @@ pub fn derive_kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<K
         .map_err(|e| Error::Corrupt(format!("invalid key derivation parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
     let mut out = [0u8; 32];
-    argon
-        .hash_password_into(passphrase, salt, &mut out)
-        .map_err(|e| Error::Corrupt(format!("key derivation failed: {e}")))?;
+    // The lanes run on a pool of our own that ends with the call, not on rayon's global pool:
+    // its threads would stay for the life of the process with the signal mask of whichever
+    // thread first used it, and a SIGTERM meant for the mount's or the ingest's signal thread
+    // could then land on one of them and kill the process instead of stopping it cleanly.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let lanes = usize::try_from(params.p).unwrap_or(1).clamp(1, cores);
+    let mut hash = || {
+        argon
+            .hash_password_into(passphrase, salt, &mut out)
+            .map_err(|e| Error::Corrupt(format!("key derivation failed: {e}")))
+    };
+    match rayon::ThreadPoolBuilder::new().num_threads(lanes).build() {
+        Ok(pool) => pool.install(hash)?,
+        // No threads to be had: the lanes are computed one after another.
+        Err(_) => hash()?,
+    }
     Ok(Kek(out))
 }
 

@@ -340,12 +340,24 @@ impl Unmounter {
     /// Unmount cleanly. Fails with EBUSY (and leaves the mount as it is) while a process uses
     /// it; succeeds if it is already unmounted. As non-root, goes through `fusermount3 -u`.
     pub fn unmount(&self) -> io::Result<()> {
-        match umount2(&self.mountpoint, 0) {
-            Ok(()) => Ok(()),
-            // Not a mount point (any more): someone else unmounted it.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => fusermount_u(&self.mountpoint),
-            Err(e) => Err(e),
+        // Right after the last close the kernel may still hold the mount for a moment (its
+        // read-ahead requests keep the file referenced until we answer them): a short EBUSY
+        // is waited out before the mount is called busy.
+        let mut busy_retries = 0;
+        loop {
+            match umount2(&self.mountpoint, 0) {
+                Ok(()) => return Ok(()),
+                // Not a mount point (any more): someone else unmounted it.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    return fusermount_u(&self.mountpoint)
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && busy_retries < 10 => {
+                    busy_retries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 }

@@ -113,7 +113,11 @@ fn a_lost_snapshots_directory_is_named_as_damage() {
         vec!["stats"],
         vec!["ingest", "--name", "new.sql"],
     ] {
-        let o = repo.cmd(&args).run().code_is(3);
+        let o = repo
+            .cmd(&args)
+            .stdin_bytes(b"data\n".to_vec())
+            .run()
+            .code_is(3);
         let e = one_error(&o);
         assert!(
             e.contains("snapshots") && e.contains("missing") && e.contains("copy"),
