@@ -51,7 +51,9 @@ impl From<LoadError> for Error {
             LoadError::Io(context, kind, source) => {
                 Error::io(context, std::io::Error::new(kind, source))
             }
-            LoadError::Other(m) => Error::NotFound(m),
+            // Not "not found": in the mount that would turn a failed read of an open file
+            // into ENOENT; as an I/O error it is EIO.
+            LoadError::Other(m) => Error::io(m, std::io::Error::other("the read failed")),
         }
     }
 }
