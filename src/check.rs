@@ -179,8 +179,12 @@ fn walk(
     for id in repo.snapshot_ids()? {
         match repo.load_snapshot(id) {
             Ok(s) => snaps.push(s),
-            Err(e @ Error::Io { .. }) => unreadable.push(format!("snapshot {}: {e}", id.short())),
-            Err(e) => problems.push(format!("snapshot {}: {e}", id.short())),
+            Err(e) => record(
+                format!("snapshot {}: {e}", id.short()),
+                Why::of(&e).io,
+                problems,
+                unreadable,
+            ),
         }
     }
     snaps.sort_by_key(|s| (s.time, s.time_nanos));
@@ -211,11 +215,7 @@ fn walk(
                         l.id.short(),
                         why.text
                     );
-                    if why.io {
-                        unreadable.push(line);
-                    } else {
-                        problems.push(line);
-                    }
+                    record(line, why.io, problems, unreadable);
                     continue;
                 }
                 let block = match pack::read_blob(
@@ -237,11 +237,7 @@ fn walk(
                             l.start,
                             l.start + l.bytes
                         );
-                        if matches!(e, Error::Io { .. }) {
-                            unreadable.push(line);
-                        } else {
-                            problems.push(line);
-                        }
+                        record(line, Why::of(&e).io, problems, unreadable);
                         continue;
                     }
                 };
@@ -284,11 +280,7 @@ pub fn check(
     // Each reason already names its pack ("pack 1a2b3c4d is damaged: ...", "cannot open
     // .../packs/1a/1a2b...: Permission denied").
     for why in t.damaged.values() {
-        if why.io {
-            r.unreadable.push(why.text.clone());
-        } else {
-            r.problems.push(why.text.clone());
-        }
+        record(why.text.clone(), why.io, &mut r.problems, &mut r.unreadable);
     }
     progress("checking snapshots and chunk lists");
     let mut referenced_packs: HashSet<PackId> = HashSet::new();
@@ -345,12 +337,9 @@ pub fn check(
             progress(&format!("reading pack {}/{}", i + 1, packs.len()));
             let bytes = match repo.storage.read_all(FileKind::Pack, &p.to_hex()) {
                 Ok(b) => b,
-                Err(e @ Error::Io { .. }) => {
-                    r.unreadable.push(format!("pack {}: {e}", p.short()));
-                    continue;
-                }
                 Err(e) => {
-                    r.problems.push(format!("pack {}: {e}", p.short()));
+                    let line = format!("pack {}: {e}", p.short());
+                    record(line, Why::of(&e).io, &mut r.problems, &mut r.unreadable);
                     continue;
                 }
             };
@@ -433,6 +422,16 @@ pub fn check(
         }
     }
     Ok(r)
+}
+
+/// A finding goes to `unreadable` when it is an I/O failure (permissions, a read error), not
+/// proof of damage; otherwise to `problems`.
+fn record(line: String, io: bool, problems: &mut Vec<String>, unreadable: &mut Vec<String>) {
+    if io {
+        unreadable.push(line);
+    } else {
+        problems.push(line);
+    }
 }
 
 /// Whether a file begins with a pack's preamble (a stray file with a pack-like name does not).

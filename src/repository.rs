@@ -182,6 +182,11 @@ impl Repository {
     /// Read the config without a passphrase, to say early that a directory is not a
     /// repository or has a newer format.
     pub fn read_config(path: &Path) -> Result<ConfigBody> {
+        Self::read_config_file(path).map(|f| f.body)
+    }
+
+    /// The config file, body and MAC, read and parsed once.
+    fn read_config_file(path: &Path) -> Result<ConfigFile> {
         if !path.exists() {
             return Err(Error::NotARepository(format!(
                 "repository {} does not exist; create it with `sluice init` or check --repo / SLUICE_REPO",
@@ -252,25 +257,18 @@ impl Repository {
                 supported: FORMAT_VERSION,
             });
         }
-        let file: ConfigFile = serde_json::from_slice(&bytes)
-            .map_err(|e| config_damaged(&cfg_path, &format!("it does not parse ({e})")))?;
-        Ok(file.body)
+        serde_json::from_slice(&bytes)
+            .map_err(|e| config_damaged(&cfg_path, &format!("it does not parse ({e})")))
     }
 
     /// The config and its MAC; or, when the config is damaged or lost, why. Snapshots and
     /// packs do not depend on the config (the key files hold the master secret), so a
     /// repository with a damaged config still opens for reading; `ingest` refuses it.
     fn config_or_damage(path: &Path) -> Result<std::result::Result<(ConfigBody, String), String>> {
-        match Self::read_config(path) {
-            Ok(_) => {}
-            Err(Error::Corrupt(why)) => return Ok(Err(why)),
-            Err(e) => return Err(e),
-        }
-        let cfg_path = path.join("config");
-        let bytes = fs::read(&cfg_path).ctx(|| format!("cannot read {}", cfg_path.display()))?;
-        match serde_json::from_slice::<ConfigFile>(&bytes) {
+        match Self::read_config_file(path) {
             Ok(f) => Ok(Ok((f.body, f.mac))),
-            Err(e) => Ok(Err(config_damaged(&cfg_path, &e.to_string()).to_string())),
+            Err(Error::Corrupt(why)) => Ok(Err(why)),
+            Err(e) => Err(e),
         }
     }
 

@@ -125,9 +125,9 @@ fn salvage_a(t: &Two) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// `check --read-data` exits 3 and names snapshot A's stream.
+/// `check --json [--read-data]` exits 3: its output and its problems.
 #[track_caller]
-fn check_names_a(t: &Two, read_data: bool) -> Vec<String> {
+fn check_problems(t: &Two, read_data: bool) -> (Output, Vec<String>) {
     let mut c = t.repo.cmd(["check", "--json"]);
     if read_data {
         c = c.arg("--read-data");
@@ -139,6 +139,13 @@ fn check_names_a(t: &Two, read_data: bool) -> Vec<String> {
         .iter()
         .map(|p| p.as_str().unwrap().to_string())
         .collect();
+    (o, problems)
+}
+
+/// `check --read-data` exits 3 and names snapshot A's stream.
+#[track_caller]
+fn check_names_a(t: &Two, read_data: bool) -> Vec<String> {
+    let (o, problems) = check_problems(t, read_data);
     let short = &t.snap_a.snapshot[..8];
     assert!(
         problems
@@ -242,17 +249,7 @@ fn flipped_byte_in_a_pack_header() {
     flip_byte(&t.pack_a, len - 16 - 5);
     assert!(t.repo.cat("latest", "a.bin") == t.a);
     for read_data in [false, true] {
-        let mut c = t.repo.cmd(["check", "--json"]);
-        if read_data {
-            c = c.arg("--read-data");
-        }
-        let o = c.run().code_is(3);
-        let problems: Vec<String> = o.json()["problems"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_str().unwrap().to_string())
-            .collect();
+        let (_, problems) = check_problems(&t, read_data);
         assert!(
             problems.iter().any(|p| p.contains("header")),
             "{problems:?}"

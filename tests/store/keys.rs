@@ -114,14 +114,7 @@ fn a_damaged_key_file_does_not_lock_out_the_others() {
     let mut repo = Repo::init("damaged-key", &[]);
     let data = b"x".repeat(1000);
     let snap = repo.ingest("x", &data, &[]).snapshot;
-    let second = repo
-        .cmd(["key", "add"])
-        .env("SLUICE_NEW_PASSWORD", "second passphrase")
-        .run()
-        .ok()
-        .stdout_str()
-        .trim()
-        .to_string();
+    let second = repo.add_key("second passphrase");
     // Damage every key file but the second one (whatever order they are read in).
     for e in std::fs::read_dir(repo.path.join("keys")).unwrap() {
         let p = e.unwrap().path();

@@ -34,14 +34,7 @@ fn a_damaged_key_file_is_listed_and_can_be_removed() {
     let repo = Repo::init("damaged-key-list", &[]);
     let data = b"payload\n".repeat(500);
     let snap = repo.ingest("x", &data, &[]).snapshot;
-    let second = repo
-        .cmd(["key", "add"])
-        .env("SLUICE_NEW_PASSWORD", "second passphrase")
-        .run()
-        .ok()
-        .stdout_str()
-        .trim()
-        .to_string();
+    let second = repo.add_key("second passphrase");
     std::fs::write(
         repo.path.join("keys").join(&second),
         b"{\"format\": \"sluice-k",
@@ -233,31 +226,25 @@ fn a_damaged_config_still_lets_everything_be_read() {
 #[test]
 fn a_foreign_directory_with_a_config_file_is_not_a_repository() {
     let dir = TestDir::new("foreign-config");
+    let not_a_repository = || {
+        let o = Sluice::at(dir.path())
+            .env("SLUICE_PASSWORD", PASSWORD)
+            .arg("snapshots")
+            .run()
+            .code_is(1);
+        assert!(
+            one_error(&o).contains("not a sluice repository"),
+            "{}",
+            o.report()
+        );
+    };
     std::fs::write(dir.join("config"), b"[core]\n\tbare = true\n").unwrap();
-    let o = Sluice::at(dir.path())
-        .env("SLUICE_PASSWORD", PASSWORD)
-        .arg("snapshots")
-        .run()
-        .code_is(1);
-    assert!(
-        one_error(&o).contains("not a sluice repository"),
-        "{}",
-        o.report()
-    );
+    not_a_repository();
     // Nor is one that only has a folder named keys.
     std::fs::remove_file(dir.join("config")).unwrap();
     std::fs::create_dir(dir.join("keys")).unwrap();
     std::fs::write(dir.join("keys").join("id_rsa"), b"-----BEGIN").unwrap();
-    let o = Sluice::at(dir.path())
-        .env("SLUICE_PASSWORD", PASSWORD)
-        .arg("snapshots")
-        .run()
-        .code_is(1);
-    assert!(
-        one_error(&o).contains("not a sluice repository"),
-        "{}",
-        o.report()
-    );
+    not_a_repository();
 }
 
 /// `cat latest NAME` when the snapshot file that held NAME is damaged: not "no snapshot holds a
@@ -462,14 +449,7 @@ fn key_passwd_retires_every_copy_of_the_old_key() {
     assert!(repo.cat(&snap, "x") == data);
 
     // `key remove` of a key whose file has another name than its id.
-    let id = repo
-        .cmd(["key", "add"])
-        .env("SLUICE_NEW_PASSWORD", "third passphrase")
-        .run()
-        .ok()
-        .stdout_str()
-        .trim()
-        .to_string();
+    let id = repo.add_key("third passphrase");
     std::fs::rename(keys.join(&id), keys.join("restored-key")).unwrap();
     repo.cmd(["key", "remove", &id]).run().ok();
     assert_eq!(names(&keys).len(), 1, "{:?}", names(&keys));

@@ -577,6 +577,18 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// `sluice key add` with `passphrase` as the new one; returns the new key's id.
+    #[track_caller]
+    pub fn add_key(&self, passphrase: &str) -> String {
+        self.cmd(["key", "add"])
+            .env("SLUICE_NEW_PASSWORD", passphrase)
+            .run()
+            .ok()
+            .stdout_str()
+            .trim()
+            .to_string()
+    }
+
     /// `sluice init --kdf-memory-kib 1024 EXTRA` in a new temporary directory.
     #[track_caller]
     pub fn init(label: &str, extra: &[&str]) -> Repo {
