@@ -27,13 +27,15 @@
 #                      single figures swing by +-20%.
 #   BENCH_SLUICE_INIT  extra arguments for `sluice init` (default none: the defaults)
 #   BENCH_KEEP=1       keep the repositories afterwards
+#   BENCH_PAGE_REPORTING=keep  leave the VM's free page reporting on (default: paused for the
+#                      run and restored on exit; see steady_vm_memory)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$here/lib/common.sh"
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 for arg in "$@"; do
@@ -100,6 +102,7 @@ cleanup() {
     while read -r m; do unmount_dir "$m"; done < <(awk -v w="$WORK/mnt/" 'index($2, w) == 1 { print $2 }' /proc/self/mounts)
     for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
     pg_stop
+    restore_page_reporting
     if [[ ${BENCH_KEEP:-0} != 1 ]]; then rm -rf "$WORK/repos" "$WORK/restic-cache" "$WORK/borg-base"; fi
     if ((rc != 0)); then say "bench.sh failed (exit $rc) after $(elapsed_total); logs in $WORK/logs" >&2; fi
 }
@@ -169,6 +172,52 @@ time_cmd() {
 }
 
 warm() { cat "$@" >/dev/null; }
+
+# ---- the VM's memory -----------------------------------------------------------------------
+# On a VM with free page reporting (virtio-balloon; this machine reports every free page at
+# once), memory the guest frees goes back to the host, and the next touch of it costs a host
+# page fault: ~220 MB/s here instead of several GB/s. Every cold read allocates page cache,
+# so figures swung 0.56x-1.01x between identical runs depending on when the host had taken
+# the memory back (measured 2026-12-03: mount cat 402-694 MB/s, its sys time 0.3 vs 1.0 s).
+# For the bench's duration, reporting is paused (restored on exit) and RAM touched once, so
+# the figures measure the tools, not the host's reclaim. BENCH_PAGE_REPORTING=keep: leave it.
+PAGE_REPORTING=/sys/module/page_reporting/parameters/page_reporting_order
+PAGE_REPORTING_WAS=""
+VM_MEMORY_NOTE="no free page reporting found: memory left as it is"
+restore_page_reporting() {
+    if [[ -n $PAGE_REPORTING_WAS ]]; then
+        echo "$PAGE_REPORTING_WAS" >"$PAGE_REPORTING" 2>/dev/null || warn "could not restore $PAGE_REPORTING to $PAGE_REPORTING_WAS"
+        PAGE_REPORTING_WAS=""
+    fi
+}
+steady_vm_memory() {
+    [[ ${BENCH_PAGE_REPORTING:-pause} == keep ]] && { VM_MEMORY_NOTE="free page reporting left on (BENCH_PAGE_REPORTING=keep): expect bimodal figures"; return; }
+    [[ -w $PAGE_REPORTING ]] || return 0
+    local was
+    was=$(cat "$PAGE_REPORTING")
+    # Orders above the largest free block mean nothing qualifies for reporting.
+    echo 11 >"$PAGE_REPORTING" 2>/dev/null || { warn "cannot pause free page reporting"; return 0; }
+    PAGE_REPORTING_WAS=$was
+    say "free page reporting paused for the run (page_reporting_order $was -> 11); touching free RAM once"
+    local t0 t1
+    t0=$(date +%s)
+    # Leave 2 GiB for everything else; python's mmap touches pages without copying.
+    python3 - <<'PY' || warn "could not touch free memory"
+import mmap
+avail = 0
+for line in open("/proc/meminfo"):
+    if line.startswith("MemAvailable:"):
+        avail = int(line.split()[1]) * 1024
+n = max(0, avail - (2 << 30)) // 4096 * 4096
+if n:
+    m = mmap.mmap(-1, n)
+    for off in range(0, n, 4096):
+        m[off] = 1
+    m.close()
+PY
+    t1=$(date +%s)
+    VM_MEMORY_NOTE="free page reporting paused for the run and free RAM touched once first ($((t1 - t0)) s), so that no tool pays the host's page faults"
+}
 dir_bytes() { du -sb "$1" | cut -f1; }
 
 # ---- set-up ------------------------------------------------------------------------------
@@ -178,6 +227,7 @@ has_tool restic && need+=(restic fuse3)
 has_tool borg && need+=(borgbackup fuse3 python3-pyfuse3)
 has_tool sluice && need+=(fuse3 pv)
 ensure_pkgs "${need[@]}"
+steady_vm_memory
 pgbin=$(pg_bindir) || die "PostgreSQL server binaries not found"
 export PATH="$pgbin:$PATH"
 
@@ -409,6 +459,7 @@ has_tool borg && out "- borg: $(borg --version), \`borg init -e repokey-blake2\`
 out "- every tool reads the stream from stdin (a file already in the page cache, so the producer costs ~nothing); repositories are on the same local disk ($(df -T "$WORK" | awk 'NR == 2 { print $2 }')) under $WORK/repos"
 out "- durability: all three fsync their data before reporting success (sluice: packs, then snapshot rename, then directory; restic local backend: fsync of every file it saves; borg: fsync of segments at commit). No tool was configured to skip it."
 out "- times are wall clock of the whole command, including process start-up and key derivation (sluice Argon2id, restic scrypt, borg PBKDF2)"
+out "- VM memory: $VM_MEMORY_NOTE"
 out "- the page cache is dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every restore and before every mount measurement; MB/s are 10^6 bytes/s; RSS is peak (GNU time %M, or VmHWM for mounts)"
 out ""
 out "## Inputs"
