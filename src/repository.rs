@@ -8,6 +8,7 @@
 //! REPO/snapshots/<id>        snapshot files
 //! REPO/index/                the sled index (a rebuildable cache, used only by writers)
 //! REPO/locks/write           flock'd by the one writer
+//! REPO/locks/keys            flock'd while key files change (add, passwd, remove)
 //! REPO/tmp/                  files being written; garbage if a writer died
 //! ```
 
@@ -387,7 +388,22 @@ impl Repository {
     }
 
     pub fn add_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<String> {
+        let _keys = self.lock_keys()?;
         write_key_file(self.storage.as_ref(), &self.master, passphrase, kdf)
+    }
+
+    /// Key changes take a lock of their own: two `key remove`s at once (each run with the
+    /// other's key) would otherwise each see the other key as spare and leave the repository
+    /// with none, locking everyone out for good. Not the write lock: adding a passphrase
+    /// should not wait for a long ingest. Key changes take milliseconds, so this just waits.
+    fn lock_keys(&self) -> Result<WriteLock> {
+        self.lock_file(
+            "keys",
+            &mut |holder| {
+                eprintln!("sluice: waiting for another key change ({holder}) to finish");
+            },
+            None,
+        )
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
@@ -424,7 +440,8 @@ impl Repository {
     /// restored under another name would otherwise keep the old passphrase working).
     /// Returns the new key's id.
     pub fn replace_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<String> {
-        let new_id = self.add_key(passphrase, kdf)?;
+        let _keys = self.lock_keys()?;
+        let new_id = write_key_file(self.storage.as_ref(), &self.master, passphrase, kdf)?;
         for k in self.list_keys()? {
             if k.damaged.is_none() && k.id == self.key_id {
                 self.storage.remove(FileKind::Key, &k.file)?;
@@ -442,6 +459,8 @@ impl Repository {
                 "key id {id:?} is too short: give at least 4 characters of an id from `sluice key list`"
             )));
         }
+        // Listed under the lock: the "not the last key" check must see every other change.
+        let _keys = self.lock_keys()?;
         let keys = self.list_keys()?;
         let matches: Vec<&KeyInfo> = keys
             .iter()
@@ -490,9 +509,20 @@ impl Repository {
         on_wait: &mut dyn FnMut(&str),
         limit: Option<std::time::Duration>,
     ) -> Result<WriteLock> {
+        self.lock_file("write", on_wait, limit)
+    }
+
+    /// flock `REPO/locks/NAME`, waiting (at most `limit`) if another process holds it, and
+    /// leave a note of who holds it for the next one to print.
+    fn lock_file(
+        &self,
+        name: &str,
+        on_wait: &mut dyn FnMut(&str),
+        limit: Option<std::time::Duration>,
+    ) -> Result<WriteLock> {
         let dir = self.path.join("locks");
         fs::create_dir_all(&dir).ctx(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join("write");
+        let path = dir.join(name);
         let mut file = match fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -131,3 +131,47 @@ fn a_damaged_key_file_does_not_lock_out_the_others() {
         .code_is(3)
         .stderr_has(&["no key file", "can be used"]);
 }
+
+/// Key changes wait for one another (`locks/keys`): two `key remove`s at once, each run with
+/// the other's passphrase, could otherwise both pass the "not the last key" check and leave
+/// the repository with no key at all. Shown by ordering, not timing: while another process
+/// holds the lock, `key remove` does not finish before that process has let go.
+#[test]
+fn key_changes_wait_for_each_other() {
+    let repo = Repo::init("keys-lock", &[]);
+    let second = repo.add_key("second passphrase");
+    std::fs::create_dir_all(repo.path.join("locks")).unwrap();
+    let released = repo.dir.join("released");
+    let mut holder = std::process::Command::new("flock")
+        .arg(repo.path.join("locks").join("keys"))
+        .arg("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo held; sleep 2; touch '{}'",
+            released.display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock(1) from util-linux");
+    // Wait until the holder has the lock before asking for it.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "held");
+    let o = repo
+        .cmd(["key", "remove", &second])
+        .run()
+        .ok()
+        .stderr_has(&["waiting for another key change"]);
+    assert!(
+        released.exists(),
+        "key remove finished while another process held locks/keys: {}",
+        o.report()
+    );
+    assert!(holder.wait().unwrap().success());
+    let keys = repo.cmd(["key", "list", "--json"]).run().ok().json();
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+}
