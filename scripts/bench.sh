@@ -50,7 +50,8 @@ for arg in "$@"; do
 done
 
 MIB=$((1 << 20))
-gib_bytes() { awk -v g="$1" 'BEGIN { printf "%d", g * 1073741824 }'; }
+# %.0f, not %d: mawk (Debian's default awk) clamps %d to 2^31-1, which made the "8 GiB" stream 2 GiB.
+gib_bytes() { awk -v g="$1" 'BEGIN { printf "%.0f", g * 1073741824 }'; }
 
 WORK=${BENCH_WORK:-/tmp/sluice-bench}
 TOOLS=${BENCH_TOOLS:-sluice restic borg}
