@@ -387,8 +387,15 @@ impl Repository {
         })
     }
 
-    pub fn add_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<String> {
-        let _keys = self.lock_keys()?;
+    /// Add a key file for `passphrase`. `on_wait` is told who holds `locks/keys`, once,
+    /// if another key change is in progress (see `lock_keys`).
+    pub fn add_key(
+        &self,
+        passphrase: &[u8],
+        kdf: KdfParams,
+        on_wait: &mut dyn FnMut(&str),
+    ) -> Result<String> {
+        let _keys = self.lock_keys(on_wait)?;
         write_key_file(self.storage.as_ref(), &self.master, passphrase, kdf)
     }
 
@@ -396,14 +403,8 @@ impl Repository {
     /// other's key) would otherwise each see the other key as spare and leave the repository
     /// with none, locking everyone out for good. Not the write lock: adding a passphrase
     /// should not wait for a long ingest. Key changes take milliseconds, so this just waits.
-    fn lock_keys(&self) -> Result<WriteLock> {
-        self.lock_file(
-            "keys",
-            &mut |holder| {
-                eprintln!("sluice: waiting for another key change ({holder}) to finish");
-            },
-            None,
-        )
+    fn lock_keys(&self, on_wait: &mut dyn FnMut(&str)) -> Result<WriteLock> {
+        self.lock_file("keys", on_wait, None)
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
@@ -439,8 +440,13 @@ impl Repository {
     /// file is written and durable first, then every file holding the old key goes (a copy
     /// restored under another name would otherwise keep the old passphrase working).
     /// Returns the new key's id.
-    pub fn replace_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<String> {
-        let _keys = self.lock_keys()?;
+    pub fn replace_key(
+        &self,
+        passphrase: &[u8],
+        kdf: KdfParams,
+        on_wait: &mut dyn FnMut(&str),
+    ) -> Result<String> {
+        let _keys = self.lock_keys(on_wait)?;
         let new_id = write_key_file(self.storage.as_ref(), &self.master, passphrase, kdf)?;
         for k in self.list_keys()? {
             if k.damaged.is_none() && k.id == self.key_id {
@@ -453,14 +459,14 @@ impl Repository {
     /// Remove the key `id` names (a full id or a prefix of at least 4 characters: removing
     /// a passphrase is not undoable, so one stray character must not pick a key), every file
     /// that holds it. Returns the full id removed.
-    pub fn remove_key(&self, id: &str) -> Result<String> {
+    pub fn remove_key(&self, id: &str, on_wait: &mut dyn FnMut(&str)) -> Result<String> {
         if id.len() < 4 {
             return Err(Error::InvalidInput(format!(
                 "key id {id:?} is too short: give at least 4 characters of an id from `sluice key list`"
             )));
         }
         // Listed under the lock: the "not the last key" check must see every other change.
-        let _keys = self.lock_keys()?;
+        let _keys = self.lock_keys(on_wait)?;
         let keys = self.list_keys()?;
         let matches: Vec<&KeyInfo> = keys
             .iter()
@@ -1045,7 +1051,7 @@ mod tests {
             "a repository was left behind"
         );
         let repo = repo_with_snapshot_at(dir.path(), 0);
-        assert!(repo.add_key(b"other", bad).is_err());
+        assert!(repo.add_key(b"other", bad, &mut |_| {}).is_err());
         assert_eq!(repo.list_keys().unwrap().len(), 1);
     }
 

@@ -1038,10 +1038,16 @@ fn repair_index(cli: &Cli, read_data: bool) -> Result<i32> {
 
 fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
     let repo = open(cli)?;
+    let quiet = cli.quiet;
+    let on_wait = &mut |holder: &str| {
+        if !quiet {
+            eprintln!("sluice: waiting for another key change ({holder}) to finish");
+        }
+    };
     match action {
         KeyAction::Add { new_password_file } => {
             let pw = PasswordSource::get_new(new_password_file.as_deref())?;
-            let id = repo.add_key(&pw, KdfParams::DEFAULT)?;
+            let id = repo.add_key(&pw, KdfParams::DEFAULT, on_wait)?;
             if !cli.quiet {
                 eprintln!("added key {id}");
             }
@@ -1084,7 +1090,7 @@ fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
             }
         }
         KeyAction::Remove { id } => {
-            let removed = repo.remove_key(id)?;
+            let removed = repo.remove_key(id, on_wait)?;
             if !cli.quiet {
                 eprintln!("removed key {removed}");
             }
@@ -1092,7 +1098,7 @@ fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {
         KeyAction::Passwd { new_password_file } => {
             let pw = PasswordSource::get_new(new_password_file.as_deref())?;
             // The new key exists and is durable before the old one goes.
-            let new_id = repo.replace_key(&pw, KdfParams::DEFAULT)?;
+            let new_id = repo.replace_key(&pw, KdfParams::DEFAULT, on_wait)?;
             if !cli.quiet {
                 eprintln!(
                     "passphrase changed: key {} replaced by {new_id}",
