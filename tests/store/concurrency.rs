@@ -197,6 +197,7 @@ fn check_and_stats_while_an_ingest_records_its_snapshot_report_no_damage() {
     let repo = Repo::init("check-race", &[]);
     let first = random_bytes(30, 3_000_000);
     repo.ingest("first.bin", &first, &[]);
+    let packs_before = repo.packs().len();
 
     // The gated ingest holds the write lock, its index already brought up to date.
     let (reached_tx, reached_rx) = channel();
@@ -204,7 +205,7 @@ fn check_and_stats_while_an_ingest_records_its_snapshot_report_no_damage() {
     let slow = repo
         .cmd(["ingest", "--json", "--name", "second.bin"])
         .stdin_reader(GatedReader::new(
-            random_bytes(31, 20_000_000),
+            random_bytes(31, 40_000_000),
             reached_tx,
             gate_rx,
             RandomReader::new(32, 3_000_000),
@@ -213,6 +214,12 @@ fn check_and_stats_while_an_ingest_records_its_snapshot_report_no_damage() {
     reached_rx
         .recv_timeout(HANG)
         .expect("the ingest never read its stream");
+    // It has finished a pack (40 MB read, 16 MiB packs), which no snapshot uses yet.
+    let t0 = std::time::Instant::now();
+    while repo.packs().len() == packs_before {
+        assert!(t0.elapsed() < HANG, "the ingest never finished a pack");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     // One pack of the repository now lives in a snapshot of another repository, mounted, and
     // the pack's own path links to it: it reads the same, through the mount daemon.
@@ -255,7 +262,12 @@ fn check_and_stats_while_an_ingest_records_its_snapshot_report_no_damage() {
         "check reported damage that is not there{}",
         out.report()
     );
-    out.code_is(0);
+    // Its finished packs are counted as belonging to no snapshot, which must not read as lost
+    // snapshots only.
+    let out = out
+        .code_is(0)
+        .stderr_has(&["belong to no snapshot", "still running"]);
+    assert!(out.stdout.is_empty(), "{}", out.report());
     let st = stats.wait().code_is(0).json();
     assert_eq!(st["snapshots"], 1, "{st}");
 
