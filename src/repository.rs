@@ -982,10 +982,11 @@ fn read_key_file(storage: &DirStorage, name: &str) -> Result<KeyFile> {
 const INIT_ENTRIES: [&str; 5] = ["keys", "packs", "snapshots", "locks", "tmp"];
 
 /// Whether `path` holds what an `init` stopped by a signal (Ctrl-C, a timeout) leaves: some
-/// of the empty directories it creates first, and nothing else — no config, no key file. It
-/// is killed before it can clean up, and the key derivation that follows the directories takes
-/// a noticeable time. Nothing can ever have been stored there, so `init` may use it again, and
-/// other commands must not call it a damaged repository.
+/// of the directories it creates first, empty but for scratch files in `tmp/` (the key file
+/// being written), and nothing else — no config, no key file. It is killed before it can clean
+/// up, and the key derivation that follows the directories takes a noticeable time. Nothing
+/// can ever have been stored there, so `init` may use it again, and other commands must not
+/// call it a damaged repository.
 fn interrupted_init(path: &Path) -> bool {
     let Ok(entries) = fs::read_dir(path) else {
         return false;
@@ -996,7 +997,7 @@ fn interrupted_init(path: &Path) -> bool {
         let name = e.file_name();
         let known = INIT_ENTRIES.iter().any(|n| name == std::ffi::OsStr::new(n));
         let empty_dir = e.file_type().is_ok_and(|t| t.is_dir())
-            && fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none());
+            && (name == "tmp" || fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none()));
         if !known || !empty_dir {
             return false;
         }

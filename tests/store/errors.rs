@@ -487,7 +487,8 @@ fn usage_errors_exit_2() {
 
 /// `init` stopped by Ctrl-C or a timeout while it derives the key (a noticeable time with the
 /// default key derivation) dies before it can clean up, leaving its empty folders behind: as
-/// here, keys/ locks/ packs/ snapshots/ tmp/ and nothing else. That is no damaged repository
+/// here, keys/ locks/ packs/ snapshots/ tmp/ and nothing else but, when it was stopped while
+/// writing the key file, that file's scratch copy in tmp/. That is no damaged repository
 /// ("keys/ holds no key file ... copy the key files back from a backup", exit 3) and no reason
 /// to refuse the next `init` ("exists and is not empty").
 #[test]
@@ -498,6 +499,11 @@ fn the_folders_left_by_an_interrupted_init_are_no_repository_and_init_reuses_the
     for d in ["keys", "locks", "packs", "snapshots", "tmp"] {
         std::fs::create_dir(path.join(d)).unwrap();
     }
+    std::fs::write(
+        path.join("tmp").join("c8641abab18aa1d3.tmp"),
+        b"{\"format\":",
+    )
+    .unwrap();
     for args in [vec!["snapshots"], vec!["check"], vec!["key", "list"]] {
         let o = Sluice::at(&path)
             .args(args)
