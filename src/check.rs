@@ -153,11 +153,39 @@ fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<Why> {
     }
 }
 
+/// Every readable snapshot, oldest first, and what could not be read. Read before the packs
+/// are listed (`load_packs`): an ingest makes its packs durable before it writes its snapshot,
+/// so every pack these snapshots use is already on disk when the packs are listed. The other
+/// way round, a snapshot that an ingest running meanwhile recorded between the two would use
+/// packs that the listing missed, reported as "pack ... is missing" damage that is not there.
+#[derive(Default)]
+struct Snapshots {
+    snapshots: Vec<Snapshot>,
+    problems: Vec<String>,
+    unreadable: Vec<String>,
+}
+
+fn read_snapshots(repo: &Repository) -> Result<Snapshots> {
+    let mut r = Snapshots::default();
+    for id in repo.snapshot_ids()? {
+        match repo.load_snapshot(id) {
+            Ok(s) => r.snapshots.push(s),
+            Err(e) => record(
+                format!("snapshot {}: {e}", id.short()),
+                Why::of(&e).io,
+                &mut r.problems,
+                &mut r.unreadable,
+            ),
+        }
+    }
+    r.snapshots.sort_by_key(|s| (s.time, s.time_nanos));
+    Ok(r)
+}
+
 /// What `walk` found besides the chunks it visited.
 #[derive(Default)]
 struct Walked {
-    snapshots: Vec<Snapshot>,
-    /// One sentence per problem with a snapshot or a chunk list.
+    /// One sentence per problem with a chunk list.
     problems: Vec<String>,
     /// One sentence per snapshot or chunk list that could not be read (I/O, permissions).
     unreadable: Vec<String>,
@@ -166,29 +194,18 @@ struct Walked {
     unreadable_lists: HashSet<ChunkAt>,
 }
 
-/// Walk every chunk of every object, calling `visit(snapshot, object name, chunk, object offset)`.
+/// Walk every chunk of every object of `snaps`, calling `visit(snapshot, object name, chunk,
+/// object offset)`.
 fn walk(
     repo: &Repository,
     t: &PackTable,
+    snaps: &[Snapshot],
     mut visit: impl FnMut(&Snapshot, &str, &ChunkRef, u64),
 ) -> Result<Walked> {
     let mut w = Walked::default();
     let problems = &mut w.problems;
     let unreadable = &mut w.unreadable;
-    let snaps = &mut w.snapshots;
-    for id in repo.snapshot_ids()? {
-        match repo.load_snapshot(id) {
-            Ok(s) => snaps.push(s),
-            Err(e) => record(
-                format!("snapshot {}: {e}", id.short()),
-                Why::of(&e).io,
-                problems,
-                unreadable,
-            ),
-        }
-    }
-    snaps.sort_by_key(|s| (s.time, s.time_nanos));
-    for s in snaps.iter() {
+    for s in snaps {
         for o in &s.objects {
             let mut expect_start = 0u64;
             for l in &o.chunk_lists {
@@ -274,6 +291,9 @@ pub fn check(
     if let Some(why) = repo.config_damage() {
         r.problems.push(why.to_string());
     }
+    progress("reading snapshots");
+    // Before the packs: see `Snapshots`.
+    let snapshots = read_snapshots(repo)?;
     progress("reading pack headers");
     let t = load_packs(repo)?;
     r.packs = t.sizes.len();
@@ -292,7 +312,10 @@ pub fn check(
     // Chunks in packs whose header is damaged: read and authenticated one by one (a pack
     // holds a bounded number of chunks), since the header cannot vouch for them.
     let mut in_damaged_packs: Vec<ChunkRef> = Vec::new();
-    let walked = walk(repo, &t, |_, _, c, _| {
+    let snaps = snapshots.snapshots;
+    r.problems.extend(snapshots.problems);
+    r.unreadable.extend(snapshots.unreadable);
+    let walked = walk(repo, &t, &snaps, |_, _, c, _| {
         referenced_packs.insert(c.loc.pack);
         if referenced.insert(chunk_at(c)) {
             if header_damaged(&t, &c.loc.pack) {
@@ -316,7 +339,6 @@ pub fn check(
             bad_chunks.insert(chunk_at(c), Why::of(&e));
         }
     }
-    let snaps = walked.snapshots;
     for s in &snaps {
         for o in &s.objects {
             for l in &o.chunk_lists {
@@ -375,7 +397,7 @@ pub fn check(
     if !bad_chunks.is_empty() {
         let mut affected = Vec::new();
         let mut cannot_read = Vec::new();
-        walk(repo, &t, |s, name, c, off| {
+        walk(repo, &t, &snaps, |s, name, c, off| {
             if let Some(why) = bad_chunks.get(&chunk_at(c)) {
                 let (list, what) = if why.io {
                     (&mut cannot_read, "cannot be read")
@@ -468,6 +490,9 @@ pub struct Stats {
 }
 
 pub fn stats(repo: &Repository) -> Result<Stats> {
+    // Before the packs: see `Snapshots`.
+    let snapshots = read_snapshots(repo)?;
+    let snaps = snapshots.snapshots;
     let t = load_packs(repo)?;
     let mut st = Stats {
         packs: t.sizes.len(),
@@ -475,16 +500,17 @@ pub fn stats(repo: &Repository) -> Result<Stats> {
         ..Default::default()
     };
     let mut seen = HashSet::new();
-    let walked = walk(repo, &t, |_, _, c, _| {
+    let walked = walk(repo, &t, &snaps, |_, _, c, _| {
         if seen.insert(c.id) {
             st.unique_bytes += c.loc.plain_len as u64;
             st.stored_chunk_bytes += c.loc.stored_len as u64;
         }
     })?;
     // Damage does not hide the rest: count what can be read and say what could not.
-    st.problems = walked.problems;
-    st.unreadable = walked.unreadable;
-    let snaps = walked.snapshots;
+    st.problems = snapshots.problems;
+    st.problems.extend(walked.problems);
+    st.unreadable = snapshots.unreadable;
+    st.unreadable.extend(walked.unreadable);
     st.chunks = seen.len();
     st.snapshots = snaps.len();
     st.objects = snaps.iter().map(|s| s.objects.len()).sum();

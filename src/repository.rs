@@ -114,7 +114,7 @@ impl Repository {
                 path.display()
             )));
         }
-        if path.exists() {
+        if path.exists() && !interrupted_init(path) {
             let non_empty = fs::read_dir(path)
                 .ctx(|| format!("cannot read {}", path.display()))?
                 .next()
@@ -210,6 +210,14 @@ impl Repository {
         };
         let bytes = match fs::read(&cfg_path) {
             Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && interrupted_init(path) => {
+                return Err(Error::NotARepository(format!(
+                    "{} is not a sluice repository yet: it holds only the empty folders of a \
+                     `sluice init` that was interrupted before it finished (nothing was ever \
+                     stored there); run `sluice init` again",
+                    path.display()
+                )))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && ours() => {
                 return Err(config_damaged(&cfg_path, "it is missing"))
             }
@@ -978,6 +986,31 @@ fn read_key_file(storage: &DirStorage, name: &str) -> Result<KeyFile> {
 
 /// The directories `init` creates inside a repository.
 const INIT_ENTRIES: [&str; 5] = ["keys", "packs", "snapshots", "locks", "tmp"];
+
+/// Whether `path` holds what an `init` stopped by a signal (Ctrl-C, a timeout) leaves: some
+/// of the directories it creates first, empty but for scratch files in `tmp/` (the key file
+/// being written), and nothing else — no config, no key file. It is killed before it can clean
+/// up, and the key derivation that follows the directories takes a noticeable time. Nothing
+/// can ever have been stored there, so `init` may use it again, and other commands must not
+/// call it a damaged repository.
+fn interrupted_init(path: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(path) else {
+        return false;
+    };
+    let mut any = false;
+    for e in entries {
+        let Ok(e) = e else { return false };
+        let name = e.file_name();
+        let known = INIT_ENTRIES.iter().any(|n| name == std::ffi::OsStr::new(n));
+        let empty_dir = e.file_type().is_ok_and(|t| t.is_dir())
+            && (name == "tmp" || fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none()));
+        if !known || !empty_dir {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");

@@ -960,7 +960,7 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
             );
             if r.unreferenced_packs > 0 {
                 eprintln!(
-                    "{} pack(s) ({}) belong to no snapshot: left by interrupted ingests (later ingests reuse their chunks), or by snapshot files that were lost (compare `sluice snapshots` with what you expect)",
+                    "{} pack(s) ({}) belong to no snapshot: left by interrupted ingests or written by one still running (later ingests reuse their chunks), or by snapshot files that were lost (compare `sluice snapshots` with what you expect)",
                     r.unreferenced_packs,
                     bytes(r.unreferenced_bytes)
                 );

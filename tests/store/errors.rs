@@ -484,3 +484,49 @@ fn usage_errors_exit_2() {
         .run()
         .code_is(2);
 }
+
+/// `init` stopped by Ctrl-C or a timeout while it derives the key (a noticeable time with the
+/// default key derivation) dies before it can clean up, leaving its empty folders behind: as
+/// here, keys/ locks/ packs/ snapshots/ tmp/ and nothing else but, when it was stopped while
+/// writing the key file, that file's scratch copy in tmp/. That is no damaged repository
+/// ("keys/ holds no key file ... copy the key files back from a backup", exit 3) and no reason
+/// to refuse the next `init` ("exists and is not empty").
+#[test]
+fn the_folders_left_by_an_interrupted_init_are_no_repository_and_init_reuses_them() {
+    let dir = TestDir::new("init-interrupted");
+    let path = dir.join("repo");
+    std::fs::create_dir(&path).unwrap();
+    for d in ["keys", "locks", "packs", "snapshots", "tmp"] {
+        std::fs::create_dir(path.join(d)).unwrap();
+    }
+    std::fs::write(
+        path.join("tmp").join("c8641abab18aa1d3.tmp"),
+        b"{\"format\":",
+    )
+    .unwrap();
+    for args in [vec!["snapshots"], vec!["check"], vec!["key", "list"]] {
+        let o = Sluice::at(&path)
+            .args(args)
+            .env("SLUICE_PASSWORD", PASSWORD)
+            .run()
+            .fails()
+            .code_is(1)
+            .stderr_has(&["not a sluice repository", "interrupted", "sluice init"]);
+        assert!(!o.stderr.contains("backup"), "{}", o.report());
+    }
+    let repo = Repo::init_at(dir, path, &[], true);
+    repo.ingest("a.sql", b"INSERT INTO t VALUES (1);\n", &[]);
+    repo.check_ok(false);
+
+    // Anything more than those empty folders is still refused.
+    let dir = TestDir::new("init-not-empty");
+    let path = dir.join("repo");
+    std::fs::create_dir_all(path.join("packs")).unwrap();
+    std::fs::write(path.join("packs").join("some-file"), b"x").unwrap();
+    Sluice::at(&path)
+        .args(["init", "--kdf-memory-kib", TEST_KDF_KIB])
+        .env("SLUICE_PASSWORD", PASSWORD)
+        .run()
+        .fails()
+        .stderr_has(&["not empty"]);
+}
