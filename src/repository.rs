@@ -510,6 +510,18 @@ impl Repository {
         Ok(key.id.clone())
     }
 
+    /// Remove what dead writers left in `tmp/`; for a writer holding the write lock. Key
+    /// changes write their scratch copies there under `locks/keys` only, so while one is in
+    /// progress nothing is removed: the leftovers go next time, and the key change does not
+    /// fail for a file pulled from under it.
+    pub fn clear_tmp(&self) -> Result<usize> {
+        match self.lock_file("keys", &mut |_| {}, Some(std::time::Duration::ZERO)) {
+            Ok(_keys) => self.storage.clear_tmp(),
+            Err(Error::Locked(_)) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Take the repository's write lock, waiting if another writer holds it. `on_wait` is
     /// told who holds it, once, before waiting.
     pub fn lock_write(&self, on_wait: &mut dyn FnMut(&str)) -> Result<WriteLock> {

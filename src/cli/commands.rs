@@ -457,7 +457,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         lock_wait,
     )?;
     // Leftovers of an ingest that died are garbage now that we hold the lock.
-    let _ = repo.storage.clear_tmp();
+    let _ = repo.clear_tmp();
     // A repository that lost snapshots/ must not get a new one quietly: the lost snapshots'
     // packs would then pass for leftovers of interrupted ingests.
     repo.snapshot_ids()?;

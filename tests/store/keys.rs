@@ -175,3 +175,41 @@ fn key_changes_wait_for_each_other() {
     let keys = repo.cmd(["key", "list", "--json"]).run().ok().json();
     assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
 }
+
+/// An ingest clears `tmp/` (what dead writers left) but not while a key change is writing its
+/// scratch copy there under `locks/keys`: `key add` beside a starting ingest used to fail
+/// with "cannot rename into keys/...". Shown by ordering: while flock(1) holds the keys lock,
+/// an ingest leaves a file in `tmp/` alone; once it is free, the next ingest removes it.
+#[test]
+fn ingest_leaves_tmp_alone_while_a_key_change_runs() {
+    let repo = Repo::init("keys-tmp", &[]);
+    let scratch = repo.path.join("tmp").join("0123abcd.tmp");
+    std::fs::create_dir_all(scratch.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(repo.path.join("locks")).unwrap();
+    std::fs::write(&scratch, b"a key file being written").unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .arg(repo.path.join("locks").join("keys"))
+        .arg("sh")
+        .arg("-c")
+        .arg("echo held; read _; true")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock(1) from util-linux");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "held");
+    repo.ingest("a.sql", b"INSERT INTO t VALUES (1);\n", &[]);
+    assert!(
+        scratch.exists(),
+        "an ingest removed a key change's scratch file"
+    );
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    repo.ingest("b.sql", b"INSERT INTO t VALUES (2);\n", &[]);
+    assert!(!scratch.exists(), "leftovers in tmp/ were not cleared");
+}
