@@ -213,7 +213,9 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
     let chunker = ChunkerParams::with_avg(
         u32::try_from(avg).map_err(|_| usage("--chunk-size is too large"))?,
     );
-    chunker.validate()?;
+    chunker
+        .validate()
+        .map_err(|e| usage(format!("--chunk-size: {e}")))?;
     let compression: Compression = a.compression.parse().map_err(usage)?;
     if path.join("config").exists() {
         bail!(
@@ -427,9 +429,13 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         .parse()
         .map_err(|e: String| usage(format!("--expect: {e}")))?;
     let specs = stream_specs(a, expect)?;
+    // A bad name is a usage error (exit 2) like a bad --tag, and is refused before the
+    // passphrase is asked for.
     for s in &specs {
-        sluice::snapshot::validate_name(&s.name)?;
+        sluice::snapshot::validate_name(&s.name).map_err(|e| usage(e.to_string()))?;
     }
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    sluice::snapshot::validate_names_together(&names).map_err(|e| usage(e.to_string()))?;
     let stall_timeout = a
         .stall_timeout
         .as_deref()

@@ -467,6 +467,12 @@ fn usage_errors_exit_2() {
         vec!["ingest", "--name", "a", "--host", ""],
         vec!["ingest", "--name", "a", "--tee", "--json"],
         vec!["ingest", "--exec", "a=true", "--jobs", "0"],
+        // Bad stream names are as much a usage error as a bad --tag.
+        vec!["ingest", "--name", "a/../b"],
+        vec!["ingest", "--name", ""],
+        vec!["ingest", "--exec", "=true"],
+        vec!["ingest", "--exec", "a=true", "--exec", "a=true"],
+        vec!["ingest", "--exec", "a=true", "--exec", "a/b=true"],
     ] {
         let o = repo.cmd(&args).stdin_bytes(b"x".to_vec()).run().code_is(2);
         assert!(!o.error_line().is_empty(), "{args:?}{}", o.report());
@@ -483,4 +489,14 @@ fn usage_errors_exit_2() {
         .args(["init", "--chunk-size", "huge"])
         .run()
         .code_is(2);
+    // A size that parses but is not a supported chunk size is a usage error too.
+    for size in ["3M", "32K", "32M", "1000"] {
+        let o = Sluice::new(["--repo".into(), r2.join("r").into_os_string()])
+            .env("SLUICE_PASSWORD", "pw")
+            .args(["init", "--chunk-size", size])
+            .run()
+            .code_is(2);
+        assert!(o.error_line().contains("power of two"), "{}", o.report());
+        assert!(!r2.join("r/config").exists(), "{}", o.report());
+    }
 }
