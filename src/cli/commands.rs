@@ -541,10 +541,12 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         }
     }
     let report = result?;
-    report_ingest(&report, a.json && !a.tee, quiet)
+    report_ingest(&report, a.json && !a.tee, quiet, producers)
 }
 
-fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
+/// `producers`: the streams came from commands sluice ran (`-- COMMAND`, `--exec`,
+/// `--streams`), not from stdin.
+fn report_ingest(r: &IngestReport, json: bool, quiet: bool, producers: bool) -> Result<i32> {
     if json {
         let objects: Vec<serde_json::Value> = r
             .objects
@@ -569,13 +571,23 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
     let added = r.added_bytes();
     if !quiet {
         for o in r.objects.iter().filter(|o| o.bytes == 0 && o.complete) {
-            // The classic silent failure: `pg_dump db | sluice ingest` where pg_dump failed
-            // and the shell had no pipefail. Legitimate, but worth one line.
-            eprintln!(
-                "sluice: warning: {} is empty (0 bytes); if a command piped into sluice failed, \
-                 use `set -o pipefail` or let sluice run it: sluice ingest --name {} -- COMMAND",
-                o.name, o.name
-            );
+            if producers {
+                // sluice ran it and saw it exit 0: the advice below would be to do what
+                // was done already.
+                eprintln!(
+                    "sluice: warning: {} is empty (0 bytes): its command exited with status 0 \
+                     without writing anything to stdout",
+                    o.name
+                );
+            } else {
+                // The classic silent failure: `pg_dump db | sluice ingest` where pg_dump
+                // failed and the shell had no pipefail. Legitimate, but worth one line.
+                eprintln!(
+                    "sluice: warning: {} is empty (0 bytes); if a command piped into sluice failed, \
+                     use `set -o pipefail` or let sluice run it: sluice ingest --name {} -- COMMAND",
+                    o.name, o.name
+                );
+            }
         }
     }
     if !quiet {
