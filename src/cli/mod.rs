@@ -128,7 +128,10 @@ pub enum Command {
     /// Mount the snapshots read-only: `sluice mount [REPO] MOUNTPOINT`.
     Mount(MountArgs),
     /// Unmount a sluice mount (also one whose process died).
-    Umount { mountpoint: PathBuf },
+    Umount {
+        /// The directory a sluice mount is mounted on.
+        mountpoint: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -170,7 +173,8 @@ pub struct IngestArgs {
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Completeness check: auto (by content), none, or a format name.
+    /// Completeness check: auto (by content), none, or one format: pg_dump, pg_dump-custom,
+    /// mysqldump, gzip, zstd, xz, xbstream, tar.
     #[arg(long, default_value = "auto")]
     pub expect: String,
     /// Abort when no byte arrives for this long (e.g. 30s, 5m), or when a producer has not
@@ -184,7 +188,7 @@ pub struct IngestArgs {
     /// Pass the stream through to stdout while storing it.
     #[arg(long)]
     pub tee: bool,
-    /// Expected stream size, for a percentage and ETA in the progress line.
+    /// Expected stream size (e.g. 20G), for a percentage and ETA in the progress line.
     #[arg(long)]
     pub size_hint: Option<String>,
     /// The producer command and its arguments (after `--`).
@@ -205,7 +209,8 @@ pub enum RepairWhat {
 
 #[derive(Subcommand, Debug)]
 pub enum KeyAction {
-    /// Add a passphrase (SLUICE_NEW_PASSWORD, --new-password-file, or a prompt).
+    /// Add a passphrase (--new-password-file, else SLUICE_NEW_PASSWORD, else a prompt); prints
+    /// the new key's id.
     Add {
         /// Read the new passphrase from this file (its first line); else SLUICE_NEW_PASSWORD, else a prompt
         #[arg(long)]

@@ -500,3 +500,25 @@ fn usage_errors_exit_2() {
         assert!(!r2.join("r/config").exists(), "{}", o.report());
     }
 }
+
+/// `ingest --help` names every format `--expect` takes, so an admin need not provoke an error
+/// to learn them.
+#[test]
+fn ingest_help_lists_every_expect_format() {
+    let o = Sluice::new(["ingest", "--name", "a", "--expect", "no-such-format"])
+        .run()
+        .code_is(2);
+    let line = o.error_line();
+    let (_, valid) = line
+        .split_once("valid values: ")
+        .unwrap_or_else(|| panic!("no list of valid values{}", o.report()));
+    let help = Sluice::new(["ingest", "--help"]).run().ok().stdout_str();
+    // clap wraps help lines: compare with whitespace collapsed.
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for format in valid.split(", ") {
+        assert!(
+            help.contains(format.trim()),
+            "`ingest --help` does not name --expect {format}:\n{help}"
+        );
+    }
+}
