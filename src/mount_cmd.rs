@@ -26,9 +26,27 @@ fn paths(cli: &Cli, a: &MountArgs) -> Result<(PathBuf, PathBuf)> {
             })?,
             mnt.clone(),
         )),
+        // SLUICE_REPO is a default that REPO overrides; a --repo typed next to another REPO
+        // is a contradiction, not something to pick from silently.
+        [repo, _]
+            if cli.repo_on_command_line
+                && !cli.repo.as_deref().is_some_and(|r| same_path(r, repo)) =>
+        {
+            Err(crate::cli::commands::usage(format!(
+                "--repo {} and REPO {} name different repositories; give the repository once",
+                cli.repo.as_deref().unwrap_or(Path::new("")).display(),
+                repo.display()
+            )))
+        }
         [repo, mnt] => Ok((repo.clone(), mnt.clone())),
         _ => bail!("usage: sluice mount [REPO] MOUNTPOINT"),
     }
+}
+
+/// Whether two paths name the same directory (`./repo` and `/backups/repo`).
+fn same_path(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    a == b || canon(a) == canon(b)
 }
 
 pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {

@@ -25,6 +25,7 @@ pub fn parse() -> Cli {
         let typed = |id| m.value_source(id) == Some(ValueSource::CommandLine);
         cli.password_file_on_command_line |= typed("password_file");
         cli.password_command_on_command_line |= typed("password_command");
+        cli.repo_on_command_line |= typed("repo");
         level = m.subcommand().map(|(_, sub)| sub);
     }
     cli
@@ -53,6 +54,10 @@ pub struct Cli {
     pub password_file_on_command_line: bool,
     #[arg(skip)]
     pub password_command_on_command_line: bool,
+    /// Whether --repo was typed on the command line (not taken from SLUICE_REPO): `mount`
+    /// refuses a REPO argument that names another repository.
+    #[arg(skip)]
+    pub repo_on_command_line: bool,
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
