@@ -251,6 +251,20 @@ fn init_refuses_to_overwrite() {
         .stderr_has(&["not empty"]);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
+    // A file where the repository should go is named as what it is, and left alone.
+    let file = dir.join("precious.txt");
+    let o = Sluice::at(&file)
+        .args(["init", "--kdf-memory-kib", TEST_KDF_KIB])
+        .env("SLUICE_PASSWORD", PASSWORD)
+        .run()
+        .fails();
+    assert!(
+        o.error_line().contains("is not a directory"),
+        "{}",
+        o.report()
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+
     // Bad init parameters create nothing.
     for bad in [
         vec!["--chunk-size", "1000"],
