@@ -976,7 +976,16 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
                     String::new()
                 }
             );
-            if r.unreferenced_packs > 0 {
+            if r.unreferenced_packs > 0 && !r.ok() {
+                // A chunk list that could not be read hides which packs its streams use:
+                // those packs look unused, and "interrupted ingests" would be a wrong guess.
+                eprintln!(
+                    "{} pack(s) ({}) are used by no chunk list that could be read; the \
+                     unreadable or damaged parts listed above may be what uses them",
+                    r.unreferenced_packs,
+                    bytes(r.unreferenced_bytes)
+                );
+            } else if r.unreferenced_packs > 0 {
                 eprintln!(
                     "{} pack(s) ({}) belong to no snapshot: left by interrupted ingests (later ingests reuse their chunks), or by snapshot files that were lost (compare `sluice snapshots` with what you expect)",
                     r.unreferenced_packs,
