@@ -65,8 +65,15 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
         file_on_command_line: cli.password_file_on_command_line,
         command_on_command_line: cli.password_command_on_command_line,
     }
-    .get(false)?;
-    let repo = Repository::open(&repo_path, &pw)?;
+    .get_with_origin(false)?;
+    let (pw, origin) = pw;
+    let repo = match Repository::open(&repo_path, &pw) {
+        // Like every other command: say where the wrong passphrase came from.
+        Err(e @ sluice::Error::WrongKey { .. }) => {
+            return Err(anyhow!("{e} (the passphrase came from {origin})"))
+        }
+        r => r?,
+    };
     crate::cli::commands::warn_config_damage(&repo);
     // Damage the mount could not serve (a lost snapshots/ directory) is said here, once,
     // with its exit status, rather than by the daemon child.

@@ -263,3 +263,28 @@ fn mount_refuses_repo_option_and_argument_that_disagree() {
     assert_eq!(list(&m.path("names")), ["shop.sql"]);
     assert_eq!(m.umount(), Ended::Exited(0));
 }
+
+/// A wrong passphrase: `sluice mount` names where it came from, as every other command does,
+/// and mounts nothing.
+#[test]
+fn mount_names_where_a_wrong_passphrase_came_from() {
+    require_fuse();
+    become_subreaper();
+    let repo = small_chunk_repo("mount-wrong-passphrase");
+    repo.ingest("shop.sql", &data_sql(), &["--expect", "none"]);
+    let dir = repo.dir.join("m");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let out = repo
+        .cmd(["mount".as_ref(), repo.path.as_os_str(), dir.as_os_str()])
+        .env("SLUICE_PASSWORD", "not the passphrase")
+        .run();
+    let line = one_line(&out);
+    assert!(
+        line.contains("wrong passphrase") && line.contains("came from SLUICE_PASSWORD"),
+        "{}",
+        out.report()
+    );
+    assert!(!mounted(&dir), "mounted with a wrong passphrase");
+}
