@@ -281,6 +281,20 @@ fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// `--lock-wait`: a duration, or 0 for "do not wait" (a cron job that skips a night rather
+/// than queue behind a backup still running).
+fn parse_lock_wait(s: &str) -> Result<Duration> {
+    let t = s.trim();
+    let num = ["ms", "s", "m", "h"]
+        .iter()
+        .find_map(|u| t.strip_suffix(u))
+        .unwrap_or(t);
+    if num.trim().parse::<f64>().is_ok_and(|v| v == 0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
 /// The streams an ingest command names, in order.
 fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
     for t in &a.tags {
@@ -449,14 +463,14 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     let lock_wait = a
         .lock_wait
         .as_deref()
-        .map(|s| parse_duration(s).map_err(|e| usage(format!("--lock-wait: {e}"))))
+        .map(|s| parse_lock_wait(s).map_err(|e| usage(format!("--lock-wait: {e}"))))
         .transpose()?;
     let repo = open(cli)?;
     repo.require_config()?;
     let quiet = cli.quiet;
     let _lock = repo.lock_write_within(
         &mut |holder| {
-            if !quiet {
+            if !quiet && lock_wait != Some(Duration::ZERO) {
                 eprintln!("sluice: repository is in use by {holder}; waiting for it to finish...");
             }
         },
@@ -1202,6 +1216,18 @@ mod parse_duration_tests {
             parse_duration("8760h").unwrap(),
             Duration::from_secs(31_536_000)
         );
+    }
+
+    #[test]
+    fn lock_wait_takes_zero_for_do_not_wait() {
+        use super::parse_lock_wait;
+        for zero in ["0", "0s", "0ms", " 0m ", "0.0h"] {
+            assert_eq!(parse_lock_wait(zero).unwrap(), Duration::ZERO, "{zero}");
+        }
+        assert_eq!(parse_lock_wait("10m").unwrap(), Duration::from_secs(600));
+        for bad in ["", "x", "0x", "-5s", "inf"] {
+            assert!(parse_lock_wait(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -186,8 +186,8 @@ pub struct IngestArgs {
     /// exited this long after its output ended.
     #[arg(long)]
     pub stall_timeout: Option<String>,
-    /// When another ingest holds the repository, wait at most this long (e.g. 10m) and then
-    /// fail without starting the producer (default: wait as long as it takes).
+    /// When another ingest holds the repository, wait at most this long (e.g. 10m; 0: do not
+    /// wait) and then fail without starting the producer (default: wait as long as it takes).
     #[arg(long, value_name = "DURATION")]
     pub lock_wait: Option<String>,
     /// Pass the stream through to stdout while storing it.
