@@ -52,6 +52,7 @@ pkgs=(
     util-linux # mountpoint, runuser
     procps     # ps, pgrep for the mount tests
     shellcheck # lint of scripts/
+    attr       # setfattr: the read-only mount test tries to set an xattr through the shell tool
 )
 if [[ ${SKIP_INSTALL:-0} == 1 ]]; then
     missing=()

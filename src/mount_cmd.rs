@@ -26,9 +26,27 @@ fn paths(cli: &Cli, a: &MountArgs) -> Result<(PathBuf, PathBuf)> {
             })?,
             mnt.clone(),
         )),
+        // SLUICE_REPO is a default that REPO overrides; a --repo typed next to another REPO
+        // is a contradiction, not something to pick from silently.
+        [repo, _]
+            if cli.repo_on_command_line
+                && !cli.repo.as_deref().is_some_and(|r| same_path(r, repo)) =>
+        {
+            Err(crate::cli::commands::usage(format!(
+                "--repo {} and REPO {} name different repositories; give the repository once",
+                cli.repo.as_deref().unwrap_or(Path::new("")).display(),
+                repo.display()
+            )))
+        }
         [repo, mnt] => Ok((repo.clone(), mnt.clone())),
         _ => bail!("usage: sluice mount [REPO] MOUNTPOINT"),
     }
+}
+
+/// Whether two paths name the same directory (`./repo` and `/backups/repo`).
+fn same_path(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    a == b || canon(a) == canon(b)
 }
 
 pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
@@ -47,8 +65,15 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
         file_on_command_line: cli.password_file_on_command_line,
         command_on_command_line: cli.password_command_on_command_line,
     }
-    .get(false)?;
-    let repo = Repository::open(&repo_path, &pw)?;
+    .get_with_origin(false)?;
+    let (pw, origin) = pw;
+    let repo = match Repository::open(&repo_path, &pw) {
+        // Like every other command: say where the wrong passphrase came from.
+        Err(e @ sluice::Error::WrongKey { .. }) => {
+            return Err(anyhow!("{e} (the passphrase came from {origin})"))
+        }
+        r => r?,
+    };
     crate::cli::commands::warn_config_damage(&repo);
     // Damage the mount could not serve (a lost snapshots/ directory) is said here, once,
     // with its exit status, rather than by the daemon child.

@@ -114,6 +114,12 @@ impl Repository {
                 path.display()
             )));
         }
+        if path.exists() && !path.is_dir() {
+            return Err(Error::InvalidInput(format!(
+                "{} exists and is not a directory; give a new or empty directory for the repository",
+                path.display()
+            )));
+        }
         if path.exists() && !interrupted_init(path) {
             let non_empty = fs::read_dir(path)
                 .ctx(|| format!("cannot read {}", path.display()))?

@@ -213,7 +213,9 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
     let chunker = ChunkerParams::with_avg(
         u32::try_from(avg).map_err(|_| usage("--chunk-size is too large"))?,
     );
-    chunker.validate()?;
+    chunker
+        .validate()
+        .map_err(|e| usage(format!("--chunk-size: {e}")))?;
     let compression: Compression = a.compression.parse().map_err(usage)?;
     if path.join("config").exists() {
         bail!(
@@ -277,6 +279,20 @@ fn parse_duration(s: &str) -> Result<Duration> {
         bail!("invalid duration {s:?}: use a value from 1ms to 1 year (e.g. 30s, 5m, 1h)");
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `--lock-wait`: a duration, or 0 for "do not wait" (a cron job that skips a night rather
+/// than queue behind a backup still running).
+fn parse_lock_wait(s: &str) -> Result<Duration> {
+    let t = s.trim();
+    let num = ["ms", "s", "m", "h"]
+        .iter()
+        .find_map(|u| t.strip_suffix(u))
+        .unwrap_or(t);
+    if num.trim().parse::<f64>().is_ok_and(|v| v == 0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 /// The streams an ingest command names, in order.
@@ -427,9 +443,13 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         .parse()
         .map_err(|e: String| usage(format!("--expect: {e}")))?;
     let specs = stream_specs(a, expect)?;
+    // A bad name is a usage error (exit 2) like a bad --tag, and is refused before the
+    // passphrase is asked for.
     for s in &specs {
-        sluice::snapshot::validate_name(&s.name)?;
+        sluice::snapshot::validate_name(&s.name).map_err(|e| usage(e.to_string()))?;
     }
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    sluice::snapshot::validate_names_together(&names).map_err(|e| usage(e.to_string()))?;
     let stall_timeout = a
         .stall_timeout
         .as_deref()
@@ -443,14 +463,14 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     let lock_wait = a
         .lock_wait
         .as_deref()
-        .map(|s| parse_duration(s).map_err(|e| usage(format!("--lock-wait: {e}"))))
+        .map(|s| parse_lock_wait(s).map_err(|e| usage(format!("--lock-wait: {e}"))))
         .transpose()?;
     let repo = open(cli)?;
     repo.require_config()?;
     let quiet = cli.quiet;
     let _lock = repo.lock_write_within(
         &mut |holder| {
-            if !quiet {
+            if !quiet && lock_wait != Some(Duration::ZERO) {
                 eprintln!("sluice: repository is in use by {holder}; waiting for it to finish...");
             }
         },
@@ -535,10 +555,12 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         }
     }
     let report = result?;
-    report_ingest(&report, a.json && !a.tee, quiet)
+    report_ingest(&report, a.json && !a.tee, quiet, producers)
 }
 
-fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
+/// `producers`: the streams came from commands sluice ran (`-- COMMAND`, `--exec`,
+/// `--streams`), not from stdin.
+fn report_ingest(r: &IngestReport, json: bool, quiet: bool, producers: bool) -> Result<i32> {
     if json {
         let objects: Vec<serde_json::Value> = r
             .objects
@@ -563,13 +585,23 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool) -> Result<i32> {
     let added = r.added_bytes();
     if !quiet {
         for o in r.objects.iter().filter(|o| o.bytes == 0 && o.complete) {
-            // The classic silent failure: `pg_dump db | sluice ingest` where pg_dump failed
-            // and the shell had no pipefail. Legitimate, but worth one line.
-            eprintln!(
-                "sluice: warning: {} is empty (0 bytes); if a command piped into sluice failed, \
-                 use `set -o pipefail` or let sluice run it: sluice ingest --name {} -- COMMAND",
-                o.name, o.name
-            );
+            if producers {
+                // sluice ran it and saw it exit 0: the advice below would be to do what
+                // was done already.
+                eprintln!(
+                    "sluice: warning: {} is empty (0 bytes): its command exited with status 0 \
+                     without writing anything to stdout",
+                    o.name
+                );
+            } else {
+                // The classic silent failure: `pg_dump db | sluice ingest` where pg_dump
+                // failed and the shell had no pipefail. Legitimate, but worth one line.
+                eprintln!(
+                    "sluice: warning: {} is empty (0 bytes); if a command piped into sluice failed, \
+                     use `set -o pipefail` or let sluice run it: sluice ingest --name {} -- COMMAND",
+                    o.name, o.name
+                );
+            }
         }
     }
     if !quiet {
@@ -958,7 +990,16 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
                     String::new()
                 }
             );
-            if r.unreferenced_packs > 0 {
+            if r.unreferenced_packs > 0 && !r.ok() {
+                // A chunk list that could not be read hides which packs its streams use:
+                // those packs look unused, and "interrupted ingests" would be a wrong guess.
+                eprintln!(
+                    "{} pack(s) ({}) are used by no chunk list that could be read; the \
+                     unreadable or damaged parts listed above may be what uses them",
+                    r.unreferenced_packs,
+                    bytes(r.unreferenced_bytes)
+                );
+            } else if r.unreferenced_packs > 0 {
                 eprintln!(
                     "{} pack(s) ({}) belong to no snapshot: left by interrupted ingests or written by one still running (later ingests reuse their chunks), or by snapshot files that were lost (compare `sluice snapshots` with what you expect)",
                     r.unreferenced_packs,
@@ -1181,6 +1222,18 @@ mod parse_duration_tests {
             parse_duration("8760h").unwrap(),
             Duration::from_secs(31_536_000)
         );
+    }
+
+    #[test]
+    fn lock_wait_takes_zero_for_do_not_wait() {
+        use super::parse_lock_wait;
+        for zero in ["0", "0s", "0ms", " 0m ", "0.0h"] {
+            assert_eq!(parse_lock_wait(zero).unwrap(), Duration::ZERO, "{zero}");
+        }
+        assert_eq!(parse_lock_wait("10m").unwrap(), Duration::from_secs(600));
+        for bad in ["", "x", "0x", "-5s", "inf"] {
+            assert!(parse_lock_wait(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

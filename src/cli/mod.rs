@@ -25,6 +25,7 @@ pub fn parse() -> Cli {
         let typed = |id| m.value_source(id) == Some(ValueSource::CommandLine);
         cli.password_file_on_command_line |= typed("password_file");
         cli.password_command_on_command_line |= typed("password_command");
+        cli.repo_on_command_line |= typed("repo");
         level = m.subcommand().map(|(_, sub)| sub);
     }
     cli
@@ -53,6 +54,10 @@ pub struct Cli {
     pub password_file_on_command_line: bool,
     #[arg(skip)]
     pub password_command_on_command_line: bool,
+    /// Whether --repo was typed on the command line (not taken from SLUICE_REPO): `mount`
+    /// refuses a REPO argument that names another repository.
+    #[arg(skip)]
+    pub repo_on_command_line: bool,
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -128,7 +133,10 @@ pub enum Command {
     /// Mount the snapshots read-only: `sluice mount [REPO] MOUNTPOINT`.
     Mount(MountArgs),
     /// Unmount a sluice mount (also one whose process died).
-    Umount { mountpoint: PathBuf },
+    Umount {
+        /// The directory a sluice mount is mounted on.
+        mountpoint: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -170,21 +178,22 @@ pub struct IngestArgs {
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Completeness check: auto (by content), none, or a format name.
+    /// Completeness check: auto (by content), none, or one format: pg_dump, pg_dump-custom,
+    /// mysqldump, gzip, zstd, xz, xbstream, tar.
     #[arg(long, default_value = "auto")]
     pub expect: String,
     /// Abort when no byte arrives for this long (e.g. 30s, 5m), or when a producer has not
     /// exited this long after its output ended.
     #[arg(long)]
     pub stall_timeout: Option<String>,
-    /// When another ingest holds the repository, wait at most this long (e.g. 10m) and then
-    /// fail without starting the producer (default: wait as long as it takes).
+    /// When another ingest holds the repository, wait at most this long (e.g. 10m; 0: do not
+    /// wait) and then fail without starting the producer (default: wait as long as it takes).
     #[arg(long, value_name = "DURATION")]
     pub lock_wait: Option<String>,
     /// Pass the stream through to stdout while storing it.
     #[arg(long)]
     pub tee: bool,
-    /// Expected stream size, for a percentage and ETA in the progress line.
+    /// Expected stream size (e.g. 20G), for a percentage and ETA in the progress line.
     #[arg(long)]
     pub size_hint: Option<String>,
     /// The producer command and its arguments (after `--`).
@@ -205,7 +214,8 @@ pub enum RepairWhat {
 
 #[derive(Subcommand, Debug)]
 pub enum KeyAction {
-    /// Add a passphrase (SLUICE_NEW_PASSWORD, --new-password-file, or a prompt).
+    /// Add a passphrase (--new-password-file, else SLUICE_NEW_PASSWORD, else a prompt); prints
+    /// the new key's id.
     Add {
         /// Read the new passphrase from this file (its first line); else SLUICE_NEW_PASSWORD, else a prompt
         #[arg(long)]

@@ -225,3 +225,66 @@ fn mount_refuses_a_non_empty_directory_unless_nonempty() {
 fn data_sql() -> Vec<u8> {
     crate::support::data::sql_text(0x3a_0001, 256 << 10)
 }
+
+/// `sluice --repo A mount B MNT`: two different repositories named at once is a usage error,
+/// not a silent choice of B. SLUICE_REPO is only a default, which REPO overrides.
+#[test]
+fn mount_refuses_repo_option_and_argument_that_disagree() {
+    require_fuse();
+    become_subreaper();
+    let repo = small_chunk_repo("mount-two-repos");
+    repo.ingest("shop.sql", &data_sql(), &["--expect", "none"]);
+    let other = small_chunk_repo("mount-two-repos-other");
+    let dir = repo.dir.join("m");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let _cleanup = Cleanup(dir.clone());
+
+    // `repo.cmd` types --repo REPO; the argument names the other one.
+    let out = repo
+        .cmd(["mount".as_ref(), other.path.as_os_str(), dir.as_os_str()])
+        .run()
+        .code_is(2);
+    let line = out.error_line();
+    assert!(line.contains("different repositories"), "{}", out.report());
+    assert!(
+        !mounted(&dir),
+        "mounted although the repository was ambiguous"
+    );
+    assert!(mount_processes(&dir).is_empty());
+
+    // SLUICE_REPO pointing elsewhere is overridden by REPO.
+    let mut m = Mount::run(
+        Sluice::new(["mount".as_ref(), repo.path.as_os_str(), dir.as_os_str()])
+            .env("SLUICE_REPO", &other.path)
+            .env("SLUICE_PASSWORD", &repo.password),
+        &dir,
+    );
+    assert_eq!(list(&m.path("names")), ["shop.sql"]);
+    assert_eq!(m.umount(), Ended::Exited(0));
+}
+
+/// A wrong passphrase: `sluice mount` names where it came from, as every other command does,
+/// and mounts nothing.
+#[test]
+fn mount_names_where_a_wrong_passphrase_came_from() {
+    require_fuse();
+    become_subreaper();
+    let repo = small_chunk_repo("mount-wrong-passphrase");
+    repo.ingest("shop.sql", &data_sql(), &["--expect", "none"]);
+    let dir = repo.dir.join("m");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let out = repo
+        .cmd(["mount".as_ref(), repo.path.as_os_str(), dir.as_os_str()])
+        .env("SLUICE_PASSWORD", "not the passphrase")
+        .run();
+    let line = one_line(&out);
+    assert!(
+        line.contains("wrong passphrase") && line.contains("came from SLUICE_PASSWORD"),
+        "{}",
+        out.report()
+    );
+    assert!(!mounted(&dir), "mounted with a wrong passphrase");
+}

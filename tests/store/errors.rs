@@ -251,6 +251,20 @@ fn init_refuses_to_overwrite() {
         .stderr_has(&["not empty"]);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
+    // A file where the repository should go is named as what it is, and left alone.
+    let file = dir.join("precious.txt");
+    let o = Sluice::at(&file)
+        .args(["init", "--kdf-memory-kib", TEST_KDF_KIB])
+        .env("SLUICE_PASSWORD", PASSWORD)
+        .run()
+        .fails();
+    assert!(
+        o.error_line().contains("is not a directory"),
+        "{}",
+        o.report()
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+
     // Bad init parameters create nothing.
     for bad in [
         vec!["--chunk-size", "1000"],
@@ -467,6 +481,12 @@ fn usage_errors_exit_2() {
         vec!["ingest", "--name", "a", "--host", ""],
         vec!["ingest", "--name", "a", "--tee", "--json"],
         vec!["ingest", "--exec", "a=true", "--jobs", "0"],
+        // Bad stream names are as much a usage error as a bad --tag.
+        vec!["ingest", "--name", "a/../b"],
+        vec!["ingest", "--name", ""],
+        vec!["ingest", "--exec", "=true"],
+        vec!["ingest", "--exec", "a=true", "--exec", "a=true"],
+        vec!["ingest", "--exec", "a=true", "--exec", "a/b=true"],
     ] {
         let o = repo.cmd(&args).stdin_bytes(b"x".to_vec()).run().code_is(2);
         assert!(!o.error_line().is_empty(), "{args:?}{}", o.report());
@@ -483,6 +503,38 @@ fn usage_errors_exit_2() {
         .args(["init", "--chunk-size", "huge"])
         .run()
         .code_is(2);
+    // A size that parses but is not a supported chunk size is a usage error too.
+    for size in ["3M", "32K", "32M", "1000"] {
+        let o = Sluice::new(["--repo".into(), r2.join("r").into_os_string()])
+            .env("SLUICE_PASSWORD", "pw")
+            .args(["init", "--chunk-size", size])
+            .run()
+            .code_is(2);
+        assert!(o.error_line().contains("power of two"), "{}", o.report());
+        assert!(!r2.join("r/config").exists(), "{}", o.report());
+    }
+}
+
+/// `ingest --help` names every format `--expect` takes, so an admin need not provoke an error
+/// to learn them.
+#[test]
+fn ingest_help_lists_every_expect_format() {
+    let o = Sluice::new(["ingest", "--name", "a", "--expect", "no-such-format"])
+        .run()
+        .code_is(2);
+    let line = o.error_line();
+    let (_, valid) = line
+        .split_once("valid values: ")
+        .unwrap_or_else(|| panic!("no list of valid values{}", o.report()));
+    let help = Sluice::new(["ingest", "--help"]).run().ok().stdout_str();
+    // clap wraps help lines: compare with whitespace collapsed.
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for format in valid.split(", ") {
+        assert!(
+            help.contains(format.trim()),
+            "`ingest --help` does not name --expect {format}:\n{help}"
+        );
+    }
 }
 
 /// `init` stopped by Ctrl-C or a timeout while it derives the key (a noticeable time with the

@@ -89,3 +89,43 @@ fn json_listings_agree_on_time() {
         "{ls}"
     );
 }
+
+/// `--lock-wait 0`: a cron job that would rather skip than queue behind a backup still
+/// running fails at once, without starting its producer; with the repository free it ingests.
+#[test]
+fn lock_wait_zero_does_not_wait() {
+    use std::os::fd::AsRawFd;
+    let repo = Repo::init("lock-wait-zero", &[]);
+    repo.ingest("first.sql", b"INSERT 1;\n", &[]);
+    // This test process holds the write lock, as another ingest would.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(repo.path.join("locks").join("write"))
+        .expect("open locks/write");
+    // SAFETY: flock(2) on a descriptor this test owns and keeps open.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let marker = repo.dir.join("producer-ran");
+    let o = repo
+        .cmd(["ingest", "--name", "late.sql", "--lock-wait", "0", "--"])
+        .args(["sh", "-c", &format!("touch '{}'; echo x", marker.display())])
+        .run()
+        .code_is(1);
+    assert!(o.error_line().contains("--lock-wait"), "{}", o.report());
+    assert!(!o.stderr.contains("waiting"), "{}", o.report());
+    assert!(!marker.exists(), "the producer ran without the lock");
+    drop(lock);
+    repo.cmd([
+        "ingest",
+        "--name",
+        "late.sql",
+        "--lock-wait",
+        "0",
+        "--",
+        "echo",
+        "x",
+    ])
+    .run()
+    .ok();
+    assert_eq!(repo.cat("latest", "late.sql"), b"x\n");
+}

@@ -372,6 +372,41 @@ fn an_unreadable_pack_is_not_reported_as_damage() {
     assert!(repo.cat("latest", "a.bin") == a);
 }
 
+/// A chunk-list pack this user may not read hides which data packs its stream uses: `check`
+/// must not then explain those data packs as leftovers of interrupted ingests.
+#[test]
+fn packs_behind_an_unreadable_chunk_list_are_not_called_leftovers() {
+    use std::os::unix::fs::PermissionsExt;
+    let (repo, _, _) = two_snapshots("unreadable-chunk-list");
+    readable_by_all(&repo);
+    let as_user = |args: &[&str]| repo.cmd(args).unprivileged();
+    as_user(&["check"])
+        .run()
+        .ok()
+        .stderr_has(&["no problems found"]);
+    // Smallest first: the pack found is a.bin's chunk-list pack, not its pack of chunks.
+    let mut packs = repo.packs();
+    packs.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    let mut hidden = false;
+    for p in &packs {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let o = as_user(&["check"]).run();
+        if o.stdout_str().contains("chunk list") && o.stdout_str().contains("\"a.bin\"") {
+            hidden = true;
+            break;
+        }
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    assert!(hidden, "no pack hid a.bin's chunk list");
+    let o = as_user(&["check"]).run().code_is(1);
+    assert!(
+        !o.stderr.contains("interrupted ingests"),
+        "packs behind an unreadable chunk list called leftovers{}",
+        o.report()
+    );
+    o.stderr_has(&["no chunk list that could be read"]);
+}
+
 /// `locks/write` replaced by a directory (a bad restore, a confused cleanup): writers say what
 /// it is and what to do, readers do not care.
 #[test]

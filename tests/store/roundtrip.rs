@@ -39,6 +39,22 @@ fn empty_stream() {
         .run()
         .ok()
         .stderr_has(&["again.sql is empty", "pipefail"]);
+    // When sluice ran the command itself, it saw it exit 0: no advice to do just that.
+    for args in [
+        vec!["ingest", "--name", "run.sql", "--", "true"],
+        vec!["ingest", "--exec", "run.sql=true"],
+    ] {
+        let o = repo
+            .cmd(&args)
+            .run()
+            .ok()
+            .stderr_has(&["run.sql is empty", "exited with status 0"]);
+        assert!(
+            !o.stderr.contains("pipefail") && !o.stderr.contains("-- COMMAND"),
+            "{}",
+            o.report()
+        );
+    }
 }
 
 #[test]
