@@ -14,6 +14,9 @@ use crate::storage::{FileKind, Storage};
 use std::collections::HashSet;
 
 const INDEX_VERSION: &[u8] = b"1";
+/// Set while `repair index --read-data` runs (removed when it ends, as `version` is written):
+/// an index found with it was left by a repair that did not finish.
+const VERIFYING: &str = "verifying";
 
 #[derive(Clone)]
 pub struct Index {
@@ -31,6 +34,10 @@ pub struct SyncReport {
     pub rebuilt: bool,
     /// Blobs left out because they failed verification (`rebuild` with `verify`).
     pub damaged_blobs: usize,
+    /// The index was left by a `repair index --read-data` that did not finish (killed,
+    /// interrupted, power lost). It has been rebuilt from the pack headers, without the
+    /// verification that repair was asked for: the user should run it again.
+    pub unfinished_verify: bool,
 }
 
 impl Index {
@@ -50,10 +57,12 @@ impl Index {
     pub fn open(repo: &Repository) -> Result<(Index, SyncReport)> {
         let dir = repo.path.join("index");
         let mut rebuilt = false;
+        let mut unfinished_verify = false;
         let index = match Self::open_db(repo) {
             Ok(ix) if ix.db.get("version").ok().flatten().as_deref() == Some(INDEX_VERSION) => ix,
             Ok(ix) => {
                 // Fresh (or foreign) database: start clean.
+                unfinished_verify = ix.db.contains_key(VERIFYING).unwrap_or(false);
                 drop(ix);
                 rebuilt = true;
                 let _ = remove_index(&dir);
@@ -72,6 +81,7 @@ impl Index {
             .map_err(sled_err)?;
         let mut report = index.sync_with_packs(repo)?;
         report.rebuilt = rebuilt;
+        report.unfinished_verify = unfinished_verify;
         Ok((index, report))
     }
 
@@ -95,6 +105,10 @@ impl Index {
             return Ok(report);
         }
         let index = Self::open_db(repo).map_err(sled_err)?;
+        // Durable before any pack is read, so that a repair cut short is told apart from a
+        // finished one (which has `version`) by the next writer.
+        index.db.insert(VERIFYING, &[]).map_err(sled_err)?;
+        index.flush()?;
         let mut report = SyncReport {
             rebuilt: true,
             ..Default::default()
@@ -134,6 +148,7 @@ impl Index {
             .db
             .insert("version", INDEX_VERSION)
             .map_err(sled_err)?;
+        index.db.remove(VERIFYING).map_err(sled_err)?;
         index.flush()?;
         Ok(report)
     }

@@ -485,6 +485,13 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         eprintln!("sluice: warning: {w}");
     }
     let (index, sync) = Index::open(&repo)?;
+    if sync.unfinished_verify {
+        eprintln!(
+            "sluice: warning: an earlier `sluice repair index --read-data` did not finish; the \
+             index was rebuilt from the packs without checking their data, so this ingest may \
+             reuse damaged chunks: run `sluice repair index --read-data` again"
+        );
+    }
     if !quiet {
         if sync.rebuilt && sync.packs_added > 0 {
             eprintln!(

@@ -155,7 +155,7 @@ fn simultaneous_ingests_all_succeed() {
 /// (its /proc wchan names the kernel's FUSE wait), or waiting for another process's FUSE
 /// lookup of the same name to end (`d_alloc_parallel`).
 #[track_caller]
-fn wait_blocked_in_fuse(pid: u32, what: &str) {
+pub(crate) fn wait_blocked_in_fuse(pid: u32, what: &str) {
     let t0 = std::time::Instant::now();
     loop {
         let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
@@ -175,7 +175,7 @@ fn wait_blocked_in_fuse(pid: u32, what: &str) {
 
 /// Sends SIGCONT to a stopped process when dropped, so that a failing assertion never leaves
 /// a mount daemon stopped (and the unmount hanging).
-struct Continue(i32);
+pub(crate) struct Continue(pub(crate) i32);
 
 impl Drop for Continue {
     fn drop(&mut self) {
