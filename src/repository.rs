@@ -625,9 +625,14 @@ impl Repository {
                     // SAFETY: as above (non-blocking).
                     while unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                         if std::time::Instant::now() >= deadline {
+                            // As given: `--lock-wait 500ms` must not read "after 0s".
+                            let waited = if limit.subsec_millis() == 0 {
+                                format!("{}s", limit.as_secs())
+                            } else {
+                                format!("{}ms", limit.as_millis())
+                            };
                             return Err(Error::Locked(format!(
-                                "{holder} still holds it after {:.0}s (--lock-wait); try again later, or check that process",
-                                limit.as_secs_f64()
+                                "{holder} still holds it after {waited} (--lock-wait); try again later, or check that process"
                             )));
                         }
                         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -77,12 +77,14 @@ fn readers_and_a_second_writer_while_an_ingest_runs() {
     // With --lock-wait a writer gives up in time, before starting its producer.
     let marker = repo.dir.join("producer-ran");
     let o = repo
-        .cmd(["ingest", "--name", "late.sql", "--lock-wait", "1s", "--"])
+        .cmd(["ingest", "--name", "late.sql", "--lock-wait", "300ms", "--"])
         .args(["sh", "-c", &format!("touch '{}'; echo x", marker.display())])
         .run()
         .code_is(1);
     assert!(
-        o.error_line().contains("--lock-wait") && o.error_line().contains("sluice pid"),
+        o.error_line().contains("--lock-wait")
+            && o.error_line().contains("sluice pid")
+            && o.error_line().contains("after 300ms"),
         "{}",
         o.report()
     );
