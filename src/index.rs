@@ -31,6 +31,9 @@ pub struct SyncReport {
     pub packs_added: usize,
     pub packs_dropped: usize,
     pub unreadable: Vec<String>,
+    /// How many of `unreadable` failed to be read at all (permissions, the disk) rather
+    /// than being damaged: `repair index` tells the two apart, as `check` does.
+    pub unreadable_io: usize,
     pub rebuilt: bool,
     /// Blobs left out because they failed verification (`rebuild` with `verify`).
     pub damaged_blobs: usize,
@@ -38,6 +41,15 @@ pub struct SyncReport {
     /// interrupted, power lost). It has been rebuilt from the pack headers, without the
     /// verification that repair was asked for: the user should run it again.
     pub unfinished_verify: bool,
+}
+
+impl SyncReport {
+    fn note_unreadable(&mut self, pack: PackId, e: &Error) {
+        if matches!(e, Error::Io { .. }) {
+            self.unreadable_io += 1;
+        }
+        self.unreadable.push(format!("{}: {e}", pack.short()));
+    }
 }
 
 impl Index {
@@ -124,7 +136,7 @@ impl Index {
             let entries = match pack::read_header(repo.storage.as_ref(), &repo.keys, *p) {
                 Ok(e) => e,
                 Err(e) => {
-                    report.unreadable.push(format!("{}: {e}", p.short()));
+                    report.note_unreadable(*p, &e);
                     continue;
                 }
             };
@@ -176,7 +188,7 @@ impl Index {
                     self.add_pack(*p, &entries)?;
                     report.packs_added += 1;
                 }
-                Err(e) => report.unreadable.push(format!("{}: {e}", p.short())),
+                Err(e) => report.note_unreadable(*p, &e),
             }
         }
         let vanished: HashSet<PackId> = indexed.difference(&on_disk).copied().collect();

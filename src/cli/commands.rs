@@ -1077,11 +1077,18 @@ fn repair_index(cli: &Cli, read_data: bool) -> Result<i32> {
     if !quiet {
         eprintln!("index rebuilt from {} pack(s)", r.packs_added);
     }
-    Ok(if r.unreadable.is_empty() && r.damaged_blobs == 0 {
-        0
+    // A pack this user cannot read is not damaged data (exit 1, as `check` says it).
+    if r.damaged_blobs > 0 || r.unreadable.len() > r.unreadable_io {
+        Ok(EXIT_DAMAGED)
+    } else if r.unreadable_io > 0 {
+        bail!(
+            "{} pack(s) could not be read (listed above); check their permissions and the disk, \
+             then run `sluice repair index` again: until then the index leaves them out",
+            r.unreadable_io
+        )
     } else {
-        EXIT_DAMAGED
-    })
+        Ok(0)
+    }
 }
 
 fn key(cli: &Cli, action: &KeyAction) -> Result<i32> {

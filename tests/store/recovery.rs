@@ -678,3 +678,31 @@ fn a_key_file_of_another_repository_does_not_lock_out_the_right_one() {
         "{e}"
     );
 }
+
+/// `repair index` run by a user who may not read one pack (a copy made under another umask,
+/// a file owned by root) says the pack could not be read and exits 1, as `check` does: not 3,
+/// which scripts take to mean damaged data. Once the pack is readable, the repair is clean.
+#[test]
+fn repair_index_calls_an_unreadable_pack_unreadable_not_damaged() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let (repo, _, a) = two_snapshots("repair-unreadable");
+    readable_by_all(&repo);
+    // The repository belongs to the user who runs the repair (it takes the write lock and
+    // rewrites the index), except one pack.
+    for p in walk(&repo.path).into_iter().chain([repo.path.clone()]) {
+        chown(&p, Some(65534), Some(65534)).unwrap();
+    }
+    let pack = repo.packs().into_iter().next().expect("a pack");
+    chown(&pack, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = repo
+        .cmd(["repair", "index"])
+        .unprivileged()
+        .run()
+        .code_is(1)
+        .stderr_has(&["ermission denied", "could not be read", "permissions"]);
+    assert!(!o.stderr.contains("damaged"), "{}", o.report());
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o644)).unwrap();
+    repo.cmd(["repair", "index"]).unprivileged().run().ok();
+    assert!(repo.cat("latest", "a.bin") == a);
+}
