@@ -1,8 +1,10 @@
 //! Readers never wait for writers; two writers at once both end correct (the second waits,
 //! saying so).
 
+use crate::mount::Mount;
 use crate::support::data::{random_bytes, sql_text, GatedReader, RandomReader};
 use crate::support::{hex_digest, Repo};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
@@ -175,9 +177,59 @@ pub(crate) fn wait_blocked_in_fuse(pid: u32, what: &str) {
     }
 }
 
+/// One pack of a repository served through a `sluice mount` of another repository whose
+/// daemon is stopped (SIGSTOP): the pack's path links into the mount, so whoever opens, stats
+/// or reads it waits until [`StalledPack::resume`] (see [`wait_blocked_in_fuse`]). This makes
+/// "a command is half-way through" a certain moment instead of a likely one.
+pub(crate) struct StalledPack {
+    pack: PathBuf,
+    bytes: Vec<u8>,
+    resume: Option<Continue>,
+    mnt: Option<Mount>,
+    _holder: Repo,
+}
+
+impl StalledPack {
+    pub(crate) fn new(pack: &Path, label: &str) -> StalledPack {
+        let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+        let bytes = std::fs::read(pack).unwrap();
+        let holder = Repo::init(&format!("{label}-holder"), &[]);
+        let held = holder.ingest(&name, &bytes, &[]);
+        let mnt = Mount::new(&holder);
+        let served = mnt
+            .path("snapshots")
+            .join(mnt.label_of(&held.snapshot))
+            .join(&name);
+        std::fs::remove_file(pack).unwrap();
+        std::os::unix::fs::symlink(&served, pack).unwrap();
+        // SAFETY: kill(2) on the pid of the mount daemon this test started.
+        assert_eq!(unsafe { libc::kill(mnt.pid, libc::SIGSTOP) }, 0);
+        StalledPack {
+            pack: pack.to_path_buf(),
+            bytes,
+            resume: Some(Continue(mnt.pid)),
+            mnt: Some(mnt),
+            _holder: holder,
+        }
+    }
+
+    /// Let the daemon answer again: whoever waits on the pack goes on.
+    pub(crate) fn resume(&mut self) {
+        self.resume.take();
+    }
+
+    /// Resume, put the pack back in place as a plain file, and unmount.
+    pub(crate) fn restore(mut self) {
+        self.resume();
+        std::fs::remove_file(&self.pack).unwrap();
+        std::fs::write(&self.pack, &self.bytes).unwrap();
+        self.mnt.take();
+    }
+}
+
 /// Sends SIGCONT to a stopped process when dropped, so that a failing assertion never leaves
 /// a mount daemon stopped (and the unmount hanging).
-pub(crate) struct Continue(pub(crate) i32);
+struct Continue(i32);
 
 impl Drop for Continue {
     fn drop(&mut self) {
@@ -195,7 +247,6 @@ impl Drop for Continue {
 /// ingest recorded its snapshot.
 #[test]
 fn check_and_stats_while_an_ingest_records_its_snapshot_report_no_damage() {
-    use crate::mount::Mount;
     let repo = Repo::init("check-race", &[]);
     let first = random_bytes(30, 3_000_000);
     repo.ingest("first.bin", &first, &[]);
@@ -230,22 +281,7 @@ fn check_and_stats_while_an_ingest_records_its_snapshot_report_no_damage() {
         .into_iter()
         .min_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(u64::MAX))
         .expect("a pack");
-    let pack_name = pack.file_name().unwrap().to_str().unwrap().to_string();
-    let pack_bytes = std::fs::read(&pack).unwrap();
-    let holder = Repo::init("check-race-holder", &[]);
-    let held = holder.ingest(&pack_name, &pack_bytes, &[]);
-    let mnt = Mount::new(&holder);
-    let served = mnt
-        .path("snapshots")
-        .join(mnt.label_of(&held.snapshot))
-        .join(&pack_name);
-    std::fs::remove_file(&pack).unwrap();
-    std::os::unix::fs::symlink(&served, &pack).unwrap();
-
-    // Stopped, the daemon answers nothing: whoever reads that pack waits.
-    // SAFETY: kill(2) on the pid of the mount daemon this test started.
-    assert_eq!(unsafe { libc::kill(mnt.pid, libc::SIGSTOP) }, 0);
-    let resume = Continue(mnt.pid);
+    let mut stalled = StalledPack::new(&pack, "check-race");
     let check = repo.cmd(["check"]).spawn();
     let stats = repo.cmd(["stats", "--json"]).spawn();
     wait_blocked_in_fuse(check.pid(), "check");
@@ -257,7 +293,7 @@ fn check_and_stats_while_an_ingest_records_its_snapshot_report_no_damage() {
     assert!(second.fed().complete);
     let second_id = second.json()["snapshot"].as_str().unwrap().to_string();
 
-    drop(resume);
+    stalled.resume();
     let out = check.wait();
     assert!(
         !out.stdout_str().contains("damaged") && !out.stdout_str().contains("missing"),
@@ -274,9 +310,7 @@ fn check_and_stats_while_an_ingest_records_its_snapshot_report_no_damage() {
     assert_eq!(st["snapshots"], 1, "{st}");
 
     // The pack goes back in place; everything, both snapshots, checks and reads back.
-    std::fs::remove_file(&pack).unwrap();
-    std::fs::write(&pack, &pack_bytes).unwrap();
-    drop(mnt);
+    stalled.restore();
     repo.check_ok(true);
     assert!(repo.cat("latest", "first.bin") == first);
     assert_eq!(

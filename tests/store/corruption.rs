@@ -475,30 +475,13 @@ fn stray_file_under_packs_is_ignored() {
 /// stopped (SIGSTOP), so the repair hangs on it after marking the index as being verified.
 #[test]
 fn an_unfinished_repair_read_data_is_reported_by_the_next_ingest() {
-    use crate::mount::Mount;
-    use crate::store::concurrency::{wait_blocked_in_fuse, Continue};
+    use crate::store::concurrency::{wait_blocked_in_fuse, StalledPack};
     let t = two_streams("unfinished-repair");
-    let saved = std::fs::read(&t.pack_a).unwrap();
-    let pack_name = t.pack_a.file_name().unwrap().to_str().unwrap().to_string();
-    let holder = Repo::init("unfinished-repair-holder", &[]);
-    let held = holder.ingest(&pack_name, &saved, &[]);
-    let mnt = Mount::new(&holder);
-    let served = mnt
-        .path("snapshots")
-        .join(mnt.label_of(&held.snapshot))
-        .join(&pack_name);
-    std::fs::remove_file(&t.pack_a).unwrap();
-    std::os::unix::fs::symlink(&served, &t.pack_a).unwrap();
-    // SAFETY: kill(2) on the pid of the mount daemon this test started.
-    assert_eq!(unsafe { libc::kill(mnt.pid, libc::SIGSTOP) }, 0);
-    let resume = Continue(mnt.pid);
+    let stalled = StalledPack::new(&t.pack_a, "unfinished-repair");
     let repair = t.repo.cmd(["repair", "index", "--read-data"]).spawn();
     wait_blocked_in_fuse(repair.pid(), "repair index --read-data");
     repair.kill9();
-    drop(resume);
-    std::fs::remove_file(&t.pack_a).unwrap();
-    std::fs::write(&t.pack_a, &saved).unwrap();
-    drop(mnt);
+    stalled.restore();
 
     let warning = "repair index --read-data` did not finish";
     t.repo

@@ -140,27 +140,8 @@ fn a_damaged_key_file_does_not_lock_out_the_others() {
 fn key_changes_wait_for_each_other() {
     let repo = Repo::init("keys-lock", &[]);
     let second = repo.add_key("second passphrase");
-    std::fs::create_dir_all(repo.path.join("locks")).unwrap();
     let released = repo.dir.join("released");
-    let mut holder = std::process::Command::new("flock")
-        .arg(repo.path.join("locks").join("keys"))
-        .arg("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo held; sleep 2; touch '{}'",
-            released.display()
-        ))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("flock(1) from util-linux");
-    // Wait until the holder has the lock before asking for it.
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "held");
+    let mut holder = hold_keys_lock(&repo, &format!("sleep 2; touch '{}'", released.display()));
     let o = repo
         .cmd(["key", "remove", &second])
         .run()
@@ -185,13 +166,27 @@ fn ingest_leaves_tmp_alone_while_a_key_change_runs() {
     let repo = Repo::init("keys-tmp", &[]);
     let scratch = repo.path.join("tmp").join("0123abcd.tmp");
     std::fs::create_dir_all(scratch.parent().unwrap()).unwrap();
-    std::fs::create_dir_all(repo.path.join("locks")).unwrap();
     std::fs::write(&scratch, b"a key file being written").unwrap();
+    // Holds the lock until its stdin closes.
+    let mut holder = hold_keys_lock(&repo, "read _; true");
+    repo.ingest("a.sql", b"INSERT INTO t VALUES (1);\n", &[]);
+    assert!(
+        scratch.exists(),
+        "an ingest removed a key change's scratch file"
+    );
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    repo.ingest("b.sql", b"INSERT INTO t VALUES (2);\n", &[]);
+    assert!(!scratch.exists(), "leftovers in tmp/ were not cleared");
+}
+
+/// Another process holding `locks/keys` (flock(1) from util-linux) while it runs `script`
+/// under sh; returns once it holds the lock. Its stdin is a pipe the caller may close.
+fn hold_keys_lock(repo: &Repo, script: &str) -> std::process::Child {
+    std::fs::create_dir_all(repo.path.join("locks")).unwrap();
     let mut holder = std::process::Command::new("flock")
         .arg(repo.path.join("locks").join("keys"))
-        .arg("sh")
-        .arg("-c")
-        .arg("echo held; read _; true")
+        .args(["sh", "-c", &format!("echo held; {script}")])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -203,13 +198,5 @@ fn ingest_leaves_tmp_alone_while_a_key_change_runs() {
     )
     .unwrap();
     assert_eq!(line.trim(), "held");
-    repo.ingest("a.sql", b"INSERT INTO t VALUES (1);\n", &[]);
-    assert!(
-        scratch.exists(),
-        "an ingest removed a key change's scratch file"
-    );
-    drop(holder.stdin.take());
-    assert!(holder.wait().unwrap().success());
-    repo.ingest("b.sql", b"INSERT INTO t VALUES (2);\n", &[]);
-    assert!(!scratch.exists(), "leftovers in tmp/ were not cleared");
+    holder
 }
