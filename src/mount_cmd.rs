@@ -55,26 +55,9 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     if a.daemon_child {
         return daemon_child(&repo_path, &mnt, a);
     }
-    match Repository::read_config(&repo_path) {
-        Ok(_) | Err(sluice::Error::Corrupt(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let pw = crate::cli::password::PasswordSource {
-        file: cli.password_file.clone(),
-        command: cli.password_command.clone(),
-        file_on_command_line: cli.password_file_on_command_line,
-        command_on_command_line: cli.password_command_on_command_line,
-    }
-    .get_with_origin(false)?;
-    let (pw, origin) = pw;
-    let repo = match Repository::open(&repo_path, &pw) {
-        // Like every other command: say where the wrong passphrase came from.
-        Err(e @ sluice::Error::WrongKey { .. }) => {
-            return Err(anyhow!("{e} (the passphrase came from {origin})"))
-        }
-        r => r?,
-    };
-    crate::cli::commands::warn_config_damage(&repo);
+    // Not-a-repository before the passphrase, where it came from if it is wrong, a warning
+    // for a damaged config: as every command opens a repository.
+    let (repo, pw) = crate::cli::commands::open_at(cli, &repo_path)?;
     // Damage the mount could not serve (a lost snapshots/ directory) is said here, once,
     // with its exit status, rather than by the daemon child.
     repo.snapshot_ids()?;

@@ -1,7 +1,7 @@
 //! One function per subcommand.
 
 use super::output::{bytes, rate, table};
-use super::password::PasswordSource;
+use super::password::{Passphrase, PasswordSource};
 use super::{Cli, Command, IngestArgs, InitArgs, KeyAction, RepairWhat};
 use anyhow::{anyhow, bail, Context, Result};
 use sluice::chunker::{parse_size, ChunkerParams};
@@ -151,15 +151,20 @@ fn passwords(cli: &Cli) -> PasswordSource {
 }
 
 pub(crate) fn open(cli: &Cli) -> Result<Repository> {
-    let path = repo_path(cli)?;
+    Ok(open_at(cli, &repo_path(cli)?)?.0)
+}
+
+/// `open` for a repository path the command found itself (`sluice mount REPO MNT`); also
+/// returns the passphrase, which the mount hands to its daemon.
+pub(crate) fn open_at(cli: &Cli, path: &std::path::Path) -> Result<(Repository, Passphrase)> {
     // Say "not a repository" or "newer format" before asking for a passphrase. A damaged
     // config does not stop reading: `open` goes on without it.
-    match Repository::read_config(&path) {
+    match Repository::read_config(path) {
         Ok(_) | Err(Error::Corrupt(_)) => {}
         Err(e) => return Err(e.into()),
     }
     let (pw, origin) = passwords(cli).get_with_origin(false)?;
-    let repo = match Repository::open(&path, &pw) {
+    let repo = match Repository::open(path, &pw) {
         Err(e @ Error::WrongKey { .. }) => {
             return Err(anyhow!("{e} (the passphrase came from {origin})"))
         }
@@ -169,7 +174,7 @@ pub(crate) fn open(cli: &Cli) -> Result<Repository> {
     if !matches!(cli.command, Command::Ingest(_) | Command::Check { .. }) {
         warn_config_damage(&repo);
     }
-    Ok(repo)
+    Ok((repo, pw))
 }
 
 /// One line when the config is damaged: reading goes on, writing data is refused.
@@ -256,6 +261,17 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
 
 /// A duration such as 30s, 5m, 1.5h or 250ms (a bare number is seconds), from 1ms to a year.
 fn parse_duration(s: &str) -> Result<Duration> {
+    parse_duration_from(s, 0.001, "1ms")
+}
+
+/// `--lock-wait`: a duration, or 0 for "do not wait" (a cron job that skips a night rather
+/// than queue behind a backup still running).
+fn parse_lock_wait(s: &str) -> Result<Duration> {
+    parse_duration_from(s, 0.0, "0")
+}
+
+/// A duration of at least `min_secs` (said as `min` in the error) and at most a year.
+fn parse_duration_from(s: &str, min_secs: f64, min: &str) -> Result<Duration> {
     let s = s.trim();
     let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)
@@ -275,24 +291,10 @@ fn parse_duration(s: &str) -> Result<Duration> {
     const YEAR: f64 = 365.0 * 24.0 * 3600.0;
     let secs = v * mult;
     // Also catches inf and NaN, which Duration cannot hold.
-    if !(0.001..=YEAR).contains(&secs) {
-        bail!("invalid duration {s:?}: use a value from 1ms to 1 year (e.g. 30s, 5m, 1h)");
+    if !(min_secs..=YEAR).contains(&secs) {
+        bail!("invalid duration {s:?}: use a value from {min} to 1 year (e.g. 30s, 5m, 1h)");
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-/// `--lock-wait`: a duration, or 0 for "do not wait" (a cron job that skips a night rather
-/// than queue behind a backup still running).
-fn parse_lock_wait(s: &str) -> Result<Duration> {
-    let t = s.trim();
-    let num = ["ms", "s", "m", "h"]
-        .iter()
-        .find_map(|u| t.strip_suffix(u))
-        .unwrap_or(t);
-    if num.trim().parse::<f64>().is_ok_and(|v| v == 0.0) {
-        return Ok(Duration::ZERO);
-    }
-    parse_duration(s)
 }
 
 /// The streams an ingest command names, in order.
