@@ -120,7 +120,9 @@ impl Repository {
                 path.display()
             )));
         }
-        if path.exists() && !interrupted_init(path) {
+        if interrupted_init(path) {
+            clear_interrupted_init(path)?;
+        } else if path.exists() {
             let non_empty = fs::read_dir(path)
                 .ctx(|| format!("cannot read {}", path.display()))?
                 .next()
@@ -218,9 +220,9 @@ impl Repository {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && interrupted_init(path) => {
                 return Err(Error::NotARepository(format!(
-                    "{} is not a sluice repository yet: it holds only the empty folders of a \
-                     `sluice init` that was interrupted before it finished (nothing was ever \
-                     stored there); run `sluice init` again",
+                    "{} is not a sluice repository yet: it holds only what a `sluice init` \
+                     that was interrupted before it finished leaves (it has no config, and \
+                     nothing was ever stored there); run `sluice init` again",
                     path.display()
                 )))
             }
@@ -1011,12 +1013,17 @@ fn read_key_file(storage: &DirStorage, name: &str) -> Result<KeyFile> {
 const INIT_ENTRIES: [&str; 5] = ["keys", "packs", "snapshots", "locks", "tmp"];
 
 /// Whether `path` holds what an `init` stopped by a signal (Ctrl-C, a timeout) leaves: some
-/// of the directories it creates first, empty but for scratch files in `tmp/` (the key file
-/// being written), and nothing else — no config, no key file. It is killed before it can clean
-/// up, and the key derivation that follows the directories takes a noticeable time. Nothing
-/// can ever have been stored there, so `init` may use it again, and other commands must not
+/// of the directories it creates first, and nothing else that could hold data. `init` derives
+/// the key (a noticeable time), writes the key file, then the config; killed anywhere before
+/// the config is in place, it leaves empty `packs/` and `snapshots/`, scratch files in `tmp/`,
+/// perhaps a key file in `keys/`, lock files in `locks/` (a command that tried the folder since)
+/// and `config.tmp`. No config means no ingest ever ran (ingest refuses without one), so
+/// nothing can have been stored there: `init` may use it again, and other commands must not
 /// call it a damaged repository.
 fn interrupted_init(path: &Path) -> bool {
+    if path.join("config").exists() {
+        return false;
+    }
     let Ok(entries) = fs::read_dir(path) else {
         return false;
     };
@@ -1024,15 +1031,58 @@ fn interrupted_init(path: &Path) -> bool {
     for e in entries {
         let Ok(e) = e else { return false };
         let name = e.file_name();
-        let known = INIT_ENTRIES.iter().any(|n| name == std::ffi::OsStr::new(n));
-        let empty_dir = e.file_type().is_ok_and(|t| t.is_dir())
-            && (name == "tmp" || fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none()));
-        if !known || !empty_dir {
+        let Some(name) = name.to_str() else {
+            return false;
+        };
+        let Ok(kind) = e.file_type() else {
+            return false;
+        };
+        let leftover = match name {
+            "config.tmp" => kind.is_file(),
+            // Only files: a key file (or its scratch copy), lock files, scratch files.
+            "keys" | "locks" | "tmp" => kind.is_dir() && holds_only_files(&e.path()),
+            "packs" | "snapshots" => {
+                kind.is_dir() && fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none())
+            }
+            _ => false,
+        };
+        if !leftover {
             return false;
         }
         any = true;
     }
     any
+}
+
+fn holds_only_files(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .into_iter()
+            .all(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_file())))
+    })
+}
+
+/// Clear what an interrupted `init` left, before `init` runs again: its key files open a
+/// master secret that never protected anything, and left in `keys/` they would be tried
+/// (and open, with the same passphrase) beside the new one.
+fn clear_interrupted_init(path: &Path) -> Result<()> {
+    for dir in ["keys", "tmp"] {
+        let d = path.join(dir);
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.ctx(|| format!("cannot read {}", d.display()))?.path();
+            fs::remove_file(&p).ctx(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    match fs::remove_file(path.join("config.tmp")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+            format!("cannot remove {}", path.join("config.tmp").display()),
+            e,
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

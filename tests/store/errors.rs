@@ -570,7 +570,63 @@ fn the_folders_left_by_an_interrupted_init_are_no_repository_and_init_reuses_the
     repo.ingest("a.sql", b"INSERT INTO t VALUES (1);\n", &[]);
     repo.check_ok(false);
 
-    // Anything more than those empty folders is still refused.
+    // Killed later, after the key file (and while writing the config): the same, and the new
+    // `init` must not leave the old key file beside its own. That file opens with the same
+    // passphrase to another master secret, and would be tried first or second at random.
+    let dir = TestDir::new("init-interrupted-after-key");
+    let first = dir.join("first");
+    Repo::init_at(
+        TestDir::new("init-interrupted-src"),
+        first.clone(),
+        &[],
+        true,
+    );
+    let path = dir.join("repo");
+    std::fs::create_dir(&path).unwrap();
+    for d in ["keys", "locks", "packs", "snapshots", "tmp"] {
+        std::fs::create_dir(path.join(d)).unwrap();
+    }
+    let old_keys: Vec<_> = std::fs::read_dir(first.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(old_keys.len(), 1);
+    std::fs::copy(
+        first.join("keys").join(&old_keys[0]),
+        path.join("keys").join(&old_keys[0]),
+    )
+    .unwrap();
+    std::fs::write(path.join("config.tmp"), b"{\n  \"body\": {").unwrap();
+    std::fs::write(path.join("locks").join("write"), b"").unwrap();
+    for args in [
+        vec!["snapshots"],
+        vec!["check"],
+        vec!["cat", "latest", "a.sql"],
+    ] {
+        let o = Sluice::at(&path)
+            .args(args)
+            .env("SLUICE_PASSWORD", PASSWORD)
+            .run()
+            .fails()
+            .code_is(1)
+            .stderr_has(&["not a sluice repository yet", "interrupted", "sluice init"]);
+        assert!(!o.stderr.contains("damaged"), "{}", o.report());
+    }
+    let repo = Repo::init_at(dir, path.clone(), &[], true);
+    let keys: Vec<_> = std::fs::read_dir(path.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(keys.len(), 1, "keys/ after init: {keys:?}");
+    assert_ne!(
+        keys[0], old_keys[0],
+        "the interrupted init's key file is still there"
+    );
+    assert!(!path.join("config.tmp").exists());
+    repo.ingest("a.sql", b"INSERT INTO t VALUES (2);\n", &[]);
+    repo.check_ok(false);
+
+    // Anything more than those leftovers is still refused.
     let dir = TestDir::new("init-not-empty");
     let path = dir.join("repo");
     std::fs::create_dir_all(path.join("packs")).unwrap();
