@@ -129,6 +129,21 @@ medianr() {
     if [[ $v == *FAIL* ]]; then printf 'FAIL'; return; fi
     tr ' ' '\n' <<<"$v" | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
+# paired_ratios input tool metric base: the per-round ratios metric/base (the samples were
+# taken in rounds, seconds apart) and their median, e.g. "0.84 0.71 0.82, median 0.82".
+paired_ratios() {
+    local num den
+    read -r -a num <<<"${SAMPLES["$1|$2|$3"]:-}"
+    read -r -a den <<<"${SAMPLES["$1|$2|$4"]:-}"
+    paste -d ' ' <(printf '%s\n' "${num[@]}") <(printf '%s\n' "${den[@]}") | awk '
+        !($1 ~ /^[0-9.]+$/ && $2 ~ /^[0-9.]+$/ && $2 > 0) { printf "%s ", ($1 ~ /^[0-9.]+$/) ? $2 : $1; next }
+        { r[++n] = $1 / $2; printf "%.2f ", r[n] }
+        END {
+            if (n == 0) { print "n/a"; exit }
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+            printf "(median %.2f)\n", (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+        }'
+}
 
 # mbps BYTES SECONDS -> MB/s (10^6 bytes per second)
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { if (s <= 0) print "n/a"; else printf "%.0f", b / s / 1e6 }'; }
@@ -673,6 +688,7 @@ if has_phase mount; then
     done
     if has_tool sluice; then
         out "- sluice mount: cat $(ratio "$(getr mount sluice cat)" "$(getr mount sluice restore)") and grep -c $(ratio "$(getr mount sluice grep)" "$(getr mount sluice restore)") of \`sluice cat\`'s throughput on the same object (target >= 0.80x)"
+        out "- the same per round (each mount read against the restore measured seconds before it; the shared cores' speed drifts between rounds): cat $(paired_ratios mount sluice cat restore), grep -c $(paired_ratios mount sluice grep restore)"
         for tool in restic borg; do
             has_tool "$tool" || continue
             out "- sluice/$tool through the mount: cat $(ratio "$(getr mount sluice cat)" "$(getr mount "$tool" cat)"), grep $(ratio "$(getr mount sluice grep)" "$(getr mount "$tool" grep)"), random-read latency $(ratio "$(getr mount sluice rand_med)" "$(getr mount "$tool" rand_med)") (lower is better)"
