@@ -537,6 +537,33 @@ fn ingest_help_lists_every_expect_format() {
     }
 }
 
+/// The folders `init` makes first.
+fn init_folders(path: &std::path::Path) {
+    std::fs::create_dir(path).unwrap();
+    for d in ["keys", "locks", "packs", "snapshots", "tmp"] {
+        std::fs::create_dir(path.join(d)).unwrap();
+    }
+}
+
+/// Each command (words split on spaces) calls `path` no repository yet, left by an interrupted
+/// init, and says to run init again — not damage, not "restore from a backup".
+fn assert_interrupted_init(path: &std::path::Path, commands: &[&str]) {
+    for command in commands {
+        let o = Sluice::at(path)
+            .args(command.split(' '))
+            .env("SLUICE_PASSWORD", PASSWORD)
+            .run()
+            .fails()
+            .code_is(1)
+            .stderr_has(&["not a sluice repository yet", "interrupted", "sluice init"]);
+        assert!(
+            !o.stderr.contains("backup") && !o.stderr.contains("damaged"),
+            "{}",
+            o.report()
+        );
+    }
+}
+
 /// `init` stopped by Ctrl-C or a timeout while it derives the key (a noticeable time with the
 /// default key derivation) dies before it can clean up, leaving its empty folders behind: as
 /// here, keys/ locks/ packs/ snapshots/ tmp/ and nothing else but, when it was stopped while
@@ -547,25 +574,13 @@ fn ingest_help_lists_every_expect_format() {
 fn the_folders_left_by_an_interrupted_init_are_no_repository_and_init_reuses_them() {
     let dir = TestDir::new("init-interrupted");
     let path = dir.join("repo");
-    std::fs::create_dir(&path).unwrap();
-    for d in ["keys", "locks", "packs", "snapshots", "tmp"] {
-        std::fs::create_dir(path.join(d)).unwrap();
-    }
+    init_folders(&path);
     std::fs::write(
         path.join("tmp").join("c8641abab18aa1d3.tmp"),
         b"{\"format\":",
     )
     .unwrap();
-    for args in [vec!["snapshots"], vec!["check"], vec!["key", "list"]] {
-        let o = Sluice::at(&path)
-            .args(args)
-            .env("SLUICE_PASSWORD", PASSWORD)
-            .run()
-            .fails()
-            .code_is(1)
-            .stderr_has(&["not a sluice repository", "interrupted", "sluice init"]);
-        assert!(!o.stderr.contains("backup"), "{}", o.report());
-    }
+    assert_interrupted_init(&path, &["snapshots", "check", "key list"]);
     let repo = Repo::init_at(dir, path, &[], true);
     repo.ingest("a.sql", b"INSERT INTO t VALUES (1);\n", &[]);
     repo.check_ok(false);
@@ -582,10 +597,7 @@ fn the_folders_left_by_an_interrupted_init_are_no_repository_and_init_reuses_the
         true,
     );
     let path = dir.join("repo");
-    std::fs::create_dir(&path).unwrap();
-    for d in ["keys", "locks", "packs", "snapshots", "tmp"] {
-        std::fs::create_dir(path.join(d)).unwrap();
-    }
+    init_folders(&path);
     let old_keys: Vec<_> = std::fs::read_dir(first.join("keys"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -598,20 +610,7 @@ fn the_folders_left_by_an_interrupted_init_are_no_repository_and_init_reuses_the
     .unwrap();
     std::fs::write(path.join("config.tmp"), b"{\n  \"body\": {").unwrap();
     std::fs::write(path.join("locks").join("write"), b"").unwrap();
-    for args in [
-        vec!["snapshots"],
-        vec!["check"],
-        vec!["cat", "latest", "a.sql"],
-    ] {
-        let o = Sluice::at(&path)
-            .args(args)
-            .env("SLUICE_PASSWORD", PASSWORD)
-            .run()
-            .fails()
-            .code_is(1)
-            .stderr_has(&["not a sluice repository yet", "interrupted", "sluice init"]);
-        assert!(!o.stderr.contains("damaged"), "{}", o.report());
-    }
+    assert_interrupted_init(&path, &["snapshots", "check", "cat latest a.sql"]);
     let repo = Repo::init_at(dir, path.clone(), &[], true);
     let keys: Vec<_> = std::fs::read_dir(path.join("keys"))
         .unwrap()
