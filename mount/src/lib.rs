@@ -508,15 +508,17 @@ impl MountedFs {
                 && (self.source == "sluice" || self.source.starts_with("sluice:")))
     }
 
-    /// Parse one mountinfo line into (mount point, filesystem).
-    fn parse(line: &str) -> Option<(Vec<u8>, MountedFs)> {
+    /// Parse one mountinfo line into (mount point, filesystem). Bytes, not text: paths are
+    /// whatever bytes their names hold (a USB stick's Latin-1 label), not UTF-8.
+    fn parse(line: &[u8]) -> Option<(Vec<u8>, MountedFs)> {
         // "36 35 98:0 /root /mnt/point rw,noatime master:1 - ext3 /dev/root rw": optional
         // fields end at " - "; escaped fields never contain a space.
-        let (head, tail) = line.split_once(" - ")?;
-        let mut head = head.split(' ');
-        let id = head.next()?.parse().ok()?;
+        let sep = line.windows(3).position(|w| w == b" - ")?;
+        let (head, tail) = (&line[..sep], &line[sep + 3..]);
+        let mut head = head.split(|&b| b == b' ');
+        let id = std::str::from_utf8(head.next()?).ok()?.parse().ok()?;
         let point = unescape_mountinfo(head.nth(3)?);
-        let mut tail = tail.split(' ');
+        let mut tail = tail.split(|&b| b == b' ');
         let fstype = String::from_utf8_lossy(&unescape_mountinfo(tail.next()?)).into_owned();
         let source = String::from_utf8_lossy(&unescape_mountinfo(tail.next()?)).into_owned();
         Some((point, MountedFs { id, fstype, source }))
@@ -532,10 +534,12 @@ pub fn mounted_at(mountpoint: &Path) -> io::Result<Option<MountedFs>> {
 
 /// Every filesystem mounted at `path` (absolute and canonical), oldest first.
 fn mounts_at(path: &Path) -> io::Result<Vec<MountedFs>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    // Not read_to_string: one mount point that is not UTF-8, anywhere on the machine, made
+    // every `sluice mount` and `sluice umount` fail with "stream did not contain valid UTF-8".
+    let info = std::fs::read("/proc/self/mountinfo")?;
     let want = path.as_os_str().as_bytes();
     Ok(info
-        .lines()
+        .split(|&b| b == b'\n')
         .filter_map(MountedFs::parse)
         .filter(|(point, _)| point.as_slice() == want)
         .map(|(_, m)| m)
@@ -551,8 +555,7 @@ fn mount_ids_at(path: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
-fn unescape_mountinfo(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
+fn unescape_mountinfo(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -580,35 +583,40 @@ mod tests {
 
     #[test]
     fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), b"/mnt/a b");
-        assert_eq!(unescape_mountinfo(r"/mnt/x\134y"), b"/mnt/x\\y");
-        assert_eq!(unescape_mountinfo(r"/mnt/end\"), b"/mnt/end\\");
-        assert_eq!(unescape_mountinfo("/plain"), b"/plain");
+        assert_eq!(unescape_mountinfo(br"/mnt/a\040b"), b"/mnt/a b");
+        assert_eq!(unescape_mountinfo(br"/mnt/x\134y"), b"/mnt/x\\y");
+        assert_eq!(unescape_mountinfo(br"/mnt/end\"), b"/mnt/end\\");
+        assert_eq!(unescape_mountinfo(b"/plain"), b"/plain");
     }
 
     #[test]
     fn mountinfo_lines_are_parsed_and_sluice_mounts_recognised() {
         let root = "42 27 0:39 / /tmp/a\\040b ro,nosuid,nodev,relatime - fuse sluice:/srv/my\\040repo ro,user_id=0";
-        let (point, m) = MountedFs::parse(root).expect("parses");
+        let (point, m) = MountedFs::parse(root.as_bytes()).expect("parses");
         assert_eq!(point, b"/tmp/a b");
         assert_eq!((m.id, m.fstype.as_str()), (42, "fuse"));
         assert_eq!(m.source, "sluice:/srv/my repo");
         assert!(m.is_sluice());
         // Through fusermount3 (non-root), with optional fields before the separator.
         let user = "77 27 0:50 / /home/u/m rw shared:5 master:2 - fuse.sluice sluice:/r rw";
-        assert!(MountedFs::parse(user).expect("parses").1.is_sluice());
+        assert!(MountedFs::parse(user.as_bytes()).expect("parses").1.is_sluice());
         let lib = "78 27 0:51 / /m ro - fuse sluice ro";
-        assert!(MountedFs::parse(lib).expect("parses").1.is_sluice());
+        assert!(MountedFs::parse(lib.as_bytes()).expect("parses").1.is_sluice());
         for other in [
             "79 27 0:52 / /m rw - tmpfs tmpfs rw",
             "80 27 0:53 / /m rw - fuse sshfs#host: rw",
             "81 27 0:54 / /m rw - fuse.sshfs sluice:/x rw",
             "82 27 0:55 / /m rw - fuse sluicebox rw",
         ] {
-            let m = MountedFs::parse(other).expect("parses").1;
+            let m = MountedFs::parse(other.as_bytes()).expect("parses").1;
             assert!(!m.is_sluice(), "{other}");
         }
-        assert!(MountedFs::parse("garbage").is_none());
+        assert!(MountedFs::parse(b"garbage").is_none());
+        // A mount point that is not UTF-8 keeps its bytes.
+        let latin1 = b"83 27 0:56 / /media/sauvegard\xe9 rw - vfat /dev/sdb1 rw";
+        let (point, m) = MountedFs::parse(latin1).expect("parses");
+        assert_eq!(point, b"/media/sauvegard\xe9");
+        assert_eq!(m.fstype, "vfat");
     }
 
     #[test]
