@@ -52,6 +52,8 @@ fn same_path(a: &Path, b: &Path) -> bool {
 pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     let (repo_path, mnt) = paths(cli, a)?;
     check_mount_point(&mnt, a.nonempty)?;
+    // Before the passphrase: what this user cannot mount is said at once, in one line.
+    sluice_mount::check_can_mount(&mount_options(a, String::new()))?;
     if a.daemon_child {
         return daemon_child(&repo_path, &mnt, a);
     }
@@ -119,6 +121,14 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     }
     let status = child.wait().context("cannot wait for the mount process")?;
     bail!("mounting {} failed ({status})", mnt.display())
+}
+
+fn mount_options(a: &MountArgs, fsname: String) -> sluice_mount::MountOptions {
+    sluice_mount::MountOptions {
+        allow_other: a.allow_other,
+        fsname,
+        ..Default::default()
+    }
 }
 
 /// Refuse a mount point that is not an existing, empty directory with nothing mounted on it
@@ -202,12 +212,7 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
     // More read-ahead threads than cores: cold reads wait on the disk, and while one thread
     // waits another decrypts and decompresses.
     let source = Arc::new(StoreSource::new(repo, cores.max(6)));
-    let opts = sluice_mount::MountOptions {
-        allow_other: a.allow_other,
-        fsname,
-        ..Default::default()
-    };
-    let handle = sluice_mount::mount(source, mnt, &opts)
+    let handle = sluice_mount::mount(source, mnt, &mount_options(a, fsname))
         .with_context(|| format!("cannot mount at {}", mnt.display()))?;
     if daemon.is_some() {
         println!("{READY}");

@@ -95,6 +95,7 @@ pub fn mount(
     mountpoint: &Path,
     opts: &MountOptions,
 ) -> io::Result<MountHandle> {
+    check_can_mount(opts)?;
     // SAFETY: getuid/getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let fs =
@@ -114,7 +115,7 @@ pub fn mount(
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoSuid,
         fuser::MountOption::NoDev,
-        fuser::MountOption::FSName(opts.fsname.clone()),
+        fuser::MountOption::FSName(fsname_option(&opts.fsname, am_root())),
         fuser::MountOption::Subtype("sluice".to_owned()),
     ];
     config.acl = if opts.allow_other {
@@ -147,9 +148,14 @@ pub fn mount(
     // Mounts and completes the INIT handshake; requests queue until the session runs.
     let session = fuser::Session::new(fuse::SluiceFuse::new(Arc::clone(&fs)), &mountpoint, &config)
         .map_err(|e| {
+            // fusermount3's own message ends in a newline: keep the error one line.
             io::Error::new(
                 e.kind(),
-                format!("mounting FUSE on {}: {e}", mountpoint.display()),
+                format!(
+                    "mounting FUSE on {}: {}",
+                    mountpoint.display(),
+                    e.to_string().trim()
+                ),
             )
         })?;
     // We unmount ourselves (`Unmounter`, `unmount`), so fuser's own mount guard must never
@@ -200,6 +206,78 @@ pub fn mount(
         raise_read_ahead(meta.dev(), kb);
     }
     Ok(handle)
+}
+
+fn am_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Refuse, with what to change, a mount that is bound to fail for this user, before anything
+/// is mounted (or a passphrase asked for): as non-root, `allow_other` needs `user_allow_other`
+/// in /etc/fuse.conf (else fusermount3 refuses it), and /dev/fuse must be open to the user
+/// (fuser opens it itself before handing the mount to fusermount3; without udev's rule it is
+/// often root's alone).
+pub fn check_can_mount(opts: &MountOptions) -> io::Result<()> {
+    if am_root() {
+        return Ok(());
+    }
+    // No file (or no read access to it) allows nothing, as for fusermount3.
+    let conf = || std::fs::read_to_string(FUSE_CONF).unwrap_or_default();
+    if opts.allow_other && !fuse_conf_allows_other(&conf()) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "--allow-other needs the line `user_allow_other` in {FUSE_CONF} for a non-root \
+                 user: ask root to add it, or mount without --allow-other"
+            ),
+        ));
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot open /dev/fuse ({e}): a non-root user can mount only when it is \
+                     readable and writable by all (crw-rw-rw-, as the fuse3 package's udev rule \
+                     makes it); ask root to run `chmod 0666 /dev/fuse`, or mount as root"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+const FUSE_CONF: &str = "/etc/fuse.conf";
+
+/// Whether fuse.conf allows non-root `allow_other`: a line `user_allow_other` of its own, as
+/// fusermount3 reads it (surrounding blanks allowed, `#` starts a comment).
+fn fuse_conf_allows_other(conf: &str) -> bool {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .any(|l| l == "user_allow_other")
+}
+
+/// The `fsname=` value to hand fuser. Root mounts with mount(2), which takes the name as it
+/// is; anyone else goes through fusermount3, which splits its options at commas and reads a
+/// backslash as an escape, so a repository path with a comma (`/backups/2026,q4`) failed
+/// with "fusermount3: unknown option".
+fn fsname_option(name: &str, root: bool) -> String {
+    if root {
+        return name.to_owned();
+    }
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c == ',' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Default FUSE read requests are 128 KiB because the mount's backing device info starts
@@ -580,6 +658,24 @@ fn unescape_mountinfo(b: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fsname_is_escaped_for_fusermount_only() {
+        assert_eq!(fsname_option(r"sluice:/b/2026,q4\x", true), r"sluice:/b/2026,q4\x");
+        assert_eq!(
+            fsname_option(r"sluice:/b/2026,q4\x", false),
+            r"sluice:/b/2026\,q4\\x"
+        );
+    }
+
+    #[test]
+    fn fuse_conf_user_allow_other_is_read_as_fusermount3_reads_it() {
+        assert!(fuse_conf_allows_other("# comment\nuser_allow_other\n"));
+        assert!(fuse_conf_allows_other("  user_allow_other  # yes\nmount_max = 9\n"));
+        assert!(!fuse_conf_allows_other("#user_allow_other\n"));
+        assert!(!fuse_conf_allows_other("user_allow_other_not\n"));
+        assert!(!fuse_conf_allows_other(""));
+    }
 
     #[test]
     fn mountinfo_escapes_are_decoded() {

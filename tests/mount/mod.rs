@@ -17,6 +17,7 @@ mod damage;
 mod lifecycle;
 mod live;
 mod mountpoint;
+mod nonroot;
 mod partial;
 mod readonly;
 mod scale;
