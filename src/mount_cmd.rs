@@ -234,9 +234,10 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
         if unmounter.unmount().is_ok() {
             return;
         }
+        let users = sluice_mount::processes_using(&mnt_owned).unwrap_or_default();
         if let Ok(how) = sluice_mount::unmount(&mnt_owned) {
             if how == sluice_mount::Unmounted::DetachedLazily {
-                eprintln!("sluice: {}", busy_message(&mnt_owned));
+                eprintln!("sluice: {}", busy_message(&mnt_owned, &users));
             }
             return;
         }
@@ -261,10 +262,22 @@ fn silence_stdio() {
     }
 }
 
-fn busy_message(mnt: &Path) -> String {
+/// What a lazily detached mount tells: who kept it busy (found before detaching, while
+/// their paths still lead into it), and what ends it.
+fn busy_message(mnt: &Path, (users, hidden): &(Vec<sluice_mount::MountUser>, bool)) -> String {
+    let mut who: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+    if *hidden {
+        who.push("possibly processes of other users".to_owned());
+    }
+    let who = if who.is_empty() {
+        "a file or directory in it is in use".to_owned()
+    } else {
+        format!("in use by {}", who.join(", "))
+    };
     format!(
-        "{} was busy (a file or directory in it is in use), so it was detached lazily: it is \
-         gone from the directory tree now and ends when the last user closes it",
+        "{} was busy ({who}), so it was detached lazily: it is gone from the directory tree \
+         now, and its sluice process ends (releasing the repository) when those files are \
+         closed and those directories left; close them, or stop those processes, to end it now",
         mnt.display()
     )
 }
@@ -282,12 +295,15 @@ pub fn umount(mnt: &Path, quiet: bool) -> Result<i32> {
         }
         Err(e) => bail!("cannot read the mount table for {shown}: {e}"),
     }
+    // Whoever keeps it busy can only be named before the lazy detach moves them out of the
+    // tree; cheap (link names in /proc), so looked up every time.
+    let users = sluice_mount::processes_using(mnt).unwrap_or_default();
     // Refuses anything that is not a sluice mount, with the message to show.
     match sluice_mount::unmount(mnt) {
         Ok(sluice_mount::Unmounted::Clean) => {}
         Ok(sluice_mount::Unmounted::DetachedLazily) => {
             if !quiet {
-                eprintln!("sluice: {}", busy_message(mnt))
+                eprintln!("sluice: {}", busy_message(mnt, &users))
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => bail!("{e}"),

@@ -542,6 +542,70 @@ pub fn unmount(mountpoint: &Path) -> io::Result<Unmounted> {
         })
 }
 
+/// A process that keeps a mount busy, as /proc shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountUser {
+    pub pid: u32,
+    /// The command name (`/proc/PID/comm`).
+    pub command: String,
+    /// How it uses the mount: "working directory", "open file", "root directory".
+    pub how: &'static str,
+}
+
+impl std::fmt::Display for MountUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {}, {})", self.command, self.pid, self.how)
+    }
+}
+
+/// The processes whose working directory, root or open files are inside the mount at
+/// `mountpoint` (what keeps it busy), and whether some processes could not be inspected
+/// (other users' as non-root). Reads link names only, never anything through the mount.
+pub fn processes_using(mountpoint: &Path) -> io::Result<(Vec<MountUser>, bool)> {
+    let mnt = mount_path(mountpoint)?;
+    let inside = |link: &Path| link == mnt || link.starts_with(&mnt);
+    let me = std::process::id();
+    let mut users = Vec::new();
+    let mut hidden = false;
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let dir = e.path();
+        let mut how = None;
+        for (link, what) in [("cwd", "working directory"), ("root", "root directory")] {
+            match std::fs::read_link(dir.join(link)) {
+                Ok(target) if inside(&target) => how = how.or(Some(what)),
+                Ok(_) => {}
+                // Other users' processes, for non-root (root is refused only by the odd
+                // non-dumpable process, not worth a doubt in every message).
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => hidden |= !am_root(),
+                Err(_) => {}
+            }
+        }
+        if how.is_none() {
+            if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
+                let open = fds
+                    .flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| inside(&t)));
+                if open {
+                    how = Some("open file");
+                }
+            }
+        }
+        if let Some(how) = how {
+            let command = std::fs::read_to_string(dir.join("comm"))
+                .map(|c| c.trim_end().to_owned())
+                .unwrap_or_else(|_| "?".to_owned());
+            users.push(MountUser { pid, command, how });
+        }
+    }
+    Ok((users, hidden))
+}
+
 /// The absolute, symlink-free path as /proc/self/mountinfo shows it, without stat'ing the
 /// mount point itself (a dead FUSE mount answers ENOTCONN, a stopped one never answers).
 fn mount_path(p: &Path) -> io::Result<PathBuf> {

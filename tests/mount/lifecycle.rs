@@ -1,6 +1,6 @@
 //! Mounting and unmounting: `sluice umount` leaves no process and no mount behind (also with a
-//! file still open), a mount whose daemon was SIGKILLed is dead (ENOTCONN) and `sluice umount`
-//! cleans it, `--foreground` unmounts on SIGTERM/SIGINT and exits 0, and a wrong passphrase or
+//! file still open, naming who keeps it busy), a mount whose daemon was SIGKILLed is dead
+//! (ENOTCONN) and `sluice umount` cleans it, `--foreground` unmounts on SIGTERM/SIGINT and exits 0, and a wrong passphrase or
 //! a missing repository mounts nothing.
 
 use super::*;
@@ -54,16 +54,31 @@ fn unmount_leaves_nothing_behind_and_cleans_a_killed_mount() {
     plain_dir_again(&path);
     drop(mnt);
 
-    // 2. Unmount while a file is open: detached at once; the daemon ends when the file closes.
+    // 2. Unmount while a file is open and a shell sits in a directory of it: detached at
+    // once, naming who keeps it busy; the daemon ends when they are gone.
     let mut mnt = Mount::new(&repo);
     let pid = mnt.pid;
     let open = File::open(mnt.path("latest/shop.sql")).expect("open");
     assert!(pread(&open, 0, 1000).unwrap() == sql[..1000]);
-    Sluice::new(["umount".as_ref(), path.as_os_str()])
+    let mut shell = std::process::Command::new("sleep")
+        .arg("60")
+        .current_dir(mnt.path("snapshots"))
+        .spawn()
+        .expect("sleep in the mount");
+    let out = Sluice::new(["umount".as_ref(), path.as_os_str()])
         .run()
         .ok()
-        .stderr_has(&["was busy", "detached lazily", "last user closes it"]);
+        .stderr_has(&["was busy", "detached lazily", "close them, or stop those processes"]);
+    for who in [
+        format!("sleep (pid {}, working directory)", shell.id()),
+        format!("(pid {}, open file)", std::process::id()),
+    ] {
+        assert!(out.stderr.contains(&who), "not named: {who}{}", out.report());
+    }
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.report());
     assert!(!mounted(&path), "a busy mount is detached by sluice umount");
+    shell.kill().expect("kill sleep");
+    shell.wait().expect("reap sleep");
     drop(open);
     assert_eq!(
         reap(pid, HANG_LIMIT),
