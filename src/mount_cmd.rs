@@ -215,8 +215,13 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
     let handle = sluice_mount::mount(source, mnt, &mount_options(a, fsname))
         .with_context(|| format!("cannot mount at {}", mnt.display()))?;
     if daemon.is_some() {
-        println!("{READY}");
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout();
+        if writeln!(out, "{READY}").and_then(|()| out.flush()).is_err() {
+            // `sluice mount` was stopped (Ctrl-C, timeout) while it waited for us: nobody was
+            // told this mount exists, so it must not stay. (println! panicked here.)
+            drop(handle);
+            return Ok(1);
+        }
         silence_stdio();
     } else {
         eprintln!("mounted at {}; Ctrl-C to unmount", mnt.display());

@@ -311,3 +311,53 @@ fn mount_refuses_a_wrong_passphrase_and_a_missing_repository() {
     assert_eq!(m.umount(), Ended::Exited(0));
     plain_dir_again(&mnt);
 }
+
+/// `sluice mount` stopped (Ctrl-C, `timeout`, a killed cron job) while its daemon is still
+/// mounting: the daemon's "ready" goes to a closed pipe. It used to panic there ("failed
+/// printing to stdout: Broken pipe", with a backtrace on the user's terminal); now it takes
+/// its mount off again, since nobody was told it exists, and exits quietly. Played without a
+/// race by giving the daemon (`mount --daemon-child`, what `sluice mount` starts) a stdout
+/// whose reader is already gone.
+#[test]
+fn a_mount_whose_parent_is_gone_unmounts_quietly_instead_of_panicking() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    require_fuse();
+    let repo = small_chunk_repo("mount-parent-gone");
+    repo.ingest("shop.sql", b"select 1;\n", &["--expect", "none"]);
+    let mnt = repo.dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    let mut child = Command::new(crate::support::bin())
+        .args(["mount".as_ref(), "--daemon-child".as_ref(), repo.path.as_os_str()])
+        .arg(&mnt)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the mount daemon");
+    drop(child.stdout.take());
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(repo.password.as_bytes()).unwrap();
+    drop(stdin);
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > HANG_LIMIT {
+            let _ = child.kill();
+            let _ = Command::new("umount").arg("-l").arg(&mnt).output();
+            panic!("the mount daemon kept running with nobody to tell it was ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if mounted(&mnt) {
+        let _ = Command::new("umount").arg("-l").arg(&mnt).output();
+        panic!("left mounted; stderr: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    plain_dir_again(&mnt);
+}
