@@ -69,10 +69,12 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     drop(repo);
     let exe = std::env::current_exe().context("cannot find the sluice executable")?;
     let mut cmd = Command::new(exe);
+    // Absolute, so `ps` tells which repository and mount point a daemon serves.
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     cmd.arg("mount")
         .arg("--daemon-child")
-        .arg(&repo_path)
-        .arg(&mnt);
+        .arg(absolute(&repo_path))
+        .arg(absolute(&mnt));
     if a.allow_other {
         cmd.arg("--allow-other");
     }
@@ -208,7 +210,9 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let fsname = format!("sluice:{}", repo.path.display());
+    // Absolute: `mount` and /proc/mounts are read from anywhere.
+    let repo_abs = std::path::absolute(&repo.path).unwrap_or_else(|_| repo.path.clone());
+    let fsname = format!("sluice:{}", repo_abs.display());
     // More read-ahead threads than cores: cold reads wait on the disk, and while one thread
     // waits another decrypts and decompresses.
     let source = Arc::new(StoreSource::new(repo, cores.max(6)));

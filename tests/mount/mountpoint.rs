@@ -341,3 +341,31 @@ fn a_mount_point_that_is_not_utf8_mounts_and_does_not_break_other_mounts() {
         assert_eq!(reap(pid, HANG_LIMIT), Ended::Exited(0));
     }
 }
+
+/// `sluice mount repo mnt` typed in the directory that holds them: /proc/mounts (what
+/// `mount` and `findmnt` show, read from anywhere) names the repository by its absolute path,
+/// not `sluice:repo` (found by the mount QA pass, relative mount point and repository).
+#[test]
+fn a_mount_made_with_relative_paths_names_its_repository_by_absolute_path() {
+    require_fuse();
+    become_subreaper();
+    let repo = small_chunk_repo("mount-relative");
+    repo.ingest("shop.sql", &data_sql(), &["--expect", "none"]);
+    let dir = repo.dir.path().canonicalize().unwrap();
+    std::fs::create_dir(dir.join("mnt")).unwrap();
+    let mnt = dir.join("mnt");
+    let mut m = Mount::run(
+        Sluice::new(["mount", "repo", "mnt"])
+            .env("SLUICE_PASSWORD", &repo.password)
+            .current_dir(&dir),
+        &mnt,
+    );
+    let line = proc_mounts_line(&mnt).expect("mounted");
+    let source = line.split(' ').next().unwrap_or_default();
+    assert_eq!(
+        source,
+        format!("sluice:{}", dir.join("repo").display()),
+        "{line}"
+    );
+    assert_eq!(m.umount(), Ended::Exited(0));
+}
