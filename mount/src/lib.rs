@@ -725,7 +725,10 @@ mod tests {
 
     #[test]
     fn fsname_is_escaped_for_fusermount_only() {
-        assert_eq!(fsname_option(r"sluice:/b/2026,q4\x", true), r"sluice:/b/2026,q4\x");
+        assert_eq!(
+            fsname_option(r"sluice:/b/2026,q4\x", true),
+            r"sluice:/b/2026,q4\x"
+        );
         assert_eq!(
             fsname_option(r"sluice:/b/2026,q4\x", false),
             r"sluice:/b/2026\,q4\\x"
@@ -735,7 +738,9 @@ mod tests {
     #[test]
     fn fuse_conf_user_allow_other_is_read_as_fusermount3_reads_it() {
         assert!(fuse_conf_allows_other("# comment\nuser_allow_other\n"));
-        assert!(fuse_conf_allows_other("  user_allow_other  # yes\nmount_max = 9\n"));
+        assert!(fuse_conf_allows_other(
+            "  user_allow_other  # yes\nmount_max = 9\n"
+        ));
         assert!(!fuse_conf_allows_other("#user_allow_other\n"));
         assert!(!fuse_conf_allows_other("user_allow_other_not\n"));
         assert!(!fuse_conf_allows_other(""));
@@ -759,9 +764,15 @@ mod tests {
         assert!(m.is_sluice());
         // Through fusermount3 (non-root), with optional fields before the separator.
         let user = "77 27 0:50 / /home/u/m rw shared:5 master:2 - fuse.sluice sluice:/r rw";
-        assert!(MountedFs::parse(user.as_bytes()).expect("parses").1.is_sluice());
+        assert!(MountedFs::parse(user.as_bytes())
+            .expect("parses")
+            .1
+            .is_sluice());
         let lib = "78 27 0:51 / /m ro - fuse sluice ro";
-        assert!(MountedFs::parse(lib.as_bytes()).expect("parses").1.is_sluice());
+        assert!(MountedFs::parse(lib.as_bytes())
+            .expect("parses")
+            .1
+            .is_sluice());
         for other in [
             "79 27 0:52 / /m rw - tmpfs tmpfs rw",
             "80 27 0:53 / /m rw - fuse sshfs#host: rw",

@@ -68,12 +68,20 @@ fn unmount_leaves_nothing_behind_and_cleans_a_killed_mount() {
     let out = Sluice::new(["umount".as_ref(), path.as_os_str()])
         .run()
         .ok()
-        .stderr_has(&["was busy", "detached lazily", "close them, or stop those processes"]);
+        .stderr_has(&[
+            "was busy",
+            "detached lazily",
+            "close them, or stop those processes",
+        ]);
     for who in [
         format!("sleep (pid {}, working directory)", shell.id()),
         format!("(pid {}, open file)", std::process::id()),
     ] {
-        assert!(out.stderr.contains(&who), "not named: {who}{}", out.report());
+        assert!(
+            out.stderr.contains(&who),
+            "not named: {who}{}",
+            out.report()
+        );
     }
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.report());
     assert!(!mounted(&path), "a busy mount is detached by sluice umount");
@@ -329,7 +337,11 @@ fn a_mount_whose_parent_is_gone_unmounts_quietly_instead_of_panicking() {
     std::fs::create_dir(&mnt).unwrap();
     let mnt = mnt.canonicalize().unwrap();
     let mut child = Command::new(crate::support::bin())
-        .args(["mount".as_ref(), "--daemon-child".as_ref(), repo.path.as_os_str()])
+        .args([
+            "mount".as_ref(),
+            "--daemon-child".as_ref(),
+            repo.path.as_os_str(),
+        ])
         .arg(&mnt)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

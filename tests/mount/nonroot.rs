@@ -30,9 +30,8 @@ fn setup(label: &str) -> Setup {
     let repo = Repo::init_at(dir, path, &["--chunk-size", "64K"], true);
     let sql = data::sql_text(0x0b_0d01, 1 << 20);
     repo.ingest("db/shop.sql", &sql, &["--expect", "none"]);
-    let mode = |p: &Path, m: u32| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
-    };
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
     mode(repo.dir.path(), 0o755);
     mode(repo.path.parent().unwrap(), 0o755);
     mode(&repo.path, 0o755);

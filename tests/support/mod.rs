@@ -155,8 +155,10 @@ impl Sluice {
 
     /// Run it in `dir` (for relative paths on the command line).
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Sluice {
-        self.shown
-            .insert(0, format!("cd {} &&", shell_quote(&dir.as_ref().to_string_lossy())));
+        self.shown.insert(
+            0,
+            format!("cd {} &&", shell_quote(&dir.as_ref().to_string_lossy())),
+        );
         self.cmd.current_dir(dir);
         self
     }
