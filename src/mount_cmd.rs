@@ -293,7 +293,17 @@ fn busy_message(mnt: &Path, (users, hidden): &(Vec<sluice_mount::MountUser>, boo
 
 pub fn umount(mnt: &Path, quiet: bool) -> Result<i32> {
     let shown = mnt.display();
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
     match sluice_mount::mounted_at(mnt) {
+        // fusermount3 would say "entry ... not found in /etc/mtab", which is not the reason.
+        Ok(Some(m)) if m.is_sluice() && uid != 0 && m.user_id.is_some_and(|u| u != uid) => {
+            bail!(
+                "{shown} was mounted by another user (uid {}): only that user or root can \
+                 unmount it (sudo sluice umount {shown})",
+                m.user_id.unwrap_or_default()
+            )
+        }
         Ok(Some(_)) => {}
         Ok(None) if mnt.symlink_metadata().is_err() => {
             bail!("{shown} does not exist; give the directory a sluice mount is mounted on")

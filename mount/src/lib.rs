@@ -639,6 +639,9 @@ pub struct MountedFs {
     pub fstype: String,
     /// The "device": `sluice:<repository path>` for the CLI's mounts, [`MountOptions::fsname`].
     pub source: String,
+    /// The user a FUSE mount belongs to (`user_id=` in its options): only that user and root
+    /// can unmount it.
+    pub user_id: Option<u32>,
 }
 
 impl MountedFs {
@@ -663,7 +666,20 @@ impl MountedFs {
         let mut tail = tail.split(|&b| b == b' ');
         let fstype = String::from_utf8_lossy(&unescape_mountinfo(tail.next()?)).into_owned();
         let source = String::from_utf8_lossy(&unescape_mountinfo(tail.next()?)).into_owned();
-        Some((point, MountedFs { id, fstype, source }))
+        let user_id = tail.next().and_then(|opts| {
+            opts.split(|&b| b == b',')
+                .find_map(|o| o.strip_prefix(b"user_id="))
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        });
+        Some((
+            point,
+            MountedFs {
+                id,
+                fstype,
+                source,
+                user_id,
+            },
+        ))
     }
 }
 
@@ -761,6 +777,7 @@ mod tests {
         assert_eq!(point, b"/tmp/a b");
         assert_eq!((m.id, m.fstype.as_str()), (42, "fuse"));
         assert_eq!(m.source, "sluice:/srv/my repo");
+        assert_eq!(m.user_id, Some(0));
         assert!(m.is_sluice());
         // Through fusermount3 (non-root), with optional fields before the separator.
         let user = "77 27 0:50 / /home/u/m rw shared:5 master:2 - fuse.sluice sluice:/r rw";

@@ -189,3 +189,27 @@ echo done
     );
     assert!(!out.contains("mounted\n"), "{out}");
 }
+
+/// `sluice umount` by a user who did not mount it (root's mount, unmounted by postgres): one
+/// line saying whose it is and who can unmount it; before, fusermount3's "entry for ... not
+/// found in /etc/mtab" twice over, which is not the reason. The mount stays.
+#[test]
+fn umount_of_another_users_mount_says_whose_it_is() {
+    let s = setup("nonroot-umount-other");
+    std::fs::set_permissions(&s.mnt, std::fs::Permissions::from_mode(0o755)).unwrap();
+    become_subreaper();
+    let mut m = Mount::at(&s.repo, &s.mnt.canonicalize().unwrap());
+    let out = Sluice::new(["umount".as_ref(), m.mnt.as_os_str()])
+        .unprivileged()
+        .run()
+        .code_is(1);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.report());
+    assert!(
+        lines[0].contains("another user (uid 0)") && lines[0].contains("sudo sluice umount"),
+        "{}",
+        out.report()
+    );
+    assert!(mounted(&m.mnt), "unmounted by another user");
+    assert_eq!(m.umount(), Ended::Exited(0));
+}
