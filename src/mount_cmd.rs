@@ -52,6 +52,8 @@ fn same_path(a: &Path, b: &Path) -> bool {
 pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     let (repo_path, mnt) = paths(cli, a)?;
     check_mount_point(&mnt, a.nonempty)?;
+    // Before the passphrase: what this user cannot mount is said at once, in one line.
+    sluice_mount::check_can_mount(&mount_options(a, String::new()))?;
     if a.daemon_child {
         return daemon_child(&repo_path, &mnt, a);
     }
@@ -67,10 +69,12 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     drop(repo);
     let exe = std::env::current_exe().context("cannot find the sluice executable")?;
     let mut cmd = Command::new(exe);
+    // Absolute, so `ps` tells which repository and mount point a daemon serves.
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     cmd.arg("mount")
         .arg("--daemon-child")
-        .arg(&repo_path)
-        .arg(&mnt);
+        .arg(absolute(&repo_path))
+        .arg(absolute(&mnt));
     if a.allow_other {
         cmd.arg("--allow-other");
     }
@@ -119,6 +123,14 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     }
     let status = child.wait().context("cannot wait for the mount process")?;
     bail!("mounting {} failed ({status})", mnt.display())
+}
+
+fn mount_options(a: &MountArgs, fsname: String) -> sluice_mount::MountOptions {
+    sluice_mount::MountOptions {
+        allow_other: a.allow_other,
+        fsname,
+        ..Default::default()
+    }
 }
 
 /// Refuse a mount point that is not an existing, empty directory with nothing mounted on it
@@ -198,20 +210,22 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let fsname = format!("sluice:{}", repo.path.display());
+    // Absolute: `mount` and /proc/mounts are read from anywhere.
+    let repo_abs = std::path::absolute(&repo.path).unwrap_or_else(|_| repo.path.clone());
+    let fsname = format!("sluice:{}", repo_abs.display());
     // More read-ahead threads than cores: cold reads wait on the disk, and while one thread
     // waits another decrypts and decompresses.
     let source = Arc::new(StoreSource::new(repo, cores.max(6)));
-    let opts = sluice_mount::MountOptions {
-        allow_other: a.allow_other,
-        fsname,
-        ..Default::default()
-    };
-    let handle = sluice_mount::mount(source, mnt, &opts)
+    let handle = sluice_mount::mount(source, mnt, &mount_options(a, fsname))
         .with_context(|| format!("cannot mount at {}", mnt.display()))?;
     if daemon.is_some() {
-        println!("{READY}");
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout();
+        if writeln!(out, "{READY}").and_then(|()| out.flush()).is_err() {
+            // `sluice mount` was stopped (Ctrl-C, timeout) while it waited for us: nobody was
+            // told this mount exists, so it must not stay. (println! panicked here.)
+            drop(handle);
+            return Ok(1);
+        }
         silence_stdio();
     } else {
         eprintln!("mounted at {}; Ctrl-C to unmount", mnt.display());
@@ -229,9 +243,10 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
         if unmounter.unmount().is_ok() {
             return;
         }
+        let users = sluice_mount::processes_using(&mnt_owned).unwrap_or_default();
         if let Ok(how) = sluice_mount::unmount(&mnt_owned) {
             if how == sluice_mount::Unmounted::DetachedLazily {
-                eprintln!("sluice: {}", busy_message(&mnt_owned));
+                eprintln!("sluice: {}", busy_message(&mnt_owned, &users));
             }
             return;
         }
@@ -256,17 +271,39 @@ fn silence_stdio() {
     }
 }
 
-fn busy_message(mnt: &Path) -> String {
+/// What a lazily detached mount tells: who kept it busy (found before detaching, while
+/// their paths still lead into it), and what ends it.
+fn busy_message(mnt: &Path, (users, hidden): &(Vec<sluice_mount::MountUser>, bool)) -> String {
+    let mut who: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+    if *hidden {
+        who.push("possibly processes of other users".to_owned());
+    }
+    let who = if who.is_empty() {
+        "a file or directory in it is in use".to_owned()
+    } else {
+        format!("in use by {}", who.join(", "))
+    };
     format!(
-        "{} was busy (a file or directory in it is in use), so it was detached lazily: it is \
-         gone from the directory tree now and ends when the last user closes it",
+        "{} was busy ({who}), so it was detached lazily: it is gone from the directory tree \
+         now, and its sluice process ends (releasing the repository) when those files are \
+         closed and those directories left; close them, or stop those processes, to end it now",
         mnt.display()
     )
 }
 
 pub fn umount(mnt: &Path, quiet: bool) -> Result<i32> {
     let shown = mnt.display();
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
     match sluice_mount::mounted_at(mnt) {
+        // fusermount3 would say "entry ... not found in /etc/mtab", which is not the reason.
+        Ok(Some(m)) if m.is_sluice() && uid != 0 && m.user_id.is_some_and(|u| u != uid) => {
+            bail!(
+                "{shown} was mounted by another user (uid {}): only that user or root can \
+                 unmount it (sudo sluice umount {shown})",
+                m.user_id.unwrap_or_default()
+            )
+        }
         Ok(Some(_)) => {}
         Ok(None) if mnt.symlink_metadata().is_err() => {
             bail!("{shown} does not exist; give the directory a sluice mount is mounted on")
@@ -277,12 +314,15 @@ pub fn umount(mnt: &Path, quiet: bool) -> Result<i32> {
         }
         Err(e) => bail!("cannot read the mount table for {shown}: {e}"),
     }
+    // Whoever keeps it busy can only be named before the lazy detach moves them out of the
+    // tree; cheap (link names in /proc), so looked up every time.
+    let users = sluice_mount::processes_using(mnt).unwrap_or_default();
     // Refuses anything that is not a sluice mount, with the message to show.
     match sluice_mount::unmount(mnt) {
         Ok(sluice_mount::Unmounted::Clean) => {}
         Ok(sluice_mount::Unmounted::DetachedLazily) => {
             if !quiet {
-                eprintln!("sluice: {}", busy_message(mnt))
+                eprintln!("sluice: {}", busy_message(mnt, &users))
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => bail!("{e}"),

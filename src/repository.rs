@@ -555,15 +555,17 @@ impl Repository {
         limit: Option<std::time::Duration>,
     ) -> Result<WriteLock> {
         let dir = self.path.join("locks");
-        fs::create_dir_all(&dir).ctx(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(name);
-        let mut file = match fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-        {
+        // A copy made as the README says has no locks/ (nor needs one to be read): on
+        // read-only media creating it fails just as opening the lock file does.
+        let mut file = match fs::create_dir_all(&dir).and_then(|()| {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        }) {
             Ok(f) => f,
             Err(_) if path.is_dir() => {
                 return Err(Error::InvalidInput(format!(

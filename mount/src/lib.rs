@@ -95,6 +95,7 @@ pub fn mount(
     mountpoint: &Path,
     opts: &MountOptions,
 ) -> io::Result<MountHandle> {
+    check_can_mount(opts)?;
     // SAFETY: getuid/getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let fs =
@@ -114,7 +115,7 @@ pub fn mount(
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoSuid,
         fuser::MountOption::NoDev,
-        fuser::MountOption::FSName(opts.fsname.clone()),
+        fuser::MountOption::FSName(fsname_option(&opts.fsname, am_root())),
         fuser::MountOption::Subtype("sluice".to_owned()),
     ];
     config.acl = if opts.allow_other {
@@ -147,9 +148,14 @@ pub fn mount(
     // Mounts and completes the INIT handshake; requests queue until the session runs.
     let session = fuser::Session::new(fuse::SluiceFuse::new(Arc::clone(&fs)), &mountpoint, &config)
         .map_err(|e| {
+            // fusermount3's own message ends in a newline: keep the error one line.
             io::Error::new(
                 e.kind(),
-                format!("mounting FUSE on {}: {e}", mountpoint.display()),
+                format!(
+                    "mounting FUSE on {}: {}",
+                    mountpoint.display(),
+                    e.to_string().trim()
+                ),
             )
         })?;
     // We unmount ourselves (`Unmounter`, `unmount`), so fuser's own mount guard must never
@@ -200,6 +206,78 @@ pub fn mount(
         raise_read_ahead(meta.dev(), kb);
     }
     Ok(handle)
+}
+
+fn am_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Refuse, with what to change, a mount that is bound to fail for this user, before anything
+/// is mounted (or a passphrase asked for): as non-root, `allow_other` needs `user_allow_other`
+/// in /etc/fuse.conf (else fusermount3 refuses it), and /dev/fuse must be open to the user
+/// (fuser opens it itself before handing the mount to fusermount3; without udev's rule it is
+/// often root's alone).
+pub fn check_can_mount(opts: &MountOptions) -> io::Result<()> {
+    if am_root() {
+        return Ok(());
+    }
+    // No file (or no read access to it) allows nothing, as for fusermount3.
+    let conf = || std::fs::read_to_string(FUSE_CONF).unwrap_or_default();
+    if opts.allow_other && !fuse_conf_allows_other(&conf()) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "--allow-other needs the line `user_allow_other` in {FUSE_CONF} for a non-root \
+                 user: ask root to add it, or mount without --allow-other"
+            ),
+        ));
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot open /dev/fuse ({e}): a non-root user can mount only when it is \
+                     readable and writable by all (crw-rw-rw-, as the fuse3 package's udev rule \
+                     makes it); ask root to run `chmod 0666 /dev/fuse`, or mount as root"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+const FUSE_CONF: &str = "/etc/fuse.conf";
+
+/// Whether fuse.conf allows non-root `allow_other`: a line `user_allow_other` of its own, as
+/// fusermount3 reads it (surrounding blanks allowed, `#` starts a comment).
+fn fuse_conf_allows_other(conf: &str) -> bool {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .any(|l| l == "user_allow_other")
+}
+
+/// The `fsname=` value to hand fuser. Root mounts with mount(2), which takes the name as it
+/// is; anyone else goes through fusermount3, which splits its options at commas and reads a
+/// backslash as an escape, so a repository path with a comma (`/backups/2026,q4`) failed
+/// with "fusermount3: unknown option".
+fn fsname_option(name: &str, root: bool) -> String {
+    if root {
+        return name.to_owned();
+    }
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c == ',' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Default FUSE read requests are 128 KiB because the mount's backing device info starts
@@ -464,6 +542,70 @@ pub fn unmount(mountpoint: &Path) -> io::Result<Unmounted> {
         })
 }
 
+/// A process that keeps a mount busy, as /proc shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountUser {
+    pub pid: u32,
+    /// The command name (`/proc/PID/comm`).
+    pub command: String,
+    /// How it uses the mount: "working directory", "open file", "root directory".
+    pub how: &'static str,
+}
+
+impl std::fmt::Display for MountUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {}, {})", self.command, self.pid, self.how)
+    }
+}
+
+/// The processes whose working directory, root or open files are inside the mount at
+/// `mountpoint` (what keeps it busy), and whether some processes could not be inspected
+/// (other users' as non-root). Reads link names only, never anything through the mount.
+pub fn processes_using(mountpoint: &Path) -> io::Result<(Vec<MountUser>, bool)> {
+    let mnt = mount_path(mountpoint)?;
+    let inside = |link: &Path| link == mnt || link.starts_with(&mnt);
+    let me = std::process::id();
+    let mut users = Vec::new();
+    let mut hidden = false;
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let dir = e.path();
+        let mut how = None;
+        for (link, what) in [("cwd", "working directory"), ("root", "root directory")] {
+            match std::fs::read_link(dir.join(link)) {
+                Ok(target) if inside(&target) => how = how.or(Some(what)),
+                Ok(_) => {}
+                // Other users' processes, for non-root (root is refused only by the odd
+                // non-dumpable process, not worth a doubt in every message).
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => hidden |= !am_root(),
+                Err(_) => {}
+            }
+        }
+        if how.is_none() {
+            if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
+                let open = fds
+                    .flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| inside(&t)));
+                if open {
+                    how = Some("open file");
+                }
+            }
+        }
+        if let Some(how) = how {
+            let command = std::fs::read_to_string(dir.join("comm"))
+                .map(|c| c.trim_end().to_owned())
+                .unwrap_or_else(|_| "?".to_owned());
+            users.push(MountUser { pid, command, how });
+        }
+    }
+    Ok((users, hidden))
+}
+
 /// The absolute, symlink-free path as /proc/self/mountinfo shows it, without stat'ing the
 /// mount point itself (a dead FUSE mount answers ENOTCONN, a stopped one never answers).
 fn mount_path(p: &Path) -> io::Result<PathBuf> {
@@ -497,6 +639,9 @@ pub struct MountedFs {
     pub fstype: String,
     /// The "device": `sluice:<repository path>` for the CLI's mounts, [`MountOptions::fsname`].
     pub source: String,
+    /// The user a FUSE mount belongs to (`user_id=` in its options): only that user and root
+    /// can unmount it.
+    pub user_id: Option<u32>,
 }
 
 impl MountedFs {
@@ -508,18 +653,33 @@ impl MountedFs {
                 && (self.source == "sluice" || self.source.starts_with("sluice:")))
     }
 
-    /// Parse one mountinfo line into (mount point, filesystem).
-    fn parse(line: &str) -> Option<(Vec<u8>, MountedFs)> {
+    /// Parse one mountinfo line into (mount point, filesystem). Bytes, not text: paths are
+    /// whatever bytes their names hold (a USB stick's Latin-1 label), not UTF-8.
+    fn parse(line: &[u8]) -> Option<(Vec<u8>, MountedFs)> {
         // "36 35 98:0 /root /mnt/point rw,noatime master:1 - ext3 /dev/root rw": optional
         // fields end at " - "; escaped fields never contain a space.
-        let (head, tail) = line.split_once(" - ")?;
-        let mut head = head.split(' ');
-        let id = head.next()?.parse().ok()?;
+        let sep = line.windows(3).position(|w| w == b" - ")?;
+        let (head, tail) = (&line[..sep], &line[sep + 3..]);
+        let mut head = head.split(|&b| b == b' ');
+        let id = std::str::from_utf8(head.next()?).ok()?.parse().ok()?;
         let point = unescape_mountinfo(head.nth(3)?);
-        let mut tail = tail.split(' ');
+        let mut tail = tail.split(|&b| b == b' ');
         let fstype = String::from_utf8_lossy(&unescape_mountinfo(tail.next()?)).into_owned();
         let source = String::from_utf8_lossy(&unescape_mountinfo(tail.next()?)).into_owned();
-        Some((point, MountedFs { id, fstype, source }))
+        let user_id = tail.next().and_then(|opts| {
+            opts.split(|&b| b == b',')
+                .find_map(|o| o.strip_prefix(b"user_id="))
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        });
+        Some((
+            point,
+            MountedFs {
+                id,
+                fstype,
+                source,
+                user_id,
+            },
+        ))
     }
 }
 
@@ -532,10 +692,12 @@ pub fn mounted_at(mountpoint: &Path) -> io::Result<Option<MountedFs>> {
 
 /// Every filesystem mounted at `path` (absolute and canonical), oldest first.
 fn mounts_at(path: &Path) -> io::Result<Vec<MountedFs>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    // Not read_to_string: one mount point that is not UTF-8, anywhere on the machine, made
+    // every `sluice mount` and `sluice umount` fail with "stream did not contain valid UTF-8".
+    let info = std::fs::read("/proc/self/mountinfo")?;
     let want = path.as_os_str().as_bytes();
     Ok(info
-        .lines()
+        .split(|&b| b == b'\n')
         .filter_map(MountedFs::parse)
         .filter(|(point, _)| point.as_slice() == want)
         .map(|(_, m)| m)
@@ -551,8 +713,7 @@ fn mount_ids_at(path: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
-fn unescape_mountinfo(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
+fn unescape_mountinfo(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -579,36 +740,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fsname_is_escaped_for_fusermount_only() {
+        assert_eq!(
+            fsname_option(r"sluice:/b/2026,q4\x", true),
+            r"sluice:/b/2026,q4\x"
+        );
+        assert_eq!(
+            fsname_option(r"sluice:/b/2026,q4\x", false),
+            r"sluice:/b/2026\,q4\\x"
+        );
+    }
+
+    #[test]
+    fn fuse_conf_user_allow_other_is_read_as_fusermount3_reads_it() {
+        assert!(fuse_conf_allows_other("# comment\nuser_allow_other\n"));
+        assert!(fuse_conf_allows_other(
+            "  user_allow_other  # yes\nmount_max = 9\n"
+        ));
+        assert!(!fuse_conf_allows_other("#user_allow_other\n"));
+        assert!(!fuse_conf_allows_other("user_allow_other_not\n"));
+        assert!(!fuse_conf_allows_other(""));
+    }
+
+    #[test]
     fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), b"/mnt/a b");
-        assert_eq!(unescape_mountinfo(r"/mnt/x\134y"), b"/mnt/x\\y");
-        assert_eq!(unescape_mountinfo(r"/mnt/end\"), b"/mnt/end\\");
-        assert_eq!(unescape_mountinfo("/plain"), b"/plain");
+        assert_eq!(unescape_mountinfo(br"/mnt/a\040b"), b"/mnt/a b");
+        assert_eq!(unescape_mountinfo(br"/mnt/x\134y"), b"/mnt/x\\y");
+        assert_eq!(unescape_mountinfo(br"/mnt/end\"), b"/mnt/end\\");
+        assert_eq!(unescape_mountinfo(b"/plain"), b"/plain");
     }
 
     #[test]
     fn mountinfo_lines_are_parsed_and_sluice_mounts_recognised() {
         let root = "42 27 0:39 / /tmp/a\\040b ro,nosuid,nodev,relatime - fuse sluice:/srv/my\\040repo ro,user_id=0";
-        let (point, m) = MountedFs::parse(root).expect("parses");
+        let (point, m) = MountedFs::parse(root.as_bytes()).expect("parses");
         assert_eq!(point, b"/tmp/a b");
         assert_eq!((m.id, m.fstype.as_str()), (42, "fuse"));
         assert_eq!(m.source, "sluice:/srv/my repo");
+        assert_eq!(m.user_id, Some(0));
         assert!(m.is_sluice());
         // Through fusermount3 (non-root), with optional fields before the separator.
         let user = "77 27 0:50 / /home/u/m rw shared:5 master:2 - fuse.sluice sluice:/r rw";
-        assert!(MountedFs::parse(user).expect("parses").1.is_sluice());
+        assert!(MountedFs::parse(user.as_bytes())
+            .expect("parses")
+            .1
+            .is_sluice());
         let lib = "78 27 0:51 / /m ro - fuse sluice ro";
-        assert!(MountedFs::parse(lib).expect("parses").1.is_sluice());
+        assert!(MountedFs::parse(lib.as_bytes())
+            .expect("parses")
+            .1
+            .is_sluice());
         for other in [
             "79 27 0:52 / /m rw - tmpfs tmpfs rw",
             "80 27 0:53 / /m rw - fuse sshfs#host: rw",
             "81 27 0:54 / /m rw - fuse.sshfs sluice:/x rw",
             "82 27 0:55 / /m rw - fuse sluicebox rw",
         ] {
-            let m = MountedFs::parse(other).expect("parses").1;
+            let m = MountedFs::parse(other.as_bytes()).expect("parses").1;
             assert!(!m.is_sluice(), "{other}");
         }
-        assert!(MountedFs::parse("garbage").is_none());
+        assert!(MountedFs::parse(b"garbage").is_none());
+        // A mount point that is not UTF-8 keeps its bytes.
+        let latin1 = b"83 27 0:56 / /media/sauvegard\xe9 rw - vfat /dev/sdb1 rw";
+        let (point, m) = MountedFs::parse(latin1).expect("parses");
+        assert_eq!(point, b"/media/sauvegard\xe9");
+        assert_eq!(m.fstype, "vfat");
     }
 
     #[test]

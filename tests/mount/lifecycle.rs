@@ -1,6 +1,6 @@
 //! Mounting and unmounting: `sluice umount` leaves no process and no mount behind (also with a
-//! file still open), a mount whose daemon was SIGKILLed is dead (ENOTCONN) and `sluice umount`
-//! cleans it, `--foreground` unmounts on SIGTERM/SIGINT and exits 0, and a wrong passphrase or
+//! file still open, naming who keeps it busy), a mount whose daemon was SIGKILLed is dead
+//! (ENOTCONN) and `sluice umount` cleans it, `--foreground` unmounts on SIGTERM/SIGINT and exits 0, and a wrong passphrase or
 //! a missing repository mounts nothing.
 
 use super::*;
@@ -54,16 +54,39 @@ fn unmount_leaves_nothing_behind_and_cleans_a_killed_mount() {
     plain_dir_again(&path);
     drop(mnt);
 
-    // 2. Unmount while a file is open: detached at once; the daemon ends when the file closes.
+    // 2. Unmount while a file is open and a shell sits in a directory of it: detached at
+    // once, naming who keeps it busy; the daemon ends when they are gone.
     let mut mnt = Mount::new(&repo);
     let pid = mnt.pid;
     let open = File::open(mnt.path("latest/shop.sql")).expect("open");
     assert!(pread(&open, 0, 1000).unwrap() == sql[..1000]);
-    Sluice::new(["umount".as_ref(), path.as_os_str()])
+    let mut shell = std::process::Command::new("sleep")
+        .arg("60")
+        .current_dir(mnt.path("snapshots"))
+        .spawn()
+        .expect("sleep in the mount");
+    let out = Sluice::new(["umount".as_ref(), path.as_os_str()])
         .run()
         .ok()
-        .stderr_has(&["was busy", "detached lazily", "last user closes it"]);
+        .stderr_has(&[
+            "was busy",
+            "detached lazily",
+            "close them, or stop those processes",
+        ]);
+    for who in [
+        format!("sleep (pid {}, working directory)", shell.id()),
+        format!("(pid {}, open file)", std::process::id()),
+    ] {
+        assert!(
+            out.stderr.contains(&who),
+            "not named: {who}{}",
+            out.report()
+        );
+    }
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.report());
     assert!(!mounted(&path), "a busy mount is detached by sluice umount");
+    shell.kill().expect("kill sleep");
+    shell.wait().expect("reap sleep");
     drop(open);
     assert_eq!(
         reap(pid, HANG_LIMIT),
@@ -294,5 +317,59 @@ fn mount_refuses_a_wrong_passphrase_and_a_missing_repository() {
     );
     assert!(std::fs::read_link(mnt.join("latest")).is_ok());
     assert_eq!(m.umount(), Ended::Exited(0));
+    plain_dir_again(&mnt);
+}
+
+/// `sluice mount` stopped (Ctrl-C, `timeout`, a killed cron job) while its daemon is still
+/// mounting: the daemon's "ready" goes to a closed pipe. It used to panic there ("failed
+/// printing to stdout: Broken pipe", with a backtrace on the user's terminal); now it takes
+/// its mount off again, since nobody was told it exists, and exits quietly. Played without a
+/// race by giving the daemon (`mount --daemon-child`, what `sluice mount` starts) a stdout
+/// whose reader is already gone.
+#[test]
+fn a_mount_whose_parent_is_gone_unmounts_quietly_instead_of_panicking() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    require_fuse();
+    let repo = small_chunk_repo("mount-parent-gone");
+    repo.ingest("shop.sql", b"select 1;\n", &["--expect", "none"]);
+    let mnt = repo.dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    let mut child = Command::new(crate::support::bin())
+        .args([
+            "mount".as_ref(),
+            "--daemon-child".as_ref(),
+            repo.path.as_os_str(),
+        ])
+        .arg(&mnt)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the mount daemon");
+    drop(child.stdout.take());
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(repo.password.as_bytes()).unwrap();
+    drop(stdin);
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > HANG_LIMIT {
+            let _ = child.kill();
+            let _ = Command::new("umount").arg("-l").arg(&mnt).output();
+            panic!("the mount daemon kept running with nobody to tell it was ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if mounted(&mnt) {
+        let _ = Command::new("umount").arg("-l").arg(&mnt).output();
+        panic!("left mounted; stderr: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
     plain_dir_again(&mnt);
 }

@@ -17,6 +17,7 @@ mod damage;
 mod lifecycle;
 mod live;
 mod mountpoint;
+mod nonroot;
 mod partial;
 mod readonly;
 mod scale;
@@ -72,21 +73,27 @@ pub fn become_subreaper() {
     });
 }
 
+/// The mount points in /proc/self/mountinfo, as bytes (a test mounts on a path that is not
+/// UTF-8, so the table is not text), one per mounted filesystem.
+pub fn mount_points() -> Vec<Vec<u8>> {
+    let info = std::fs::read("/proc/self/mountinfo").expect("read mountinfo");
+    info.split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .map(|m| m.to_vec())
+        .collect()
+}
+
 /// Whether something (live or dead) is mounted at `mnt`, as /proc/self/mountinfo says (never
 /// touches the mount itself). `mnt` must be canonical and free of spaces.
 pub fn mounted(mnt: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    let want = mnt.to_str().expect("utf-8 mount point");
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m == want)
+    let want = mnt.as_os_str().as_bytes();
+    mount_points().iter().any(|m| m == want)
 }
 
 /// The line of /proc/mounts for `mnt`, if any.
 pub fn proc_mounts_line(mnt: &Path) -> Option<String> {
     let want = mnt.to_str().expect("utf-8 mount point");
-    std::fs::read_to_string("/proc/mounts")
-        .expect("read /proc/mounts")
+    String::from_utf8_lossy(&std::fs::read("/proc/mounts").expect("read /proc/mounts"))
         .lines()
         .find(|l| l.split(' ').nth(1) == Some(want))
         .map(str::to_owned)

@@ -7,11 +7,8 @@ use super::*;
 
 /// How many filesystems are mounted at `mnt` (stacked ones count separately).
 fn mount_count(mnt: &Path) -> usize {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    let want = mnt.to_str().expect("utf-8 mount point");
-    info.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(want))
-        .count()
+    let want = mnt.as_os_str().as_bytes();
+    mount_points().iter().filter(|m| *m == want).count()
 }
 
 /// The one `sluice: error:` line of a refusal, checked to be the only line on stderr.
@@ -287,4 +284,88 @@ fn mount_names_where_a_wrong_passphrase_came_from() {
         out.report()
     );
     assert!(!mounted(&dir), "mounted with a wrong passphrase");
+}
+
+/// A mount point whose name is not UTF-8 (a Latin-1 `sauvegardé`, as an old USB stick or a
+/// migrated file server has them): `sluice mount` and `sluice umount` work on it, and while it
+/// is mounted every other `sluice mount`/`umount` on the machine still works. Before, they
+/// all read /proc/self/mountinfo as UTF-8 text and failed with "stream did not contain valid
+/// UTF-8" (found by the mount QA pass, scenario "mount point troubles").
+#[test]
+fn a_mount_point_that_is_not_utf8_mounts_and_does_not_break_other_mounts() {
+    require_fuse();
+    become_subreaper();
+    let repo = small_chunk_repo("mount-latin1");
+    let sql = data_sql();
+    repo.ingest("shop.sql", &sql, &["--expect", "none"]);
+    let want = blake3::hash(&sql).to_hex().to_string();
+    let dir = repo.dir.path().canonicalize().unwrap();
+    let latin1 = dir.join(std::ffi::OsStr::from_bytes(b"sauvegard\xe9"));
+    let plain = dir.join("plain");
+    for d in [&latin1, &plain] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let _c1 = Cleanup(latin1.clone());
+    let _c2 = Cleanup(plain.clone());
+
+    let mut daemons = Vec::new();
+    let mut mount = |mnt: &Path| {
+        repo.cmd(["mount".as_ref(), repo.path.as_os_str(), mnt.as_os_str()])
+            .run()
+            .ok();
+        assert!(mounted(mnt), "{} not mounted", mnt.display());
+        daemons.extend(mount_processes(mnt));
+    };
+    mount(&latin1);
+    assert_eq!(file_blake3(&latin1.join("latest/shop.sql")), want);
+    // Another mount and unmount beside it.
+    mount(&plain);
+    assert_eq!(file_blake3(&plain.join("latest/shop.sql")), want);
+    Sluice::new(["umount".as_ref(), plain.as_os_str()])
+        .run()
+        .ok();
+    assert!(!mounted(&plain));
+    // Mounting on it again is refused as already mounted, not as unreadable.
+    let out = repo
+        .cmd(["mount".as_ref(), repo.path.as_os_str(), latin1.as_os_str()])
+        .run()
+        .fails()
+        .stderr_has(&["already mounted"]);
+    one_line(&out);
+    Sluice::new(["umount".as_ref(), latin1.as_os_str()])
+        .run()
+        .ok();
+    assert!(!mounted(&latin1));
+    assert_eq!(daemons.len(), 2, "{daemons:?}");
+    for pid in daemons {
+        assert_eq!(reap(pid, HANG_LIMIT), Ended::Exited(0));
+    }
+}
+
+/// `sluice mount repo mnt` typed in the directory that holds them: /proc/mounts (what
+/// `mount` and `findmnt` show, read from anywhere) names the repository by its absolute path,
+/// not `sluice:repo` (found by the mount QA pass, relative mount point and repository).
+#[test]
+fn a_mount_made_with_relative_paths_names_its_repository_by_absolute_path() {
+    require_fuse();
+    become_subreaper();
+    let repo = small_chunk_repo("mount-relative");
+    repo.ingest("shop.sql", &data_sql(), &["--expect", "none"]);
+    let dir = repo.dir.path().canonicalize().unwrap();
+    std::fs::create_dir(dir.join("mnt")).unwrap();
+    let mnt = dir.join("mnt");
+    let mut m = Mount::run(
+        Sluice::new(["mount", "repo", "mnt"])
+            .env("SLUICE_PASSWORD", &repo.password)
+            .current_dir(&dir),
+        &mnt,
+    );
+    let line = proc_mounts_line(&mnt).expect("mounted");
+    let source = line.split(' ').next().unwrap_or_default();
+    assert_eq!(
+        source,
+        format!("sluice:{}", dir.join("repo").display()),
+        "{line}"
+    );
+    assert_eq!(m.umount(), Ended::Exited(0));
 }

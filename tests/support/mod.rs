@@ -153,6 +153,16 @@ impl Sluice {
         self
     }
 
+    /// Run it in `dir` (for relative paths on the command line).
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Sluice {
+        self.shown.insert(
+            0,
+            format!("cd {} &&", shell_quote(&dir.as_ref().to_string_lossy())),
+        );
+        self.cmd.current_dir(dir);
+        self
+    }
+
     pub fn env_remove(mut self, k: &str) -> Sluice {
         self.cmd.env_remove(k);
         self
