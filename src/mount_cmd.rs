@@ -180,6 +180,10 @@ fn daemon_child(repo_path: &Path, mnt: &Path, a: &MountArgs) -> Result<i32> {
     // Detach from the terminal's session so the shell's hangup does not reach us.
     // SAFETY: setsid has no memory effects; failure (already a leader) is harmless.
     unsafe { libc::setsid() };
+    // Like any daemon, keep no directory busy: started from /media/usb, it would otherwise
+    // stop that disk from being unmounted for as long as the mount lives. Its paths are
+    // absolute (the parent passes them so).
+    std::env::set_current_dir("/").context("cannot change to the root directory")?;
     let mut pw = zeroize::Zeroizing::new(Vec::new());
     std::io::stdin()
         .read_to_end(&mut pw)

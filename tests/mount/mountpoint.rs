@@ -367,5 +367,11 @@ fn a_mount_made_with_relative_paths_names_its_repository_by_absolute_path() {
         format!("sluice:{}", dir.join("repo").display()),
         "{line}"
     );
+    // The daemon keeps no directory busy (it would block unmounting the disk it was
+    // started from): its working directory is /.
+    let daemons = mount_processes(&mnt);
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", daemons[0])).unwrap();
+    assert_eq!(cwd, Path::new("/"));
     assert_eq!(m.umount(), Ended::Exited(0));
 }
