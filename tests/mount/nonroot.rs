@@ -47,6 +47,17 @@ fn setup(label: &str) -> Setup {
 /// Run `script` (bash, as root) in a private mount namespace where /dev/fuse has `fuse_mode`
 /// and /etc/fuse.conf holds `fuse_conf`. In it, `$SLUICE ARGS` runs sluice as nobody (with
 /// the repository's passphrase in SLUICE_PASSWORD), and `$AS_NOBODY CMD` any command.
+/// The `stderr: ...` line a script printed (its newlines turned into `|`), asserted to hold
+/// exactly one line.
+fn one_stderr_line(out: &str) -> &str {
+    let err = out
+        .lines()
+        .find_map(|l| l.strip_prefix("stderr: "))
+        .unwrap_or_default();
+    assert_eq!(err.matches('|').count(), 1, "one line: {out}");
+    err
+}
+
 fn in_namespace(s: &Setup, fuse_mode: u32, fuse_conf: &str, script: &str) -> (bool, String) {
     let prelude = format!(
         r#"set -u
@@ -138,11 +149,7 @@ echo done
     let (ok, out) = in_namespace(&s, 0o666, "# user_allow_other\n", script);
     assert!(ok, "{out}");
     assert!(out.contains("status: 1"), "{out}");
-    let err = out
-        .lines()
-        .find_map(|l| l.strip_prefix("stderr: "))
-        .unwrap_or_default();
-    assert_eq!(err.matches('|').count(), 1, "one line: {out}");
+    let err = one_stderr_line(&out);
     assert!(
         err.starts_with("sluice: error:")
             && err.contains("user_allow_other")
@@ -178,11 +185,7 @@ echo done
     );
     assert!(ok, "{out}");
     assert!(out.contains("status: 1"), "{out}");
-    let err = out
-        .lines()
-        .find_map(|l| l.strip_prefix("stderr: "))
-        .unwrap_or_default();
-    assert_eq!(err.matches('|').count(), 1, "one line: {out}");
+    let err = one_stderr_line(&out);
     assert!(
         err.contains("/dev/fuse") && err.contains("chmod 0666 /dev/fuse"),
         "{out}"
