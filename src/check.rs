@@ -12,7 +12,7 @@ use crate::ids::{BlobId, BlobKind, PackId};
 use crate::pack::{self, PackEntry};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
-use crate::storage::{FileKind, Storage};
+use crate::storage::FileKind;
 use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -153,6 +153,19 @@ fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<Why> {
     }
 }
 
+/// Where the blob `r` names is now: where it says while its pack is listed, else where a
+/// prune moved it (the relocation tables), else where it says (and `misplaced` reports the
+/// missing pack).
+fn resolve(repo: &Repository, t: &PackTable, kind: BlobKind, r: &ChunkRef) -> ChunkRef {
+    if t.sizes.contains_key(&r.loc.pack) || t.misplaced.contains_key(&r.loc.pack.to_hex()) {
+        return *r;
+    }
+    match repo.blobs.relocated(kind, r.id, r.loc.pack) {
+        Ok(Some(loc)) if t.sizes.contains_key(&loc.pack) => ChunkRef { id: r.id, loc },
+        _ => *r,
+    }
+}
+
 /// Every readable snapshot, oldest first, and what could not be read. Read before the packs
 /// are listed (`load_packs`): an ingest makes its packs durable before it writes its snapshot,
 /// so every pack these snapshots use is already on disk when the packs are listed. The other
@@ -209,10 +222,15 @@ fn walk(
         for o in &s.objects {
             let mut expect_start = 0u64;
             for l in &o.chunk_lists {
-                let lref = ChunkRef {
-                    id: l.id,
-                    loc: l.location(),
-                };
+                let lref = resolve(
+                    repo,
+                    t,
+                    BlobKind::ChunkList,
+                    &ChunkRef {
+                        id: l.id,
+                        loc: l.location(),
+                    },
+                );
                 if l.start != expect_start {
                     problems.push(format!(
                         "snapshot {} {:?}: chunk lists do not cover the stream contiguously",
@@ -235,14 +253,10 @@ fn walk(
                     record(line, why.io, problems, unreadable);
                     continue;
                 }
-                let block = match pack::read_blob(
-                    repo.storage.as_ref(),
-                    &repo.keys,
-                    BlobKind::ChunkList,
-                    l.id,
-                    &l.location(),
-                )
-                .and_then(|p| chunklist::decode(&p))
+                let block = match repo
+                    .blobs
+                    .read(BlobKind::ChunkList, l.id, &l.location())
+                    .and_then(|p| chunklist::decode(&p))
                 {
                     Ok(b) => b,
                     Err(e) => {
@@ -260,6 +274,7 @@ fn walk(
                 };
                 let mut off = l.start;
                 for c in &block {
+                    let c = &resolve(repo, t, BlobKind::Chunk, c);
                     visit(s, &o.name, c, off);
                     off += c.loc.plain_len as u64;
                 }
@@ -329,20 +344,18 @@ pub fn check(
         progress("reading chunks of packs with a damaged header");
         r.blobs_read += 1;
         r.bytes_read += c.loc.stored_len as u64;
-        if let Err(e) = pack::read_blob(
-            repo.storage.as_ref(),
-            &repo.keys,
-            BlobKind::Chunk,
-            c.id,
-            &c.loc,
-        ) {
+        if let Err(e) = repo.blobs.read(BlobKind::Chunk, c.id, &c.loc) {
             bad_chunks.insert(chunk_at(c), Why::of(&e));
         }
     }
     for s in &snaps {
         for o in &s.objects {
             for l in &o.chunk_lists {
-                referenced_packs.insert(l.pack);
+                let lref = ChunkRef {
+                    id: l.id,
+                    loc: l.location(),
+                };
+                referenced_packs.insert(resolve(repo, &t, BlobKind::ChunkList, &lref).loc.pack);
             }
         }
     }

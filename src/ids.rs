@@ -82,6 +82,12 @@ pub enum BlobKind {
     ChunkList = 2,
     Snapshot = 3,
     PackHeader = 4,
+    /// A writer's lease (`leases/<id>`); id = the lease id.
+    Lease = 5,
+    /// A prune's mark (`prune/<id>`); id = the mark id.
+    Mark = 6,
+    /// A relocation table (`relocations/<id>`); id = the table id.
+    Relocation = 7,
 }
 
 impl BlobKind {
@@ -91,6 +97,9 @@ impl BlobKind {
             2 => BlobKind::ChunkList,
             3 => BlobKind::Snapshot,
             4 => BlobKind::PackHeader,
+            5 => BlobKind::Lease,
+            6 => BlobKind::Mark,
+            7 => BlobKind::Relocation,
             _ => return None,
         })
     }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
 use crate::pack::{self, Location, PackEntry};
 use crate::repository::Repository;
-use crate::storage::{FileKind, Storage};
+use crate::storage::FileKind;
 use std::collections::HashSet;
 
 const INDEX_VERSION: &[u8] = b"1";

@@ -23,7 +23,7 @@ use crate::pack::{Location, PackWriter};
 use crate::producer::{CommandSpec, Exit, FdReader, Producer};
 use crate::repository::Repository;
 use crate::snapshot::{self, ChunkListRef, Object, Provenance, Snapshot};
-use crate::storage::{lock, FileKind, Storage};
+use crate::storage::{lock, FileKind};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -32,12 +32,7 @@ pub struct StoreSource {
 
 impl StoreSource {
     pub fn new(repo: Repository, prefetch_threads: usize) -> StoreSource {
-        let cache = ChunkCache::new(
-            repo.keys.clone(),
-            repo.storage.clone(),
-            MOUNT_CACHE_BYTES,
-            prefetch_threads,
-        );
+        let cache = ChunkCache::new(repo.blobs.clone(), MOUNT_CACHE_BYTES, prefetch_threads);
         StoreSource {
             repo,
             cache,

@@ -5,13 +5,12 @@
 //!
 //! It never hands out a byte that failed authentication or whose chunk id does not match.
 
+use crate::blobstore::BlobStore;
 use crate::chunklist::{self, Block, ChunkRef};
-use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind};
-use crate::pack;
 use crate::snapshot::{ChunkListRef, Object};
-use crate::storage::{lock, Storage};
+use crate::storage::lock;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,8 +71,7 @@ pub struct ChunkCache {
 }
 
 struct CacheInner {
-    keys: Arc<Keys>,
-    storage: Arc<dyn Storage>,
+    blobs: Arc<BlobStore>,
     budget: usize,
     /// Most bytes of chunks fetched ahead and not yet read (`Chunks::ahead`).
     ahead_budget: usize,
@@ -155,15 +153,9 @@ impl Chunks {
 impl ChunkCache {
     /// `budget` bytes of decompressed chunks, two thirds of which read-ahead may fill;
     /// `threads` read-ahead threads.
-    pub fn new(
-        keys: Arc<Keys>,
-        storage: Arc<dyn Storage>,
-        budget: usize,
-        threads: usize,
-    ) -> Arc<ChunkCache> {
+    pub fn new(blobs: Arc<BlobStore>, budget: usize, threads: usize) -> Arc<ChunkCache> {
         let inner = Arc::new(CacheInner {
-            keys,
-            storage,
+            blobs,
             budget,
             ahead_budget: budget / 3 * 2,
             chunks: Mutex::new(Chunks {
@@ -218,20 +210,7 @@ impl ChunkCache {
         if let Some(b) = lock(&self.inner.blocks).get(&r.id) {
             return Ok(b.clone());
         }
-        let plain = pack::read_blob(
-            self.inner.storage.as_ref(),
-            &self.inner.keys,
-            BlobKind::ChunkList,
-            r.id,
-            &r.location(),
-        )?;
-        let block = Arc::new(Block::new(chunklist::decode(&plain)?));
-        if block.bytes() != r.bytes || block.chunks.len() != r.chunks as usize {
-            return Err(Error::Corrupt(format!(
-                "chunk list {} does not match its snapshot entry",
-                r.id.short()
-            )));
-        }
+        let block = Arc::new(Block::new(read_block(&self.inner.blobs, r)?));
         lock(&self.inner.blocks).put(r.id, block.clone());
         Ok(block)
     }
@@ -300,15 +279,11 @@ impl CacheInner {
         let mut cached_ahead = false;
         // One thread loads; others asking for the same chunk wait here for its result.
         cell.get_or_init(|| {
-            let loaded = pack::read_blob(
-                self.storage.as_ref(),
-                &self.keys,
-                BlobKind::Chunk,
-                c.id,
-                &c.loc,
-            )
-            .map(Arc::new)
-            .map_err(LoadError::from);
+            let loaded = self
+                .blobs
+                .read(BlobKind::Chunk, c.id, &c.loc)
+                .map(Arc::new)
+                .map_err(LoadError::from);
             if let Ok(d) = &loaded {
                 let mut chunks = lock(&self.chunks);
                 chunks.insert(c.id, d.clone(), ahead);
@@ -320,6 +295,22 @@ impl CacheInner {
         lock(&self.inflight).remove(&c.id);
         cached_ahead
     }
+}
+
+/// Read and decode one chunk-list block, and check it against its snapshot entry: a block
+/// that decrypts but covers other bytes than the snapshot says is damage, for `cat` as for
+/// the mount.
+pub fn read_block(blobs: &BlobStore, r: &ChunkListRef) -> Result<Vec<ChunkRef>> {
+    let plain = blobs.read(BlobKind::ChunkList, r.id, &r.location())?;
+    let chunks = chunklist::decode(&plain)?;
+    let bytes: u64 = chunks.iter().map(|c| c.loc.plain_len as u64).sum();
+    if bytes != r.bytes || chunks.len() != r.chunks as usize {
+        return Err(Error::Corrupt(format!(
+            "chunk list {} does not match its snapshot entry",
+            r.id.short()
+        )));
+    }
+    Ok(chunks)
 }
 
 /// Reads one object at any offset.
@@ -463,8 +454,7 @@ pub enum OnDamage<'a> {
 /// are passed on only once verified. On damage, `on_damage` decides: stop (everything before
 /// it has been written and the error names the damaged byte range) or fill it with zeros.
 pub fn restore(
-    keys: &Keys,
-    storage: &dyn Storage,
+    blobs: &BlobStore,
     object: &Object,
     threads: usize,
     window: usize,
@@ -483,7 +473,7 @@ pub fn restore(
             s.spawn(move || loop {
                 let job = lock(&job_rx).recv();
                 let Ok((c, reply)) = job else { break };
-                let r = pack::read_blob(storage, keys, BlobKind::Chunk, c.id, &c.loc);
+                let r = blobs.read(BlobKind::Chunk, c.id, &c.loc);
                 let _ = reply.send(r);
             });
         }
@@ -492,19 +482,15 @@ pub fn restore(
             name: &object.name,
             on_damage,
             out,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+            damaged: false,
         };
         let mut pending: VecDeque<Pending> = VecDeque::with_capacity(window + 1);
         let mut offset = 0u64;
         let result = (|| {
             for list in &object.chunk_lists {
-                let block = pack::read_blob(
-                    storage,
-                    keys,
-                    BlobKind::ChunkList,
-                    list.id,
-                    &list.location(),
-                )
-                .and_then(|plain| chunklist::decode(&plain));
+                let block = read_block(blobs, list);
                 let chunks = match block {
                     Ok(chunks) => chunks,
                     Err(e) => {
@@ -546,6 +532,17 @@ pub fn restore(
                     return Ok(end);
                 }
             }
+            // Every chunk verified on its own; the whole must also be what was ingested (a
+            // snapshot whose chunk lists were swapped for another stream's is caught here).
+            let digest = sink.hasher.finalize();
+            if !sink.damaged
+                && (sink.written != object.size || digest.to_hex().as_str() != object.blake3)
+            {
+                return Err(Error::Corrupt(format!(
+                    "{:?}: the restored stream does not match its recorded BLAKE3 digest",
+                    object.name
+                )));
+            }
             Ok(RestoreEnd::Complete)
         })();
         drop(job_tx);
@@ -566,6 +563,11 @@ struct RestoreSink<'a, 'b> {
     name: &'a str,
     on_damage: OnDamage<'b>,
     out: &'a mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    /// The whole-stream digest, compared with the snapshot's at the end.
+    hasher: blake3::Hasher,
+    written: u64,
+    /// Zeros were written in place of damage (salvage): the digest cannot match.
+    damaged: bool,
 }
 
 impl RestoreSink<'_, '_> {
@@ -581,6 +583,8 @@ impl RestoreSink<'_, '_> {
     }
 
     fn write(&mut self, data: &[u8]) -> Result<Option<RestoreEnd>> {
+        self.hasher.update(data);
+        self.written += data.len() as u64;
         match (self.out)(data) {
             Ok(()) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -596,6 +600,7 @@ impl RestoreSink<'_, '_> {
             return Err(damaged_range(self.name, from, to, e));
         };
         report(from, to, &e);
+        self.damaged = true;
         let zeros = vec![0u8; (to - from).min(1 << 20) as usize];
         let mut left = to - from;
         while left > 0 {
@@ -628,9 +633,10 @@ fn damaged_range(name: &str, from: u64, to: u64, e: Error) -> Error {
 mod tests {
     use super::*;
     use crate::codec::{Compression, Encoder};
-    use crate::crypto::MasterSecret;
+    use crate::crypto::{Keys, MasterSecret};
     use crate::pack::PackWriter;
     use crate::storage::mem::MemStorage;
+    use crate::storage::Storage;
     use crate::storage::{FileKind, Upload};
 
     /// Storage that counts blob reads: one per chunk loaded from storage.
@@ -668,6 +674,9 @@ mod tests {
         }
         fn sync(&self) -> Result<()> {
             self.inner.sync()
+        }
+        fn create_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<bool> {
+            self.inner.create_new(kind, name, bytes)
         }
     }
 
@@ -712,7 +721,7 @@ mod tests {
         let setup_reads = storage.reads.load(Ordering::Relaxed);
         // Room for 6 chunks; the windows ask for 3 x 4 ahead.
         let budget = 6 * CHUNK;
-        let cache = ChunkCache::new(keys.clone(), storage.clone(), budget, 1);
+        let cache = ChunkCache::new(BlobStore::new(storage.clone(), keys.clone()), budget, 1);
         for pos in 0..len {
             for refs in &streams {
                 // What a read at `pos` schedules, done here synchronously so the order is fixed.

@@ -12,6 +12,7 @@
 //! REPO/tmp/                  files being written; garbage if a writer died
 //! ```
 
+use crate::blobstore::BlobStore;
 use crate::chunker::ChunkerParams;
 use crate::codec::Compression;
 use crate::crypto::{self, derive_kek, KdfParams, Keys, MasterSecret};
@@ -95,7 +96,10 @@ pub struct InitOptions {
 
 pub struct Repository {
     pub path: PathBuf,
-    pub storage: Arc<DirStorage>,
+    /// The only door to the repository's files (see DESIGN.md, "The seams").
+    pub storage: Arc<dyn Storage>,
+    /// Verified blob reads (with prune's relocations) for every reader.
+    pub blobs: Arc<BlobStore>,
     /// When `config_damage` is set this is a placeholder: only `ingest` needs it, and it
     /// refuses such a repository (`require_config`).
     pub config: ConfigBody,
@@ -166,7 +170,7 @@ impl Repository {
             compression: opts.compression,
             pack_size: 16 << 20,
         };
-        let storage = Arc::new(DirStorage::new(path));
+        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
         let key_id = write_key_file(storage.as_ref(), &master, passphrase, opts.kdf)?;
         let mac = hex::encode(keys.config_mac(&config_mac_input(&body)?));
         let file = ConfigFile {
@@ -177,12 +181,14 @@ impl Repository {
             serde_json::to_vec_pretty(&file).map_err(|e| Error::InvalidInput(e.to_string()))?;
         write_atomic(&path.join("config"), &json)?;
         crate::storage::fsync_dir(path)?;
+        let keys = Arc::new(keys);
         Ok(Repository {
             path: path.to_path_buf(),
+            blobs: BlobStore::new(storage.clone(), keys.clone()),
             storage,
             config: body,
             config_damage: None,
-            keys: Arc::new(keys),
+            keys,
             master,
             key_id,
         })
@@ -310,7 +316,7 @@ impl Repository {
             Ok((c, mac)) => (c, Some(mac), None),
             Err(why) => (placeholder_config(), None, Some(why)),
         };
-        let storage = Arc::new(DirStorage::new(path));
+        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
         let key_names = storage.list(FileKind::Key)?;
         if key_names.is_empty() {
             let keys = path.join("keys");
@@ -361,12 +367,14 @@ impl Repository {
                         path.display()
                     );
                 }
+                let keys = Arc::new(keys);
                 return Ok(Repository {
                     path: path.to_path_buf(),
+                    blobs: BlobStore::new(storage.clone(), keys.clone()),
                     storage,
                     config,
                     config_damage,
-                    keys: Arc::new(keys),
+                    keys,
                     master,
                     key_id: kf.id,
                 });
@@ -524,7 +532,7 @@ impl Repository {
     /// fail for a file pulled from under it.
     pub fn clear_tmp(&self) -> Result<usize> {
         match self.lock_file("keys", &mut |_| {}, Some(std::time::Duration::ZERO)) {
-            Ok(_keys) => self.storage.clear_tmp(),
+            Ok(_keys) => self.storage.clear_scratch(),
             Err(Error::Locked(_)) => Ok(0),
             Err(e) => Err(e),
         }
@@ -964,7 +972,7 @@ fn config_mac_input(body: &ConfigBody) -> Result<Vec<u8>> {
 }
 
 fn write_key_file(
-    storage: &DirStorage,
+    storage: &dyn Storage,
     master: &MasterSecret,
     passphrase: &[u8],
     kdf: KdfParams,
@@ -993,7 +1001,7 @@ fn write_key_file(
     Ok(id)
 }
 
-fn read_key_file(storage: &DirStorage, name: &str) -> Result<KeyFile> {
+fn read_key_file(storage: &dyn Storage, name: &str) -> Result<KeyFile> {
     let bytes = storage.read_all(FileKind::Key, name)?;
     let kf: KeyFile = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Corrupt(format!("key file {name} is damaged: {e}")))?;

@@ -15,6 +15,42 @@ pub enum FileKind {
     Pack,
     Snapshot,
     Key,
+    /// A running writer's lease (`leases/<id>`): ingest and prune announce themselves so that
+    /// prune never deletes what a writer may still reference (FORMAT.md, "Prune").
+    Lease,
+    /// A prune's mark (`prune/<id>`): packs condemned by one prune, waiting to be swept.
+    Mark,
+    /// Where prune moved blobs (`relocations/<id>`), for readers of older chunk lists.
+    Relocation,
+    /// The one prune lock (`locks/prune`): created only if absent.
+    Lock,
+}
+
+impl FileKind {
+    /// The largest file of this kind that is read whole: a cap on what a damaged or hostile
+    /// file can make a reader allocate. Packs are read in ranges (and by `check
+    /// --read-data`, which reads whole packs of at most a few times the pack size).
+    pub fn max_size(self) -> u64 {
+        match self {
+            FileKind::Pack => 1 << 32,
+            FileKind::Key | FileKind::Lease | FileKind::Lock => 1 << 20,
+            FileKind::Snapshot | FileKind::Mark => 256 << 20,
+            FileKind::Relocation => 1 << 30,
+        }
+    }
+
+    /// The folder of this kind under the repository root.
+    fn dir(self) -> &'static str {
+        match self {
+            FileKind::Pack => "packs",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Key => "keys",
+            FileKind::Lease => "leases",
+            FileKind::Mark => "prune",
+            FileKind::Relocation => "relocations",
+            FileKind::Lock => "locks",
+        }
+    }
 }
 
 /// A file being written in pieces (a pack). Invisible to readers until `finish`.
@@ -38,6 +74,17 @@ pub trait Storage: Send + Sync {
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
     /// Make every `finish`ed upload's directory entry durable.
     fn sync(&self) -> Result<()>;
+    /// Write a small file atomically and durably only if no file of that name exists (an
+    /// object store's If-None-Match: *). False when one does.
+    fn create_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<bool>;
+    /// Remove scratch files that dead writers left. Call only when no other writer runs.
+    fn clear_scratch(&self) -> Result<usize> {
+        Ok(0)
+    }
+    /// Pack files stored where this storage does not look for them (see `DirStorage`).
+    fn misplaced_packs(&self) -> std::collections::HashMap<String, (PathBuf, PathBuf)> {
+        std::collections::HashMap::new()
+    }
 }
 
 /// Repository files in a local directory:
@@ -108,13 +155,13 @@ impl DirStorage {
 
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
         match kind {
-            FileKind::Pack => self
-                .root
-                .join("packs")
-                .join(&name[..2.min(name.len())])
-                .join(name),
-            FileKind::Snapshot => self.root.join("snapshots").join(name),
-            FileKind::Key => self.root.join("keys").join(name),
+            // By bytes, not `&name[..2]`: a file under packs/ whose name is not ASCII (a
+            // stray file, a hostile one) must not panic every command that lists packs.
+            FileKind::Pack => {
+                let prefix: String = name.chars().take(2).collect();
+                self.root.join("packs").join(prefix).join(name)
+            }
+            other => self.root.join(other.dir()).join(name),
         }
     }
 
@@ -168,7 +215,10 @@ impl DirStorage {
     pub fn clear_tmp(&self) -> Result<usize> {
         let dir = self.root.join("tmp");
         let mut n = 0;
-        for e in fs::read_dir(&dir).ctx(|| format!("cannot list {}", dir.display()))? {
+        let Some(entries) = read_dir_if_present(&dir)? else {
+            return Ok(0);
+        };
+        for e in entries {
             let e = e.ctx(|| format!("cannot list {}", dir.display()))?;
             if fs::remove_file(e.path()).is_ok() {
                 n += 1;
@@ -206,8 +256,50 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 
 impl Storage for DirStorage {
     fn read_all(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.path(kind, name);
-        fs::read(&path).ctx(|| format!("cannot read {}", path.display()))
+        // Not through a symlink, and only a regular file: a snapshot that is a link to
+        // /dev/zero would be read until memory runs out, a FIFO would hang every reader.
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => crate::error::Error::Corrupt(format!(
+                    "{} is a symbolic link, not a file sluice wrote; remove it",
+                    path.display()
+                )),
+                _ => crate::error::Error::io(format!("cannot read {}", path.display()), e),
+            })?;
+        let meta = f
+            .metadata()
+            .ctx(|| format!("cannot stat {}", path.display()))?;
+        if !meta.is_file() {
+            return Err(crate::error::Error::Corrupt(format!(
+                "{} is not a regular file; remove it",
+                path.display()
+            )));
+        }
+        let cap = kind.max_size();
+        if meta.len() > cap {
+            return Err(crate::error::Error::Corrupt(format!(
+                "{} is {} bytes, more than a file of its kind can be ({cap}); it is not a file sluice wrote",
+                path.display(),
+                meta.len()
+            )));
+        }
+        let mut buf = Vec::with_capacity(meta.len() as usize);
+        f.take(cap + 1)
+            .read_to_end(&mut buf)
+            .ctx(|| format!("cannot read {}", path.display()))?;
+        if buf.len() as u64 > cap {
+            return Err(crate::error::Error::Corrupt(format!(
+                "{} grew past the size a file of its kind can be",
+                path.display()
+            )));
+        }
+        Ok(buf)
     }
 
     fn read_at(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -245,8 +337,7 @@ impl Storage for DirStorage {
                 }
                 v
             }
-            FileKind::Snapshot => vec![self.root.join("snapshots")],
-            FileKind::Key => vec![self.root.join("keys")],
+            other => vec![self.root.join(other.dir())],
         };
         let mut names = Vec::new();
         for d in dirs {
@@ -319,6 +410,46 @@ impl Storage for DirStorage {
             fsync_dir(p)?;
         }
         Ok(())
+    }
+
+    fn create_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<bool> {
+        let tmp = self.tmp_path(&format!(
+            "{name}.{}",
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ))?;
+        let dest = self.path(kind, name);
+        let mut f = File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
+        if let Some(a) = &self.access {
+            a.apply(&tmp, false);
+        }
+        let written = f
+            .write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .ctx(|| format!("cannot write {}", tmp.display()));
+        drop(f);
+        let linked = written.and_then(|()| {
+            let parent = dest.parent().unwrap_or(Path::new("."));
+            create_dir(parent, self.access.as_ref())?;
+            // link(2) fails with EEXIST where rename would replace: create-if-absent.
+            match fs::hard_link(&tmp, &dest) {
+                Ok(()) => fsync_dir(parent).map(|()| true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(crate::error::Error::io(
+                    format!("cannot create {}", dest.display()),
+                    e,
+                )),
+            }
+        });
+        let _ = fs::remove_file(&tmp);
+        linked
+    }
+
+    fn clear_scratch(&self) -> Result<usize> {
+        self.clear_tmp()
+    }
+
+    fn misplaced_packs(&self) -> std::collections::HashMap<String, (PathBuf, PathBuf)> {
+        DirStorage::misplaced_packs(self)
     }
 
     fn sync(&self) -> Result<()> {
@@ -395,6 +526,7 @@ impl Upload for DirUpload {
 }
 
 /// An in-memory `Storage` for tests of the format code without a disk.
+/// Also used by library unit tests of ingest, check and prune without a disk.
 #[cfg(test)]
 pub mod mem {
     use super::{lock, FileKind, Storage, Upload};
@@ -474,6 +606,14 @@ pub mod mem {
         }
         fn sync(&self) -> Result<()> {
             Ok(())
+        }
+        fn create_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<bool> {
+            let mut files = lock(&self.files);
+            if files.contains_key(&key(kind, name)) {
+                return Ok(false);
+            }
+            files.insert(key(kind, name), bytes.to_vec());
+            Ok(true)
         }
     }
 

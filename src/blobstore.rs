@@ -1,0 +1,341 @@
+//! The one blob layer: every verified read of a sealed blob goes through [`BlobStore::read`]
+//! (`cat`, the mount, `check`, `repair`, `prune`). It authenticates, decompresses and
+//! recomputes the id, and it knows where prune moved blobs: chunk lists and snapshots name a
+//! blob's pack and offset as they were when it was written, and once prune has repacked and
+//! deleted that pack, the blob is found through the repository's relocation tables
+//! (`relocations/<id>`, FORMAT.md "Relocations"). A reader takes no lock for that: it lists
+//! and reads the (small, sealed, immutable) tables when a pack turns out to be gone.
+//!
+//! It never hands out a byte that failed verification: a relocated blob is verified exactly
+//! like one read where its chunk list said.
+
+use crate::codec;
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, BlobKind, PackId};
+use crate::pack::{self, Location};
+use crate::storage::{lock, FileKind, Storage};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Where prune moved blobs: (kind, id) → current location.
+pub type RelocationTable = HashMap<(BlobKind, BlobId), Location>;
+
+pub struct BlobStore {
+    storage: Arc<dyn Storage>,
+    keys: Arc<Keys>,
+    relocations: Mutex<Loaded>,
+}
+
+/// The relocation tables as last listed: their file names and merged content.
+#[derive(Default)]
+struct Loaded {
+    files: Vec<String>,
+    table: Arc<RelocationTable>,
+}
+
+impl BlobStore {
+    pub fn new(storage: Arc<dyn Storage>, keys: Arc<Keys>) -> Arc<BlobStore> {
+        Arc::new(BlobStore {
+            storage,
+            keys,
+            relocations: Mutex::new(Loaded::default()),
+        })
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    /// Read, authenticate, decompress and verify the blob `(kind, id)` recorded at `loc`; if
+    /// its pack is gone (prune repacked it), read it where the relocation tables say.
+    pub fn read(&self, kind: BlobKind, id: BlobId, loc: &Location) -> Result<Vec<u8>> {
+        match self.read_sealed(loc) {
+            Ok(sealed) => pack::open_blob_owned(&self.keys, kind, id, loc, sealed),
+            Err(Missing::Pack(e)) => match self.relocated(kind, id, loc.pack)? {
+                Some(moved) => {
+                    let sealed = self.read_sealed(&moved).map_err(Missing::into_error)?;
+                    pack::open_blob_owned(&self.keys, kind, id, &moved, sealed)
+                }
+                None => Err(e),
+            },
+            Err(Missing::Not(e)) => Err(e),
+        }
+    }
+
+    /// Where `(kind, id)`, recorded at `loc`, is now: `loc` while its pack exists, else
+    /// where it was moved to, else None (the pack is missing: damage, or a forgotten and
+    /// pruned snapshot's data).
+    pub fn locate(&self, kind: BlobKind, id: BlobId, loc: &Location) -> Result<Option<Location>> {
+        if self.storage.exists(FileKind::Pack, &loc.pack.to_hex()) {
+            return Ok(Some(*loc));
+        }
+        self.relocated(kind, id, loc.pack)
+    }
+
+    /// The sealed bytes at `loc`; a missing or cut pack is damage, and a missing one is
+    /// told apart (its blobs may have been moved).
+    fn read_sealed(&self, loc: &Location) -> std::result::Result<Vec<u8>, Missing> {
+        self.storage
+            .read_at(
+                FileKind::Pack,
+                &loc.pack.to_hex(),
+                loc.offset,
+                loc.stored_len as usize,
+            )
+            .map_err(|e| match e {
+                Error::Io { source, context } if source.kind() == std::io::ErrorKind::NotFound => {
+                    Missing::Pack(Error::Corrupt(format!(
+                        "pack {} is missing ({context})",
+                        loc.pack.short()
+                    )))
+                }
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    Missing::Not(Error::Corrupt(format!(
+                        "pack {} is truncated",
+                        loc.pack.short()
+                    )))
+                }
+                other => Missing::Not(other),
+            })
+    }
+
+    /// Where `(kind, id)` was moved, other than into `gone`. Reads the tables again when they
+    /// changed since they were last read (a prune ran), so a long-running mount follows.
+    pub fn relocated(&self, kind: BlobKind, id: BlobId, gone: PackId) -> Result<Option<Location>> {
+        let find = |t: &RelocationTable| t.get(&(kind, id)).copied().filter(|l| l.pack != gone);
+        let table = lock(&self.relocations).table.clone();
+        if let Some(l) = find(&table) {
+            return Ok(Some(l));
+        }
+        let table = self.reload()?;
+        Ok(find(&table))
+    }
+
+    /// Every relocation as now stored (prune merges them).
+    pub fn relocations(&self) -> Result<Arc<RelocationTable>> {
+        self.reload()
+    }
+
+    fn reload(&self) -> Result<Arc<RelocationTable>> {
+        // A table deleted between the listing and the read was merged into a newer one by a
+        // prune that finished meanwhile: list again. Bounded: each round sees a newer state.
+        for _ in 0..5 {
+            let files = self.storage.list(FileKind::Relocation)?;
+            let mut loaded = lock(&self.relocations);
+            if files == loaded.files {
+                return Ok(loaded.table.clone());
+            }
+            let mut table = RelocationTable::new();
+            let mut vanished = false;
+            for f in &files {
+                match read_relocation_file(self.storage.as_ref(), &self.keys, f) {
+                    Ok(entries) => table.extend(entries.into_iter().map(|e| ((e.0, e.1), e.2))),
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        vanished = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if vanished {
+                continue;
+            }
+            loaded.files = files;
+            loaded.table = Arc::new(table);
+            return Ok(loaded.table.clone());
+        }
+        Err(Error::io(
+            "the relocation tables kept changing while they were read",
+            std::io::Error::other("try again"),
+        ))
+    }
+}
+
+/// A failed read of sealed bytes: the pack is not there (its blobs may have been moved), or
+/// anything else.
+enum Missing {
+    Pack(Error),
+    Not(Error),
+}
+
+impl Missing {
+    fn into_error(self) -> Error {
+        match self {
+            Missing::Pack(e) | Missing::Not(e) => e,
+        }
+    }
+}
+
+/// One relocation: the blob and where it now lives.
+pub type Relocation = (BlobKind, BlobId, Location);
+
+const RELOC_MAGIC: &[u8; 8] = b"SLUICERL";
+const RELOC_BODY_MAGIC: &[u8; 4] = b"SLRL";
+const RELOC_VERSION: u8 = 1;
+const RELOC_ENTRY: usize = 1 + 32 + 32 + 8 + 4 + 4;
+
+/// Write a relocation table as a new file; returns its name.
+pub fn write_relocation_file(
+    storage: &dyn Storage,
+    keys: &Keys,
+    entries: &[Relocation],
+) -> Result<String> {
+    let mut body = Vec::with_capacity(9 + entries.len() * RELOC_ENTRY);
+    body.extend_from_slice(RELOC_BODY_MAGIC);
+    body.push(RELOC_VERSION);
+    body.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (kind, id, l) in entries {
+        body.push(*kind as u8);
+        body.extend_from_slice(&id.0);
+        body.extend_from_slice(&l.pack.0);
+        body.extend_from_slice(&l.offset.to_le_bytes());
+        body.extend_from_slice(&l.stored_len.to_le_bytes());
+        body.extend_from_slice(&l.plain_len.to_le_bytes());
+    }
+    let id = crate::ids::SnapshotId::random();
+    let bytes = seal_file(keys, RELOC_MAGIC, BlobKind::Relocation, &id.0, &body)?;
+    let name = id.to_hex();
+    storage.put(FileKind::Relocation, &name, &bytes)?;
+    Ok(name)
+}
+
+pub fn read_relocation_file(
+    storage: &dyn Storage,
+    keys: &Keys,
+    name: &str,
+) -> Result<Vec<Relocation>> {
+    let bad = |what: &str| Error::Corrupt(format!("relocation table {name} is damaged: {what}"));
+    let id = crate::ids::SnapshotId::from_hex(name).map_err(|_| bad("bad name"))?;
+    let bytes = storage.read_all(FileKind::Relocation, name)?;
+    let body = open_file(
+        keys,
+        RELOC_MAGIC,
+        BlobKind::Relocation,
+        &id.0,
+        &bytes,
+        1 << 31,
+    )
+    .map_err(|e| bad(&e.to_string()))?;
+    if body.len() < 9 || &body[..4] != RELOC_BODY_MAGIC || body[4] != RELOC_VERSION {
+        return Err(bad("bad magic or version"));
+    }
+    let n = u32::from_le_bytes([body[5], body[6], body[7], body[8]]) as usize;
+    let rest = &body[9..];
+    if rest.len() != n.saturating_mul(RELOC_ENTRY) {
+        return Err(bad("entry count does not match its length"));
+    }
+    rest.chunks_exact(RELOC_ENTRY)
+        .map(|e| {
+            let u32_at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+            let mut off = [0u8; 8];
+            off.copy_from_slice(&e[65..73]);
+            Ok((
+                BlobKind::from_u8(e[0]).ok_or_else(|| bad("unknown blob kind"))?,
+                BlobId::from_slice(&e[1..33]).ok_or_else(|| bad("short id"))?,
+                Location {
+                    pack: PackId::from_slice(&e[33..65]).ok_or_else(|| bad("short pack id"))?,
+                    offset: u64::from_le_bytes(off),
+                    stored_len: u32_at(73),
+                    plain_len: u32_at(77),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// A small repository file that is one sealed, compressed blob:
+/// `magic (8) | version u8 = 1 | 7 zero bytes | sealed(kind, id, codec(body))`.
+pub fn seal_file(
+    keys: &Keys,
+    magic: &[u8; 8],
+    kind: BlobKind,
+    id: &[u8; 32],
+    body: &[u8],
+) -> Result<Vec<u8>> {
+    let mut enc = codec::Encoder::new(codec::Compression::Zstd { level: 3 })?;
+    let mut out = Vec::with_capacity(body.len() / 2 + 64);
+    out.extend_from_slice(magic);
+    out.push(1);
+    out.extend_from_slice(&[0u8; 7]);
+    out.extend_from_slice(&keys.seal(kind, id, &enc.encode(body)));
+    Ok(out)
+}
+
+/// Open a file written by [`seal_file`]; `max` caps the decompressed size.
+pub fn open_file(
+    keys: &Keys,
+    magic: &[u8; 8],
+    kind: BlobKind,
+    id: &[u8; 32],
+    bytes: &[u8],
+    max: usize,
+) -> Result<Vec<u8>> {
+    if bytes.len() < 16 || &bytes[..8] != magic {
+        return Err(Error::Corrupt("bad magic".into()));
+    }
+    if bytes[8] != 1 {
+        return Err(Error::UnsupportedVersion {
+            found: bytes[8] as u32,
+            supported: 1,
+        });
+    }
+    let plain = keys
+        .open(kind, id, &bytes[16..])
+        .map_err(|_| Error::Corrupt("fails authentication".into()))?;
+    match plain.split_first() {
+        // Streamed, not `codec::decode`: that allocates its bound up front, and `max` is
+        // a bound, not a size.
+        Some((1, rest)) => {
+            use std::io::Read;
+            let mut out = Vec::new();
+            zstd::stream::read::Decoder::new(rest)
+                .and_then(|d| d.take(max as u64 + 1).read_to_end(&mut out))
+                .map_err(|e| Error::Corrupt(format!("does not decompress: {e}")))?;
+            if out.len() > max {
+                return Err(Error::Corrupt("larger than its kind allows".into()));
+            }
+            Ok(out)
+        }
+        _ => codec::decode(&plain, max),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterSecret;
+    use crate::storage::mem::MemStorage;
+
+    #[test]
+    fn relocation_tables_round_trip_and_are_authenticated() {
+        let storage = MemStorage::default();
+        let keys = Keys::derive(&MasterSecret([9; 32]));
+        let e = vec![(
+            BlobKind::Chunk,
+            BlobId([1; 32]),
+            Location {
+                pack: PackId([2; 32]),
+                offset: 16,
+                stored_len: 70,
+                plain_len: 50,
+            },
+        )];
+        let name = write_relocation_file(&storage, &keys, &e).unwrap();
+        assert_eq!(read_relocation_file(&storage, &keys, &name).unwrap(), e);
+        storage.edit(FileKind::Relocation, &name, |b| {
+            let n = b.len();
+            b[n - 3] ^= 1
+        });
+        assert!(matches!(
+            read_relocation_file(&storage, &keys, &name),
+            Err(Error::Corrupt(_))
+        ));
+    }
+}
