@@ -18,8 +18,10 @@ use crate::storage::{lock, FileKind, Storage};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Where prune moved blobs: (kind, id) → current location.
-pub type RelocationTable = HashMap<(BlobKind, BlobId), Location>;
+/// Where prune moved blobs: (kind, id) → the places it was copied to. Usually one; more
+/// when a prune was killed after copying and a later one copied again, or a blob was moved
+/// twice (the older place is gone then).
+pub type RelocationTable = HashMap<(BlobKind, BlobId), Vec<Location>>;
 
 pub struct BlobStore {
     storage: Arc<dyn Storage>,
@@ -104,16 +106,33 @@ impl BlobStore {
             })
     }
 
-    /// Where `(kind, id)` was moved, other than into `gone`. Reads the tables again when they
-    /// changed since they were last read (a prune ran), so a long-running mount follows.
+    /// Where `(kind, id)` was moved, other than into `gone`, in a pack that exists. Reads
+    /// the tables again when they changed since they were last read (a prune ran), so a
+    /// long-running mount follows.
     pub fn relocated(&self, kind: BlobKind, id: BlobId, gone: PackId) -> Result<Option<Location>> {
-        let find = |t: &RelocationTable| t.get(&(kind, id)).copied().filter(|l| l.pack != gone);
+        Ok(self
+            .relocated_all(kind, id)?
+            .into_iter()
+            .find(|l| l.pack != gone))
+    }
+
+    /// Every place `(kind, id)` was moved to whose pack exists.
+    pub fn relocated_all(&self, kind: BlobKind, id: BlobId) -> Result<Vec<Location>> {
+        let existing = |t: &RelocationTable| -> Vec<Location> {
+            t.get(&(kind, id))
+                .into_iter()
+                .flatten()
+                .filter(|l| self.storage.exists(FileKind::Pack, &l.pack.to_hex()))
+                .copied()
+                .collect()
+        };
         let table = lock(&self.relocations).table.clone();
-        if let Some(l) = find(&table) {
-            return Ok(Some(l));
+        let found = existing(&table);
+        if !found.is_empty() {
+            return Ok(found);
         }
         let table = self.reload()?;
-        Ok(find(&table))
+        Ok(existing(&table))
     }
 
     /// Every relocation as now stored (prune merges them).
@@ -134,7 +153,11 @@ impl BlobStore {
             let mut vanished = false;
             for f in &files {
                 match read_relocation_file(self.storage.as_ref(), &self.keys, f) {
-                    Ok(entries) => table.extend(entries.into_iter().map(|e| ((e.0, e.1), e.2))),
+                    Ok(entries) => {
+                        for (kind, id, loc) in entries {
+                            table.entry((kind, id)).or_default().push(loc);
+                        }
+                    }
                     Err(Error::Io { source, .. })
                         if source.kind() == std::io::ErrorKind::NotFound =>
                     {

@@ -25,6 +25,10 @@ pub struct CheckReport {
     pub bytes_read: u64,
     pub unreferenced_packs: usize,
     pub unreferenced_bytes: u64,
+    /// Packs a prune marked for deletion that are still there: it waits for writers that
+    /// were running (the next prune deletes them). Not damage.
+    pub prune_pending_packs: usize,
+    pub prune_pending_bytes: u64,
     /// One sentence per problem found: damaged or missing data.
     pub problems: Vec<String>,
     /// One sentence per part that could not be read (permissions, I/O errors): not proof of
@@ -437,8 +441,19 @@ pub fn check(
             ));
         }
     }
+    // Read after the walk: a mark written meanwhile condemns only packs no snapshot walked
+    // before it uses.
+    let condemned = crate::prune::condemned_packs(repo)?;
+    // Packs a prune copied kept blobs into are used through the relocation tables, while
+    // chunk lists still name the old pack (until it is deleted).
+    for places in repo.blobs.relocations()?.values() {
+        referenced_packs.extend(places.iter().map(|l| l.pack));
+    }
     for (p, size) in &t.sizes {
-        if !referenced_packs.contains(p) {
+        if condemned.contains(p) {
+            r.prune_pending_packs += 1;
+            r.prune_pending_bytes += size;
+        } else if !referenced_packs.contains(p) {
             r.unreferenced_packs += 1;
             r.unreferenced_bytes += size;
         }

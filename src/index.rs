@@ -23,6 +23,9 @@ pub struct Index {
     db: sled::Db,
     blobs: sled::Tree,
     packs: sled::Tree,
+    /// Packs a pending prune condemned: their blobs count as absent, so nothing new comes to
+    /// depend on them (FORMAT.md, "Prune").
+    excluded: std::sync::Arc<HashSet<PackId>>,
 }
 
 /// What bringing the index up to date found.
@@ -61,7 +64,12 @@ impl Index {
             .open()?;
         let blobs = db.open_tree("blobs")?;
         let packs = db.open_tree("packs")?;
-        Ok(Index { db, blobs, packs })
+        Ok(Index {
+            db,
+            blobs,
+            packs,
+            excluded: Default::default(),
+        })
     }
 
     /// Open (rebuilding if missing, damaged or of another version) and sync with the packs on
@@ -212,7 +220,13 @@ impl Index {
             .blobs
             .get(id.0)
             .map_err(sled_err)?
-            .and_then(|v| decode_loc(&v)))
+            .and_then(|v| decode_loc(&v))
+            .filter(|l| !self.excluded.contains(&l.pack)))
+    }
+
+    /// Treat the blobs of `packs` as absent from now on (packs condemned by a prune).
+    pub fn exclude(&mut self, packs: HashSet<PackId>) {
+        self.excluded = std::sync::Arc::new(packs);
     }
 
     /// Record a finished, durable pack.

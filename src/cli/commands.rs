@@ -2,7 +2,7 @@
 
 use super::output::{bytes, rate, table};
 use super::password::{Passphrase, PasswordSource};
-use super::{Cli, Command, IngestArgs, InitArgs, KeyAction, RepairWhat};
+use super::{Cli, Command, IngestArgs, InitArgs, KeyAction, PruneArgs, RepairWhat};
 use anyhow::{anyhow, bail, Context, Result};
 use sluice::chunker::{parse_size, ChunkerParams};
 use sluice::codec::Compression;
@@ -207,6 +207,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         } => repair_index(&cli, *read_data),
         Command::Key { action } => key(&cli, action),
         Command::Stats { json } => stats(&cli, *json),
+        Command::Prune(a) => prune_cmd(&cli, a),
         Command::Mount(a) => crate::mount_cmd::mount(&cli, a),
         Command::Umount { mountpoint } => crate::mount_cmd::umount(mountpoint, cli.quiet),
     }
@@ -470,7 +471,11 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     let repo = open(cli)?;
     repo.require_config()?;
     let quiet = cli.quiet;
-    let _lock = repo.lock_write_within(
+    // A repository that lost snapshots/ must not get a new one quietly: the lost snapshots'
+    // packs would then pass for leftovers of interrupted ingests.
+    repo.snapshot_ids()?;
+    let session = sluice::session::WriteSession::begin(
+        &repo,
         &mut |holder| {
             if !quiet && lock_wait != Some(Duration::ZERO) {
                 eprintln!("sluice: repository is in use by {holder}; waiting for it to finish...");
@@ -478,15 +483,10 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         },
         lock_wait,
     )?;
-    // Leftovers of an ingest that died are garbage now that we hold the lock.
-    let _ = repo.clear_tmp();
-    // A repository that lost snapshots/ must not get a new one quietly: the lost snapshots'
-    // packs would then pass for leftovers of interrupted ingests.
-    repo.snapshot_ids()?;
     if let Some(w) = repo.clock_warning(sluice::time::now())? {
         eprintln!("sluice: warning: {w}");
     }
-    let (index, sync) = Index::open(&repo)?;
+    let (index, sync) = (&session.index, &session.sync);
     if sync.unfinished_verify {
         eprintln!(
             "sluice: warning: an earlier `sluice repair index --read-data` did not finish; the \
@@ -525,7 +525,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     let _handling = sluice::interrupt::Handling::start();
     let result = ingest::ingest(
         &repo,
-        &index,
+        index,
         specs,
         IngestOptions {
             host: a.host.clone().unwrap_or_else(hostname),
@@ -986,6 +986,13 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
                     String::new()
                 }
             );
+            if r.prune_pending_packs > 0 {
+                eprintln!(
+                    "{} pack(s) ({}) are marked for deletion by a prune that waits for writers                      that were running; the next `sluice prune` deletes them (not damage)",
+                    r.prune_pending_packs,
+                    bytes(r.prune_pending_bytes)
+                );
+            }
             if r.unreferenced_packs > 0 && !r.ok() {
                 // A chunk list that could not be read hides which packs its streams use:
                 // those packs look unused, and "interrupted ingests" would be a wrong guess.
@@ -997,7 +1004,7 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
                 );
             } else if r.unreferenced_packs > 0 {
                 eprintln!(
-                    "{} pack(s) ({}) belong to no snapshot: left by interrupted ingests or written by one still running (later ingests reuse their chunks), or by snapshot files that were lost (compare `sluice snapshots` with what you expect)",
+                    "{} pack(s) ({}) belong to no snapshot: left by interrupted ingests or written by one still running (later ingests reuse their chunks; `sluice prune` removes what no snapshot uses), or by snapshot files that were lost (compare `sluice snapshots` with what you expect)",
                     r.unreferenced_packs,
                     bytes(r.unreferenced_bytes)
                 );
@@ -1035,6 +1042,96 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
         }
         Ok(EXIT_DAMAGED)
     }
+}
+
+fn parse_percent(s: &str) -> Result<f64> {
+    let t = s.trim();
+    let v: f64 = t.strip_suffix('%').unwrap_or(t).parse().map_err(|_| {
+        usage(format!(
+            "--max-unused: {s:?} is not a percentage such as 5%"
+        ))
+    })?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(usage(format!(
+            "--max-unused: {s:?} is not between 0% and 100%"
+        )));
+    }
+    Ok(v / 100.0)
+}
+
+fn prune_cmd(cli: &Cli, a: &PruneArgs) -> Result<i32> {
+    let max_unused = parse_percent(&a.max_unused)?;
+    let repo = open(cli)?;
+    run_prune(cli, &repo, a.dry_run, max_unused, a.json)
+}
+
+/// Prune and print its summary (also after `forget --prune`).
+pub(crate) fn run_prune(
+    cli: &Cli,
+    repo: &Repository,
+    dry_run: bool,
+    max_unused: f64,
+    json: bool,
+) -> Result<i32> {
+    let tty = !cli.quiet && std::io::stderr().is_terminal();
+    let r = sluice::prune::prune(
+        repo,
+        &sluice::prune::PruneOptions {
+            max_unused,
+            dry_run,
+        },
+        &mut |msg| {
+            if tty {
+                eprint!("\r\x1b[K{msg}");
+            }
+        },
+    )?;
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    if !cli.quiet && !json {
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        eprintln!(
+            "prune: {} snapshot(s) keep their data; {verb} {} pack(s), {} freed{}",
+            r.snapshots,
+            r.packs_deleted,
+            bytes(r.bytes_freed),
+            if r.packs_repacked > 0 {
+                format!(
+                    " ({} pack(s) repacked{})",
+                    r.packs_repacked,
+                    if dry_run {
+                        String::new()
+                    } else {
+                        format!(", {} of kept data copied", bytes(r.bytes_repacked))
+                    }
+                )
+            } else {
+                String::new()
+            }
+        );
+        if r.packs_waiting > 0 {
+            eprintln!(
+                "prune: {} pack(s), {}, wait for writers that were running and may still use                  them: {}; run `sluice prune` again after they finish",
+                r.packs_waiting,
+                bytes(r.bytes_waiting),
+                r.waiting_for.join("; ")
+            );
+        }
+        if r.packs_spared > 0 {
+            eprintln!(
+                "prune: {} pack(s) kept: snapshots recorded during the prune use them",
+                r.packs_spared
+            );
+        }
+    }
+    for u in &r.packs_unreadable {
+        eprintln!("sluice: warning: pack {u}; left in place (run `sluice check`)");
+    }
+    Ok(0)
 }
 
 fn repair_index(cli: &Cli, read_data: bool) -> Result<i32> {

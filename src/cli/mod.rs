@@ -130,6 +130,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete what no snapshot uses; repack packs that are mostly unused. Runs beside
+    /// ingests, mounts and checks; what running ingests may still use is left for a later
+    /// prune.
+    Prune(PruneArgs),
     /// Mount the snapshots read-only: `sluice mount [REPO] MOUNTPOINT`.
     Mount(MountArgs),
     /// Unmount a sluice mount (also one whose process died).
@@ -199,6 +203,19 @@ pub struct IngestArgs {
     /// The producer command and its arguments (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PruneArgs {
+    /// Say what would be deleted and repacked; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Repack a pack when more than this share of it is unused (e.g. 5%, 0%, 50%).
+    #[arg(long, default_value = "5%", value_name = "PERCENT")]
+    pub max_unused: String,
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
