@@ -49,6 +49,8 @@ pub enum Source {
 
 pub struct IngestOptions {
     pub host: String,
+    /// The snapshot's time (seconds, nanoseconds); None: now. For importing old dumps.
+    pub time: Option<(i64, u32)>,
     pub tags: Vec<String>,
     pub allow_partial: bool,
     /// Streams ingested at once.
@@ -136,7 +138,7 @@ pub fn ingest(
     }
     interrupted()?;
     let started = Instant::now();
-    let (time, time_nanos) = crate::time::now();
+    let (time, time_nanos) = opts.time.unwrap_or_else(crate::time::now);
     // Raised when a stream fails: wakes the other streams' readers, which stop their producers.
     let abort = Arc::new(
         Alarm::new().map_err(|e| Error::io("cannot create a pipe to stop the streams", e))?,

@@ -1,5 +1,5 @@
-//! UTC time formatting without a calendar crate: the civil-from-days algorithm
-//! (H. Hinnant) is a dozen lines and exact for the proleptic Gregorian calendar.
+//! UTC time formatting (the civil-from-days algorithm
+//! of H. Hinnant: a dozen lines, exact) and parsing of times users give (jiff, with time zones).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,5 +44,42 @@ mod tests {
         assert_eq!(super::format_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::format_utc(1_795_302_005), "2026-11-21T23:00:05Z");
         assert_eq!(super::format_utc(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
+
+/// Parse a time given on the command line (`ingest --time`): RFC 3339 with an offset
+/// (`2025-09-01T02:00:00+02:00`, `…Z`), or a civil time `2025-09-01 02:00:00` (also with
+/// `T`, or without seconds) in the local time zone (TZ honoured), as restic's `--time`.
+/// Returns Unix seconds and nanoseconds.
+pub fn parse_time(s: &str) -> Result<(i64, u32), String> {
+    let t = s.trim();
+    if let Ok(ts) = t.parse::<jiff::Timestamp>() {
+        return Ok((ts.as_second(), ts.subsec_nanosecond().max(0) as u32));
+    }
+    let civil = t
+        .parse::<jiff::civil::DateTime>()
+        .map_err(|_| format!("{s:?} is not a time: use \"YYYY-MM-DD HH:MM:SS\" (local time) or RFC 3339 such as 2025-09-01T02:00:00Z"))?;
+    let zoned = civil
+        .to_zoned_datetime(jiff::tz::TimeZone::system())
+        .map_err(|e| format!("{s:?}: {e}"))?;
+    let ts = zoned.timestamp();
+    Ok((ts.as_second(), ts.subsec_nanosecond().max(0) as u32))
+}
+
+#[cfg(test)]
+mod parse_tests {
+    #[test]
+    fn parses_rfc3339_and_civil_times() {
+        assert_eq!(
+            super::parse_time("2025-09-01T02:00:00Z").unwrap(),
+            (1_756_692_000, 0)
+        );
+        assert_eq!(
+            super::parse_time("2025-09-01T04:00:00+02:00").unwrap(),
+            (1_756_692_000, 0)
+        );
+        assert!(super::parse_time("2025-09-01 02:00:00").is_ok());
+        assert!(super::parse_time("yesterday").is_err());
+        assert!(super::parse_time("2025-13-01 02:00:00").is_err());
     }
 }

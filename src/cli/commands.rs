@@ -468,6 +468,11 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         .as_deref()
         .map(|s| parse_lock_wait(s).map_err(|e| usage(format!("--lock-wait: {e}"))))
         .transpose()?;
+    let time = a
+        .time
+        .as_deref()
+        .map(|s| sluice::time::parse_time(s).map_err(|e| usage(format!("--time: {e}"))))
+        .transpose()?;
     let repo = open(cli)?;
     repo.require_config()?;
     let quiet = cli.quiet;
@@ -529,6 +534,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
         specs,
         IngestOptions {
             host: a.host.clone().unwrap_or_else(hostname),
+            time,
             tags: a.tags.clone(),
             allow_partial: a.allow_partial,
             jobs: a.jobs.unwrap_or(cores),

@@ -176,6 +176,10 @@ pub struct IngestArgs {
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]
     pub host: Option<String>,
+    /// Record the snapshot at this time instead of now, e.g. "2025-09-01 02:00:00" (local
+    /// time) or 2025-09-01T02:00:00Z: for importing old dumps.
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<String>,
     /// Keep the snapshot, marked partial, even if a producer fails or a stream is incomplete.
     #[arg(long)]
     pub allow_partial: bool,

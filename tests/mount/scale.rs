@@ -42,6 +42,7 @@ fn build(repo: &crate::support::Repo) -> Vec<(String, String, usize)> {
             }],
             IngestOptions {
                 host: "scale-test".into(),
+                time: None,
                 tags: vec![format!("n{i}")],
                 allow_partial: false,
                 jobs: 1,
