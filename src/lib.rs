@@ -10,6 +10,7 @@ pub mod codec;
 pub mod completeness;
 pub mod crypto;
 pub mod error;
+pub mod forget;
 pub mod ids;
 pub mod index;
 pub mod ingest;
