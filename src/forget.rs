@@ -186,6 +186,14 @@ impl std::str::FromStr for KeepWithin {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for KeepWithin {
+    /// From the same text as `--keep-within`, so a config file and the command line agree.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_keep_within(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Parses restic's duration syntax: numbers each followed by a unit `y`, `m` (months), `d` or
 /// `h`, e.g. `30d`, `1y6m`, `2y5m7d3h`. Stricter than restic where restic silently does
 /// something surprising: a unit given twice (`1d2d`, restic keeps the last), a negative number
