@@ -12,6 +12,7 @@ pub mod completeness;
 pub mod crypto;
 pub mod error;
 pub mod failpoint;
+pub mod forget;
 pub mod ids;
 pub mod index;
 pub mod ingest;
