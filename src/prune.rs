@@ -302,6 +302,21 @@ impl Drop for PruneLock<'_> {
     }
 }
 
+/// Remove snapshot files (`forget`). Their data stays until a prune finds it unused; a
+/// running mount drops them at its next refresh. A snapshot already gone is not an error
+/// (another forget got there first).
+pub fn forget(repo: &Repository, ids: &[SnapshotId]) -> Result<usize> {
+    let mut removed = 0;
+    for id in ids {
+        match repo.storage.remove(FileKind::Snapshot, &id.to_hex()) {
+            Ok(()) => removed += 1,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
 /// Run a prune. `progress` gets one line at a time (the CLI shows it on a terminal only).
 pub fn prune(
     repo: &Repository,

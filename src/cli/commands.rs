@@ -2,7 +2,7 @@
 
 use super::output::{bytes, rate, table};
 use super::password::{Passphrase, PasswordSource};
-use super::{Cli, Command, IngestArgs, InitArgs, KeyAction, PruneArgs, RepairWhat};
+use super::{Cli, Command, ForgetArgs, IngestArgs, InitArgs, KeyAction, PruneArgs, RepairWhat};
 use anyhow::{anyhow, bail, Context, Result};
 use sluice::chunker::{parse_size, ChunkerParams};
 use sluice::codec::Compression;
@@ -208,6 +208,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Key { action } => key(&cli, action),
         Command::Stats { json } => stats(&cli, *json),
         Command::Prune(a) => prune_cmd(&cli, a),
+        Command::Forget(a) => forget_cmd(&cli, a),
         Command::Mount(a) => crate::mount_cmd::mount(&cli, a),
         Command::Umount { mountpoint } => crate::mount_cmd::umount(mountpoint, cli.quiet),
     }
@@ -994,7 +995,7 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
             );
             if r.prune_pending_packs > 0 {
                 eprintln!(
-                    "{} pack(s) ({}) are marked for deletion by a prune that waits for writers                      that were running; the next `sluice prune` deletes them (not damage)",
+                    "{} pack(s) ({}) are marked for deletion by a prune that waits for writers that were running; the next `sluice prune` deletes them (not damage)",
                     r.prune_pending_packs,
                     bytes(r.prune_pending_bytes)
                 );
@@ -1048,6 +1049,236 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
         }
         Ok(EXIT_DAMAGED)
     }
+}
+
+/// The policy the forget options give, if any.
+fn forget_policy(a: &ForgetArgs) -> Result<sluice::forget::Policy> {
+    let keep_within = a
+        .keep_within
+        .as_deref()
+        .map(|s| {
+            sluice::forget::parse_keep_within(s).map_err(|e| usage(format!("--keep-within: {e}")))
+        })
+        .transpose()?;
+    let p = sluice::forget::Policy {
+        keep_last: a.keep_last,
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        keep_yearly: a.keep_yearly,
+        keep_within,
+        keep_tags: a.keep_tags.clone(),
+    };
+    p.validate().map_err(|e| usage(e.to_string()))?;
+    Ok(p)
+}
+
+fn forget_cmd(cli: &Cli, a: &ForgetArgs) -> Result<i32> {
+    let max_unused = parse_percent(&a.max_unused)?;
+    let mut policy = forget_policy(a)?;
+    let mut prune_after = a.prune;
+    if let Some(file) = &a.streams {
+        if !policy.is_empty() || !a.ids.is_empty() {
+            return Err(usage(
+                "--streams takes the policy from the file's [retention] table: give no --keep-* options or ids with it",
+            ));
+        }
+        match crate::streams_file::read_retention(file)? {
+            Some((p, prune)) => {
+                policy = p;
+                prune_after |= prune;
+            }
+            None => {
+                if !cli.quiet {
+                    eprintln!(
+                        "sluice: {} has no [retention] table; nothing to forget",
+                        file.display()
+                    );
+                }
+                return Ok(0);
+            }
+        }
+    }
+    if !a.ids.is_empty() && !policy.is_empty() {
+        return Err(usage(
+            "give either snapshot ids or a policy (--keep-*), not both",
+        ));
+    }
+    if a.ids.is_empty() && policy.is_empty() {
+        return Err(usage(
+            "forget needs snapshot ids or a policy such as --keep-daily 7 --keep-weekly 4; refusing to guess which snapshots to remove",
+        ));
+    }
+    let group_by = match &a.group_by {
+        Some(g) => sluice::forget::GroupBy::parse(g).map_err(|e| usage(e.to_string()))?,
+        None => sluice::forget::GroupBy::default(),
+    };
+    let repo = open(cli)?;
+    let (all, unreadable) = repo.snapshots_and_unreadable()?;
+    for u in &unreadable {
+        eprintln!(
+            "sluice: warning: snapshot {} cannot be read and is left alone: {}",
+            u.id.short(),
+            u.why
+        );
+    }
+    let by_id: std::collections::HashMap<_, _> = all.iter().map(|s| (s.id, s)).collect();
+    let entry = |s: &sluice::snapshot::Snapshot| {
+        serde_json::json!({
+            "id": s.id.to_hex(),
+            "short_id": s.id.short(),
+            "time": sluice::time::format_utc(s.time),
+            "unix_time": s.time,
+            "host": s.host,
+            "names": s.objects.iter().map(|o| o.name.clone()).collect::<Vec<_>>(),
+            "tags": s.tags,
+            "complete": sluice::repository::complete_for(s, None),
+        })
+    };
+    let mut remove: Vec<sluice::ids::SnapshotId> = Vec::new();
+    let mut groups_json = Vec::new();
+    if !a.ids.is_empty() {
+        for spec in &a.ids {
+            let s = repo.resolve(spec, None)?;
+            if !remove.contains(&s.id) {
+                remove.push(s.id);
+            }
+        }
+        let removed: Vec<_> = remove
+            .iter()
+            .filter_map(|id| by_id.get(id))
+            .map(|s| entry(s))
+            .collect();
+        groups_json.push(serde_json::json!({"keep": [], "remove": removed}));
+        if !a.json {
+            for id in &remove {
+                if let Some(s) = by_id.get(id) {
+                    println!(
+                        "{} {}  {}  {}",
+                        if a.dry_run { "would remove" } else { "remove" },
+                        s.id.short(),
+                        sluice::time::format_utc(s.time),
+                        s.objects
+                            .iter()
+                            .map(|o| o.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
+                }
+            }
+        }
+    } else {
+        let considered: Vec<&sluice::snapshot::Snapshot> = all
+            .iter()
+            .filter(|s| a.hosts.is_empty() || a.hosts.contains(&s.host))
+            .filter(|s| a.tags.is_empty() || a.tags.iter().any(|t| s.tags.contains(t)))
+            .filter(|s| a.names.is_empty() || a.names.iter().any(|n| s.object(n).is_some()))
+            .collect();
+        let candidates: Vec<sluice::forget::Candidate> = considered
+            .iter()
+            .map(|s| sluice::forget::Candidate {
+                id: s.id,
+                time: s.time,
+                time_nanos: s.time_nanos,
+                host: s.host.clone(),
+                names: s.objects.iter().map(|o| o.name.clone()).collect(),
+                tags: s.tags.clone(),
+                complete: sluice::repository::complete_for(s, None),
+                complete_names: s
+                    .objects
+                    .iter()
+                    .filter(|o| o.complete)
+                    .map(|o| o.name.clone())
+                    .collect(),
+            })
+            .collect();
+        let tz = jiff::tz::TimeZone::system();
+        let groups = sluice::forget::plan(
+            &candidates,
+            &policy,
+            &group_by,
+            a.allow_removing_last,
+            &tz,
+            jiff::Timestamp::now(),
+        );
+        if !a.json && !cli.quiet {
+            eprintln!("Applying policy: {policy}");
+        }
+        for g in &groups {
+            let mut keep_j = Vec::new();
+            let mut remove_j = Vec::new();
+            if !a.json {
+                println!("group: {}", g.key);
+            }
+            for d in &g.decisions {
+                let Some(s) = by_id.get(&d.id) else { continue };
+                if !a.json {
+                    println!(
+                        "  {:<6} {}  {}  {}{}",
+                        if d.keep { "keep" } else { "remove" },
+                        s.id.short(),
+                        sluice::time::format_utc(s.time),
+                        s.objects
+                            .iter()
+                            .map(|o| o.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        if d.keep {
+                            format!("  ({})", d.reasons.join(", "))
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                let mut e = entry(s);
+                if d.keep {
+                    e["reasons"] = serde_json::json!(d.reasons);
+                    keep_j.push(e);
+                } else {
+                    remove.push(d.id);
+                    remove_j.push(e);
+                }
+            }
+            groups_json.push(serde_json::json!({
+                "host": g.key.host,
+                "names": g.key.names,
+                "tags": g.key.tags,
+                "keep": keep_j,
+                "remove": remove_j,
+            }));
+        }
+    }
+    let removed = if a.dry_run {
+        0
+    } else {
+        sluice::prune::forget(&repo, &remove)?
+    };
+    if a.json {
+        print_json(&serde_json::json!(groups_json));
+    }
+    if !cli.quiet && !a.json {
+        if a.dry_run {
+            eprintln!(
+                "forget: would remove {} snapshot(s) (dry run)",
+                remove.len()
+            );
+        } else {
+            eprintln!(
+                "forget: removed {removed} snapshot(s){}",
+                if prune_after {
+                    ""
+                } else {
+                    "; `sluice prune` frees their data"
+                }
+            );
+        }
+    }
+    if prune_after {
+        // After --json's array, prune's summary goes to stderr only.
+        return run_prune(cli, &repo, a.dry_run, max_unused, false);
+    }
+    Ok(0)
 }
 
 fn parse_percent(s: &str) -> Result<f64> {
@@ -1121,7 +1352,7 @@ pub(crate) fn run_prune(
         );
         if r.packs_waiting > 0 {
             eprintln!(
-                "prune: {} pack(s), {}, wait for writers that were running and may still use                  them: {}; run `sluice prune` again after they finish",
+                "prune: {} pack(s), {}, wait for writers that were running and may still use them: {}; run `sluice prune` again after they finish",
                 r.packs_waiting,
                 bytes(r.bytes_waiting),
                 r.waiting_for.join("; ")

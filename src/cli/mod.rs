@@ -130,6 +130,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove snapshots: by id, or those a retention policy does not keep (--keep-*).
+    Forget(ForgetArgs),
     /// Delete what no snapshot uses; repack packs that are mostly unused. Runs beside
     /// ingests, mounts and checks; what running ingests may still use is left for a later
     /// prune.
@@ -207,6 +209,68 @@ pub struct IngestArgs {
     /// The producer command and its arguments (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ForgetArgs {
+    /// Snapshot ids (or unique id prefixes) to remove; or give a policy instead.
+    pub ids: Vec<String>,
+    /// Keep the N newest snapshots (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_last: Option<i64>,
+    /// Keep the newest snapshot of each of the last N hours that have one (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N days that have one (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<i64>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N months that have one (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N years that have one (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<i64>,
+    /// Keep every snapshot within this long of the group's newest (e.g. 30d, 1y6m, 2y5m7d3h).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep snapshots with this tag (repeatable; "a,b" means both tags).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Judge snapshots in groups by these properties: a subset of host,names,tags, or ''
+    /// for one group (default: host,names).
+    #[arg(long, value_name = "LIST")]
+    pub group_by: Option<String>,
+    /// Only consider snapshots holding this stream (repeatable).
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Only consider snapshots of this host (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only consider snapshots with this tag (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Let a policy remove the newest complete version of a stream (kept otherwise).
+    #[arg(long)]
+    pub allow_removing_last: bool,
+    /// Apply the [retention] table of this streams file (keep-* and prune = true); without
+    /// such a table, do nothing.
+    #[arg(long, value_name = "FILE")]
+    pub streams: Option<PathBuf>,
+    /// Print what would be kept and removed, and why; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Run prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: repack a pack when more than this share of it is unused.
+    #[arg(long, default_value = "5%", value_name = "PERCENT")]
+    pub max_unused: String,
 }
 
 #[derive(Args, Debug, Clone)]
