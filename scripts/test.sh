@@ -8,7 +8,8 @@
 #   2. checks that FUSE mounts work (in CI, CI=true, a machine without FUSE is a failure,
 #      never a skip; the tests see SLUICE_TEST_REQUIRE_FUSE=1);
 #   3. runs cargo fmt --check, clippy -D warnings, shellcheck of scripts/, and
-#      cargo test --workspace --release.
+#      cargo test --workspace --release;
+#   4. builds the .deb, installs it, checks it and removes it (scripts/package-test.sh).
 #
 # Environment:
 #   SKIP_INSTALL=1   do not run apt-get (report what is missing instead)
@@ -53,6 +54,13 @@ pkgs=(
     procps     # ps, pgrep for the mount tests
     shellcheck # lint of scripts/
     attr       # setfattr: the read-only mount test tries to set an xattr through the shell tool
+    # The package test (scripts/package-test.sh): build the .deb, install it, remove it.
+    dpkg-dev        # dpkg-shlibdeps: the package's library dependencies
+    binutils        # objcopy: the packaged binary without debug info
+    man-db          # man -w finds the installed pages
+    bash-completion # the installed completion completes `sluice in<TAB>`
+    systemd         # systemd-analyze verify of the units
+    jq              # the README's monitoring one-liner over snapshots --json
 )
 if [[ ${SKIP_INSTALL:-0} == 1 ]]; then
     missing=()
@@ -122,3 +130,9 @@ timeout --foreground --kill-after=30s "${TEST_TIMEOUT:-75m}" cargo test --worksp
         ((rc == 124)) && say "cargo test did not finish within ${TEST_TIMEOUT:-75m}"
         exit "$rc"
     }
+
+section "package: build the .deb, install, check, remove"
+# Installs the package with dpkg -i and always removes it again; in CI it never skips.
+# cargo test --release built target/release/sluice; building it again with `cargo build`
+# (other feature unification than the tests') would cost another minute or more.
+SKIP_BUILD=1 bash "$SCRIPTS_DIR/package-test.sh"

@@ -94,6 +94,27 @@ pub struct Provenance {
     pub stderr_tail: String,
 }
 
+/// For each snapshot of `snapshots` (oldest first, as `Repository::snapshots` lists them), the
+/// stream names it is the newest complete version of: the version `sluice cat latest NAME`
+/// restores. A monitoring check reads the age of that snapshot.
+pub fn newest_complete_names(snapshots: &[Snapshot]) -> Vec<Vec<String>> {
+    let mut newest: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, s) in snapshots.iter().enumerate() {
+        for o in s.objects.iter().filter(|o| o.complete) {
+            newest.insert(o.name.as_str(), i);
+        }
+    }
+    let mut out = vec![Vec::new(); snapshots.len()];
+    for (name, i) in newest {
+        out[i].push(name.to_string());
+    }
+    for (names, s) in out.iter_mut().zip(snapshots) {
+        // In the snapshot's own order of streams.
+        names.sort_by_key(|n| s.objects.iter().position(|o| &o.name == n));
+    }
+    out
+}
+
 impl Snapshot {
     pub fn object(&self, name: &str) -> Option<&Object> {
         self.objects.iter().find(|o| o.name == name)

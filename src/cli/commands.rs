@@ -121,6 +121,7 @@ fn prints_a_listing(c: &Command) -> bool {
             | Command::Key {
                 action: KeyAction::List { .. }
             }
+            | Command::Completions { .. }
     )
 }
 
@@ -211,6 +212,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Forget(a) => forget_cmd(&cli, a),
         Command::Mount(a) => crate::mount_cmd::mount(&cli, a),
         Command::Umount { mountpoint } => crate::mount_cmd::umount(mountpoint, cli.quiet),
+        Command::Completions { shell } => super::docs::completions(*shell),
+        Command::Man { out_dir } => super::docs::man_pages(out_dir),
     }
 }
 
@@ -683,16 +686,27 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool, producers: bool) -> 
 
 fn snapshots(cli: &Cli, name: Option<&str>, json: bool) -> Result<i32> {
     let repo = open(cli)?;
-    let snaps: Vec<_> = repo
-        .snapshots()?
+    let all = repo.snapshots()?;
+    // Over every snapshot, before the --name filter: "newest" means in the whole repository.
+    let newest_complete = sluice::snapshot::newest_complete_names(&all);
+    let (snaps, newest_complete): (Vec<_>, Vec<_>) = all
         .into_iter()
-        .filter(|s| name.is_none_or(|n| s.object(n).is_some()))
-        .collect();
+        .zip(newest_complete)
+        .filter(|(s, _)| name.is_none_or(|n| s.object(n).is_some()))
+        .unzip();
     if json {
+        let now = sluice::time::now().0;
         let v: Vec<serde_json::Value> = snaps
             .iter()
-            .map(|s| {
+            .zip(&newest_complete)
+            .map(|(s, newest)| {
+                // Fields are only ever added here: scripts parse this array of objects.
                 serde_json::json!({
+                    // Seconds since the snapshot was taken, by this machine's clock (negative
+                    // when it is dated in the future).
+                    "age_seconds": now - s.time,
+                    // The streams whose `cat latest NAME` version this snapshot is.
+                    "newest_complete": newest,
                     "id": s.id.to_hex(),
                     "short_id": s.id.short(),
                     "time": sluice::time::format_utc(s.time),

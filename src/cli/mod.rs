@@ -4,6 +4,7 @@
 //! 4 a stream failed or was incomplete (nothing recorded, or recorded as partial).
 
 pub(crate) mod commands;
+pub mod docs;
 pub mod output;
 pub mod password;
 
@@ -142,6 +143,19 @@ pub enum Command {
     Umount {
         /// The directory a sluice mount is mounted on.
         mountpoint: PathBuf,
+    },
+    /// Print a shell completion script: `sluice completions bash > /etc/bash_completion.d/sluice`.
+    Completions {
+        /// The shell: bash, zsh or fish (also elvish, powershell).
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (sluice.1 and one per subcommand) into a directory (for packaging).
+    #[command(hide = true)]
+    Man {
+        /// Where to write them; created if missing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
     },
 }
 

@@ -219,3 +219,54 @@ fn a_partial_snapshot_still_serves_its_complete_streams() {
         &[&second[..8], "b.sql", "status 2"],
     );
 }
+
+/// `snapshots --json` tells a monitoring check what it needs: per snapshot its age and the
+/// streams it is the newest complete version of (the one `cat latest NAME` restores). Fields
+/// are only added: the ones scripts already parse stay as they were.
+#[test]
+fn snapshots_json_names_the_newest_complete_version_of_each_stream() {
+    let repo = Repo::init("json-newest", &[]);
+    let first = repo.ingest("a.sql", b"select 1;\n", &[]);
+    let partial = ingest_partial(&repo, "a.sql", "echo 'select 2;'; exit 1");
+    let other = repo.ingest("b.sql", b"select 3;\n", &[]);
+    let v = repo.cmd(["snapshots", "--json"]).run().ok().json();
+    let list = v.as_array().expect("an array");
+    assert_eq!(list.len(), 3, "{v:#}");
+    for s in list {
+        for k in [
+            "id",
+            "short_id",
+            "time",
+            "unix_time",
+            "names",
+            "host",
+            "tags",
+            "complete",
+            "bytes",
+        ] {
+            assert!(s.get(k).is_some(), "no {k} in {s}");
+        }
+        let age = s["age_seconds"].as_i64().unwrap_or_else(|| panic!("{s}"));
+        assert!((0..600).contains(&age), "{s}");
+    }
+    let newest = |id: &str| -> Vec<String> {
+        let s = list.iter().find(|s| s["id"] == id).unwrap();
+        serde_json::from_value(s["newest_complete"].clone()).unwrap()
+    };
+    assert_eq!(newest(&first.snapshot), ["a.sql"], "{v:#}");
+    assert!(newest(&partial).is_empty(), "{v:#}");
+    assert_eq!(newest(&other.snapshot), ["b.sql"], "{v:#}");
+    // Filtered by name, "newest" still means in the whole repository.
+    let v = repo
+        .cmd(["snapshots", "--json", "--name", "a.sql"])
+        .run()
+        .ok()
+        .json();
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v:#}");
+    assert_eq!(
+        v[0]["newest_complete"],
+        serde_json::json!(["a.sql"]),
+        "{v:#}"
+    );
+    assert_eq!(v[1]["newest_complete"], serde_json::json!([]), "{v:#}");
+}
