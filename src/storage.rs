@@ -176,8 +176,16 @@ impl DirStorage {
 
     fn open_cached(&self, kind: FileKind, name: &str) -> Result<Arc<File>> {
         let key = format!("{kind:?}/{name}");
-        if let Some(f) = lock(&self.handles).get(&key) {
-            return Ok(f.clone());
+        let cached = lock(&self.handles).get(&key).cloned();
+        if let Some(f) = cached {
+            // A pack that prune deleted is not read through a handle opened before: that
+            // would keep its disk space taken for as long as a mount runs. One fstat per read
+            // (a chunk is ~1 MiB) tells.
+            use std::os::unix::fs::MetadataExt;
+            if f.metadata().is_ok_and(|m| m.nlink() > 0) {
+                return Ok(f);
+            }
+            lock(&self.handles).pop(&key);
         }
         let path = self.path(kind, name);
         let f = Arc::new(File::open(&path).ctx(|| format!("cannot open {}", path.display()))?);

@@ -20,6 +20,7 @@ mod mountpoint;
 mod nonroot;
 mod partial;
 mod readonly;
+mod retention;
 mod scale;
 mod tools;
 

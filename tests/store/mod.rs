@@ -10,6 +10,7 @@ mod disk_full;
 mod errors;
 mod keys;
 mod latest;
+mod lifecycle;
 mod misc;
 mod producer;
 mod recovery;
