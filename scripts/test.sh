@@ -3,8 +3,8 @@
 #
 # On a fresh Debian 12 machine with only the Rust toolchain, gcc, python3 and git, it
 #   1. installs what the tests need from Debian's packages, only when missing (FUSE, b3sum,
-#      the linter here; PostgreSQL, MariaDB with mariadb-backup, tar/gzip/xz/zstd through
-#      scripts/install-db.sh);
+#      the linter here, restic for the retention comparison; PostgreSQL, MariaDB with
+#      mariadb-backup, tar/gzip/xz/zstd through scripts/install-db.sh);
 #   2. checks that FUSE mounts work (in CI, CI=true, a machine without FUSE is a failure,
 #      never a skip; the tests see SLUICE_TEST_REQUIRE_FUSE=1);
 #   3. runs cargo fmt --check, clippy -D warnings, shellcheck of scripts/, and
@@ -61,6 +61,8 @@ pkgs=(
     bash-completion # the installed completion completes `sluice in<TAB>`
     systemd         # systemd-analyze verify of the units
     jq              # the README's monitoring one-liner over snapshots --json
+    restic     # the retention policy is compared with restic's forget (tests/policy)
+    tzdata     # Europe/Berlin for that comparison (restic and jiff read /usr/share/zoneinfo)
 )
 if [[ ${SKIP_INSTALL:-0} == 1 ]]; then
     missing=()
@@ -97,6 +99,8 @@ else
     warn "FUSE is not usable here; mount tests may skip locally (they never skip in CI)"
 fi
 if ((in_ci)); then export SLUICE_TEST_REQUIRE_FUSE=1; fi
+# In CI the restic comparison fails rather than skips when restic is missing.
+if ((in_ci)); then export SLUICE_TEST_REQUIRE_RESTIC=1; fi
 
 for comp in rustfmt clippy; do
     sub=${comp/rustfmt/fmt}
