@@ -15,3 +15,4 @@ mod producer;
 mod recovery;
 mod roundtrip;
 mod scripted;
+mod secrets;
