@@ -122,3 +122,7 @@ timeout --foreground --kill-after=30s "${TEST_TIMEOUT:-75m}" cargo test --worksp
         ((rc == 124)) && say "cargo test did not finish within ${TEST_TIMEOUT:-75m}"
         exit "$rc"
     }
+
+section "fuzz (10 s per target)"
+# Every parser of bytes from disk or a pipe, fed mutated real inputs (scripts/fuzz.sh).
+bash "$SCRIPTS_DIR/fuzz.sh" "${FUZZ_SECONDS:-10}"
