@@ -140,3 +140,7 @@ section "package: build the .deb, install, check, remove"
 # cargo test --release built target/release/sluice; building it again with `cargo build`
 # (other feature unification than the tests') would cost another minute or more.
 SKIP_BUILD=1 bash "$SCRIPTS_DIR/package-test.sh"
+
+section "fuzz (10 s per target)"
+# Every parser of bytes from disk or a pipe, fed mutated real inputs (scripts/fuzz.sh).
+bash "$SCRIPTS_DIR/fuzz.sh" "${FUZZ_SECONDS:-10}"

@@ -7,7 +7,8 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind};
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use std::sync::OnceLock;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 pub const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 16;
@@ -26,6 +27,74 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct MasterSecret(pub [u8; 32]);
 
+impl MasterSecret {
+    /// A new random secret, generated where it stays (no copy of it left on the stack).
+    pub fn random() -> MasterSecret {
+        let mut m = MasterSecret([0; 32]);
+        getrandom::fill(&mut m.0).expect("the operating system's random number generator failed");
+        m
+    }
+}
+
+/// A cipher keyed with `key`, without a copy of the key outside the cipher (which wipes its
+/// own on drop: chacha20poly1305's `zeroize` feature).
+fn cipher(key: &[u8; 32]) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(<&Key>::from(key))
+}
+
+/// BLAKE3's key derivation for `context`, written straight into `out`, and the hasher's state
+/// wiped after.
+fn derive_into(context: &str, master: &MasterSecret, out: &mut [u8]) {
+    let mut h = blake3::Hasher::new_derive_key(context);
+    h.update(&master.0);
+    let mut xof = h.finalize_xof();
+    xof.fill(out);
+    h.zeroize();
+    xof.zeroize();
+}
+
+/// The core size limit sluice started with, once `protect_process` has lowered it.
+static CORE_LIMIT_BEFORE: OnceLock<libc::rlimit> = OnceLock::new();
+
+/// Keep this process's memory (passphrase, keys, plaintext) out of core files and away from
+/// other processes of the same user: no core dump (soft RLIMIT_CORE 0) and not dumpable
+/// (PR_SET_DUMPABLE 0, which also makes /proc/PID/mem and environ root's and refuses ptrace
+/// to anyone without CAP_SYS_PTRACE — producers included). `SLUICE_ALLOW_CORE_DUMPS=1`
+/// leaves both as they are, for debugging a crash. Call before the passphrase is read.
+pub fn protect_process() -> std::io::Result<()> {
+    if std::env::var_os("SLUICE_ALLOW_CORE_DUMPS").is_some_and(|v| v == "1") {
+        return Ok(());
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut limit) } == 0 {
+        let _ = CORE_LIMIT_BEFORE.set(limit);
+        // Only the soft limit: producers get theirs back (`core_limit_before`).
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `zero` is a valid rlimit read by the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The core size limit before `protect_process` lowered it, for the commands sluice starts
+/// (they hold no keys; exec makes them dumpable again).
+pub fn core_limit_before() -> Option<libc::rlimit> {
+    CORE_LIMIT_BEFORE.get().copied()
+}
+
 /// Everything derived from the master secret that a running process needs.
 #[derive(Clone, ZeroizeOnDrop)]
 pub struct Keys {
@@ -39,20 +108,29 @@ pub struct Keys {
 
 impl Keys {
     pub fn derive(master: &MasterSecret) -> Keys {
-        let mut enc = blake3::derive_key("sluice 2026-11 blob encryption key v1", &master.0);
-        let id_key = blake3::derive_key("sluice 2026-11 blob id key v1", &master.0);
-        let config_mac_key = blake3::derive_key("sluice 2026-11 config mac key v1", &master.0);
-        let seed = blake3::derive_key("sluice 2026-11 chunker seed v1", &master.0);
-        let cipher = XChaCha20Poly1305::new(&Key::from(enc));
-        enc.zeroize();
-        let mut seed8 = [0u8; 8];
-        seed8.copy_from_slice(&seed[..8]);
-        Keys {
-            cipher,
-            id_key,
-            config_mac_key,
-            chunker_seed: u64::from_le_bytes(seed8),
-        }
+        // Every key is derived into its final place or into a buffer wiped on drop: no copy of
+        // key bytes is left behind on the stack.
+        let mut enc = Zeroizing::new([0u8; 32]);
+        derive_into(
+            "sluice 2026-11 blob encryption key v1",
+            master,
+            &mut enc[..],
+        );
+        let mut seed = Zeroizing::new([0u8; 8]);
+        derive_into("sluice 2026-11 chunker seed v1", master, &mut seed[..]);
+        let mut keys = Keys {
+            cipher: cipher(&enc),
+            id_key: [0; 32],
+            config_mac_key: [0; 32],
+            chunker_seed: u64::from_le_bytes(*seed),
+        };
+        derive_into("sluice 2026-11 blob id key v1", master, &mut keys.id_key);
+        derive_into(
+            "sluice 2026-11 config mac key v1",
+            master,
+            &mut keys.config_mac_key,
+        );
+        keys
     }
 
     /// The keyed content address of a plaintext blob.
@@ -205,7 +283,7 @@ pub fn derive_kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<K
     let p = argon2::Params::new(params.m_kib, params.t, params.p, Some(32))
         .map_err(|e| Error::Corrupt(format!("invalid key derivation parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
-    let mut out = [0u8; 32];
+    let mut kek = Kek([0u8; 32]);
     // The lanes run on a pool of our own that ends with the call, not on rayon's global pool:
     // its threads would stay for the life of the process with the signal mask of whichever
     // thread first used it, and a SIGTERM meant for the mount's or the ingest's signal thread
@@ -214,7 +292,7 @@ pub fn derive_kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<K
     let lanes = usize::try_from(params.p).unwrap_or(1).clamp(1, cores);
     let mut hash = || {
         argon
-            .hash_password_into(passphrase, salt, &mut out)
+            .hash_password_into(passphrase, salt, &mut kek.0)
             .map_err(|e| Error::Corrupt(format!("key derivation failed: {e}")))
     };
     match rayon::ThreadPoolBuilder::new().num_threads(lanes).build() {
@@ -222,24 +300,23 @@ pub fn derive_kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<K
         // No threads to be had: the lanes are computed one after another.
         Err(_) => hash()?,
     }
-    Ok(Kek(out))
+    Ok(kek)
 }
 
 impl Kek {
     pub fn seal_master(&self, key_id: &[u8], master: &MasterSecret) -> Vec<u8> {
-        let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
-        seal_with(&cipher, &key_aad(key_id), &master.0)
+        seal_with(&cipher(&self.0), &key_aad(key_id), &master.0)
     }
 
     /// None when the passphrase is wrong (or the key file was altered).
     pub fn open_master(&self, key_id: &[u8], sealed: &[u8]) -> Option<MasterSecret> {
-        let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
-        let mut plain = open_with(&cipher, &key_aad(key_id), sealed)?;
-        let secret = <[u8; 32]>::try_from(plain.as_slice())
-            .ok()
-            .map(MasterSecret);
-        plain.zeroize();
-        secret
+        let plain = Zeroizing::new(open_with(&cipher(&self.0), &key_aad(key_id), sealed)?);
+        if plain.len() != 32 {
+            return None;
+        }
+        let mut secret = MasterSecret([0; 32]);
+        secret.0.copy_from_slice(&plain);
+        Some(secret)
     }
 }
 

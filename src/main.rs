@@ -53,6 +53,11 @@ fn tune_allocator() {
 }
 
 fn main() {
+    // First of all, before a passphrase is read or a key derived: no core file, and no
+    // ptrace or /proc/PID/mem for the producers we start (SLUICE_ALLOW_CORE_DUMPS=1 to debug).
+    if let Err(e) = sluice::crypto::protect_process() {
+        eprintln!("sluice: warning: cannot disable core dumps: {e}");
+    }
     tune_allocator();
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Warn);

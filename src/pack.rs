@@ -213,10 +213,12 @@ pub fn read_header(storage: &dyn Storage, keys: &Keys, pack: PackId) -> Result<V
         })?;
     let entries = decode_entries(&codec::decode(&plain, 64 << 20)?)?;
     let data_end = size - TRAILER_LEN - header_len;
-    if entries
-        .iter()
-        .any(|e| e.offset < PREAMBLE_LEN || e.offset + e.stored_len as u64 > data_end)
-    {
+    if entries.iter().any(|e| {
+        e.offset < PREAMBLE_LEN
+            || e.offset
+                .checked_add(e.stored_len as u64)
+                .is_none_or(|end| end > data_end)
+    }) {
         return Err(damaged("its header lists a blob outside the data area"));
     }
     Ok(entries)
@@ -353,6 +355,28 @@ mod tests {
             &blobs[1]
         );
         storage.edit(FileKind::Pack, &pack.to_hex(), |b| b.truncate(b.len() - 3));
+        assert!(matches!(
+            read_header(&storage, &keys, pack),
+            Err(Error::Corrupt(_))
+        ));
+    }
+
+    /// Found by the fuzzer (pack_header): `offset + stored_len` wrapped past u64::MAX, so a
+    /// header listing a blob at offset 2^64 - 8 passed the "inside the data area" check (and
+    /// panicked with overflow checks on).
+    #[test]
+    fn a_header_whose_blob_end_wraps_around_is_refused() {
+        let storage = MemStorage::default();
+        let keys = Keys::derive(&MasterSecret([4; 32]));
+        let mut enc = Encoder::new(Compression::Zstd { level: 3 }).unwrap();
+        let mut w = PackWriter::create(&storage).unwrap();
+        let b = vec![7u8; 100];
+        let id = keys.blob_id(&b);
+        let mut sealed = enc.encode_for_sealing(&b);
+        keys.seal_in_place(BlobKind::Chunk, &id.0, &mut sealed);
+        w.append(BlobKind::Chunk, id, &sealed, b.len()).unwrap();
+        w.entries[0].offset = u64::MAX - 8;
+        let (pack, _) = w.finish(&keys, &mut enc).unwrap();
         assert!(matches!(
             read_header(&storage, &keys, pack),
             Err(Error::Corrupt(_))

@@ -14,9 +14,29 @@ use std::time::{Duration, Instant};
 
 const STDERR_TAIL: usize = 4096;
 
-/// How a producer command is given.
+/// What a producer never inherits from sluice unless `--pass-env` names it: the passphrase and
+/// every source of it (a producer that can run the password command has the passphrase), and
+/// object storage credentials. A producer that prints its environment (`env`, a shell's `set
+/// -x`, an error report) would otherwise put them into the stream or into the stderr tail that
+/// the snapshot keeps.
+pub const SECRET_ENV: [&str; 6] = [
+    "SLUICE_PASSWORD",
+    "SLUICE_PASSWORD_FILE",
+    "SLUICE_PASSWORD_COMMAND",
+    "SLUICE_NEW_PASSWORD",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// How a producer command is given, and which of `SECRET_ENV` it may still see.
 #[derive(Clone, Debug)]
-pub enum CommandSpec {
+pub struct CommandSpec {
+    how: How,
+    pass_env: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+enum How {
     /// Program and arguments, run directly (`sluice ingest --name x -- pg_dump shop`).
     Argv(Vec<String>),
     /// Shell text, run under `/bin/sh -c` (`--exec name='pg_dump shop'`).
@@ -24,17 +44,40 @@ pub enum CommandSpec {
 }
 
 impl CommandSpec {
+    /// Program and arguments, run directly (`sluice ingest --name x -- pg_dump shop`).
+    pub fn argv(argv: Vec<String>) -> CommandSpec {
+        CommandSpec {
+            how: How::Argv(argv),
+            pass_env: Vec::new(),
+        }
+    }
+
+    /// Shell text, run under `/bin/sh -c` (`--exec name='pg_dump shop'`).
+    pub fn shell(text: String) -> CommandSpec {
+        CommandSpec {
+            how: How::Shell(text),
+            pass_env: Vec::new(),
+        }
+    }
+
+    /// Let the producer inherit these variables even if they are in `SECRET_ENV`
+    /// (`--pass-env`).
+    pub fn passing_env(mut self, vars: &[String]) -> CommandSpec {
+        self.pass_env = vars.to_vec();
+        self
+    }
+
     pub fn display(&self) -> String {
-        match self {
+        match &self.how {
             // Quoted as a shell would need it, so that what is shown (and kept as the
             // snapshot's provenance) is the command that ran: `sh -c 'echo a; exit 3'`, not
             // `sh -c echo a; exit 3`.
-            CommandSpec::Argv(a) => a
+            How::Argv(a) => a
                 .iter()
                 .map(|w| shell_quote(w))
                 .collect::<Vec<_>>()
                 .join(" "),
-            CommandSpec::Shell(s) => s.clone(),
+            How::Shell(s) => s.clone(),
         }
     }
 }
@@ -246,8 +289,8 @@ impl Producer {
         stall: Option<Duration>,
         terminal: Option<crate::terminal::Terminal>,
     ) -> Result<(Producer, FdReader)> {
-        let mut cmd = match &spec {
-            CommandSpec::Argv(argv) => {
+        let mut cmd = match &spec.how {
+            How::Argv(argv) => {
                 let (prog, args) = argv
                     .split_first()
                     .ok_or_else(|| Error::InvalidInput("the producer command is empty".into()))?;
@@ -255,7 +298,7 @@ impl Producer {
                 c.args(args);
                 c
             }
-            CommandSpec::Shell(text) => {
+            How::Shell(text) => {
                 let mut c = Command::new("/bin/sh");
                 c.arg("-c").arg(text);
                 c
@@ -265,6 +308,23 @@ impl Producer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        for v in SECRET_ENV {
+            if !spec.pass_env.iter().any(|p| p == v) {
+                cmd.env_remove(v);
+            }
+        }
+        // The core size limit sluice lowered for itself (it holds keys) is the producer's
+        // again: a crashing pg_dump dumps core as it would without sluice.
+        if let Some(limit) = crate::crypto::core_limit_before() {
+            // SAFETY: runs in the child between fork and exec; setrlimit is
+            // async-signal-safe, and `limit` is a plain value moved into the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::setrlimit(libc::RLIMIT_CORE, &limit);
+                    Ok(())
+                });
+            }
+        }
         if let Some(t) = &terminal {
             let tty = t.raw_fd();
             // SAFETY: runs in the child after fork, before exec (std sets the process group
@@ -512,7 +572,7 @@ mod tests {
     #[test]
     fn argv_is_shown_as_the_command_that_ran() {
         let spec = |a: &[&str]| {
-            super::CommandSpec::Argv(a.iter().map(|s| s.to_string()).collect()).display()
+            super::CommandSpec::argv(a.iter().map(|s| s.to_string()).collect()).display()
         };
         assert_eq!(spec(&["pg_dump", "-Fc", "shop"]), "pg_dump -Fc shop");
         assert_eq!(

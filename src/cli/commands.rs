@@ -328,7 +328,7 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
         }
         specs.push(StreamSpec {
             name: name.to_string(),
-            source: Source::Command(CommandSpec::Shell(cmd.to_string())),
+            source: Source::Command(CommandSpec::shell(cmd.to_string()).passing_env(&a.pass_env)),
             expect,
         });
     }
@@ -336,7 +336,7 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
         for (name, cmd) in crate::streams_file::read(f)? {
             specs.push(StreamSpec {
                 name,
-                source: Source::Command(CommandSpec::Shell(cmd)),
+                source: Source::Command(CommandSpec::shell(cmd).passing_env(&a.pass_env)),
                 expect,
             });
         }
@@ -366,7 +366,7 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
         }
         Source::Stdin
     } else {
-        Source::Command(CommandSpec::Argv(a.command.clone()))
+        Source::Command(CommandSpec::argv(a.command.clone()).passing_env(&a.pass_env))
     };
     Ok(vec![StreamSpec {
         name,

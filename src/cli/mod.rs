@@ -220,6 +220,11 @@ pub struct IngestArgs {
     /// Expected stream size (e.g. 20G), for a percentage and ETA in the progress line.
     #[arg(long)]
     pub size_hint: Option<String>,
+    /// Hand this variable on to producers although it holds a secret (repeatable). Producers
+    /// never otherwise see SLUICE_PASSWORD, SLUICE_PASSWORD_FILE, SLUICE_PASSWORD_COMMAND,
+    /// SLUICE_NEW_PASSWORD, AWS_SECRET_ACCESS_KEY or AWS_SESSION_TOKEN.
+    #[arg(long = "pass-env", value_name = "VAR")]
+    pub pass_env: Vec<String>,
     /// The producer command and its arguments (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,

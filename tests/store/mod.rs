@@ -16,3 +16,4 @@ mod producer;
 mod recovery;
 mod roundtrip;
 mod scripted;
+mod secrets;
