@@ -208,8 +208,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Key { action } => key(&cli, action),
         Command::Stats { json } => stats(&cli, *json),
         Command::Prune(a) => prune_cmd(&cli, a),
-        Command::Mount(a) => crate::mount_cmd::mount(&cli, a),
-        Command::Umount { mountpoint } => crate::mount_cmd::umount(mountpoint, cli.quiet),
+        Command::Mount(a) => super::mount::mount(&cli, a),
+        Command::Umount { mountpoint } => super::mount::umount(mountpoint, cli.quiet),
     }
 }
 

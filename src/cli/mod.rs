@@ -4,6 +4,7 @@
 //! 4 a stream failed or was incomplete (nothing recorded, or recorded as partial).
 
 pub(crate) mod commands;
+mod mount;
 pub mod output;
 pub mod password;
 
