@@ -45,7 +45,7 @@ pub fn run(cli: Cli) -> i32 {
             let code = match e.downcast_ref::<Error>() {
                 _ if e.downcast_ref::<Usage>().is_some() => EXIT_USAGE,
                 Some(Error::Corrupt(_)) => EXIT_DAMAGED,
-                Some(Error::StreamFailed(_)) => EXIT_STREAM_FAILED,
+                Some(Error::StreamFailed(_) | Error::StreamStopped(_)) => EXIT_STREAM_FAILED,
                 _ => EXIT_ERROR,
             };
             // The library's errors already print their cause; name each cause once.
@@ -57,7 +57,10 @@ pub fn run(cli: Cli) -> i32 {
                     msg.push_str(&c);
                 }
             }
-            if matches!(e.downcast_ref::<Error>(), Some(Error::StreamFailed(_))) {
+            if matches!(
+                e.downcast_ref::<Error>(),
+                Some(Error::StreamFailed(_) | Error::StreamStopped(_))
+            ) {
                 msg.push_str("; no snapshot was recorded");
             }
             if e.downcast_ref::<Error>().is_some_and(|e| e.is_disk_full()) {
