@@ -1028,9 +1028,7 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
         );
         Ok(EXIT_ERROR)
     } else {
-        // Problems that name a stream read `snapshot ID "name": bytes ...`.
-        let streams_hit = r.problems.iter().any(|p| p.contains(": bytes "));
-        if streams_hit {
+        if r.damaged_ranges > 0 {
             eprintln!(
                 "sluice: error: {} problem(s) found; the streams named above cannot be fully restored \
                  (`sluice cat --salvage ID NAME` gets out every good byte, zeros in the damaged ranges); \
