@@ -34,6 +34,9 @@ pub struct CheckReport {
     /// One sentence per part that could not be read (permissions, I/O errors): not proof of
     /// damage, but not checked either. Both empty means the repository is sound.
     pub unreadable: Vec<String>,
+    /// How many of `problems` name a damaged byte range of a stream (`snapshot ID "name":
+    /// bytes A..B ...`): those streams cannot be fully restored.
+    pub damaged_ranges: usize,
 }
 
 impl CheckReport {
@@ -209,6 +212,8 @@ struct Walked {
     /// Chunk lists that could not be read, by place: `--read-data` meets them again and
     /// must not report them twice.
     unreadable_lists: HashSet<ChunkAt>,
+    /// How many of `problems` name a damaged byte range of a stream.
+    damaged_ranges: usize,
 }
 
 /// Walk every chunk of every object of `snaps`, calling `visit(snapshot, object name, chunk,
@@ -254,6 +259,7 @@ fn walk(
                         l.id.short(),
                         why.text
                     );
+                    w.damaged_ranges += usize::from(!why.io);
                     record(line, why.io, problems, unreadable);
                     continue;
                 }
@@ -272,7 +278,9 @@ fn walk(
                             l.start,
                             l.start + l.bytes
                         );
-                        record(line, Why::of(&e).io, problems, unreadable);
+                        let io = Why::of(&e).io;
+                        w.damaged_ranges += usize::from(!io);
+                        record(line, io, problems, unreadable);
                         continue;
                     }
                 };
@@ -365,6 +373,7 @@ pub fn check(
     }
     r.problems.extend(walked.problems);
     r.unreadable.extend(walked.unreadable);
+    r.damaged_ranges = walked.damaged_ranges;
     r.snapshots = snaps.len();
     r.objects = snaps.iter().map(|s| s.objects.len()).sum();
     r.chunks_referenced = referenced.len();
@@ -433,6 +442,7 @@ pub fn check(
             .iter()
             .filter(|(id, why)| !why.io && !referenced.contains(id))
             .count();
+        r.damaged_ranges += affected.len();
         r.problems.extend(affected);
         r.unreadable.extend(cannot_read);
         if unreferenced_bad > 0 {

@@ -26,6 +26,11 @@ pub enum Error {
     /// The producer of a stream failed or the stream was incomplete; nothing was recorded.
     #[error("{0}")]
     StreamFailed(String),
+    /// A stream was stopped (or never started) because another stream of the same ingest
+    /// failed, or a signal arrived: not a failure of its own, so the other failure explains
+    /// it. Nothing was recorded. The message may add what became of its producer.
+    #[error("{0}")]
+    StreamStopped(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

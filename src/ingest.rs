@@ -86,6 +86,10 @@ pub struct ObjectReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
     pub seconds: f64,
+    /// Stopped (or never started) because another stream failed: its `problem` says so, and
+    /// it is not the root cause.
+    #[serde(skip)]
+    pub stopped: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -107,7 +111,7 @@ impl IngestReport {
     /// The first problem, phrased for the user.
     /// The root cause: the first stream that failed on its own (not one stopped because of it).
     pub fn problem(&self) -> Option<String> {
-        let own = |o: &&ObjectReport| o.problem.as_deref().is_some_and(|p| p != STOPPED);
+        let own = |o: &&ObjectReport| o.problem.is_some() && !o.stopped;
         let culprit = self
             .objects
             .iter()
@@ -158,7 +162,7 @@ pub fn ingest(
                 let Some((i, spec)) = next else { break };
                 // After a failure or a signal, a stream not started yet is not started at all.
                 let r = if abort.is_raised() || crate::interrupt::received().is_some() {
-                    Err(Error::StreamFailed(STOPPED.into()))
+                    Err(Error::StreamStopped(STOPPED.into()))
                 } else {
                     ingest_one(repo, &sink, spec, &opts, &abort, tee)
                 };
@@ -187,12 +191,12 @@ pub fn ingest(
                 objects.push(o);
                 seconds.push(secs);
             }
-            Err(Error::StreamFailed(m)) if m.contains(STOPPED) => {
+            Err(e @ Error::StreamStopped(_)) => {
                 stopped.push(names[i].clone());
-                errors.push(Error::StreamFailed(m));
+                errors.push(e);
             }
             // Name the stream: with several producers, which one failed is the news.
-            Err(Error::StreamFailed(m)) if !m.contains(STOPPED) => {
+            Err(Error::StreamFailed(m)) => {
                 errors.push(Error::StreamFailed(format!("stream {:?}: {m}", names[i])))
             }
             Err(e) => errors.push(e),
@@ -204,7 +208,7 @@ pub fn ingest(
     // and a stream's own failure explains the others that were stopped in sympathy.
     finish_result?;
     errors.sort_by_key(|e| match e {
-        Error::StreamFailed(m) if m.contains(STOPPED) => 2,
+        Error::StreamStopped(_) => 2,
         Error::StreamFailed(_) => 1,
         _ => 0,
     });
@@ -212,7 +216,7 @@ pub fn ingest(
     // as an incomplete object (its producer exited non-zero, or its content was cut short)
     // rather than an error, report it below instead of "stopped because another stream failed".
     if objects.iter().any(|o| !o.complete) {
-        errors.retain(|e| !matches!(e, Error::StreamFailed(m) if m.contains(STOPPED)));
+        errors.retain(|e| !matches!(e, Error::StreamStopped(_)));
     }
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
@@ -234,6 +238,7 @@ pub fn ingest(
                 format: o.format.clone(),
                 problem: o.problem.clone(),
                 seconds,
+                stopped: false,
             }
         })
         .collect();
@@ -257,6 +262,7 @@ pub fn ingest(
                 format: None,
                 problem: Some(STOPPED.into()),
                 seconds: 0.0,
+                stopped: true,
             }));
         // In the order the streams were given.
         report
@@ -403,7 +409,7 @@ fn ingest_one(
             let mut tee_err = None;
             loop {
                 if abort.is_raised() {
-                    return Err(Error::StreamFailed(STOPPED.into()));
+                    return Err(Error::StreamStopped(STOPPED.into()));
                 }
                 interrupted()?;
                 let next = chunker.next_chunk(&mut |b| {
@@ -435,7 +441,9 @@ fn ingest_one(
                     }
                     Ok(None) => break,
                     // Stopped on purpose: say why, not how the read ended.
-                    Err(_) if abort.is_raised() => return Err(Error::StreamFailed(STOPPED.into())),
+                    Err(_) if abort.is_raised() => {
+                        return Err(Error::StreamStopped(STOPPED.into()))
+                    }
                     Err(e) => {
                         interrupted()?;
                         return Err(Error::StreamFailed(format!(
@@ -510,22 +518,27 @@ fn ingest_one(
     let total = match read_result {
         Ok(r) => r,
         // Our own storage failure stopped the reader: that failure is the news.
-        Err(Error::StreamFailed(m)) if m == STOPPED && assembled.is_err() => {
+        Err(Error::StreamStopped(_)) if assembled.is_err() => {
             return Err(assembled
                 .err()
-                .unwrap_or_else(|| Error::StreamFailed(STOPPED.into())));
+                .unwrap_or_else(|| Error::StreamStopped(STOPPED.into())));
         }
         Err(e) => {
-            if let (Some(p), Error::StreamFailed(_)) = (&provenance, &e) {
+            if let (Some(p), Error::StreamFailed(_) | Error::StreamStopped(_)) = (&provenance, &e) {
+                // A stream stopped because another failed stays so, whatever its producer did.
+                let same_kind = |m: String| match e {
+                    Error::StreamStopped(_) => Error::StreamStopped(m),
+                    _ => Error::StreamFailed(m),
+                };
                 if stopped_by_us {
                     // Its SIGKILL is ours, not the cause: say what was, and that we stopped it.
-                    return Err(Error::StreamFailed(format!(
+                    return Err(same_kind(format!(
                         "{e}; the producer `{}` was stopped",
                         p.command
                     )));
                 }
                 if !exit.success() {
-                    return Err(Error::StreamFailed(format!(
+                    return Err(same_kind(format!(
                         "producer `{}` {}; {e}",
                         p.command,
                         exit.describe()

@@ -18,7 +18,6 @@ macro_rules! eprint {
 }
 
 mod cli;
-mod mount_cmd;
 mod streams_file;
 
 /// Warnings from library code (the mount's refresh, for instance) as `sluice: warning: ...`.

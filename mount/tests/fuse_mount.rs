@@ -732,36 +732,19 @@ fn allow_other_is_opt_in() {
     assert!(line.contains("allow_other"), "{line}");
 }
 
-const CHILD_ENV: &str = "SLUICE_MOUNT_TEST_CHILD_MOUNTPOINT";
-
-/// Not a test by itself: the body of the child process that `a_stale_mount_is_cleaned_up`
-/// kills. Without the variable it does nothing.
-#[test]
-fn child_process_mounts_and_waits_to_be_killed() {
-    let Some(mountpoint) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
-    let (source, _, _) = shop();
-    let handle = mount(source, Path::new(&mountpoint), &MountOptions::default()).expect("mount");
-    std::thread::sleep(Duration::from_secs(60));
-    drop(handle);
-}
-
 #[test]
 fn a_stale_mount_is_cleaned_up() {
     require_fuse();
     let dir = tempfile::tempdir().expect("tempdir");
     let mountpoint = dir.path().join("mnt");
     fs::create_dir(&mountpoint).expect("mkdir");
-    let child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_process_mounts_and_waits_to_be_killed",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &mountpoint)
+    // A real process that mounts and is killed: a helper binary, so that no test here
+    // passes by doing nothing.
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice-mount-test-child"))
+        .arg(&mountpoint)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn child");
     // Whatever happens below, leave no process and no mount behind.
@@ -780,7 +763,11 @@ fn a_stale_mount_is_cleaned_up() {
     let started = Instant::now();
     while !mounted(&mountpoint) {
         if let Some(status) = child.try_wait().expect("child") {
-            panic!("child exited before mounting: {status}");
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut stderr);
+            }
+            panic!("child exited before mounting: {status}: {stderr}");
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),

@@ -45,7 +45,7 @@ pub fn run(cli: Cli) -> i32 {
             let code = match e.downcast_ref::<Error>() {
                 _ if e.downcast_ref::<Usage>().is_some() => EXIT_USAGE,
                 Some(Error::Corrupt(_)) => EXIT_DAMAGED,
-                Some(Error::StreamFailed(_)) => EXIT_STREAM_FAILED,
+                Some(Error::StreamFailed(_) | Error::StreamStopped(_)) => EXIT_STREAM_FAILED,
                 _ => EXIT_ERROR,
             };
             // The library's errors already print their cause; name each cause once.
@@ -57,7 +57,10 @@ pub fn run(cli: Cli) -> i32 {
                     msg.push_str(&c);
                 }
             }
-            if matches!(e.downcast_ref::<Error>(), Some(Error::StreamFailed(_))) {
+            if matches!(
+                e.downcast_ref::<Error>(),
+                Some(Error::StreamFailed(_) | Error::StreamStopped(_))
+            ) {
                 msg.push_str("; no snapshot was recorded");
             }
             if e.downcast_ref::<Error>().is_some_and(|e| e.is_disk_full()) {
@@ -210,8 +213,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stats { json } => stats(&cli, *json),
         Command::Prune(a) => prune_cmd(&cli, a),
         Command::Forget(a) => forget_cmd(&cli, a),
-        Command::Mount(a) => crate::mount_cmd::mount(&cli, a),
-        Command::Umount { mountpoint } => crate::mount_cmd::umount(mountpoint, cli.quiet),
+        Command::Mount(a) => super::mount::mount(&cli, a),
+        Command::Umount { mountpoint } => super::mount::umount(mountpoint, cli.quiet),
         Command::Completions { shell } => super::docs::completions(*shell),
         Command::Man { out_dir } => super::docs::man_pages(out_dir),
     }
@@ -1046,9 +1049,7 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
         );
         Ok(EXIT_ERROR)
     } else {
-        // Problems that name a stream read `snapshot ID "name": bytes ...`.
-        let streams_hit = r.problems.iter().any(|p| p.contains(": bytes "));
-        if streams_hit {
+        if r.damaged_ranges > 0 {
             eprintln!(
                 "sluice: error: {} problem(s) found; the streams named above cannot be fully restored \
                  (`sluice cat --salvage ID NAME` gets out every good byte, zeros in the damaged ranges); \

@@ -5,6 +5,7 @@
 
 pub(crate) mod commands;
 pub mod docs;
+mod mount;
 pub mod output;
 pub mod password;
 

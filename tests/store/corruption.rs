@@ -159,6 +159,12 @@ fn check_names_a(t: &Two, read_data: bool) -> Vec<String> {
         "check blames the undamaged snapshot{}",
         o.report()
     );
+    // What the advice below rests on: the problems that name a stream's damaged bytes.
+    assert!(
+        o.json()["damaged_ranges"].as_u64() >= Some(1),
+        "check --json counts no damaged range{}",
+        o.report()
+    );
     // The human form says the same.
     let mut c = t.repo.cmd(["check"]);
     if read_data {
@@ -249,7 +255,7 @@ fn flipped_byte_in_a_pack_header() {
     flip_byte(&t.pack_a, len - 16 - 5);
     assert!(t.repo.cat("latest", "a.bin") == t.a);
     for read_data in [false, true] {
-        let (_, problems) = check_problems(&t, read_data);
+        let (o, problems) = check_problems(&t, read_data);
         assert!(
             problems.iter().any(|p| p.contains("header")),
             "{problems:?}"
@@ -258,6 +264,7 @@ fn flipped_byte_in_a_pack_header() {
             !problems.iter().any(|p| p.contains("\"a.bin\"")),
             "check calls a restorable stream damaged: {problems:?}"
         );
+        assert_eq!(o.json()["damaged_ranges"], 0, "{}", o.report());
     }
     // A chunk in that pack damaged as well: found without the header's help, and named.
     flip_byte(&t.pack_a, 16 + 100);

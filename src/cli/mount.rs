@@ -7,7 +7,7 @@
 //! say "ready". `--foreground` serves in the current process until SIGINT/SIGTERM or an
 //! external unmount.
 
-use crate::cli::{Cli, MountArgs};
+use super::{Cli, MountArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use sluice::mount_source::StoreSource;
 use sluice::repository::Repository;
@@ -32,7 +32,7 @@ fn paths(cli: &Cli, a: &MountArgs) -> Result<(PathBuf, PathBuf)> {
             if cli.repo_on_command_line
                 && !cli.repo.as_deref().is_some_and(|r| same_path(r, repo)) =>
         {
-            Err(crate::cli::commands::usage(format!(
+            Err(super::commands::usage(format!(
                 "--repo {} and REPO {} name different repositories; give the repository once",
                 cli.repo.as_deref().unwrap_or(Path::new("")).display(),
                 repo.display()
@@ -59,7 +59,7 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     }
     // Not-a-repository before the passphrase, where it came from if it is wrong, a warning
     // for a damaged config: as every command opens a repository.
-    let (repo, pw) = crate::cli::commands::open_at(cli, &repo_path)?;
+    let (repo, pw) = super::commands::open_at(cli, &repo_path)?;
     // Damage the mount could not serve (a lost snapshots/ directory) is said here, once,
     // with its exit status, rather than by the daemon child.
     repo.snapshot_ids()?;

@@ -1,0 +1,278 @@
+//! The repository config (`REPO/config`): what it holds, reading and validating it, its MAC,
+//! the messages that say it is damaged, and recognising what an interrupted `init` left.
+//!
+//! It owns the config's format: plaintext JSON (no secrets) whose body is MAC'd with a key
+//! derived from the master secret. A config never changes after `init`, so it must never be
+//! rewritten here; and a damaged one must never stop readers: it is reported (`config_damage`)
+//! and only `ingest`, which needs its settings, refuses it.
+
+use super::Repository;
+use crate::chunker::ChunkerParams;
+use crate::codec::Compression;
+use crate::crypto::Keys;
+use crate::error::{Error, IoContext, Result};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub(super) const CONFIG_FORMAT: &str = "sluice-repository";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConfigBody {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub created: i64,
+    pub chunker: ChunkerParams,
+    pub compression: Compression,
+    /// Target size of a pack file in bytes.
+    pub pack_size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ConfigFile {
+    #[serde(flatten)]
+    body: ConfigBody,
+    mac: String,
+}
+
+impl Repository {
+    /// Read the config without a passphrase, to say early that a directory is not a
+    /// repository or has a newer format.
+    pub fn read_config(path: &Path) -> Result<ConfigBody> {
+        Self::read_config_file(path).map(|f| f.body)
+    }
+
+    /// The config file, body and MAC, read and parsed once.
+    fn read_config_file(path: &Path) -> Result<ConfigFile> {
+        if !path.exists() {
+            return Err(Error::NotARepository(format!(
+                "repository {} does not exist; create it with `sluice init` or check --repo / SLUICE_REPO",
+                path.display()
+            )));
+        }
+        if !path.is_dir() {
+            return Err(Error::NotARepository(format!(
+                "{} is not a sluice repository (it is not a directory); check --repo / SLUICE_REPO",
+                path.display()
+            )));
+        }
+        let cfg_path = path.join("config");
+        // A directory with sluice's keys/ and packs/ or snapshots/ is a sluice repository: a
+        // config that is missing or does not parse there is damage (exit 3, and readers go
+        // on without it), not "not a repository".
+        let ours = || {
+            path.join("keys").is_dir()
+                && (path.join("packs").is_dir() || path.join("snapshots").is_dir())
+        };
+        let bytes = match fs::read(&cfg_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && interrupted_init(path) => {
+                return Err(Error::NotARepository(format!(
+                    "{} is not a sluice repository yet: it holds only what a `sluice init` \
+                     that was interrupted before it finished leaves (it has no config, and \
+                     nothing was ever stored there); run `sluice init` again",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ours() => {
+                return Err(config_damaged(&cfg_path, "it is missing"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository(format!(
+                    "{} is not a sluice repository (it has no config file); check --repo / SLUICE_REPO",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(format!("cannot read {}", cfg_path.display()), e)),
+        };
+        #[derive(Deserialize)]
+        struct Probe {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let probe: Probe = match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) if ours() => {
+                let why = if bytes.is_empty() {
+                    "it is empty".to_string()
+                } else if bytes.iter().all(|&b| b == 0) {
+                    "it is all zero bytes".to_string()
+                } else {
+                    format!("it is not valid JSON ({e})")
+                };
+                return Err(config_damaged(&cfg_path, &why));
+            }
+            Err(_) => {
+                return Err(Error::NotARepository(format!(
+                    "{} is not a sluice repository config",
+                    cfg_path.display()
+                )))
+            }
+        };
+        if probe.format.as_deref() != Some(CONFIG_FORMAT) {
+            return Err(Error::NotARepository(format!(
+                "{} is not a sluice repository (its config is of another program)",
+                path.display()
+            )));
+        }
+        let version = probe.version.unwrap_or(0);
+        if version > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| config_damaged(&cfg_path, &format!("it does not parse ({e})")))
+    }
+
+    /// The config and its MAC; or, when the config is damaged or lost, why. Snapshots and
+    /// packs do not depend on the config (the key files hold the master secret), so a
+    /// repository with a damaged config still opens for reading; `ingest` refuses it.
+    pub(super) fn config_or_damage(
+        path: &Path,
+    ) -> Result<std::result::Result<(ConfigBody, String), String>> {
+        match Self::read_config_file(path) {
+            Ok(f) => Ok(Ok((f.body, f.mac))),
+            Err(Error::Corrupt(why)) => Ok(Err(why)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Why the config is damaged, if it is. Everything but `ingest` works without it.
+    pub fn config_damage(&self) -> Option<&str> {
+        self.config_damage.as_deref()
+    }
+
+    /// Refuse to write data without a sound config: its chunker and compression settings
+    /// are what ingest must use.
+    pub fn require_config(&self) -> Result<()> {
+        match &self.config_damage {
+            None => Ok(()),
+            Some(why) => Err(Error::Corrupt(format!(
+                "{why}; ingest needs its settings, so it is refused until config is copied back"
+            ))),
+        }
+    }
+}
+
+fn config_damaged(cfg_path: &Path, why: &str) -> Error {
+    Error::Corrupt(format!(
+        "repository config {} is damaged: {why}; it never changes after init: copy it back \
+         from a backup or another copy of this repository",
+        cfg_path.display()
+    ))
+}
+
+/// Stands in for a damaged config in a repository opened for reading.
+pub(super) fn placeholder_config() -> ConfigBody {
+    ConfigBody {
+        format: CONFIG_FORMAT.into(),
+        version: FORMAT_VERSION,
+        id: String::new(),
+        created: 0,
+        chunker: ChunkerParams::with_avg(1 << 20),
+        compression: Compression::Zstd { level: 3 },
+        pack_size: 16 << 20,
+    }
+}
+
+pub(super) fn config_mac_input(body: &ConfigBody) -> Result<Vec<u8>> {
+    serde_json::to_vec(body).map_err(|e| Error::InvalidInput(e.to_string()))
+}
+
+/// Write a new repository's config, MAC'd under `keys`, and make it durable under its name.
+pub(super) fn write_new(path: &Path, body: &ConfigBody, keys: &Keys) -> Result<()> {
+    let mac = hex::encode(keys.config_mac(&config_mac_input(body)?));
+    let file = ConfigFile {
+        body: body.clone(),
+        mac,
+    };
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    write_atomic(&path.join("config"), &json)
+}
+
+/// Whether `path` holds what an `init` stopped by a signal (Ctrl-C, a timeout) leaves: some
+/// of the directories it creates first, and nothing else that could hold data. `init` derives
+/// the key (a noticeable time), writes the key file, then the config; killed anywhere before
+/// the config is in place, it leaves empty `packs/` and `snapshots/`, scratch files in `tmp/`,
+/// perhaps a key file in `keys/`, lock files in `locks/` (a command that tried the folder since)
+/// and `config.tmp`. No config means no ingest ever ran (ingest refuses without one), so
+/// nothing can have been stored there: `init` may use it again, and other commands must not
+/// call it a damaged repository.
+pub(super) fn interrupted_init(path: &Path) -> bool {
+    if path.join("config").exists() {
+        return false;
+    }
+    let Ok(entries) = fs::read_dir(path) else {
+        return false;
+    };
+    let mut any = false;
+    for e in entries {
+        let Ok(e) = e else { return false };
+        let name = e.file_name();
+        let Some(name) = name.to_str() else {
+            return false;
+        };
+        let Ok(kind) = e.file_type() else {
+            return false;
+        };
+        let leftover = match name {
+            "config.tmp" => kind.is_file(),
+            // Only files: a key file (or its scratch copy), lock files, scratch files.
+            "keys" | "locks" | "tmp" => kind.is_dir() && holds_only_files(&e.path()),
+            "packs" | "snapshots" => {
+                kind.is_dir() && fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none())
+            }
+            _ => false,
+        };
+        if !leftover {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
+fn holds_only_files(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .into_iter()
+            .all(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_file())))
+    })
+}
+
+/// Clear what an interrupted `init` left, before `init` runs again: its key files open a
+/// master secret that never protected anything, and left in `keys/` they would be tried
+/// (and open, with the same passphrase) beside the new one.
+pub(super) fn clear_interrupted_init(path: &Path) -> Result<()> {
+    for dir in ["keys", "tmp"] {
+        let d = path.join(dir);
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.ctx(|| format!("cannot read {}", d.display()))?.path();
+            fs::remove_file(&p).ctx(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    match fs::remove_file(path.join("config.tmp")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+            format!("cannot remove {}", path.join("config.tmp").display()),
+            e,
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .ctx(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).ctx(|| format!("cannot rename into {}", path.display()))
+}

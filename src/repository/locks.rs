@@ -1,0 +1,165 @@
+//! Locks: `REPO/locks/write`, flock'd by the one writer, and `REPO/locks/keys`, flock'd while
+//! key files change; waiting for them (with an optional limit, `--lock-wait`), and the note of
+//! who holds one that the next process prints.
+//!
+//! Readers never take a lock (DESIGN property 9), so nothing here may be called on a read
+//! path. The note is plaintext: it must never hold a name, host or command line.
+
+use super::Repository;
+use crate::error::{Error, Result};
+use std::fs;
+use std::io::{Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
+
+/// Held while writing; released when dropped (or when the process dies).
+pub struct WriteLock {
+    _file: fs::File,
+}
+
+impl Repository {
+    /// Key changes take a lock of their own: two `key remove`s at once (each run with the
+    /// other's key) would otherwise each see the other key as spare and leave the repository
+    /// with none, locking everyone out for good. Not the write lock: adding a passphrase
+    /// should not wait for a long ingest. Key changes take milliseconds, so this just waits.
+    pub(super) fn lock_keys(&self, on_wait: &mut dyn FnMut(&str)) -> Result<WriteLock> {
+        self.lock_file("keys", on_wait, None)
+    }
+
+    /// Remove what dead writers left in `tmp/`; for a writer holding the write lock. Key
+    /// changes write their scratch copies there under `locks/keys` only, so while one is in
+    /// progress nothing is removed: the leftovers go next time, and the key change does not
+    /// fail for a file pulled from under it.
+    pub fn clear_tmp(&self) -> Result<usize> {
+        match self.lock_file("keys", &mut |_| {}, Some(std::time::Duration::ZERO)) {
+            Ok(_keys) => self.storage.clear_scratch(),
+            Err(Error::Locked(_)) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Take the repository's write lock, waiting if another writer holds it. `on_wait` is
+    /// told who holds it, once, before waiting.
+    pub fn lock_write(&self, on_wait: &mut dyn FnMut(&str)) -> Result<WriteLock> {
+        self.lock_write_within(on_wait, None)
+    }
+
+    /// Like `lock_write`, but give up after `limit` (a cron job should not queue forever
+    /// behind a stuck writer).
+    pub fn lock_write_within(
+        &self,
+        on_wait: &mut dyn FnMut(&str),
+        limit: Option<std::time::Duration>,
+    ) -> Result<WriteLock> {
+        self.lock_file("write", on_wait, limit)
+    }
+
+    /// flock `REPO/locks/NAME`, waiting (at most `limit`) if another process holds it, and
+    /// leave a note of who holds it for the next one to print.
+    fn lock_file(
+        &self,
+        name: &str,
+        on_wait: &mut dyn FnMut(&str),
+        limit: Option<std::time::Duration>,
+    ) -> Result<WriteLock> {
+        let dir = self.path.join("locks");
+        let path = dir.join(name);
+        // A copy made as the README says has no locks/ (nor needs one to be read): on
+        // read-only media creating it fails just as opening the lock file does.
+        let mut file = match fs::create_dir_all(&dir).and_then(|()| {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        }) {
+            Ok(f) => f,
+            Err(_) if path.is_dir() => {
+                return Err(Error::InvalidInput(format!(
+                    "lock file {} is a directory, not the file sluice locks; remove it (it only \
+                     ever holds a note of who is writing) and run the command again",
+                    path.display()
+                )))
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+                ) =>
+            {
+                return Err(Error::io(
+                    format!(
+                        "cannot write to repository {} (lock file {}): this command needs write \
+                         access; snapshots, ls, cat, check, stats and mount work without it",
+                        self.path.display(),
+                        path.display()
+                    ),
+                    e,
+                ))
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot open lock file {}", path.display()),
+                    e,
+                ))
+            }
+        };
+        let fd = file.as_raw_fd();
+        // SAFETY: flock on a file descriptor we own and keep open for the call; no memory is shared.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(Error::io(format!("cannot lock {}", path.display()), err));
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() {
+                "another sluice process"
+            } else {
+                holder
+            };
+            on_wait(holder);
+            match limit {
+                None => {
+                    // SAFETY: as above; this call blocks until the other holder's descriptor
+                    // closes.
+                    if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+                        return Err(Error::io(
+                            format!("cannot lock {}", path.display()),
+                            std::io::Error::last_os_error(),
+                        ));
+                    }
+                }
+                Some(limit) => {
+                    let deadline = std::time::Instant::now() + limit;
+                    // SAFETY: as above (non-blocking).
+                    while unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                        if std::time::Instant::now() >= deadline {
+                            // As given: `--lock-wait 500ms` must not read "after 0s".
+                            let waited = if limit.subsec_millis() == 0 {
+                                format!("{}s", limit.as_secs())
+                            } else {
+                                format!("{}ms", limit.as_millis())
+                            };
+                            return Err(Error::Locked(format!(
+                                "{holder} still holds it after {waited} (--lock-wait); try again later, or check that process"
+                            )));
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+        // Who holds it, for the message another writer prints. No names: this file is plaintext.
+        let note = format!(
+            "sluice pid {} (since {})",
+            std::process::id(),
+            crate::time::format_utc(crate::time::now().0)
+        );
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = file.write_all(note.as_bytes());
+        Ok(WriteLock { _file: file })
+    }
+}

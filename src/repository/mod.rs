@@ -1,0 +1,261 @@
+//! A repository: the `Repository` handle, `init` and `open`. What it holds lives in one
+//! module each: [`config`] (the config file, its MAC and damage), [`keys`] (key files),
+//! [`locks`] (the write and key locks) and [`catalog`] (snapshots and resolving them).
+//! Opening needs a passphrase; readers never take a lock (DESIGN property 9).
+//!
+//! ```text
+//! REPO/config                plaintext JSON (no secrets), MAC'd with a key derived from the master secret
+//! REPO/keys/<id>             key files: the master secret sealed under Argon2id(passphrase)
+//! REPO/packs/<xx>/<pack id>  pack files
+//! REPO/snapshots/<id>        snapshot files
+//! REPO/index/                the sled index (a rebuildable cache, used only by writers)
+//! REPO/locks/write           flock'd by the one writer
+//! REPO/locks/keys            flock'd while key files change (add, passwd, remove)
+//! REPO/tmp/                  files being written; garbage if a writer died
+//! ```
+//!
+//! This module only puts the parts together: it must never parse a config or key file
+//! itself, nor read snapshots (those belong to the modules above).
+
+mod catalog;
+mod config;
+mod keys;
+mod locks;
+
+pub use catalog::{complete_for, object_partial_reason, partial_reason, Resolved, Unreadable};
+pub use config::{ConfigBody, FORMAT_VERSION};
+pub use keys::KeyInfo;
+pub use locks::WriteLock;
+
+use crate::blobstore::BlobStore;
+use crate::chunker::ChunkerParams;
+use crate::codec::Compression;
+use crate::crypto::{self, KdfParams, Keys, MasterSecret};
+use crate::error::{Error, IoContext, Result};
+use crate::storage::{DirStorage, FileKind, Storage};
+use config::{
+    clear_interrupted_init, config_mac_input, interrupted_init, placeholder_config, CONFIG_FORMAT,
+};
+use keys::{write_key_file, SealedKey};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression: Compression,
+    pub kdf: KdfParams,
+}
+
+pub struct Repository {
+    pub path: PathBuf,
+    /// The only door to the repository's files (see DESIGN.md, "The seams").
+    pub storage: Arc<dyn Storage>,
+    /// Verified blob reads (with prune's relocations) for every reader.
+    pub blobs: Arc<BlobStore>,
+    /// When `config_damage` is set this is a placeholder: only `ingest` needs it, and it
+    /// refuses such a repository (`require_config`).
+    pub config: ConfigBody,
+    config_damage: Option<String>,
+    pub keys: Arc<Keys>,
+    master: MasterSecret,
+    /// The key file the passphrase opened.
+    pub key_id: String,
+}
+
+impl Repository {
+    pub fn init(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+        if path.join("config").exists() {
+            return Err(Error::InvalidInput(format!(
+                "{} already holds a sluice repository; refusing to overwrite it",
+                path.display()
+            )));
+        }
+        if path.exists() && !path.is_dir() {
+            return Err(Error::InvalidInput(format!(
+                "{} exists and is not a directory; give a new or empty directory for the repository",
+                path.display()
+            )));
+        }
+        if interrupted_init(path) {
+            clear_interrupted_init(path)?;
+        } else if path.exists() {
+            let non_empty = fs::read_dir(path)
+                .ctx(|| format!("cannot read {}", path.display()))?
+                .next()
+                .is_some();
+            if non_empty {
+                return Err(Error::InvalidInput(format!(
+                    "{} exists and is not empty; choose an empty or new directory",
+                    path.display()
+                )));
+            }
+        }
+        opts.chunker.validate()?;
+        let existed = path.exists();
+        Self::create(path, passphrase, opts).inspect_err(|_| {
+            // Leave nothing half-built behind: a directory with keys/ but no config would
+            // refuse the next `init` ("not empty") and every other command ("not a repository").
+            for entry in INIT_ENTRIES.iter().chain(&["config", "config.tmp"]) {
+                let p = path.join(entry);
+                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+            }
+            if !existed {
+                let _ = fs::remove_dir(path);
+            }
+        })
+    }
+
+    /// The body of `init`, on a directory known to be new or empty.
+    fn create(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+        for d in INIT_ENTRIES {
+            let p = path.join(d);
+            fs::create_dir_all(&p).ctx(|| format!("cannot create {}", p.display()))?;
+        }
+        let master = MasterSecret(crypto::random_bytes());
+        let keys = Keys::derive(&master);
+        let body = ConfigBody {
+            format: CONFIG_FORMAT.into(),
+            version: FORMAT_VERSION,
+            id: hex::encode(crypto::random_bytes::<16>()),
+            created: crate::time::now().0,
+            chunker: opts.chunker,
+            compression: opts.compression,
+            pack_size: 16 << 20,
+        };
+        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
+        let key_id = write_key_file(storage.as_ref(), &master, passphrase, opts.kdf)?;
+        config::write_new(path, &body, &keys)?;
+        crate::storage::fsync_dir(path)?;
+        let keys = Arc::new(keys);
+        Ok(Repository {
+            path: path.to_path_buf(),
+            blobs: BlobStore::new(storage.clone(), keys.clone()),
+            storage,
+            config: body,
+            config_damage: None,
+            keys,
+            master,
+            key_id,
+        })
+    }
+
+    pub fn open(path: &Path, passphrase: &[u8]) -> Result<Repository> {
+        let (config, config_mac, config_damage) = match Self::config_or_damage(path)? {
+            Ok((c, mac)) => (c, Some(mac), None),
+            Err(why) => (placeholder_config(), None, Some(why)),
+        };
+        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
+        let key_names = storage.list(FileKind::Key)?;
+        if key_names.is_empty() {
+            let keys = path.join("keys");
+            return Err(Error::Corrupt(format!(
+                "{} {}: without a key file no passphrase can open the repository; copy the key \
+                 files back from a backup or another copy of this repository (any of its key \
+                 files whose passphrase you know will do)",
+                keys.display(),
+                if keys.is_dir() {
+                    "holds no key file"
+                } else {
+                    "is missing"
+                }
+            )));
+        }
+        // Every key file is tried: one damaged or unreadable file must not lock out the others.
+        let mut unusable = Vec::new();
+        // Key files that open with this passphrase but whose master secret does not
+        // authenticate the config: another repository's keys, or an altered config.
+        let mut foreign: Vec<&str> = Vec::new();
+        for name in &key_names {
+            let key = match SealedKey::read(storage.as_ref(), name) {
+                Ok(k) => k,
+                Err(e) => {
+                    // An unreadable file (permissions, I/O) is not damage: exit 1, not 3.
+                    unusable.push((format!("{name}: {e}"), matches!(e, Error::Io { .. })));
+                    continue;
+                }
+            };
+            if let Some(master) = key.open(passphrase)? {
+                let keys = Keys::derive(&master);
+                let mac = hex::encode(keys.config_mac(&config_mac_input(&config)?));
+                if config_mac.as_ref().is_some_and(|m| *m != mac) {
+                    foreign.push(name);
+                    continue;
+                }
+                for f in &foreign {
+                    log::warn!(
+                        "key file {f} opens with this passphrase but belongs to another \
+                         repository; remove it from {}/keys",
+                        path.display()
+                    );
+                }
+                let keys = Arc::new(keys);
+                return Ok(Repository {
+                    path: path.to_path_buf(),
+                    blobs: BlobStore::new(storage.clone(), keys.clone()),
+                    storage,
+                    config,
+                    config_damage,
+                    keys,
+                    master,
+                    key_id: key.id,
+                });
+            }
+        }
+        if !foreign.is_empty() {
+            return Err(Error::Corrupt(format!(
+                "repository config {}/config fails its integrity check under key file(s) {}, \
+                 which open with this passphrase: either the config was altered, or those key \
+                 files belong to another repository (copy this repository's own keys/ back)",
+                path.display(),
+                foreign.join(", ")
+            )));
+        }
+        if unusable.len() == key_names.len() {
+            let why = unusable
+                .iter()
+                .map(|(w, _)| w.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let msg = format!("no key file in {}/keys can be used: {why}", path.display());
+            return Err(if unusable.iter().all(|(_, io)| *io) {
+                Error::InvalidInput(format!("{msg} (check the files' permissions)"))
+            } else {
+                Error::Corrupt(msg)
+            });
+        }
+        for (u, _) in &unusable {
+            log::warn!("key file {u}");
+        }
+        Err(Error::WrongKey {
+            repo: path.to_path_buf(),
+            keys: key_names.len() - unusable.len(),
+        })
+    }
+}
+
+/// The directories `init` creates inside a repository.
+const INIT_ENTRIES: [&str; 5] = ["keys", "packs", "snapshots", "locks", "tmp"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new repository at `dir/repo`, with a KDF cheap enough for unit tests.
+    pub(in crate::repository) fn new_repo(dir: &Path) -> Repository {
+        Repository::init(
+            &dir.join("repo"),
+            b"pw",
+            InitOptions {
+                chunker: ChunkerParams::with_avg(1 << 20),
+                compression: Compression::Zstd { level: 3 },
+                kdf: KdfParams {
+                    m_kib: 64,
+                    t: 1,
+                    p: 1,
+                },
+            },
+        )
+        .unwrap()
+    }
+}
