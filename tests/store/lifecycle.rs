@@ -313,8 +313,10 @@ fn an_ingest_running_across_a_prune_keeps_the_chunks_it_reused() {
     let out = writer.wait().ok();
     let s2 = out.json()["snapshot"].as_str().unwrap().to_string();
     let added = out.json()["added_bytes"].as_u64().unwrap();
+    // 30 MB reused: only the new tail and the chunk where `a` ended are new (a chunk is at
+    // most 4 MiB).
     assert!(
-        added < 2_000_000,
+        added < 8_000_000,
         "the ingest did not reuse the chunks ({added})"
     );
 
