@@ -518,4 +518,7 @@ impl Storage for OnePack<'_> {
     fn sync(&self) -> Result<()> {
         Ok(())
     }
+    fn create_new(&self, _: FileKind, _: &str, _: &[u8]) -> Result<bool> {
+        Err(read_only())
+    }
 }
