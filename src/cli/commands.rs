@@ -1089,6 +1089,12 @@ fn forget_policy(a: &ForgetArgs) -> Result<sluice::forget::Policy> {
     Ok(p)
 }
 
+/// A snapshot's stream names, space-separated, for forget's listing.
+fn stream_names(s: &sluice::snapshot::Snapshot) -> String {
+    let names: Vec<&str> = s.objects.iter().map(|o| o.name.as_str()).collect();
+    names.join(" ")
+}
+
 fn forget_cmd(cli: &Cli, a: &ForgetArgs) -> Result<i32> {
     let max_unused = parse_percent(&a.max_unused)?;
     let mut policy = forget_policy(a)?;
@@ -1174,11 +1180,7 @@ fn forget_cmd(cli: &Cli, a: &ForgetArgs) -> Result<i32> {
                         if a.dry_run { "would remove" } else { "remove" },
                         s.id.short(),
                         sluice::time::format_utc(s.time),
-                        s.objects
-                            .iter()
-                            .map(|o| o.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" ")
+                        stream_names(s)
                     );
                 }
             }
@@ -1234,11 +1236,7 @@ fn forget_cmd(cli: &Cli, a: &ForgetArgs) -> Result<i32> {
                         if d.keep { "keep" } else { "remove" },
                         s.id.short(),
                         sluice::time::format_utc(s.time),
-                        s.objects
-                            .iter()
-                            .map(|o| o.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" "),
+                        stream_names(s),
                         if d.keep {
                             format!("  ({})", d.reasons.join(", "))
                         } else {
