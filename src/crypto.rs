@@ -62,6 +62,7 @@ static CORE_LIMIT_BEFORE: OnceLock<libc::rlimit> = OnceLock::new();
 /// to anyone without CAP_SYS_PTRACE — producers included). `SLUICE_ALLOW_CORE_DUMPS=1`
 /// leaves both as they are, for debugging a crash. Call before the passphrase is read.
 pub fn protect_process() -> std::io::Result<()> {
+    restrict_umask();
     if std::env::var_os("SLUICE_ALLOW_CORE_DUMPS").is_some_and(|v| v == "1") {
         return Ok(());
     }
@@ -87,6 +88,24 @@ pub fn protect_process() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The umask sluice started with, once `restrict_umask` has replaced it.
+static UMASK_BEFORE: OnceLock<libc::mode_t> = OnceLock::new();
+
+/// No permission for group or others on what this process creates through code that is not
+/// ours (sled's index files): a second line behind the explicit modes every repository file
+/// is given (`storage::Access`), so that a umask of 000 makes nothing world-readable.
+/// Producers get the umask back (`umask_before`): the files they make are theirs.
+fn restrict_umask() {
+    // SAFETY: umask only swaps the process's file creation mask; it cannot fail.
+    let before = unsafe { libc::umask(0o077) };
+    let _ = UMASK_BEFORE.set(before);
+}
+
+/// The umask before `protect_process` replaced it, for the commands sluice starts.
+pub fn umask_before() -> Option<libc::mode_t> {
+    UMASK_BEFORE.get().copied()
 }
 
 /// The core size limit before `protect_process` lowered it, for the commands sluice starts

@@ -57,11 +57,18 @@ impl SyncReport {
 
 impl Index {
     fn open_db(repo: &Repository) -> std::result::Result<Index, sled::Error> {
+        let dir = repo.path.join("index");
+        // The owner's only (only writers use it), whatever the umask: sled makes its files
+        // with the process umask, so the directory is made first with our mode, and what sled
+        // made is narrowed after.
+        let private = crate::storage::Access::PRIVATE;
+        let _ = crate::storage::create_dir(&dir, &private);
         let db = sled::Config::new()
-            .path(repo.path.join("index"))
+            .path(&dir)
             .cache_capacity(16 << 20)
             .flush_every_ms(Some(1000))
             .open()?;
+        private.restrict_tree(&dir);
         let blobs = db.open_tree("blobs")?;
         let packs = db.open_tree("packs")?;
         Ok(Index {

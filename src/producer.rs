@@ -18,9 +18,11 @@ const STDERR_TAIL: usize = 4096;
 /// every source of it (a producer that can run the password command has the passphrase), and
 /// object storage credentials. A producer that prints its environment (`env`, a shell's `set
 /// -x`, an error report) would otherwise put them into the stream or into the stderr tail that
-/// the snapshot keeps.
-pub const SECRET_ENV: [&str; 6] = [
+/// the snapshot keeps. `CREDENTIALS_DIRECTORY` is where systemd puts a unit's credentials
+/// (`LoadCredential=`, the usual home of a passphrase file for a sluice timer).
+pub const SECRET_ENV: [&str; 7] = [
     "SLUICE_PASSWORD",
+    "CREDENTIALS_DIRECTORY",
     "SLUICE_PASSWORD_FILE",
     "SLUICE_PASSWORD_COMMAND",
     "SLUICE_NEW_PASSWORD",
@@ -321,6 +323,18 @@ impl Producer {
             unsafe {
                 cmd.pre_exec(move || {
                     libc::setrlimit(libc::RLIMIT_CORE, &limit);
+                    Ok(())
+                });
+            }
+        }
+        // The umask is the producer's again too (sluice narrowed its own, see
+        // `crypto::protect_process`): files a producer makes are made as without sluice.
+        if let Some(mask) = crate::crypto::umask_before() {
+            // SAFETY: runs in the child between fork and exec; umask is async-signal-safe
+            // and `mask` is a plain value moved into the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask);
                     Ok(())
                 });
             }

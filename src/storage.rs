@@ -95,53 +95,170 @@ pub struct DirStorage {
     dirty_dirs: Arc<Mutex<HashSet<PathBuf>>>,
     /// Open pack files for reads: opening costs more than a small pread.
     handles: Mutex<lru::LruCache<String, Arc<File>>>,
-    /// Who may read the files we create: that of the repository's config (see `Access`).
-    access: Option<Access>,
+    /// Who may read the files we create (see `Access`).
+    access: Access,
 }
 
-/// The permissions and group of the repository's `config`, given to every file and directory
-/// an ingest creates — not the umask of whoever runs it: a cron job or a systemd unit with
-/// umask 077 must not make new snapshots unreadable for the admins whose group can read the
-/// older ones (they would see "Permission denied ... run `sluice check`").
-#[derive(Clone, Copy, Debug)]
-struct Access {
-    /// Permission bits of the config: rw for the owner at least, never execute.
-    mode: u32,
-    gid: u32,
+/// Who may read what a repository holds: its owner only (files 0600, directories 0700), or
+/// also one group (0640 / 0750) for a repository made with `sluice init --group-access`
+/// (recorded in its config). Nothing is ever world-readable or -writable, nor group-writable.
+///
+/// Modes are set explicitly on every file and directory created, never left to the umask of
+/// whoever runs sluice: under umask 000 a key file would be 0666 (offline passphrase guessing
+/// by any local user), and a cron job's umask 077 must not hide new snapshots from the group
+/// that reads the older ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    group: bool,
+    /// With group access, the group new files are given: that of the repository directory.
+    gid: Option<u32>,
 }
 
 impl Access {
-    fn of(config: &Path) -> Option<Access> {
+    /// The owner only.
+    pub const PRIVATE: Access = Access {
+        group: false,
+        gid: None,
+    };
+
+    /// The access of the repository at `root`: with the group when its config records
+    /// `init --group-access` (`group`), or when its `config` file is group-readable — how a
+    /// repository made before the flag existed was shared (`chgrp -R G REPO && chmod -R g+rX
+    /// REPO`), and how group access is turned on or off later (`chmod 640` / `600` the
+    /// config). The group is the config's (the repository directory's while `init` runs).
+    pub fn for_repo(root: &Path, group: bool) -> Access {
         use std::os::unix::fs::MetadataExt;
-        let m = fs::metadata(config).ok()?;
-        Some(Access {
-            mode: (m.mode() & 0o666) | 0o600,
-            gid: m.gid(),
-        })
+        let config = fs::metadata(root.join("config")).ok();
+        let group = group || config.as_ref().is_some_and(|m| m.mode() & 0o040 != 0);
+        if !group {
+            return Access::PRIVATE;
+        }
+        Access {
+            group: true,
+            gid: config
+                .or_else(|| fs::metadata(root).ok())
+                .map(|m| m.gid()),
+        }
     }
 
-    /// Give `path` (a new file, or a new directory) this access. Best effort: a group we
-    /// are not in cannot be given, and a failure here loses no data.
-    fn apply(&self, path: &Path, dir: bool) {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        // Directories: enter where read is allowed.
-        let mode = if dir {
-            self.mode | ((self.mode & 0o444) >> 2)
+    pub fn file_mode(&self) -> u32 {
+        if self.group {
+            0o640
         } else {
-            self.mode
-        };
-        if fs::metadata(path).is_ok_and(|m| m.gid() != self.gid) {
-            let _ = std::os::unix::fs::chown(path, None, Some(self.gid));
+            0o600
         }
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+    }
+
+    pub fn dir_mode(&self) -> u32 {
+        if self.group {
+            0o750
+        } else {
+            0o700
+        }
+    }
+
+    /// Give the open file `f` (which we just created) this access. Best effort, as chmod
+    /// is on filesystems without Unix permissions (the mode given at creation holds there).
+    pub fn apply_file(&self, f: &File) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if let Some(gid) = self.gid {
+            // Best effort: a group we are not in cannot be given; the mode still holds.
+            if f.metadata().is_ok_and(|m| m.gid() != gid) {
+                let _ = std::os::unix::fs::fchown(f, None, Some(gid));
+            }
+        }
+        let _ = f.set_permissions(fs::Permissions::from_mode(self.file_mode()));
+    }
+
+    /// Give the directory `dir` this access (best effort, as `apply_file`).
+    pub fn apply_dir(&self, dir: &Path) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if let Some(gid) = self.gid {
+            if fs::metadata(dir).is_ok_and(|m| m.gid() != gid) {
+                let _ = std::os::unix::fs::chown(dir, None, Some(gid));
+            }
+        }
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(self.dir_mode()));
+    }
+
+    /// Take away from everything under `dir` (itself included) what this access does not
+    /// give: for trees written by code that is not ours (sled's index), whose files are made
+    /// under the process umask. Never adds permissions; unreadable entries are skipped.
+    pub fn restrict_tree(&self, dir: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = fs::symlink_metadata(dir) else {
+            return;
+        };
+        let allowed = if meta.is_dir() {
+            self.dir_mode()
+        } else {
+            self.file_mode() | 0o100
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if !meta.file_type().is_symlink() && mode & !allowed != 0 {
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode & allowed));
+        }
+        if meta.is_dir() {
+            if let Ok(rd) = fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    self.restrict_tree(&e.path());
+                }
+            }
+        }
+    }
+}
+
+/// A new file at `path` for writing (`create_new`: never an existing one, nor through a
+/// symlink), with `access`'s mode from the start.
+pub fn create_file(path: &Path, access: &Access) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(access.file_mode())
+        .open(path)
+        .ctx(|| format!("cannot create {}", path.display()))?;
+    // The mode given to open(2) passes through the umask: set it again, exactly.
+    access.apply_file(&f);
+    Ok(f)
+}
+
+/// `create_dir_all`, giving every directory it creates `access` (not the umask's mode).
+pub fn create_dir(dir: &Path, access: &Access) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() {
+            create_dir(parent, access)?;
+        }
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(access.dir_mode()).create(dir) {
+        Ok(()) => {
+            access.apply_dir(dir);
+            Ok(())
+        }
+        // Made meanwhile by another writer (two ingests making one packs/xx).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(crate::error::Error::io(
+            format!("cannot create {}", dir.display()),
+            e,
+        )),
     }
 }
 
 impl DirStorage {
+    /// A repository directory whose new files are the owner's only.
     pub fn new(root: &Path) -> DirStorage {
+        DirStorage::with_access(root, Access::PRIVATE)
+    }
+
+    /// A repository directory whose new files get `access` (see `Access`).
+    pub fn with_access(root: &Path, access: Access) -> DirStorage {
         DirStorage {
             root: root.to_path_buf(),
-            access: Access::of(&root.join("config")),
+            access,
             dirty_dirs: Arc::new(Mutex::new(HashSet::new())),
             handles: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(64).expect("64 is not zero"),
@@ -170,7 +287,7 @@ impl DirStorage {
     /// empty directories, and such a copy must still take writes.
     fn tmp_path(&self, name: &str) -> Result<PathBuf> {
         let dir = self.root.join("tmp");
-        fs::create_dir_all(&dir).ctx(|| format!("cannot create {}", dir.display()))?;
+        create_dir(&dir, &self.access)?;
         Ok(dir.join(format!("{name}.tmp")))
     }
 
@@ -375,16 +492,15 @@ impl Storage for DirStorage {
     fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
         let tmp = self.tmp_path(name)?;
         let dest = self.path(kind, name);
-        let mut f = File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
-        if let Some(a) = &self.access {
-            a.apply(&tmp, false);
-        }
+        // A scratch file of the same name left by a writer that died is replaced.
+        let _ = fs::remove_file(&tmp);
+        let mut f = create_file(&tmp, &self.access)?;
         f.write_all(bytes)
             .and_then(|_| f.sync_all())
             .ctx(|| format!("cannot write {}", tmp.display()))?;
         drop(f);
         if let Some(parent) = dest.parent() {
-            create_dir(parent, self.access.as_ref())?;
+            create_dir(parent, &self.access)?;
             fs::rename(&tmp, &dest).ctx(|| format!("cannot rename into {}", dest.display()))?;
             fsync_dir(parent)?;
         }
@@ -393,14 +509,7 @@ impl Storage for DirStorage {
 
     fn upload(&self, kind: FileKind, name: &str) -> Result<Box<dyn Upload>> {
         let tmp = self.tmp_path(name)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .ctx(|| format!("cannot create {}", tmp.display()))?;
-        if let Some(a) = &self.access {
-            a.apply(&tmp, false);
-        }
+        let file = create_file(&tmp, &self.access)?;
         Ok(Box::new(DirUpload {
             file,
             tmp,
@@ -426,10 +535,7 @@ impl Storage for DirStorage {
             hex::encode(crate::crypto::random_bytes::<8>())
         ))?;
         let dest = self.path(kind, name);
-        let mut f = File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
-        if let Some(a) = &self.access {
-            a.apply(&tmp, false);
-        }
+        let mut f = create_file(&tmp, &self.access)?;
         let written = f
             .write_all(bytes)
             .and_then(|_| f.sync_all())
@@ -437,7 +543,7 @@ impl Storage for DirStorage {
         drop(f);
         let linked = written.and_then(|()| {
             let parent = dest.parent().unwrap_or(Path::new("."));
-            create_dir(parent, self.access.as_ref())?;
+            create_dir(parent, &self.access)?;
             // link(2) fails with EEXIST where rename would replace: create-if-absent.
             match fs::hard_link(&tmp, &dest) {
                 Ok(()) => fsync_dir(parent).map(|()| true),
@@ -478,19 +584,7 @@ struct DirUpload {
     written: u64,
     /// The storage's set of directories that need an fsync before the next commit.
     dirty_dirs: Arc<Mutex<HashSet<PathBuf>>>,
-    access: Option<Access>,
-}
-
-/// `create_dir_all`, giving a directory it had to create the repository's access.
-fn create_dir(dir: &Path, access: Option<&Access>) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
-    if let Some(a) = access {
-        a.apply(dir, true);
-    }
-    Ok(())
+    access: Access,
 }
 
 impl Drop for DirUpload {
@@ -520,7 +614,7 @@ impl Upload for DirUpload {
             .ctx(|| format!("cannot sync {}", self.tmp.display()))?;
         let parent = self.dest.parent().unwrap_or(Path::new("."));
         if !parent.is_dir() {
-            create_dir(parent, self.access.as_ref())?;
+            create_dir(parent, &self.access)?;
             // A new packs/xx directory is itself an entry of packs/, which must be durable too.
             if let Some(grandparent) = parent.parent() {
                 lock(&self.dirty_dirs).insert(grandparent.to_path_buf());

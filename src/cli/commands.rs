@@ -249,6 +249,7 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
             chunker,
             compression,
             kdf,
+            group_access: a.group_access,
         },
     )?;
     if !cli.quiet {

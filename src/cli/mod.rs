@@ -171,6 +171,11 @@ pub struct InitArgs {
     /// Argon2id memory in KiB (default 65536). Lower only for tests.
     #[arg(long, hide = true)]
     pub kdf_memory_kib: Option<u32>,
+    /// Let the group of the repository directory read it (files 0640, directories 0750;
+    /// key files too: its members can try to guess the passphrase offline). Without it
+    /// everything is the owner's only (0600 / 0700), whatever the umask.
+    #[arg(long)]
+    pub group_access: bool,
 }
 
 #[derive(Args, Debug)]
@@ -223,7 +228,8 @@ pub struct IngestArgs {
     pub size_hint: Option<String>,
     /// Hand this variable on to producers although it holds a secret (repeatable). Producers
     /// never otherwise see SLUICE_PASSWORD, SLUICE_PASSWORD_FILE, SLUICE_PASSWORD_COMMAND,
-    /// SLUICE_NEW_PASSWORD, AWS_SECRET_ACCESS_KEY or AWS_SESSION_TOKEN.
+    /// SLUICE_NEW_PASSWORD, CREDENTIALS_DIRECTORY (systemd), AWS_SECRET_ACCESS_KEY or
+    /// AWS_SESSION_TOKEN.
     #[arg(long = "pass-env", value_name = "VAR")]
     pub pass_env: Vec<String>,
     /// The producer command and its arguments (after `--`).

@@ -29,6 +29,11 @@ pub struct ConfigBody {
     pub compression: Compression,
     /// Target size of a pack file in bytes.
     pub pack_size: u64,
+    /// Made with `init --group-access`: files are 0640 and directories 0750 (the group of
+    /// the repository directory may read), instead of 0600 / 0700. Absent (false) in the
+    /// config of every repository made without it, so their MACs are unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group_access: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -177,6 +182,7 @@ pub(super) fn placeholder_config() -> ConfigBody {
         chunker: ChunkerParams::with_avg(1 << 20),
         compression: Compression::Zstd { level: 3 },
         pack_size: 16 << 20,
+        group_access: false,
     }
 }
 
@@ -185,14 +191,19 @@ pub(super) fn config_mac_input(body: &ConfigBody) -> Result<Vec<u8>> {
 }
 
 /// Write a new repository's config, MAC'd under `keys`, and make it durable under its name.
-pub(super) fn write_new(path: &Path, body: &ConfigBody, keys: &Keys) -> Result<()> {
+pub(super) fn write_new(
+    path: &Path,
+    body: &ConfigBody,
+    keys: &Keys,
+    access: &crate::storage::Access,
+) -> Result<()> {
     let mac = hex::encode(keys.config_mac(&config_mac_input(body)?));
     let file = ConfigFile {
         body: body.clone(),
         mac,
     };
     let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::InvalidInput(e.to_string()))?;
-    write_atomic(&path.join("config"), &json)
+    write_atomic(&path.join("config"), &json, access)
 }
 
 /// Whether `path` holds what an `init` stopped by a signal (Ctrl-C, a timeout) leaves: some
@@ -268,9 +279,10 @@ pub(super) fn clear_interrupted_init(path: &Path) -> Result<()> {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_atomic(path: &Path, bytes: &[u8], access: &crate::storage::Access) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
+    let _ = fs::remove_file(&tmp);
+    let mut f = crate::storage::create_file(&tmp, access)?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .ctx(|| format!("cannot write {}", tmp.display()))?;

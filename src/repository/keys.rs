@@ -265,6 +265,7 @@ mod tests {
                 chunker: ChunkerParams::with_avg(1 << 20),
                 compression: Compression::Zstd { level: 3 },
                 kdf: bad,
+                group_access: false,
             },
         );
         assert!(r.is_err());

@@ -65,12 +65,15 @@ impl Repository {
         let path = dir.join(name);
         // A copy made as the README says has no locks/ (nor needs one to be read): on
         // read-only media creating it fails just as opening the lock file does.
+        // The owner's only, whatever the umask (its note names who is writing).
         let mut file = match fs::create_dir_all(&dir).and_then(|()| {
+            use std::os::unix::fs::OpenOptionsExt;
             fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .mode(0o600)
                 .open(&path)
         }) {
             Ok(f) => f,

@@ -32,7 +32,7 @@ use crate::chunker::ChunkerParams;
 use crate::codec::Compression;
 use crate::crypto::{self, KdfParams, Keys, MasterSecret};
 use crate::error::{Error, IoContext, Result};
-use crate::storage::{DirStorage, FileKind, Storage};
+use crate::storage::{Access, DirStorage, FileKind, Storage};
 use config::{
     clear_interrupted_init, config_mac_input, interrupted_init, placeholder_config, CONFIG_FORMAT,
 };
@@ -45,6 +45,8 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     pub compression: Compression,
     pub kdf: KdfParams,
+    /// `init --group-access`: the repository directory's group may read (see `Access`).
+    pub group_access: bool,
 }
 
 pub struct Repository {
@@ -108,9 +110,14 @@ impl Repository {
 
     /// The body of `init`, on a directory known to be new or empty.
     fn create(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+        // The repository directory and everything in it get their modes here, whatever the
+        // umask of whoever runs `init` (an `init` under umask 000 must not leave directories
+        // every later writer fills with world-writable entries).
+        crate::storage::create_dir(path, &Access::PRIVATE)?;
+        let access = Access::for_repo(path, opts.group_access);
+        access.apply_dir(path);
         for d in INIT_ENTRIES {
-            let p = path.join(d);
-            fs::create_dir_all(&p).ctx(|| format!("cannot create {}", p.display()))?;
+            crate::storage::create_dir(&path.join(d), &access)?;
         }
         let master = MasterSecret(crypto::random_bytes());
         let keys = Keys::derive(&master);
@@ -122,10 +129,11 @@ impl Repository {
             chunker: opts.chunker,
             compression: opts.compression,
             pack_size: 16 << 20,
+            group_access: opts.group_access,
         };
-        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
+        let storage: Arc<dyn Storage> = Arc::new(DirStorage::with_access(path, access));
         let key_id = write_key_file(storage.as_ref(), &master, passphrase, opts.kdf)?;
-        config::write_new(path, &body, &keys)?;
+        config::write_new(path, &body, &keys, &access)?;
         crate::storage::fsync_dir(path)?;
         let keys = Arc::new(keys);
         Ok(Repository {
@@ -145,7 +153,8 @@ impl Repository {
             Ok((c, mac)) => (c, Some(mac), None),
             Err(why) => (placeholder_config(), None, Some(why)),
         };
-        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
+        let access = Access::for_repo(path, config.group_access);
+        let storage: Arc<dyn Storage> = Arc::new(DirStorage::with_access(path, access));
         let key_names = storage.list(FileKind::Key)?;
         if key_names.is_empty() {
             let keys = path.join("keys");
@@ -254,6 +263,7 @@ mod tests {
                     t: 1,
                     p: 1,
                 },
+                group_access: false,
             },
         )
         .unwrap()

@@ -12,6 +12,7 @@ mod keys;
 mod latest;
 mod lifecycle;
 mod misc;
+mod permissions;
 mod producer;
 mod recovery;
 mod roundtrip;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 /// Every variable sluice strips from a producer's environment, with a value that is easy to
 /// find in a stream.
-const SECRETS: [(&str, &str); 6] = [
+const SECRETS: [(&str, &str); 7] = [
     // SLUICE_PASSWORD is set by `Repo::cmd` (the repository's passphrase).
+    ("CREDENTIALS_DIRECTORY", "/run/credentials/secret-backup.service"),
     ("SLUICE_PASSWORD_FILE", "/secret/password-file-path"),
     ("SLUICE_PASSWORD_COMMAND", "echo secret-password-command"),
     ("SLUICE_NEW_PASSWORD", "secret-new-password"),
@@ -245,4 +246,22 @@ fn a_process_holding_keys_dumps_no_core() {
         "SLUICE_ALLOW_CORE_DUMPS=1{}",
         out.report()
     );
+}
+
+/// sluice narrows its own umask (sled's files), but a producer runs with the umask sluice was
+/// started with: files it makes are made as they would be without sluice.
+#[test]
+fn producers_get_the_umask_sluice_was_started_with() {
+    let repo = Repo::init("secrets-umask", &[]);
+    let o = std::process::Command::new("sh")
+        .args(["-c", "umask 022; exec \"$0\" \"$@\""])
+        .arg(crate::support::bin())
+        .arg("--repo")
+        .arg(&repo.path)
+        .args(["ingest", "--json", "--quiet", "--name", "u", "--", "sh", "-c", "umask"])
+        .env("SLUICE_PASSWORD", &repo.password)
+        .output()
+        .expect("run sluice");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(repo.cat("latest", "u"), b"0022\n");
 }
