@@ -281,13 +281,34 @@ impl KdfParams {
 }
 
 impl KdfParams {
+    /// The bounds `validate` enforces. The default is 64 MiB, 3 passes, 4 lanes; `init
+    /// --kdf-memory-kib` (tests) goes down to 64 KiB. Up to 1 GiB and 20 passes leaves room
+    /// for a user who raises the cost many times over, while a planted key file can make an
+    /// `open` cost at most ~1 GiB and a few seconds, not 4 GiB and minutes.
+    pub const MIN_M_KIB: u32 = 64;
+    pub const MAX_M_KIB: u32 = 1 << 20;
+    pub const MAX_T: u32 = 20;
+    pub const MAX_P: u32 = 16;
+
     /// Key files are plaintext: refuse parameters that would make opening one a denial of
-    /// service (memory is allocated as the file says).
+    /// service (memory is allocated as the file says) or that argon2 itself refuses (at
+    /// least 8 KiB per lane), before any hashing.
     pub fn validate(&self) -> Result<()> {
-        if self.m_kib > 4 << 20 || self.t > 100 || self.p > 64 || self.t == 0 || self.p == 0 {
+        let ok = (1..=Self::MAX_T).contains(&self.t)
+            && (1..=Self::MAX_P).contains(&self.p)
+            && (Self::MIN_M_KIB..=Self::MAX_M_KIB).contains(&self.m_kib)
+            && self.m_kib >= 8 * self.p;
+        if !ok {
             return Err(Error::Corrupt(format!(
-                "key derivation parameters out of range (m={} KiB, t={}, p={})",
-                self.m_kib, self.t, self.p
+                "key derivation parameters out of range (m={} KiB, t={}, p={}; allowed: m {} KiB \
+                 to {} KiB and at least 8 KiB per lane, t 1 to {}, p 1 to {})",
+                self.m_kib,
+                self.t,
+                self.p,
+                Self::MIN_M_KIB,
+                Self::MAX_M_KIB,
+                Self::MAX_T,
+                Self::MAX_P
             )));
         }
         Ok(())

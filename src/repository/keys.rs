@@ -70,7 +70,11 @@ impl Repository {
         for name in self.storage.list(FileKind::Key)? {
             // A damaged key file is listed, not fatal: `key list` and `key remove` are how
             // such a file is found and cleaned up.
-            out.push(match read_key_file(self.storage.as_ref(), &name) {
+            // One that parses but that `open` would skip (KDF parameters out of bounds, a
+            // short salt) is listed as damaged too, so that it can be found and removed.
+            let read = read_key_file(self.storage.as_ref(), &name)
+                .and_then(|kf| usable(&kf, &name).map(|_| kf));
+            out.push(match read {
                 Ok(kf) => KeyInfo {
                     current: kf.id == self.key_id,
                     id: kf.id,
@@ -174,10 +178,7 @@ impl SealedKey {
     /// Read key file `name`; an error says why it cannot be used.
     pub(super) fn read(storage: &dyn Storage, name: &str) -> Result<SealedKey> {
         let kf = read_key_file(storage, name)?;
-        let damaged = || Error::Corrupt(format!("key file {name} is damaged"));
-        let salt = hex::decode(&kf.kdf.salt).map_err(|_| damaged())?;
-        let sealed = hex::decode(&kf.master).map_err(|_| damaged())?;
-        kf.kdf.params.validate()?;
+        let (salt, sealed) = usable(&kf, name)?;
         Ok(SealedKey {
             id: kf.id,
             params: kf.kdf.params,
@@ -221,6 +222,39 @@ pub(super) fn write_key_file(
     let json = serde_json::to_vec_pretty(&kf).map_err(|e| Error::InvalidInput(e.to_string()))?;
     storage.put(FileKind::Key, &id, &json)?;
     Ok(id)
+}
+
+/// The shortest salt a key file may carry: what `write_key_file` writes. A shorter one is not
+/// a file sluice wrote (and argon2 refuses below 8 bytes).
+const MIN_SALT: usize = 16;
+const MAX_SALT: usize = 64;
+/// A sealed master secret: nonce, 32 bytes, tag.
+const SEALED_MASTER_LEN: usize = 32 + crypto::SEAL_OVERHEAD;
+
+/// The salt and sealed master secret of `kf`, if a passphrase can be tried on it: checked
+/// before any hashing, so that a damaged or planted key file costs nothing (KDF parameters
+/// are bounded by `KdfParams::validate`: no 4 GiB, 100-pass derivation because a file says so).
+fn usable(kf: &KeyFile, name: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    let damaged = |why: &str| Error::Corrupt(format!("key file {name} is damaged: {why}"));
+    let salt = hex::decode(&kf.kdf.salt).map_err(|_| damaged("its salt is not hex"))?;
+    if !(MIN_SALT..=MAX_SALT).contains(&salt.len()) {
+        return Err(damaged(&format!(
+            "its salt is {} bytes, not {MIN_SALT} to {MAX_SALT}",
+            salt.len()
+        )));
+    }
+    let sealed = hex::decode(&kf.master).map_err(|_| damaged("its sealed key is not hex"))?;
+    if sealed.len() != SEALED_MASTER_LEN {
+        return Err(damaged(&format!(
+            "its sealed key is {} bytes, not {SEALED_MASTER_LEN}",
+            sealed.len()
+        )));
+    }
+    kf.kdf
+        .params
+        .validate()
+        .map_err(|e| damaged(&e.to_string()))?;
+    Ok((salt, sealed))
 }
 
 fn read_key_file(storage: &dyn Storage, name: &str) -> Result<KeyFile> {

@@ -184,12 +184,23 @@ impl Repository {
                     continue;
                 }
             };
-            if let Some(master) = key.open(passphrase)? {
+            let opened = match key.open(passphrase) {
+                Ok(m) => m,
+                Err(e) => {
+                    unusable.push((format!("{name}: {e}"), false));
+                    continue;
+                }
+            };
+            if let Some(master) = opened {
                 let keys = Keys::derive(&master);
                 let mac = hex::encode(keys.config_mac(&config_mac_input(&config)?));
                 if config_mac.as_ref().is_some_and(|m| *m != mac) {
                     foreign.push(name);
                     continue;
+                }
+                // Skipped, each in one line: `key list` shows it, `key remove` removes it.
+                for (u, _) in &unusable {
+                    log::warn!("skipped key file {u}");
                 }
                 for f in &foreign {
                     log::warn!(
@@ -234,7 +245,7 @@ impl Repository {
             });
         }
         for (u, _) in &unusable {
-            log::warn!("key file {u}");
+            log::warn!("skipped key file {u}");
         }
         Err(Error::WrongKey {
             repo: path.to_path_buf(),

@@ -200,3 +200,63 @@ fn hold_keys_lock(repo: &Repo, script: &str) -> std::process::Child {
     assert_eq!(line.trim(), "held");
     holder
 }
+
+/// A key file that cannot be used — KDF parameters argon2 refuses, a short salt, or
+/// parameters that would make every `open` allocate 4 GiB and hash for minutes — sorted
+/// first in keys/, is skipped with one line naming it; the others are tried, `key list`
+/// shows it as damaged and `key remove` removes it (issue 14, finding 4: each of these used
+/// to lock everyone out).
+#[test]
+fn an_unusable_key_file_is_skipped_listed_and_removable() {
+    let repo = Repo::init("unusable-key", &[]);
+    let data = b"SELECT 1;\n".repeat(100);
+    let snap = repo.ingest("q.sql", &data, &[]).snapshot;
+    let keys = repo.path.join("keys");
+    let real = std::fs::read_dir(&keys).unwrap().next().unwrap().unwrap();
+    let real: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(real.path()).unwrap()).unwrap();
+    let planted_id = "0000000000000000";
+    let variants: [(&str, &dyn Fn(&mut serde_json::Value)); 4] = [
+        ("m_kib 1", &|k| k["kdf"]["m_kib"] = 1.into()),
+        ("short salt", &|k| k["kdf"]["salt"] = "00112233".into()),
+        ("4 GiB, 100 passes", &|k| {
+            k["kdf"]["m_kib"] = 4194304.into();
+            k["kdf"]["t"] = 100.into();
+        }),
+        ("not JSON", &|k| *k = "{ not json".into()),
+    ];
+    for (what, damage) in variants {
+        let mut planted = real.clone();
+        planted["id"] = planted_id.into();
+        damage(&mut planted);
+        let bytes = match planted.as_str() {
+            Some(raw) => raw.as_bytes().to_vec(),
+            None => serde_json::to_vec_pretty(&planted).unwrap(),
+        };
+        std::fs::write(keys.join(planted_id), bytes).unwrap();
+
+        let o = repo.cmd(["cat", &snap, "q.sql"]).run().ok();
+        assert!(o.stdout == data, "{what}: wrong bytes{}", o.report());
+        let skipped: Vec<&str> = o
+            .stderr
+            .lines()
+            .filter(|l| l.contains(planted_id))
+            .collect();
+        assert_eq!(skipped.len(), 1, "{what}: one line naming it{}", o.report());
+        assert!(skipped[0].contains("skipped"), "{what}{}", o.report());
+
+        let list = repo.cmd(["key", "list", "--json"]).run().ok().json();
+        let entry = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == planted_id)
+            .unwrap_or_else(|| panic!("{what}: not listed: {list}"))
+            .clone();
+        assert!(entry["damaged"].is_string(), "{what}: {entry}");
+
+        repo.cmd(["key", "remove", planted_id]).run().ok();
+        assert!(!keys.join(planted_id).exists(), "{what}: not removed");
+        assert_eq!(std::fs::read_dir(&keys).unwrap().count(), 1, "{what}");
+    }
+}
