@@ -27,6 +27,8 @@ pub struct BlobStore {
     storage: Arc<dyn Storage>,
     keys: Arc<Keys>,
     relocations: Mutex<Loaded>,
+    /// Damage this process recorded already (`healed_or_recorded`): one record per blob.
+    recorded: Mutex<std::collections::HashSet<(BlobKind, BlobId, PackId, u64)>>,
 }
 
 /// The relocation tables as last listed: their file names and merged content.
@@ -42,6 +44,7 @@ impl BlobStore {
             storage,
             keys,
             relocations: Mutex::new(Loaded::default()),
+            recorded: Mutex::new(Default::default()),
         })
     }
 
@@ -56,7 +59,7 @@ impl BlobStore {
     /// Read, authenticate, decompress and verify the blob `(kind, id)` recorded at `loc`; if
     /// its pack is gone (prune repacked it), read it where the relocation tables say.
     pub fn read(&self, kind: BlobKind, id: BlobId, loc: &Location) -> Result<Vec<u8>> {
-        match self.read_sealed(loc) {
+        let read = match self.read_sealed(loc) {
             Ok(sealed) => pack::open_blob_owned(&self.keys, kind, id, loc, sealed),
             Err(Missing::Pack(e)) => match self.relocated(kind, id, loc.pack)? {
                 Some(moved) => {
@@ -66,7 +69,56 @@ impl BlobStore {
                 None => Err(e),
             },
             Err(Missing::Not(e)) => Err(e),
+        };
+        match read {
+            Err(e @ Error::Corrupt(_)) => self.healed_or_recorded(kind, id, loc, e),
+            other => other,
         }
+    }
+
+    /// `(kind, id)` failed verification at `loc`: read the healed copy an ingest stored
+    /// since (its heal record is a relocation entry, so readers without the index — a
+    /// mount — find it), or record the damage (`damaged/`) for the next ingest to heal, and
+    /// return `e`. Recording is best effort: a reader on read-only media cannot, and the
+    /// read fails the same either way.
+    fn healed_or_recorded(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        loc: &Location,
+        e: Error,
+    ) -> Result<Vec<u8>> {
+        for other in self.relocated_all(kind, id).unwrap_or_default() {
+            if other.pack == loc.pack && other.offset == loc.offset {
+                continue;
+            }
+            if let Ok(sealed) = self.read_sealed(&other) {
+                if let Ok(plain) = pack::open_blob_owned(&self.keys, kind, id, &other, sealed) {
+                    return Ok(plain);
+                }
+            }
+        }
+        if lock(&self.recorded).insert((kind, id, loc.pack, loc.offset)) {
+            if let Err(w) = write_damage_file(self.storage.as_ref(), &self.keys, &[(kind, id, *loc)])
+            {
+                log::debug!("cannot record damaged blob {}: {w}", id.short());
+            }
+        }
+        Err(e)
+    }
+
+    /// A copy of `(kind, id)` other than the damaged one at `loc` that reads and verifies:
+    /// what `check` reports as healed.
+    pub fn healed_copy(&self, kind: BlobKind, id: BlobId, loc: &Location) -> Option<Location> {
+        self.relocated_all(kind, id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| !(o.pack == loc.pack && o.offset == loc.offset))
+            .find(|o| {
+                self.read_sealed(o).is_ok_and(|sealed| {
+                    pack::open_blob_owned(&self.keys, kind, id, o, sealed).is_ok()
+                })
+            })
     }
 
     /// Where `(kind, id)`, recorded at `loc`, is now: `loc` while its pack exists, else
@@ -210,8 +262,49 @@ pub fn write_relocation_file(
     keys: &Keys,
     entries: &[Relocation],
 ) -> Result<String> {
+    write_table(storage, keys, FileKind::Relocation, RELOC_BODY_MAGIC, entries)
+}
+
+/// The body magic of a damage record: a relocation table's layout, another magic (inside
+/// the seal), so that one cannot pass for the other.
+const DAMAGE_BODY_MAGIC: &[u8; 4] = b"SLDM";
+
+/// Record blobs found damaged where they are (`damaged/<id>`, FORMAT.md "Damage and
+/// healing"); returns the file's name.
+pub fn write_damage_file(
+    storage: &dyn Storage,
+    keys: &Keys,
+    entries: &[Relocation],
+) -> Result<String> {
+    write_table(storage, keys, FileKind::Damaged, DAMAGE_BODY_MAGIC, entries)
+}
+
+/// Every damaged blob recorded, with the places it was found damaged. Unreadable records are
+/// skipped: they only make an ingest deduplicate as it did before damage was recorded.
+pub fn damaged_blobs(storage: &dyn Storage, keys: &Keys) -> Result<RelocationTable> {
+    let mut out = RelocationTable::new();
+    for name in storage.list(FileKind::Damaged)? {
+        match read_table(storage, keys, FileKind::Damaged, DAMAGE_BODY_MAGIC, &name) {
+            Ok(entries) => {
+                for (kind, id, loc) in entries {
+                    out.entry((kind, id)).or_default().push(loc);
+                }
+            }
+            Err(e) => log::warn!("damage record {name} cannot be read: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+fn write_table(
+    storage: &dyn Storage,
+    keys: &Keys,
+    file_kind: FileKind,
+    magic: &[u8; 4],
+    entries: &[Relocation],
+) -> Result<String> {
     let mut body = Vec::with_capacity(9 + entries.len() * RELOC_ENTRY);
-    body.extend_from_slice(RELOC_BODY_MAGIC);
+    body.extend_from_slice(magic);
     body.push(RELOC_VERSION);
     body.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (kind, id, l) in entries {
@@ -225,7 +318,7 @@ pub fn write_relocation_file(
     let id = crate::ids::SnapshotId::random();
     let bytes = seal_file(keys, RELOC_MAGIC, BlobKind::Relocation, &id.0, &body)?;
     let name = id.to_hex();
-    storage.put(FileKind::Relocation, &name, &bytes)?;
+    storage.put(file_kind, &name, &bytes)?;
     Ok(name)
 }
 
@@ -234,9 +327,23 @@ pub fn read_relocation_file(
     keys: &Keys,
     name: &str,
 ) -> Result<Vec<Relocation>> {
-    let bad = |what: &str| Error::Corrupt(format!("relocation table {name} is damaged: {what}"));
+    read_table(storage, keys, FileKind::Relocation, RELOC_BODY_MAGIC, name)
+}
+
+fn read_table(
+    storage: &dyn Storage,
+    keys: &Keys,
+    file_kind: FileKind,
+    magic: &[u8; 4],
+    name: &str,
+) -> Result<Vec<Relocation>> {
+    let what_file = match file_kind {
+        FileKind::Damaged => "damage record",
+        _ => "relocation table",
+    };
+    let bad = |what: &str| Error::Corrupt(format!("{what_file} {name} is damaged: {what}"));
     let id = crate::ids::SnapshotId::from_hex(name).map_err(|_| bad("bad name"))?;
-    let bytes = storage.read_all(FileKind::Relocation, name)?;
+    let bytes = storage.read_all(file_kind, name)?;
     let body = open_file(
         keys,
         RELOC_MAGIC,
@@ -246,7 +353,7 @@ pub fn read_relocation_file(
         1 << 31,
     )
     .map_err(|e| bad(&e.to_string()))?;
-    if body.len() < 9 || &body[..4] != RELOC_BODY_MAGIC || body[4] != RELOC_VERSION {
+    if body.len() < 9 || &body[..4] != magic || body[4] != RELOC_VERSION {
         return Err(bad("bad magic or version"));
     }
     let n = u32::from_le_bytes([body[5], body[6], body[7], body[8]]) as usize;

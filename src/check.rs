@@ -37,6 +37,11 @@ pub struct CheckReport {
     /// How many of `problems` name a damaged byte range of a stream (`snapshot ID "name":
     /// bytes A..B ...`): those streams cannot be fully restored.
     pub damaged_ranges: usize,
+    /// Damaged blobs that a later ingest stored afresh: every snapshot that names the
+    /// damaged copy reads the healed one instead, so they are not problems.
+    pub healed_blobs: usize,
+    /// One sentence per stream range that was damaged and now reads from a healed copy.
+    pub healed: Vec<String>,
 }
 
 impl CheckReport {
@@ -336,6 +341,8 @@ pub fn check(
     // are affected.
     let mut referenced: HashSet<ChunkAt> = HashSet::new();
     let mut bad_chunks: HashMap<ChunkAt, Why> = HashMap::new();
+    // Where each damaged blob `--read-data` found is, to record it and look for a heal.
+    let mut damaged_at: Vec<(BlobKind, BlobId, pack::Location)> = Vec::new();
     // Chunks in packs whose header is damaged: read and authenticated one by one (a pack
     // holds a bounded number of chunks), since the header cannot vouch for them.
     let mut in_damaged_packs: Vec<ChunkRef> = Vec::new();
@@ -378,6 +385,7 @@ pub fn check(
     r.objects = snaps.iter().map(|s| s.objects.len()).sum();
     r.chunks_referenced = referenced.len();
 
+    let mut healed_chunks: HashSet<ChunkAt> = HashSet::new();
     if read_data {
         let mut packs: Vec<&PackId> = t.entries.keys().collect();
         packs.sort();
@@ -407,7 +415,14 @@ pub fn check(
                         pack::open_blob(&repo.keys, e.kind, e.id, &e.location(**p), sealed)
                     });
                 if let Err(err) = res {
-                    if e.kind == BlobKind::Chunk {
+                    let loc = e.location(**p);
+                    if !Why::of(&err).io {
+                        damaged_at.push((e.kind, e.id, loc));
+                    }
+                    if !Why::of(&err).io && repo.blobs.healed_copy(e.kind, e.id, &loc).is_some() {
+                        r.healed_blobs += 1;
+                        healed_chunks.insert((e.id, **p, e.offset));
+                    } else if e.kind == BlobKind::Chunk {
                         bad_chunks.insert((e.id, **p, e.offset), Why::of(&err));
                     } else if referenced_packs.contains(p)
                         && !walked.unreadable_lists.contains(&(e.id, **p, e.offset))
@@ -419,6 +434,22 @@ pub fn check(
         }
     }
 
+    record_damage(repo, &damaged_at);
+    // Name what each healed chunk was: the ranges read from the healed copy now.
+    if !healed_chunks.is_empty() {
+        let mut healed = Vec::new();
+        walk(repo, &t, &snaps, |s, name, c, off| {
+            if healed_chunks.contains(&chunk_at(c)) {
+                healed.push(format!(
+                    "snapshot {} {name:?}: bytes {off}..{} were damaged and read from the copy \
+                     a later ingest stored (healed)",
+                    s.id.short(),
+                    off + c.loc.plain_len as u64,
+                ));
+            }
+        })?;
+        r.healed = healed;
+    }
     // Name what each damaged chunk breaks: snapshot, stream, byte range.
     if !bad_chunks.is_empty() {
         let mut affected = Vec::new();
@@ -482,6 +513,33 @@ pub fn check(
         }
     }
     Ok(r)
+}
+
+/// Record the damaged blobs `check --read-data` found that are not recorded yet, so that the
+/// next ingest stores them afresh (FORMAT.md "Damage and healing"). Best effort: `check`
+/// also runs on read-only copies, and the report says what is damaged either way.
+fn record_damage(repo: &Repository, found: &[(BlobKind, BlobId, pack::Location)]) {
+    if found.is_empty() {
+        return;
+    }
+    let known = crate::blobstore::damaged_blobs(repo.storage.as_ref(), &repo.keys)
+        .unwrap_or_default();
+    let new: Vec<_> = found
+        .iter()
+        .filter(|(k, id, l)| {
+            !known
+                .get(&(*k, *id))
+                .is_some_and(|places| places.iter().any(|p| p.pack == l.pack && p.offset == l.offset))
+        })
+        .copied()
+        .collect();
+    if !new.is_empty() {
+        if let Err(e) =
+            crate::blobstore::write_damage_file(repo.storage.as_ref(), &repo.keys, &new)
+        {
+            log::debug!("cannot record damaged blobs: {e}");
+        }
+    }
 }
 
 /// A finding goes to `unreadable` when it is an I/O failure (permissions, a read error), not

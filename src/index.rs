@@ -168,6 +168,22 @@ impl Index {
                 .copied()
                 .collect();
             report.damaged_blobs += entries.len() - good.len();
+            if good.len() < entries.len() {
+                // Recorded as `check` and every read record it, so that the next ingest's
+                // fresh copies heal the older snapshots too (best effort, as there).
+                let bad: Vec<_> = entries
+                    .iter()
+                    .filter(|e| !good.contains(e))
+                    .map(|e| (e.kind, e.id, e.location(*p)))
+                    .collect();
+                if let Err(e) = crate::blobstore::write_damage_file(
+                    repo.storage.as_ref(),
+                    &repo.keys,
+                    &bad,
+                ) {
+                    log::debug!("cannot record damaged blobs: {e}");
+                }
+            }
             index.add_pack(*p, &good)?;
             report.packs_added += 1;
         }

@@ -701,6 +701,9 @@ struct ObjectStats {
 struct Sink<'a> {
     repo: &'a Repository,
     index: Index,
+    /// Blobs a read found damaged, where (`damaged/`): the index's entry for such a blob is
+    /// not trusted while it points there, so the blob is stored afresh (issue 14, finding 7).
+    damaged: crate::blobstore::RelocationTable,
     state: Arc<Mutex<SinkState>>,
     finisher: Mutex<Option<Finisher>>,
 }
@@ -716,6 +719,10 @@ struct SinkState {
     /// Blobs written in this session whose pack is not yet durable and indexed.
     session: HashMap<BlobId, Location>,
     stats: HashMap<String, ObjectStats>,
+    /// Damaged blobs stored afresh in this session, where: written as a heal record (a
+    /// relocation entry) once their packs are durable, so that older snapshots, whose chunk
+    /// lists name the damaged copy, read this one.
+    healed: Vec<crate::blobstore::Relocation>,
 }
 
 struct Finisher {
@@ -730,6 +737,7 @@ impl<'a> Sink<'a> {
             list_pack: None,
             session: HashMap::new(),
             stats: HashMap::new(),
+            healed: Vec::new(),
         }));
         // One pack may wait while the next fills: fsync overlaps with chunking and sealing.
         let (tx, rx) = sync_channel::<PackWriter>(1);
@@ -752,6 +760,7 @@ impl<'a> Sink<'a> {
         Ok(Sink {
             repo,
             index: index.clone(),
+            damaged: crate::blobstore::damaged_blobs(repo.storage.as_ref(), &repo.keys)?,
             state,
             finisher: Mutex::new(Some(Finisher { tx, thread })),
         })
@@ -761,14 +770,27 @@ impl<'a> Sink<'a> {
         if lock(&self.state).session.contains_key(id) {
             return Ok(true);
         }
-        Ok(self.index.get(id)?.is_some())
+        Ok(self.indexed(id)?.is_some())
+    }
+
+    /// Where the index has `id`, unless that copy was found damaged.
+    fn indexed(&self, id: &BlobId) -> Result<Option<Location>> {
+        let Some(l) = self.index.get(id)? else {
+            return Ok(None);
+        };
+        let damaged = [BlobKind::Chunk, BlobKind::ChunkList].iter().any(|k| {
+            self.damaged
+                .get(&(*k, *id))
+                .is_some_and(|places| places.iter().any(|d| d.pack == l.pack && d.offset == l.offset))
+        });
+        Ok((!damaged).then_some(l))
     }
 
     fn location(&self, id: &BlobId) -> Result<Location> {
         if let Some(l) = lock(&self.state).session.get(id) {
             return Ok(*l);
         }
-        self.index.get(id)?.ok_or_else(|| {
+        self.indexed(id)?.ok_or_else(|| {
             Error::Corrupt(format!(
                 "blob {} vanished from the index during ingest",
                 id.short()
@@ -789,7 +811,7 @@ impl<'a> Sink<'a> {
         if let Some(l) = guard.session.get(&id) {
             return Ok(*l);
         }
-        if let Some(l) = self.index.get(&id)? {
+        if let Some(l) = self.indexed(&id)? {
             return Ok(l);
         }
         let st = &mut *guard;
@@ -813,6 +835,9 @@ impl<'a> Sink<'a> {
         };
         let full = pack.size() >= self.repo.config.pack_size;
         st.session.insert(id, loc);
+        if self.damaged.contains_key(&(kind, id)) {
+            st.healed.push((kind, id, loc));
+        }
         let s = st.stats.entry(object.to_string()).or_default();
         s.added_bytes += sealed.len() as u64;
         if kind == BlobKind::Chunk {
@@ -840,6 +865,7 @@ impl<'a> Sink<'a> {
         let mut st = lock(&self.state);
         let last = [st.data_pack.take(), st.list_pack.take()];
         let stats = std::mem::take(&mut st.stats);
+        let healed = std::mem::take(&mut st.healed);
         drop(st);
         let sent = last
             .into_iter()
@@ -859,6 +885,21 @@ impl<'a> Sink<'a> {
             .and(sent)
             .and_then(|_| self.repo.storage.sync())
             .and_then(|_| self.index.flush());
+        // The heal record only once the healed copies are durable; a failure to write it
+        // costs only the healing of older snapshots (this one names the new copies).
+        if r.is_ok() && !healed.is_empty() {
+            if let Err(e) = crate::blobstore::write_relocation_file(
+                self.repo.storage.as_ref(),
+                &self.repo.keys,
+                &healed,
+            ) {
+                log::warn!(
+                    "{} damaged blob(s) were stored afresh, but older snapshots cannot be \
+                     pointed at them: {e}",
+                    healed.len()
+                );
+            }
+        }
         (stats, r)
     }
 }

@@ -24,6 +24,9 @@ pub enum FileKind {
     Relocation,
     /// The one prune lock (`locks/prune`): created only if absent.
     Lock,
+    /// Blobs a read found damaged (`damaged/<id>`), so that the next ingest that meets the
+    /// same content stores it afresh instead of deduplicating against the damaged copy.
+    Damaged,
 }
 
 impl FileKind {
@@ -34,7 +37,7 @@ impl FileKind {
         match self {
             FileKind::Pack => 1 << 32,
             FileKind::Key | FileKind::Lease | FileKind::Lock => 1 << 20,
-            FileKind::Snapshot | FileKind::Mark => 256 << 20,
+            FileKind::Snapshot | FileKind::Mark | FileKind::Damaged => 256 << 20,
             FileKind::Relocation => 1 << 30,
         }
     }
@@ -49,6 +52,7 @@ impl FileKind {
             FileKind::Mark => "prune",
             FileKind::Relocation => "relocations",
             FileKind::Lock => "locks",
+            FileKind::Damaged => "damaged",
         }
     }
 }

@@ -998,6 +998,9 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
         for u in &r.unreadable {
             println!("unreadable: {u}");
         }
+        for h in &r.healed {
+            println!("healed: {h}");
+        }
         if !quiet {
             eprintln!(
                 "checked {} snapshot(s), {} stream(s), {} pack(s), {} chunk(s){}",
@@ -1011,6 +1014,12 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
                     String::new()
                 }
             );
+            if r.healed_blobs > 0 {
+                eprintln!(
+                    "{} damaged blob(s) were stored again by a later ingest: every snapshot reads the healed copy",
+                    r.healed_blobs
+                );
+            }
             if r.prune_pending_packs > 0 {
                 eprintln!(
                     "{} pack(s) ({}) are marked for deletion by a prune that waits for writers that were running; the next `sluice prune` deletes them (not damage)",
@@ -1054,7 +1063,8 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
             eprintln!(
                 "sluice: error: {} problem(s) found; the streams named above cannot be fully restored \
                  (`sluice cat --salvage ID NAME` gets out every good byte, zeros in the damaged ranges); \
-                 run `sluice repair index --read-data` so that later ingests store damaged chunks again",
+                 the damage is recorded: the next ingest of the same data stores those chunks again \
+                 and heals these snapshots too",
                 r.problems.len()
             );
         } else {

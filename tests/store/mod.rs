@@ -8,6 +8,7 @@ mod crash;
 mod dedup;
 mod disk_full;
 mod errors;
+mod heal;
 mod keys;
 mod latest;
 mod lifecycle;
