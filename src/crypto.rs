@@ -121,6 +121,11 @@ pub struct Keys {
     cipher: XChaCha20Poly1305,
     id_key: [u8; 32],
     config_mac_key: [u8; 32],
+    /// Seals the index's values (`seal_index`): locations are content too.
+    #[zeroize(skip)]
+    index_cipher: XChaCha20Poly1305,
+    /// Keys the hash that stands for a pack id in the index (`index_pack_key`).
+    index_hash_key: [u8; 32],
     /// Seed for the chunker's gear table, so chunk boundaries do not fingerprint content.
     pub chunker_seed: u64,
 }
@@ -137,10 +142,18 @@ impl Keys {
         );
         let mut seed = Zeroizing::new([0u8; 8]);
         derive_into("sluice 2026-11 chunker seed v1", master, &mut seed[..]);
+        let mut index_enc = Zeroizing::new([0u8; 32]);
+        derive_into(
+            "sluice 2026-12 index encryption key v1",
+            master,
+            &mut index_enc[..],
+        );
         let mut keys = Keys {
             cipher: cipher(&enc),
             id_key: [0; 32],
             config_mac_key: [0; 32],
+            index_cipher: cipher(&index_enc),
+            index_hash_key: [0; 32],
             chunker_seed: u64::from_le_bytes(*seed),
         };
         derive_into("sluice 2026-11 blob id key v1", master, &mut keys.id_key);
@@ -149,7 +162,29 @@ impl Keys {
             master,
             &mut keys.config_mac_key,
         );
+        derive_into(
+            "sluice 2026-12 index key hash v1",
+            master,
+            &mut keys.index_hash_key,
+        );
         keys
+    }
+
+    /// Seal an index value stored under `key` in sled tree `tree`: nonce || ct || tag, the
+    /// associated data binding both, so a value moved to another key or tree is refused.
+    pub fn seal_index(&self, tree: &[u8], key: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        seal_with(&self.index_cipher, &index_aad(tree, key), plaintext)
+    }
+
+    /// Open an index value sealed by `seal_index`; None when it was altered or moved.
+    pub fn open_index(&self, tree: &[u8], key: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        open_with(&self.index_cipher, &index_aad(tree, key), sealed)
+    }
+
+    /// What stands for a pack id as an index key: a keyed hash, so that the index names no
+    /// pack.
+    pub fn index_pack_key(&self, pack: &[u8; 32]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.index_hash_key, pack).as_bytes()
     }
 
     /// The keyed content address of a plaintext blob.
@@ -223,6 +258,15 @@ impl Keys {
             ))
         })
     }
+}
+
+fn index_aad(tree: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(24 + tree.len() + key.len());
+    a.extend_from_slice(b"sluice-index-v1");
+    a.push(tree.len() as u8);
+    a.extend_from_slice(tree);
+    a.extend_from_slice(key);
+    a
 }
 
 fn aad(kind: BlobKind, id: &[u8; 32]) -> Vec<u8> {

@@ -1,7 +1,9 @@
 //! The sled index: chunk id → location, and the set of packs it has absorbed. It is a cache
 //! over the pack headers, used by writers for deduplication; it can always be rebuilt
 //! (`sluice repair index`) and is brought up to date with the packs on disk whenever a writer
-//! opens it. Keys are keyed hashes and values are locations: nothing readable is stored.
+//! opens it. Nothing readable is stored: keys are keyed hashes (blob ids, and a keyed hash
+//! standing for each pack id), values are sealed (`encode_value` / `decode_value`), since a
+//! stream's sequence of chunk lengths fingerprints a known file (FORMAT.md, "The index").
 //!
 //! sled holds an exclusive lock for the life of the opening process, so only the holder of
 //! the repository write lock opens it; readers never need it.
@@ -13,7 +15,11 @@ use crate::repository::Repository;
 use crate::storage::FileKind;
 use std::collections::HashSet;
 
-const INDEX_VERSION: &[u8] = b"1";
+/// 2: values sealed and pack ids hashed. An index of version 1 (plaintext locations) is
+/// deleted and rebuilt by the first writer that opens it.
+const INDEX_VERSION: &[u8] = b"2";
+const BLOBS_TREE: &[u8] = b"blobs";
+const PACKS_TREE: &[u8] = b"packs";
 /// Set while `repair index --read-data` runs (removed when it ends, as `version` is written):
 /// an index found with it was left by a repair that did not finish.
 const VERIFYING: &str = "verifying";
@@ -21,6 +27,7 @@ const VERIFYING: &str = "verifying";
 #[derive(Clone)]
 pub struct Index {
     db: sled::Db,
+    keys: std::sync::Arc<crate::crypto::Keys>,
     blobs: sled::Tree,
     packs: sled::Tree,
     /// Packs a pending prune condemned: their blobs count as absent, so nothing new comes to
@@ -69,10 +76,11 @@ impl Index {
             .flush_every_ms(Some(1000))
             .open()?;
         private.restrict_tree(&dir);
-        let blobs = db.open_tree("blobs")?;
-        let packs = db.open_tree("packs")?;
+        let blobs = db.open_tree(BLOBS_TREE)?;
+        let packs = db.open_tree(PACKS_TREE)?;
         Ok(Index {
             db,
+            keys: repo.keys.clone(),
             blobs,
             packs,
             excluded: Default::default(),
@@ -207,10 +215,24 @@ impl Index {
             .filter_map(|n| PackId::from_hex(n).ok())
             .collect();
         let mut indexed = HashSet::new();
+        // Keyed by a hash of the pack id; the id itself is the sealed value.
+        let mut indexed_keys: std::collections::HashMap<PackId, sled::IVec> =
+            std::collections::HashMap::new();
         for item in self.packs.iter() {
-            let (k, _) = item.map_err(sled_err)?;
-            if let Some(p) = PackId::from_slice(&k) {
-                indexed.insert(p);
+            let (k, v) = item.map_err(sled_err)?;
+            let pack = self
+                .keys
+                .open_index(PACKS_TREE, &k, &v)
+                .and_then(|p| PackId::from_slice(&p));
+            match pack {
+                Some(p) => {
+                    indexed.insert(p);
+                    indexed_keys.insert(p, k);
+                }
+                // Not ours (altered, or of another key): dropped, its packs are read again.
+                None => {
+                    self.packs.remove(k).map_err(sled_err)?;
+                }
             }
         }
         for p in on_disk.difference(&indexed) {
@@ -226,12 +248,17 @@ impl Index {
         if !vanished.is_empty() {
             for item in self.blobs.iter() {
                 let (k, v) = item.map_err(sled_err)?;
-                if decode_loc(&v).is_some_and(|l| vanished.contains(&l.pack)) {
-                    self.blobs.remove(k).map_err(sled_err)?;
+                match decode_value(&self.keys, &k, &v) {
+                    Some(l) if !vanished.contains(&l.pack) => {}
+                    _ => {
+                        self.blobs.remove(k).map_err(sled_err)?;
+                    }
                 }
             }
             for p in &vanished {
-                self.packs.remove(p.0).map_err(sled_err)?;
+                if let Some(k) = indexed_keys.get(p) {
+                    self.packs.remove(k).map_err(sled_err)?;
+                }
             }
             report.packs_dropped = vanished.len();
         }
@@ -243,7 +270,7 @@ impl Index {
             .blobs
             .get(id.0)
             .map_err(sled_err)?
-            .and_then(|v| decode_loc(&v))
+            .and_then(|v| decode_value(&self.keys, &id.0, &v))
             .filter(|l| !self.excluded.contains(&l.pack)))
     }
 
@@ -256,10 +283,16 @@ impl Index {
     pub fn add_pack(&self, pack: PackId, entries: &[PackEntry]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for e in entries {
-            batch.insert(&e.id.0[..], encode_loc(&e.location(pack)).as_slice());
+            batch.insert(
+                &e.id.0[..],
+                encode_value(&self.keys, &e.id.0, &e.location(pack)),
+            );
         }
         self.blobs.apply_batch(batch).map_err(sled_err)?;
-        self.packs.insert(pack.0, &[]).map_err(sled_err)?;
+        let key = self.keys.index_pack_key(&pack.0);
+        self.packs
+            .insert(key, self.keys.seal_index(PACKS_TREE, &key, &pack.0))
+            .map_err(sled_err)?;
         Ok(())
     }
 
@@ -291,6 +324,19 @@ fn sled_err(e: sled::Error) -> Error {
     Error::Corrupt(format!(
         "the index is damaged ({e}); run `sluice repair index`"
     ))
+}
+
+/// The value stored under blob `id` in the `blobs` tree: its location, sealed (the AAD binds
+/// the tree and the id, so a value copied to another blob's key is refused). The one place
+/// the value's layout is written; `decode_value` the one place it is read.
+fn encode_value(keys: &crate::crypto::Keys, id: &[u8], l: &Location) -> Vec<u8> {
+    keys.seal_index(BLOBS_TREE, id, &encode_loc(l))
+}
+
+/// The location sealed under blob `id`, or None for a value that does not open (altered,
+/// moved, or written under another key): the blob counts as not indexed then.
+fn decode_value(keys: &crate::crypto::Keys, id: &[u8], v: &[u8]) -> Option<Location> {
+    decode_loc(&keys.open_index(BLOBS_TREE, id, v)?)
 }
 
 fn encode_loc(l: &Location) -> [u8; 48] {

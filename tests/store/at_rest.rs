@@ -177,3 +177,56 @@ fn nothing_readable_at_rest_uncompressed() {
     ingest_marked(&repo);
     assert_nothing_readable(&repo);
 }
+
+/// The index holds no chunk location in plaintext (issue 14, finding 2): a stream's chunk
+/// lengths, read back from `index/` alone, fingerprint a known file. After an ingest, no file
+/// under `index/` holds any pack id (binary or hex), nor a chunk's offset next to its plain
+/// length as the index used to store them (offset u64 LE | stored length u32 | plain length
+/// u32 LE); the values are sealed and the pack tree is keyed by a keyed hash.
+#[test]
+fn the_index_holds_no_pack_id_offset_or_length() {
+    let repo = Repo::init("at-rest-index", &[]);
+    // One chunk (below the minimum chunk size), so it is the first blob of its pack: at
+    // offset 16, with a plain length of exactly its size.
+    let len: u32 = 100_000;
+    let data = random_bytes(99, len as usize);
+    repo.ingest("one.bin", &data, &[]);
+    // A second ingest reads the index back (and leaves it flushed).
+    repo.ingest("two.bin", &random_bytes(98, 50_000), &[]);
+    let pack_ids: Vec<String> = repo
+        .packs()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(!pack_ids.is_empty());
+    let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
+    for id in &pack_ids {
+        needles.push((format!("pack id {id} (hex)"), id.as_bytes().to_vec()));
+        needles.push((format!("pack id {id}"), hex::decode(id).unwrap()));
+    }
+    let files: Vec<_> = walk(&repo.path.join("index"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(!files.is_empty(), "no index files");
+    let offset = 16u64.to_le_bytes();
+    let plain = len.to_le_bytes();
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        for (what, needle) in &needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "{what} found in {}",
+                f.display()
+            );
+        }
+        let location = bytes
+            .windows(16)
+            .any(|w| w[..8] == offset && w[12..] == plain);
+        assert!(
+            !location,
+            "the first chunk's offset and plain length found in {}",
+            f.display()
+        );
+    }
+}
