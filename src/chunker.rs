@@ -1,12 +1,21 @@
-//! Content-defined chunking (FastCDC 2020) over a stream, with a gear table seeded from the
+//! Content-defined chunking (FastCDC 2020) over a stream, with a gear table derived from the
 //! repository key so that chunk sizes do not fingerprint content.
+//!
+//! Chunker version 2 (repositories made since 2026-12): the whole 256-entry gear table is
+//! derived from the master secret (`Keys::chunker_gear`), so boundaries reveal nothing a
+//! guesser without the key can compute. Version 1 (older repositories, recorded by the
+//! absence of `version` in the config's chunker): fastcdc's public table XORed with a 64-bit
+//! seed, which a known-plaintext guesser can brute-force; those repositories keep it, as
+//! changing it would move every boundary and end deduplication against their data. The
+//! table goes to fastcdc's `cut_gear`, so the scan loop is the crate's for both versions.
 //!
 //! Cuts are decided only when at least `max_size` bytes lie ahead (or at end of stream), so
 //! boundaries never depend on how the input arrived in reads: the same stream always chunks
 //! the same way, which is what makes deduplication work.
 
 use crate::error::{Error, Result};
-use fastcdc::v2020::{FastCDC, Normalization};
+use crate::crypto::Keys;
+use fastcdc::v2020::Normalization;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 
@@ -16,6 +25,21 @@ pub struct ChunkerParams {
     pub min_size: u32,
     pub avg_size: u32,
     pub max_size: u32,
+    /// How the gear table is keyed (see the module comment). Absent in configs written
+    /// before version 2 existed, which are version 1 (and so keep their MAC).
+    #[serde(default = "version_1", skip_serializing_if = "is_version_1")]
+    pub version: u32,
+}
+
+/// The chunker version new repositories get.
+pub const CHUNKER_VERSION: u32 = 2;
+
+fn version_1() -> u32 {
+    1
+}
+
+fn is_version_1(v: &u32) -> bool {
+    *v == 1
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -35,10 +59,17 @@ impl ChunkerParams {
             min_size: avg / 4,
             avg_size: avg,
             max_size: avg * 4,
+            version: CHUNKER_VERSION,
         }
     }
 
     pub fn validate(&self) -> Result<()> {
+        if !(1..=CHUNKER_VERSION).contains(&self.version) {
+            return Err(Error::UnsupportedVersion {
+                found: self.version,
+                supported: CHUNKER_VERSION,
+            });
+        }
         let avg = self.avg_size;
         if !(64 * 1024..=16 * 1024 * 1024).contains(&avg) || !avg.is_power_of_two() {
             return Err(Error::InvalidInput(format!(
@@ -74,11 +105,60 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("invalid size {s:?}"))
 }
 
+/// The gear table and its left-shifted twin that chunk boundaries are computed with.
+#[derive(Clone)]
+pub struct Gear {
+    gear: Box<[u64; 256]>,
+    gear_ls: Box<[u64; 256]>,
+}
+
+impl Gear {
+    /// Chunker version 1: fastcdc's table XORed with `seed` (exactly as the crate's
+    /// `with_level_and_seed`, so existing repositories keep their boundaries).
+    pub fn seeded(seed: u64) -> Gear {
+        let (g, ls) = fastcdc::v2020::get_gear_with_seed(seed);
+        let mut gear = Box::new([0u64; 256]);
+        let mut gear_ls = Box::new([0u64; 256]);
+        gear.copy_from_slice(&g);
+        gear_ls.copy_from_slice(&ls);
+        Gear { gear, gear_ls }
+    }
+
+    /// Chunker version 2: a full table (from the key); the twin is it shifted left by one,
+    /// as fastcdc's own tables are.
+    pub fn keyed(table: &[u64; 256]) -> Gear {
+        let gear = Box::new(*table);
+        let mut gear_ls = Box::new([0u64; 256]);
+        for (l, g) in gear_ls.iter_mut().zip(gear.iter()) {
+            *l = g << 1;
+        }
+        Gear { gear, gear_ls }
+    }
+
+    /// The table a repository with these chunker settings and keys uses.
+    pub fn for_repo(params: &ChunkerParams, keys: &Keys) -> Result<Gear> {
+        params.validate()?;
+        Ok(match params.version {
+            1 => Gear::seeded(keys.chunker_seed),
+            _ => Gear::keyed(keys.chunker_gear()),
+        })
+    }
+}
+
+impl Drop for Gear {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.gear.zeroize();
+        self.gear_ls.zeroize();
+    }
+}
+
 /// Reads a stream and hands out chunks in order, with a hook that sees every byte once.
 pub struct StreamChunker<R: Read> {
     source: R,
     params: ChunkerParams,
-    seed: u64,
+    gear: Gear,
+    masks: (u64, u64),
     buf: Vec<u8>,
     start: usize,
     filled: usize,
@@ -86,14 +166,15 @@ pub struct StreamChunker<R: Read> {
 }
 
 impl<R: Read> StreamChunker<R> {
-    pub fn new(source: R, params: ChunkerParams, seed: u64) -> Self {
+    pub fn new(source: R, params: ChunkerParams, gear: Gear) -> Self {
         // Refills move the unconsumed tail (< max_size) to the front; a buffer of several
         // max_size keeps that copying to a small fraction of the bytes read.
         let cap = (params.max_size as usize * 4).max(16 << 20);
         StreamChunker {
             source,
             params,
-            seed,
+            gear,
+            masks: fastcdc::v2020::select_masks(params.avg_size as usize, Normalization::Level1),
             buf: vec![0; cap],
             start: 0,
             filled: 0,
@@ -132,15 +213,19 @@ impl<R: Read> StreamChunker<R> {
             return Ok(None);
         }
         let region = &self.buf[self.start..self.filled];
-        let cdc = FastCDC::with_level_and_seed(
+        let (mask_s, mask_l) = self.masks;
+        let (_, end) = fastcdc::v2020::cut_gear(
             region,
             self.params.min_size as usize,
             self.params.avg_size as usize,
             self.params.max_size as usize,
-            Normalization::Level1,
-            self.seed,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+            &self.gear.gear[..],
+            &self.gear.gear_ls[..],
         );
-        let (_, end) = cdc.cut(0, remaining);
         let chunk = region[..end].to_vec();
         self.start += end;
         Ok(Some(chunk))
@@ -179,7 +264,11 @@ mod tests {
     }
 
     fn boundaries<R: Read>(r: R, p: ChunkerParams, seed: u64) -> Vec<usize> {
-        let mut c = StreamChunker::new(r, p, seed);
+        boundaries_with(r, p, Gear::seeded(seed))
+    }
+
+    fn boundaries_with<R: Read>(r: R, p: ChunkerParams, gear: Gear) -> Vec<usize> {
+        let mut c = StreamChunker::new(r, p, gear);
         let mut out = Vec::new();
         let mut seen = 0usize;
         while let Some(ch) = c.next_chunk(&mut |b| seen += b.len()).unwrap() {
@@ -213,7 +302,10 @@ mod tests {
     #[test]
     fn golden_boundaries_are_stable() {
         let data = pseudo_random(1 << 20, 1);
-        let p = ChunkerParams::with_avg(64 * 1024);
+        let p = ChunkerParams {
+            version: 1,
+            ..ChunkerParams::with_avg(64 * 1024)
+        };
         let got = boundaries(&data[..], p, 0x5eed);
         let golden: Vec<usize> = GOLDEN.to_vec();
         assert_eq!(got, golden, "chunk boundaries changed");
@@ -229,6 +321,72 @@ mod tests {
         let data = pseudo_random(2 << 20, 3);
         let p = ChunkerParams::with_avg(64 * 1024);
         assert_ne!(boundaries(&data[..], p, 1), boundaries(&data[..], p, 2));
+    }
+
+    /// Version 1 through `cut_gear` cuts exactly where fastcdc's own seeded chunker does:
+    /// repositories made before version 2 keep their boundaries and their deduplication.
+    #[test]
+    fn version_1_cuts_where_fastcdc_seeded_does() {
+        let data = pseudo_random(3 << 20, 9);
+        let p = ChunkerParams {
+            version: 1,
+            ..ChunkerParams::with_avg(64 * 1024)
+        };
+        let seed = 0x0123_4567_89ab_cdef;
+        let ours = boundaries(&data[..], p, seed);
+        let cdc = fastcdc::v2020::FastCDC::with_level_and_seed(
+            &data[..],
+            p.min_size as usize,
+            p.avg_size as usize,
+            p.max_size as usize,
+            Normalization::Level1,
+            seed,
+        );
+        let theirs: Vec<usize> = cdc.map(|c| c.length).collect();
+        assert_eq!(ours, theirs);
+    }
+
+    /// Version 2: the table comes from the key; two keys cut the same data differently, and
+    /// neither cuts where the public table (seed 0) or a seeded one does. Golden boundaries
+    /// for one master secret pin the derivation.
+    #[test]
+    fn version_2_boundaries_depend_on_the_key_and_are_pinned() {
+        use crate::crypto::MasterSecret;
+        let data = pseudo_random(2 << 20, 5);
+        let p = ChunkerParams::with_avg(64 * 1024);
+        assert_eq!(p.version, 2);
+        let k1 = Keys::derive(&MasterSecret([1; 32]));
+        let k2 = Keys::derive(&MasterSecret([2; 32]));
+        let b1 = boundaries_with(&data[..], p, Gear::for_repo(&p, &k1).unwrap());
+        let b2 = boundaries_with(&data[..], p, Gear::for_repo(&p, &k2).unwrap());
+        assert_ne!(b1, b2);
+        assert_ne!(b1, boundaries(&data[..], p, 0));
+        assert_ne!(b1, boundaries(&data[..], p, k1.chunker_seed));
+        assert_eq!(b1.iter().sum::<usize>(), data.len());
+        assert_eq!(&b1[..GOLDEN_V2.len()], GOLDEN_V2, "version 2 boundaries changed");
+    }
+
+    const GOLDEN_V2: &[usize] = &[
+        30106, 35486, 25465, 74974, 53468, 117876, 74908, 144076, 135384, 99732, 117656, 95729,
+        67350, 71405,
+    ];
+
+    #[test]
+    fn unknown_chunker_versions_are_refused() {
+        let p = ChunkerParams {
+            version: 3,
+            ..ChunkerParams::with_avg(1 << 20)
+        };
+        assert!(matches!(
+            p.validate(),
+            Err(Error::UnsupportedVersion { found: 3, .. })
+        ));
+        let v1: ChunkerParams = serde_json::from_str(
+            r#"{"algorithm":"fastcdc-v2020-level1","min_size":262144,"avg_size":1048576,"max_size":4194304}"#,
+        )
+        .unwrap();
+        assert_eq!(v1.version, 1);
+        assert!(!serde_json::to_string(&v1).unwrap().contains("version"));
     }
 
     #[test]

@@ -126,8 +126,11 @@ pub struct Keys {
     index_cipher: XChaCha20Poly1305,
     /// Keys the hash that stands for a pack id in the index (`index_pack_key`).
     index_hash_key: [u8; 32],
-    /// Seed for the chunker's gear table, so chunk boundaries do not fingerprint content.
+    /// Seed for the chunker's gear table, so chunk boundaries do not fingerprint content
+    /// (chunker version 1).
     pub chunker_seed: u64,
+    /// The chunker's whole gear table (chunker version 2).
+    chunker_gear: [u64; 256],
 }
 
 impl Keys {
@@ -154,6 +157,7 @@ impl Keys {
             config_mac_key: [0; 32],
             index_cipher: cipher(&index_enc),
             index_hash_key: [0; 32],
+            chunker_gear: [0; 256],
             chunker_seed: u64::from_le_bytes(*seed),
         };
         derive_into("sluice 2026-11 blob id key v1", master, &mut keys.id_key);
@@ -167,7 +171,20 @@ impl Keys {
             master,
             &mut keys.index_hash_key,
         );
+        let mut gear = Zeroizing::new([0u8; 256 * 8]);
+        derive_into("sluice 2026-12 chunker gear table v2", master, &mut gear[..]);
+        for (v, b) in keys.chunker_gear.iter_mut().zip(gear.chunks_exact(8)) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(b);
+            *v = u64::from_le_bytes(le);
+            le.zeroize();
+        }
         keys
+    }
+
+    /// The chunker's gear table for chunker version 2 (see `chunker::Gear`).
+    pub fn chunker_gear(&self) -> &[u64; 256] {
+        &self.chunker_gear
     }
 
     /// Seal an index value stored under `key` in sled tree `tree`: nonce || ct || tag, the

@@ -403,7 +403,8 @@ fn ingest_one(
             (hasher, checker)
         });
         let reader_thread = spawn_in(s, "sluice-read", move || -> Result<u64> {
-            let mut chunker = StreamChunker::new(reader, params, keys.chunker_seed);
+            let gear = crate::chunker::Gear::for_repo(&params, keys)?;
+            let mut chunker = StreamChunker::new(reader, params, gear);
             let mut total = 0u64;
             let mut seq = 0u64;
             let mut tee_err = None;
