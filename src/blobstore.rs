@@ -99,7 +99,8 @@ impl BlobStore {
             }
         }
         if lock(&self.recorded).insert((kind, id, loc.pack, loc.offset)) {
-            if let Err(w) = write_damage_file(self.storage.as_ref(), &self.keys, &[(kind, id, *loc)])
+            if let Err(w) =
+                write_damage_file(self.storage.as_ref(), &self.keys, &[(kind, id, *loc)])
             {
                 log::debug!("cannot record damaged blob {}: {w}", id.short());
             }
@@ -262,7 +263,13 @@ pub fn write_relocation_file(
     keys: &Keys,
     entries: &[Relocation],
 ) -> Result<String> {
-    write_table(storage, keys, FileKind::Relocation, RELOC_BODY_MAGIC, entries)
+    write_table(
+        storage,
+        keys,
+        FileKind::Relocation,
+        RELOC_BODY_MAGIC,
+        entries,
+    )
 }
 
 /// The body magic of a damage record: a relocation table's layout, another magic (inside

@@ -522,20 +522,21 @@ fn record_damage(repo: &Repository, found: &[(BlobKind, BlobId, pack::Location)]
     if found.is_empty() {
         return;
     }
-    let known = crate::blobstore::damaged_blobs(repo.storage.as_ref(), &repo.keys)
-        .unwrap_or_default();
+    let known =
+        crate::blobstore::damaged_blobs(repo.storage.as_ref(), &repo.keys).unwrap_or_default();
     let new: Vec<_> = found
         .iter()
         .filter(|(k, id, l)| {
-            !known
-                .get(&(*k, *id))
-                .is_some_and(|places| places.iter().any(|p| p.pack == l.pack && p.offset == l.offset))
+            !known.get(&(*k, *id)).is_some_and(|places| {
+                places
+                    .iter()
+                    .any(|p| p.pack == l.pack && p.offset == l.offset)
+            })
         })
         .copied()
         .collect();
     if !new.is_empty() {
-        if let Err(e) =
-            crate::blobstore::write_damage_file(repo.storage.as_ref(), &repo.keys, &new)
+        if let Err(e) = crate::blobstore::write_damage_file(repo.storage.as_ref(), &repo.keys, &new)
         {
             log::debug!("cannot record damaged blobs: {e}");
         }

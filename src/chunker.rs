@@ -13,8 +13,8 @@
 //! boundaries never depend on how the input arrived in reads: the same stream always chunks
 //! the same way, which is what makes deduplication work.
 
-use crate::error::{Error, Result};
 use crate::crypto::Keys;
+use crate::error::{Error, Result};
 use fastcdc::v2020::Normalization;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -363,7 +363,11 @@ mod tests {
         assert_ne!(b1, boundaries(&data[..], p, 0));
         assert_ne!(b1, boundaries(&data[..], p, k1.chunker_seed));
         assert_eq!(b1.iter().sum::<usize>(), data.len());
-        assert_eq!(&b1[..GOLDEN_V2.len()], GOLDEN_V2, "version 2 boundaries changed");
+        assert_eq!(
+            &b1[..GOLDEN_V2.len()],
+            GOLDEN_V2,
+            "version 2 boundaries changed"
+        );
     }
 
     const GOLDEN_V2: &[usize] = &[

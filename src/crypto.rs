@@ -172,7 +172,11 @@ impl Keys {
             &mut keys.index_hash_key,
         );
         let mut gear = Zeroizing::new([0u8; 256 * 8]);
-        derive_into("sluice 2026-12 chunker gear table v2", master, &mut gear[..]);
+        derive_into(
+            "sluice 2026-12 chunker gear table v2",
+            master,
+            &mut gear[..],
+        );
         for (v, b) in keys.chunker_gear.iter_mut().zip(gear.chunks_exact(8)) {
             let mut le = [0u8; 8];
             le.copy_from_slice(b);

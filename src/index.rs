@@ -184,11 +184,9 @@ impl Index {
                     .filter(|e| !good.contains(e))
                     .map(|e| (e.kind, e.id, e.location(*p)))
                     .collect();
-                if let Err(e) = crate::blobstore::write_damage_file(
-                    repo.storage.as_ref(),
-                    &repo.keys,
-                    &bad,
-                ) {
+                if let Err(e) =
+                    crate::blobstore::write_damage_file(repo.storage.as_ref(), &repo.keys, &bad)
+                {
                     log::debug!("cannot record damaged blobs: {e}");
                 }
             }

@@ -780,9 +780,11 @@ impl<'a> Sink<'a> {
             return Ok(None);
         };
         let damaged = [BlobKind::Chunk, BlobKind::ChunkList].iter().any(|k| {
-            self.damaged
-                .get(&(*k, *id))
-                .is_some_and(|places| places.iter().any(|d| d.pack == l.pack && d.offset == l.offset))
+            self.damaged.get(&(*k, *id)).is_some_and(|places| {
+                places
+                    .iter()
+                    .any(|d| d.pack == l.pack && d.offset == l.offset)
+            })
         });
         Ok((!damaged).then_some(l))
     }

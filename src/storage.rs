@@ -139,9 +139,7 @@ impl Access {
         }
         Access {
             group: true,
-            gid: config
-                .or_else(|| fs::metadata(root).ok())
-                .map(|m| m.gid()),
+            gid: config.or_else(|| fs::metadata(root).ok()).map(|m| m.gid()),
         }
     }
 

@@ -46,7 +46,10 @@ fn a_version_1_repository_keeps_its_boundaries_and_dedup() {
     let config = std::fs::read_to_string(repo.path.join("config")).unwrap();
     assert!(!config.contains("\"version\": 2"), "{config}");
     let data = fixture_stream();
-    assert!(repo.cat("latest", "db.sql") == data, "the fixture does not read");
+    assert!(
+        repo.cat("latest", "db.sql") == data,
+        "the fixture does not read"
+    );
     let again = repo.ingest("db.sql", &data, &[]);
     assert!(again.chunks > 1, "{}", again.json);
     assert_eq!(

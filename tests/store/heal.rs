@@ -45,7 +45,9 @@ fn the_next_ingest_heals_damage_a_read_found() {
                 repo.cmd(["cat", &old.snapshot, "a.bin"]).run().code_is(3);
             }
             _ => {
-                repo.cmd(["repair", "index", "--read-data"]).run().code_is(3);
+                repo.cmd(["repair", "index", "--read-data"])
+                    .run()
+                    .code_is(3);
             }
         }
         assert!(
@@ -69,7 +71,12 @@ fn the_next_ingest_heals_damage_a_read_found() {
 
         let o = repo.cmd(["check", "--read-data", "--json"]).run().ok();
         let r = o.json();
-        assert_eq!(r["problems"].as_array().map(Vec::len), Some(0), "{}", o.report());
+        assert_eq!(
+            r["problems"].as_array().map(Vec::len),
+            Some(0),
+            "{}",
+            o.report()
+        );
         assert!(r["healed_blobs"].as_u64() >= Some(1), "{}", o.report());
         let healed = r["healed"].as_array().cloned().unwrap_or_default();
         assert!(
@@ -90,6 +97,9 @@ fn the_next_ingest_heals_damage_a_read_found() {
         assert!(repo.cat(&again.snapshot, "a.bin") == data);
         // Healed once: a third ingest deduplicates everything again.
         let third = repo.ingest("a.bin", &data, &[]);
-        assert_eq!(third.new_chunks, 0, "{found_by}: stored again after healing");
+        assert_eq!(
+            third.new_chunks, 0,
+            "{found_by}: stored again after healing"
+        );
     }
 }

@@ -216,7 +216,8 @@ fn an_unusable_key_file_is_skipped_listed_and_removable() {
     let real: serde_json::Value =
         serde_json::from_slice(&std::fs::read(real.path()).unwrap()).unwrap();
     let planted_id = "0000000000000000";
-    let variants: [(&str, &dyn Fn(&mut serde_json::Value)); 4] = [
+    type Damage<'a> = (&'a str, &'a dyn Fn(&mut serde_json::Value));
+    let variants: [Damage; 4] = [
         ("m_kib 1", &|k| k["kdf"]["m_kib"] = 1.into()),
         ("short salt", &|k| k["kdf"]["salt"] = "00112233".into()),
         ("4 GiB, 100 passes", &|k| {

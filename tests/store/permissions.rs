@@ -53,7 +53,12 @@ fn fill(repo: &Path, umask: u32, init_extra: &[&str]) {
     run(repo, umask, &init, b"");
     let payload = data::random_bytes(14, 3 << 20);
     run(repo, umask, &["ingest", "--name", "db.sql"], &payload);
-    run(repo, umask, &["ingest", "--name", "db.sql"], &payload[..1 << 20]);
+    run(
+        repo,
+        umask,
+        &["ingest", "--name", "db.sql"],
+        &payload[..1 << 20],
+    );
     run(repo, umask, &["key", "add"], b"");
     run(repo, umask, &["check", "--read-data"], b"");
     run(repo, umask, &["cat", "latest", "db.sql"], b"");
@@ -66,7 +71,11 @@ fn modes(root: &Path) -> Vec<(String, bool, u32)> {
     out.push((".".to_string(), true, meta.permissions().mode() & 0o7777));
     for p in crate::support::walk(root) {
         let m = std::fs::symlink_metadata(&p).expect("stat");
-        let rel = p.strip_prefix(root).expect("under root").display().to_string();
+        let rel = p
+            .strip_prefix(root)
+            .expect("under root")
+            .display()
+            .to_string();
         out.push((rel, m.is_dir(), m.permissions().mode() & 0o7777));
     }
     out
@@ -86,8 +95,18 @@ fn a_private_repository_is_the_owners_only_whatever_the_umask() {
         let repo = dir.join("repo");
         fill(&repo, umask, &[]);
         let modes = modes(&repo);
-        for prefix in ["keys/", "packs/", "snapshots/", "config", "index/", "locks/"] {
-            assert!(seen(&modes, prefix) > 0, "no file under {prefix}: {modes:?}");
+        for prefix in [
+            "keys/",
+            "packs/",
+            "snapshots/",
+            "config",
+            "index/",
+            "locks/",
+        ] {
+            assert!(
+                seen(&modes, prefix) > 0,
+                "no file under {prefix}: {modes:?}"
+            );
         }
         let wrong: Vec<_> = modes
             .iter()

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 /// find in a stream.
 const SECRETS: [(&str, &str); 7] = [
     // SLUICE_PASSWORD is set by `Repo::cmd` (the repository's passphrase).
-    ("CREDENTIALS_DIRECTORY", "/run/credentials/secret-backup.service"),
+    (
+        "CREDENTIALS_DIRECTORY",
+        "/run/credentials/secret-backup.service",
+    ),
     ("SLUICE_PASSWORD_FILE", "/secret/password-file-path"),
     ("SLUICE_PASSWORD_COMMAND", "echo secret-password-command"),
     ("SLUICE_NEW_PASSWORD", "secret-new-password"),
@@ -258,7 +261,9 @@ fn producers_get_the_umask_sluice_was_started_with() {
         .arg(crate::support::bin())
         .arg("--repo")
         .arg(&repo.path)
-        .args(["ingest", "--json", "--quiet", "--name", "u", "--", "sh", "-c", "umask"])
+        .args([
+            "ingest", "--json", "--quiet", "--name", "u", "--", "sh", "-c", "umask",
+        ])
         .env("SLUICE_PASSWORD", &repo.password)
         .output()
         .expect("run sluice");
