@@ -61,13 +61,17 @@ impl BlobStore {
     pub fn read(&self, kind: BlobKind, id: BlobId, loc: &Location) -> Result<Vec<u8>> {
         let read = match self.read_sealed(loc) {
             Ok(sealed) => pack::open_blob_owned(&self.keys, kind, id, loc, sealed),
-            Err(Missing::Pack(e)) => match self.relocated(kind, id, loc.pack)? {
-                Some(moved) => {
-                    let sealed = self.read_sealed(&moved).map_err(Missing::into_error)?;
-                    pack::open_blob_owned(&self.keys, kind, id, &moved, sealed)
-                }
-                None => Err(e),
-            },
+            Err(Missing::Pack(e)) => {
+                // A pack that is gone is not damage to record: its blobs were moved (found
+                // here, heal records included) or are lost with it.
+                return match self.relocated(kind, id, loc.pack)? {
+                    Some(moved) => {
+                        let sealed = self.read_sealed(&moved).map_err(Missing::into_error)?;
+                        pack::open_blob_owned(&self.keys, kind, id, &moved, sealed)
+                    }
+                    None => Err(e),
+                };
+            }
             Err(Missing::Not(e)) => Err(e),
         };
         match read {

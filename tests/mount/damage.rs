@@ -170,4 +170,15 @@ fn damaged_chunk_gives_eio_only_where_it_is_read_and_the_mount_stays_up() {
         "sluice cat names the damaged range {s}..{e}{}",
         out.report()
     );
+
+    // Healing (issue 14, finding 7): the reads above recorded the damage, so ingesting the
+    // same data again stores that chunk afresh, and the running mount (no index) reads the
+    // old snapshot's file — still open — through the heal record.
+    let again = repo.ingest("target.bin", &target, &["--expect", "none"]);
+    assert!(
+        again.new_chunks >= 1,
+        "the damaged chunk was not stored again"
+    );
+    drop_page_cache(&f);
+    assert_reads(&f, &target, 0, target.len() as u64, "after healing");
 }
