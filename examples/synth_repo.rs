@@ -52,7 +52,9 @@ fn parse_args() -> Result<Args> {
             "--snapshots" => a.snapshots = value()?.parse().context("--snapshots")?,
             "--chunk-bytes" => a.chunk_bytes = value()?.parse().context("--chunk-bytes")?,
             "--pack-chunks" => a.pack_chunks = value()?.parse().context("--pack-chunks")?,
-            other => bail!("unknown argument {other:?} (see the comment at the top of examples/synth_repo.rs)"),
+            other => bail!(
+                "unknown argument {other:?} (see the comment at the top of examples/synth_repo.rs)"
+            ),
         }
     }
     if a.repo.as_os_str().is_empty() {
@@ -81,7 +83,13 @@ struct Packs<'a> {
 }
 
 impl Packs<'_> {
-    fn append(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], plain: usize) -> Result<Location> {
+    fn append(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        plain: usize,
+    ) -> Result<Location> {
         if self.current.is_none() {
             self.current = Some((PackWriter::create(self.storage)?, 0));
         }
@@ -119,7 +127,8 @@ fn chunk(s: u64, i: u64, len: usize, buf: &mut Vec<u8>) {
 
 fn main() -> Result<()> {
     let a = parse_args()?;
-    let pass = std::env::var("SLUICE_PASSWORD").context("set SLUICE_PASSWORD to the repository's passphrase")?;
+    let pass = std::env::var("SLUICE_PASSWORD")
+        .context("set SLUICE_PASSWORD to the repository's passphrase")?;
     let repo = Repository::open(&a.repo, pass.as_bytes())
         .with_context(|| format!("cannot open {}", a.repo.display()))?;
     let keys = repo.keys.clone();

@@ -292,7 +292,10 @@ pub fn ingest(
 /// Err once a signal asked sluice to stop (see `crate::interrupt`).
 fn interrupted() -> Result<()> {
     if let Some(reason) = crate::interrupt::stop_reason() {
-        return Err(Error::io(reason, std::io::Error::other("no snapshot recorded")));
+        return Err(Error::io(
+            reason,
+            std::io::Error::other("no snapshot recorded"),
+        ));
     }
     match crate::interrupt::received() {
         Some(sig) => Err(Error::StreamFailed(format!(

@@ -265,7 +265,10 @@ fn boot_time() -> Duration {
         static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         return START.get_or_init(std::time::Instant::now).elapsed();
     }
-    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 impl Drop for Lease {
@@ -483,8 +486,14 @@ mod tests {
             when.saturating_sub(broke_at) < Duration::from_secs(20),
             "given up too late"
         );
-        assert!(why.contains("could not refresh this writer's lease"), "{why}");
-        assert!(why.contains("permission denied") || why.contains("Permission denied"), "{why}");
+        assert!(
+            why.contains("could not refresh this writer's lease"),
+            "{why}"
+        );
+        assert!(
+            why.contains("permission denied") || why.contains("Permission denied"),
+            "{why}"
+        );
         let err = lease.check().unwrap_err().to_string();
         assert!(err.contains("stopped before a prune"), "{err}");
     }
