@@ -85,9 +85,58 @@ pub struct Lease {
     storage: Arc<dyn Storage>,
     info: LeaseInfo,
     stop: Arc<AtomicBool>,
-    /// Set once the lease could not be refreshed for `GIVE_UP_AFTER`: why.
-    lost: Arc<Mutex<Option<String>>>,
+    health: Arc<Health>,
     refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How fresh a held lease is, shared by its refresher thread, the `Lease` and `check_held`.
+struct Health {
+    id: String,
+    give_up: Duration,
+    /// `boot_time()` just before the last write of the lease that succeeded.
+    last_ok: Mutex<Duration>,
+    /// Set by the refresher once it gave up: why.
+    lost: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// Err when the lease was given up, or has not been written for `give_up` — also when
+    /// the refresher could not even try (its write hung, or the whole process was stopped or
+    /// suspended): a writer must then record nothing.
+    fn check(&self) -> Result<()> {
+        let nothing = || std::io::Error::other("no snapshot recorded");
+        if let Some(why) = lock(&self.lost).as_ref() {
+            return Err(Error::io(why.clone(), nothing()));
+        }
+        let since = boot_time().saturating_sub(*lock(&self.last_ok));
+        if since >= self.give_up {
+            return Err(Error::io(
+                format!(
+                    "this writer's lease (leases/{}) was last refreshed {} s ago (the process \
+                     was stopped or suspended, or the storage hung); stopped before a prune \
+                     could take it for a dead writer and delete data it uses; run it again",
+                    self.id,
+                    since.as_secs()
+                ),
+                nothing(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The leases this process holds (see `check_held`).
+static HELD: Mutex<Vec<std::sync::Weak<Health>>> = Mutex::new(Vec::new());
+
+/// Err if a lease this process holds is no longer known to be fresh. An ingest calls this at
+/// every step and right before it records its snapshot.
+pub fn check_held() -> Result<()> {
+    let mut held = lock(&HELD);
+    held.retain(|w| w.strong_count() > 0);
+    for h in held.iter().filter_map(|w| w.upgrade()) {
+        h.check()?;
+    }
+    Ok(())
 }
 
 /// How often the lease is refreshed, and when a writer that cannot refresh it gives up.
@@ -120,13 +169,16 @@ impl Lease {
     /// Write a new lease for a writer of `kind` and keep it fresh until dropped. If it cannot
     /// be kept fresh, the process's ingest is stopped (`crate::interrupt::stop`).
     pub fn take(storage: Arc<dyn Storage>, keys: Arc<Keys>, kind: &str) -> Result<Lease> {
-        Lease::take_with(
+        let lease = Lease::take_with(
             storage,
             keys,
             kind,
             Timing::from_env(),
             Box::new(crate::interrupt::stop),
-        )
+        )?;
+        // Only here, not in `take_with`: unit tests' leases must not fail other tests' ingests.
+        lock(&HELD).push(Arc::downgrade(&lease.health));
+        Ok(lease)
     }
 
     fn take_with(
@@ -152,10 +204,15 @@ impl Lease {
         let written_at = boot_time();
         write(storage.as_ref(), &keys, &info)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let lost = Arc::new(Mutex::new(None));
+        let health = Arc::new(Health {
+            id: info.id.clone(),
+            give_up: timing.give_up,
+            last_ok: Mutex::new(written_at),
+            lost: Mutex::new(None),
+        });
         let refresher = {
-            let (storage, stop, lost, mut info) =
-                (storage.clone(), stop.clone(), lost.clone(), info.clone());
+            let (storage, stop, health, mut info) =
+                (storage.clone(), stop.clone(), health.clone(), info.clone());
             std::thread::Builder::new()
                 .name("sluice-lease".into())
                 .spawn(move || {
@@ -164,9 +221,8 @@ impl Lease {
                         &keys,
                         &mut info,
                         timing,
-                        written_at,
                         &stop,
-                        &lost,
+                        &health,
                         on_lost,
                     )
                 })
@@ -176,7 +232,7 @@ impl Lease {
             storage,
             info,
             stop,
-            lost,
+            health,
             refresher: Some(refresher),
         })
     }
@@ -185,16 +241,10 @@ impl Lease {
         &self.info.id
     }
 
-    /// Err once this lease could not be refreshed for `GIVE_UP_AFTER`: the writer must not
+    /// Err once this lease has not been refreshed for `GIVE_UP_AFTER`: the writer must not
     /// record anything that relies on it.
     pub fn check(&self) -> Result<()> {
-        match lock(&self.lost).as_ref() {
-            Some(why) => Err(Error::io(
-                why.clone(),
-                std::io::Error::other("nothing more may be written"),
-            )),
-            None => Ok(()),
-        }
+        self.health.check()
     }
 }
 
@@ -204,20 +254,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The lease thread: rewrite the lease every `timing.refresh`; after a failure, try again
 /// sooner (every tenth of that); once no write has succeeded for `timing.give_up`, record
-/// why in `lost`, tell `on_lost`, and stop trying.
-#[allow(clippy::too_many_arguments)]
+/// why in `health.lost`, tell `on_lost`, and stop trying.
 fn refresh_until_stopped(
     storage: &dyn Storage,
     keys: &Keys,
     info: &mut LeaseInfo,
     timing: Timing,
-    mut last_ok: Duration,
     stop: &AtomicBool,
-    lost: &Mutex<Option<String>>,
+    health: &Health,
     on_lost: Box<dyn Fn(String) + Send>,
 ) {
     let tick = (timing.refresh / 10).clamp(Duration::from_millis(10), Duration::from_millis(200));
-    let mut next = last_ok + timing.refresh;
+    let mut next = *lock(&health.last_ok) + timing.refresh;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(tick);
         let now = boot_time();
@@ -227,11 +275,11 @@ fn refresh_until_stopped(
         info.refreshed = crate::time::now().0;
         match write(storage, keys, info) {
             Ok(()) => {
-                last_ok = now;
+                *lock(&health.last_ok) = now;
                 next = now + timing.refresh;
             }
             Err(e) => {
-                let since = boot_time().saturating_sub(last_ok);
+                let since = boot_time().saturating_sub(*lock(&health.last_ok));
                 if since < timing.give_up {
                     log::warn!("cannot refresh this writer's lease: {e}");
                     next = now + timing.refresh / 10;
@@ -244,7 +292,7 @@ fn refresh_until_stopped(
                     info.id,
                     since.as_secs()
                 );
-                *lock(lost) = Some(why.clone());
+                *lock(&health.lost) = Some(why.clone());
                 on_lost(why);
                 return;
             }
@@ -496,6 +544,25 @@ mod tests {
         );
         let err = lease.check().unwrap_err().to_string();
         assert!(err.contains("stopped before a prune"), "{err}");
+    }
+
+    /// A lease whose refresher could not run (a hung write, a stopped process) is not
+    /// trusted either: the check looks at the time of the last good write, not at a flag.
+    #[test]
+    fn a_lease_not_refreshed_in_time_fails_the_check_without_its_thread() {
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::default());
+        let keys = Arc::new(Keys::derive(&MasterSecret([5; 32])));
+        let timing = Timing {
+            refresh: Duration::from_secs(3600),
+            give_up: Duration::from_millis(300),
+        };
+        let lease = Lease::take_with(storage, keys, "ingest", timing, Box::new(|_| {})).unwrap();
+        assert!(lease.check().is_ok());
+        // The refresher would not write for an hour: as if it hung.
+        std::thread::sleep(Duration::from_millis(400));
+        let err = lease.check().unwrap_err().to_string();
+        assert!(err.contains("was last refreshed"), "{err}");
+        drop(lease);
     }
 
     #[test]
