@@ -27,7 +27,6 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobKind, SnapshotId};
 use crate::storage::{FileKind, Storage};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,7 +83,8 @@ impl LeaseInfo {
 pub struct Lease {
     storage: Arc<dyn Storage>,
     info: LeaseInfo,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the refresher: it wakes at once, so ending a writer costs no tick.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     health: Arc<Health>,
     refresher: Option<std::thread::JoinHandle<()>>,
 }
@@ -203,7 +203,7 @@ impl Lease {
         // Measured before the write: the lease is at least this fresh once it is on disk.
         let written_at = boot_time();
         write(storage.as_ref(), &keys, &info)?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel();
         let health = Arc::new(Health {
             id: info.id.clone(),
             give_up: timing.give_up,
@@ -211,8 +211,7 @@ impl Lease {
             lost: Mutex::new(None),
         });
         let refresher = {
-            let (storage, stop, health, mut info) =
-                (storage.clone(), stop.clone(), health.clone(), info.clone());
+            let (storage, health, mut info) = (storage.clone(), health.clone(), info.clone());
             std::thread::Builder::new()
                 .name("sluice-lease".into())
                 .spawn(move || {
@@ -221,7 +220,7 @@ impl Lease {
                         &keys,
                         &mut info,
                         timing,
-                        &stop,
+                        &stopped,
                         &health,
                         on_lost,
                     )
@@ -231,7 +230,7 @@ impl Lease {
         Ok(Lease {
             storage,
             info,
-            stop,
+            stop: Some(stop),
             health,
             refresher: Some(refresher),
         })
@@ -260,17 +259,22 @@ fn refresh_until_stopped(
     keys: &Keys,
     info: &mut LeaseInfo,
     timing: Timing,
-    stop: &AtomicBool,
+    stop: &std::sync::mpsc::Receiver<()>,
     health: &Health,
     on_lost: Box<dyn Fn(String) + Send>,
 ) {
+    // The longest wait before the boot-time clock is read again: it runs on through a
+    // suspend, which the wait's own clock does not.
     let tick = (timing.refresh / 10).clamp(Duration::from_millis(10), Duration::from_millis(200));
     let mut next = *lock(&health.last_ok) + timing.refresh;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(tick);
+    loop {
         let now = boot_time();
         if now < next {
-            continue;
+            match stop.recv_timeout((next - now).min(tick)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                // The lease is being dropped.
+                _ => return,
+            }
         }
         info.refreshed = crate::time::now().0;
         match write(storage, keys, info) {
@@ -321,7 +325,7 @@ fn boot_time() -> Duration {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
@@ -424,6 +428,7 @@ mod tests {
     use super::*;
     use crate::crypto::MasterSecret;
     use crate::storage::mem::MemStorage;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
     fn a_lease_is_live_while_held_and_gone_when_dropped() {
