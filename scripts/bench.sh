@@ -1179,14 +1179,15 @@ for x in s[: len(s) // 2]:
     : >"$WORK/logs/scale-rss.txt"
     while kill -0 "$tpid" 2>/dev/null; do
         for c in $(pgrep -P "$tpid" 2>/dev/null); do
-            awk '/^VmRSS:/ { print $2 }' "/proc/$c/status" 2>/dev/null >>"$WORK/logs/scale-rss.txt" || true
+            awk '/^VmHWM:/ { h = $2 } /^VmRSS:/ { r = $2 } END { if (r) print r, h }' "/proc/$c/status" 2>/dev/null >>"$WORK/logs/scale-rss.txt" || true
         done
         sleep 0.25
     done
     if wait "$tpid"; then
         t1=$(date +%s%N)
-        # the largest sample after RSS first fell below an earlier sample (the KDF's memory freed)
-        after_kdf=$(awk '{ if (peak && $1 < peak) fell = 1; if (!fell && $1 > peak) peak = $1; if (fell && $1 > m) m = $1 } END { if (m) printf "%.0f", m / 1024; else print "n/a" }' "$WORK/logs/scale-rss.txt")
+        # The largest VmRSS from the first sample below the process's high-water mark on (the
+        # key derivation's memory freed). None such: prune itself set the peak.
+        after_kdf=$(awk '{ if ($1 < $2) fell = 1; if (fell && $1 > m) m = $1 } END { if (m) printf "%.0f", m / 1024; else print "= peak" }' "$WORK/logs/scale-rss.txt")
         secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
         rss=$(awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$WORK/logs/scale-time.txt")
         freed=$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["packs_deleted"], r["bytes_freed"], r["packs"])' "$WORK/logs/scale-prune.json")
