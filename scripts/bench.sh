@@ -13,7 +13,9 @@
 #   SLUICE_BIN         sluice binary to use (default: cargo build --release, target/release/sluice)
 #   BENCH_WORK         work directory (default /tmp/sluice-bench)
 #   BENCH_TOOLS        tools to run (default "sluice restic borg")
-#   BENCH_PHASES       phases to run (default "ingest mount memory parallel"; memory is full-run only)
+#   BENCH_PHASES       phases to run (default "ingest mount memory parallel lifecycle delta";
+#                      memory is full-run only; "prune-scale" runs only when named: it writes a
+#                      synthetic repository of millions of chunks and takes tens of minutes)
 #   BENCH_GIB          size of the SQL dump, the random input and each parallel input (default 1)
 #   BENCH_BIG_GIB      size of the large stream for memory flatness (default 8)
 #   BENCH_PG_SCALE     pgbench scale for the pg_dump input (default 30, a ~300 MB dump)
@@ -26,6 +28,15 @@
 #                      reported (default 3; 1 with --quick). This machine's shared cores make
 #                      single figures swing by +-20%.
 #   BENCH_SLUICE_INIT  extra arguments for `sluice init` (default none: the defaults)
+#   BENCH_LC_BYTES     size of the lifecycle phase's SQL dump (default 170000000; 16 MiB with --quick)
+#   BENCH_LC_VERSIONS  versions ingested before forget --keep-last (default 20)
+#   BENCH_LC_KEEP      --keep-last N of the lifecycle phase (default 3)
+#   BENCH_UNIFORM_PCT  % of rows changed each night in the delta phase's uniform series (default 1)
+#   BENCH_NIGHTS       nights of the uniform series (default 5)
+#   BENCH_MARIA_MB     approximate size of the MariaDB server in the delta phase (default 650;
+#                      40 with --quick); BENCH_MARIA=0 skips that series
+#   BENCH_SCALE_CHUNKS chunks of the prune-scale phase's synthetic repository (default 10000000;
+#                      1000000 with --quick); BENCH_SCALE_SNAPSHOTS snapshots (default 10)
 #   BENCH_KEEP=1       keep the repositories afterwards
 #   BENCH_PAGE_REPORTING=keep  leave the VM's free page reporting on (default: paused for the
 #                      run and restored on exit; see steady_vm_memory)
@@ -35,7 +46,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$here/lib/common.sh"
 
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 for arg in "$@"; do
@@ -55,7 +66,12 @@ gib_bytes() { awk -v g="$1" 'BEGIN { printf "%.0f", g * 1073741824 }'; }
 
 WORK=${BENCH_WORK:-/tmp/sluice-bench}
 TOOLS=${BENCH_TOOLS:-sluice restic borg}
-PHASES=${BENCH_PHASES:-ingest mount memory parallel}
+PHASES=${BENCH_PHASES:-ingest mount memory parallel lifecycle delta}
+LC_VERSIONS=${BENCH_LC_VERSIONS:-20}
+LC_KEEP=${BENCH_LC_KEEP:-3}
+UNIFORM_PCT=${BENCH_UNIFORM_PCT:-1}
+NIGHTS=${BENCH_NIGHTS:-5}
+SCALE_SNAPSHOTS=${BENCH_SCALE_SNAPSHOTS:-10}
 READS=${BENCH_READS:-20}
 MUTATE_PCT=${BENCH_MUTATE_PCT:-2}
 CLUSTER=${BENCH_CLUSTER:-1000}
@@ -67,6 +83,9 @@ if ((QUICK)); then
     MOUNT_ROUNDS=${BENCH_MOUNT_ROUNDS:-1}
     BIG=0
     PHASES=${PHASES//memory/}
+    LC_BYTES=${BENCH_LC_BYTES:-$((16 << 20))}
+    MARIA_MB=${BENCH_MARIA_MB:-40}
+    SCALE_CHUNKS=${BENCH_SCALE_CHUNKS:-1000000}
 else
     SIZE=$(gib_bytes "${BENCH_GIB:-1}")
     PG_SCALE=${BENCH_PG_SCALE:-30}
@@ -74,6 +93,9 @@ else
     GREP_PASSES=${BENCH_GREP_PASSES:-4}
     MOUNT_ROUNDS=${BENCH_MOUNT_ROUNDS:-3}
     BIG=$(gib_bytes "${BENCH_BIG_GIB:-8}")
+    LC_BYTES=${BENCH_LC_BYTES:-170000000}
+    MARIA_MB=${BENCH_MARIA_MB:-650}
+    SCALE_CHUNKS=${BENCH_SCALE_CHUNKS:-10000000}
 fi
 read -r -a SLUICE_INIT_ARGS <<<"${BENCH_SLUICE_INIT:-}"
 
@@ -103,9 +125,24 @@ cleanup() {
     while read -r m; do unmount_dir "$m"; done < <(awk -v w="$WORK/mnt/" 'index($2, w) == 1 { print $2 }' /proc/self/mounts)
     for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
     pg_stop
+    maria_stop
     restore_page_reporting
     if [[ ${BENCH_KEEP:-0} != 1 ]]; then rm -rf "$WORK/repos" "$WORK/restic-cache" "$WORK/borg-base"; fi
     if ((rc != 0)); then say "bench.sh failed (exit $rc) after $(elapsed_total); logs in $WORK/logs" >&2; fi
+}
+# The delta phase's private MariaDB server (unix socket only), stopped on exit.
+MARIA_PID=""
+MARIA_SOCK=""
+maria_stop() {
+    [[ -n $MARIA_PID ]] || return 0
+    mariadb-admin --socket="$MARIA_SOCK" --user=root shutdown >/dev/null 2>&1 || kill "$MARIA_PID" 2>/dev/null
+    local i
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$MARIA_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$MARIA_PID" 2>/dev/null || true
+    MARIA_PID=""
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -410,7 +447,7 @@ zstd_ratio() { # file -> compression ratio with zstd -3
 }
 
 section "Inputs (in $IN)"
-if has_phase ingest || has_phase mount || has_phase parallel; then
+if has_phase ingest || has_phase mount || has_phase parallel || has_phase delta; then
     p="bytes=$SIZE seed=42 mutate=$MUTATE_PCT cluster=$CLUSTER v3"
     if ! fresh sql1.sql "$p"; then
         say "generating a ${SIZE}-byte SQL dump (perl, seed 42)"
@@ -434,6 +471,8 @@ if has_phase ingest; then
         } >"$IN/rand2.bin"
         stamp rand1.bin "$p"
     fi
+fi
+if has_phase ingest || has_phase delta; then
     p="scale=$PG_SCALE churn=$CHURN_SECS v1"
     if ! fresh pg1.sql "$p"; then
         say "starting a throwaway PostgreSQL cluster; pgbench -i -s $PG_SCALE"
@@ -763,6 +802,412 @@ if has_phase parallel && has_tool sluice; then
         out "| 2 x $(mb "$(stat -c %s "$fa")") MB $kind | $one | $both | $(ratio "$both" "$one") | $(mbps "$tot" "$both") |"
     done
     out ""
+fi
+
+# ---- lifecycle: forget --keep-last N --prune after a history of versions -----------------
+# 20 versions of a SQL dump, each made from the one before by gen-sql-dump.pl --mutate (the
+# same churn as the ingest phase's second version), ingested in order into each tool; then
+# the timed command that gives the space back: sluice forget --prune / restic forget --prune /
+# borg prune && borg compact. sluice's prune deletes at once when no writer runs (FORMAT.md,
+# "Prune"): a second `sluice prune` afterwards is run untimed to show that nothing was left
+# waiting, and the repository size is measured after it too.
+lc_file() { printf '%s/lc/v%d.sql' "$IN" "$1"; }
+# shellcheck disable=SC2016 # $1 and $2 are bash -c's own arguments
+BORG_PRUNE_SH='borg prune --keep-last "$2" "$1" && borg compact "$1"'
+if has_phase lifecycle; then
+    section "Lifecycle inputs: $LC_VERSIONS versions of a $(mb "$LC_BYTES") MB SQL dump"
+    mkdir -p "$IN/lc"
+    p="bytes=$LC_BYTES versions=$LC_VERSIONS mutate=$MUTATE_PCT cluster=$CLUSTER v1"
+    if ! fresh lc/v1.sql "$p"; then
+        t0=$(date +%s)
+        perl "$SCRIPTS_DIR/gen-sql-dump.pl" --bytes "$LC_BYTES" --seed 11 >"$(lc_file 1)"
+        for ((k = 2; k <= LC_VERSIONS; k++)); do
+            perl "$SCRIPTS_DIR/gen-sql-dump.pl" --mutate "$MUTATE_PCT" --cluster "$CLUSTER" --seed $((100 + k)) \
+                <"$(lc_file $((k - 1)))" >"$(lc_file "$k")"
+        done
+        stamp lc/v1.sql "$p"
+        say "  generated in $(($(date +%s) - t0)) s"
+    fi
+    for tool in $TOOLS; do
+        section "Lifecycle: $tool"
+        repo=$WORK/repos/lc-$tool
+        rm -rf "$repo"
+        cmd_init "$tool" "$repo"
+        "${CMD[@]}" >"$WORK/logs/init-lc-$tool.log" 2>&1 || {
+            warn "$tool init failed"
+            setr lc "$tool" secs FAIL
+            continue
+        }
+        ok=1
+        t0=$(date +%s)
+        for ((k = 1; k <= LC_VERSIONS; k++)); do
+            cmd_ingest "$tool" "$repo" dump.sql "v$k"
+            if ! "${CMD[@]}" <"$(lc_file "$k")" >"$WORK/logs/lc-ingest-$tool.out" 2>"$WORK/logs/lc-ingest-$tool.log"; then
+                warn "$tool ingest of version $k failed: $(tail -n 3 "$WORK/logs/lc-ingest-$tool.log")"
+                ok=0
+                break
+            fi
+        done
+        ((ok)) || {
+            setr lc "$tool" secs FAIL
+            continue
+        }
+        sync
+        setr lc "$tool" before "$(dir_bytes "$repo")"
+        say "  $LC_VERSIONS versions ingested in $(($(date +%s) - t0)) s; repo $(mb "$(getr lc "$tool" before)") MB"
+        case $tool in
+        sluice) CMD=("$SLUICE" --repo "$repo" forget --keep-last "$LC_KEEP" --prune) ;;
+        restic) CMD=(restic --repo "$repo" forget --keep-last "$LC_KEEP" --prune) ;;
+        borg) CMD=(bash -c "$BORG_PRUNE_SH" lifecycle "$repo" "$LC_KEEP") ;;
+        esac
+        # What any command of the tool costs on this repository (start-up, key derivation,
+        # reading the snapshot list), cold: the floor under the prune's time and RSS.
+        case $tool in
+        sluice) BASE=("$SLUICE" --repo "$repo" snapshots) ;;
+        restic) BASE=(restic --repo "$repo" snapshots) ;;
+        borg) BASE=(borg list "$repo") ;;
+        esac
+        drop_caches
+        if run_timed /dev/null /dev/null "lc-base-$tool.log" "${BASE[@]}"; then
+            setr lc "$tool" base "$T_SECS / $(mib "$T_RSS_KB")"
+        fi
+        drop_caches
+        if ! run_timed /dev/null "$WORK/logs/lc-prune-$tool.out" "lc-prune-$tool.log" "${CMD[@]}"; then
+            setr lc "$tool" secs FAIL
+            continue
+        fi
+        setr lc "$tool" secs "$T_SECS"
+        setr lc "$tool" rss "$(mib "$T_RSS_KB")"
+        sync
+        setr lc "$tool" after "$(dir_bytes "$repo")"
+        say "  forget+prune: ${T_SECS}s, peak RSS $(getr lc "$tool" rss) MiB, repo $(mb "$(getr lc "$tool" after)") MB"
+        # Honesty checks, untimed: the right snapshots are left, the newest reads back, and
+        # (sluice) nothing was merely marked and left for later.
+        case $tool in
+        sluice)
+            left=$("$SLUICE" --repo "$repo" snapshots --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
+            again=$("$SLUICE" --repo "$repo" prune --json 2>/dev/null | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["packs_deleted"], r["bytes_freed"], r["packs_waiting"])')
+            sync
+            setr lc "$tool" after2 "$(dir_bytes "$repo")"
+            marks=$(find "$repo/prune" -type f 2>/dev/null | wc -l)
+            say "  second prune (untimed): packs deleted, bytes freed, packs waiting = $again; pending marks left: $marks; repo $(mb "$(getr lc "$tool" after2)") MB"
+            setr lc "$tool" second "$again"
+            if "$SLUICE" --repo "$repo" cat latest dump.sql 2>/dev/null | cmp -s - "$(lc_file "$LC_VERSIONS")"; then
+                say "  verified: the newest version reads back byte-identical"
+            else
+                warn "sluice: the newest version does not read back identical after prune"
+                setr lc "$tool" secs WRONG
+            fi
+            ;;
+        restic) left=$(restic --repo "$repo" snapshots --json 2>/dev/null | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))') ;;
+        borg) left=$(borg list --short "$repo" 2>/dev/null | wc -l) ;;
+        esac
+        setr lc "$tool" left "$left"
+        ((left == LC_KEEP)) || warn "$tool kept $left snapshots, expected $LC_KEEP"
+        [[ ${BENCH_KEEP:-0} == 1 ]] || rm -rf "$repo"
+    done
+    section_end
+    out "## Lifecycle: $LC_VERSIONS versions of a $(mb "$(stat -c %s "$(lc_file 1)")") MB SQL dump (~${MUTATE_PCT}% of rows changed between versions), then keep the last $LC_KEEP"
+    out ""
+    out "Timed: \`sluice forget --keep-last $LC_KEEP --prune\`, \`restic forget --keep-last $LC_KEEP --prune\`, \`borg prune --keep-last $LC_KEEP && borg compact\` (each with its default thresholds: sluice and restic repack packs over 5% unused, borg compacts segments over 10%), cold page cache."
+    out ""
+    out "| tool | forget+prune s | peak RSS MiB | repo before MB | repo after MB | snapshots left | listing snapshots alone: s / RSS MiB |"
+    out "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for tool in $TOOLS; do
+        b=$(getr lc "$tool" before) a=$(getr lc "$tool" after)
+        [[ $b =~ ^[0-9]+$ ]] && b=$(mb "$b")
+        [[ $a =~ ^[0-9]+$ ]] && a=$(mb "$a")
+        out "| $tool | $(getr lc "$tool" secs) | $(getr lc "$tool" rss) | $b | $a | $(getr lc "$tool" left) | $(getr lc "$tool" base) |"
+    done
+    out ""
+    if has_tool sluice; then
+        out "- sluice: a second \`sluice prune\` right after found (packs deleted, bytes freed, packs waiting) = ($(getr lc sluice second)); repo then $(mb "$(getr lc sluice after2)") MB: the first prune deleted the data, it did not only mark it"
+        for tool in restic borg; do
+            has_tool "$tool" || continue
+            out "- $tool/sluice time: $(ratio "$(getr lc "$tool" secs)" "$(getr lc sluice secs)") (target >= 3x); sluice/$tool repo after: $(ratio "$(getr lc sluice after)" "$(getr lc "$tool" after)"); sluice/$tool peak RSS: $(ratio "$(getr lc sluice rss)" "$(getr lc "$tool" rss)") (targets vs restic: <= 1 each)"
+        done
+        out ""
+    fi
+fi
+
+# ---- delta: what later versions of the same stream cost ----------------------------------
+# delta_series KEY LABEL NAME FILE...: ingests the files in order as versions v1..vN of NAME
+# into each tool, and reports the bytes each later version added to the repository, the
+# first and the last version's ingest and cold restore speed, ingest peak RSS, and (sluice)
+# random 4 KiB reads of the last version through a fresh mount.
+delta_series() {
+    local key=$1 label=$2 name=$3 tool repo k n f b now prev total adds rss
+    shift 3
+    local files=("$@")
+    n=${#files[@]}
+    for tool in $TOOLS; do
+        section "Delta: $key with $tool"
+        repo=$WORK/repos/delta-$key-$tool
+        rm -rf "$repo"
+        cmd_init "$tool" "$repo"
+        "${CMD[@]}" >"$WORK/logs/init-delta-$key-$tool.log" 2>&1 || {
+            warn "$tool init failed"
+            setr "d-$key" "$tool" total FAIL
+            continue
+        }
+        prev=0 total=0 adds="" rss=0
+        for ((k = 1; k <= n; k++)); do
+            f=${files[k - 1]}
+            b=$(stat -c %s "$f")
+            warm "$f"
+            cmd_ingest "$tool" "$repo" "$name" "v$k"
+            if ! run_timed "$f" "$WORK/logs/delta-$key-$tool.out" "delta-$key-$tool.log" "${CMD[@]}"; then
+                total=FAIL
+                break
+            fi
+            [[ $tool == sluice ]] && note_snapshot "$repo" "v$k" "$WORK/logs/delta-$key-$tool.out"
+            ((T_RSS_KB > rss)) && rss=$T_RSS_KB
+            sync
+            now=$(dir_bytes "$repo")
+            if ((k == 1)); then
+                setr "d-$key" "$tool" repo1 "$now"
+                setr "d-$key" "$tool" ingest1 "$(mbps "$b" "$T_SECS")"
+                say "  v1: $(mb "$b") MB in ${T_SECS}s, repo $(mb "$now") MB"
+            else
+                adds+="$(mb $((now - prev))) "
+                total=$((total + now - prev))
+                setr "d-$key" "$tool" ingestN "$(mbps "$b" "$T_SECS")"
+                say "  v$k: ${T_SECS}s, added $(mb $((now - prev))) MB"
+            fi
+            prev=$now
+        done
+        setr "d-$key" "$tool" total "$total"
+        setr "d-$key" "$tool" adds "$adds"
+        setr "d-$key" "$tool" rss "$(mib "$rss")"
+        [[ $total == FAIL ]] && continue
+        for k in 1 "$n"; do
+            drop_caches
+            cmd_restore "$tool" "$repo" "$name" "v$k"
+            if run_timed /dev/null /dev/null "delta-restore-$key-$tool.log" "${CMD[@]}"; then
+                setr "d-$key" "$tool" "restore$k" "$(mbps "$(stat -c %s "${files[k - 1]}")" "$T_SECS")"
+            else
+                setr "d-$key" "$tool" "restore$k" FAIL
+            fi
+        done
+        say "  restore (cold): v1 $(getr "d-$key" "$tool" restore1) MB/s, v$n $(getr "d-$key" "$tool" "restore$n") MB/s"
+        if [[ $tool == sluice ]]; then
+            if "${CMD[@]}" 2>/dev/null | cmp -s - "${files[n - 1]}"; then
+                say "  verified: v$n reads back byte-identical"
+            else
+                warn "sluice cat of $key v$n differs from the input!"
+                setr "d-$key" "$tool" "restore$n" WRONG
+            fi
+            drop_caches
+            mnt=$WORK/mnt/delta
+            if mount_tool sluice "$repo" "$mnt" "$name" "v$n" && lat=$(python3 "$WORK/randread.py" "$OBJ" "$READS" 2>"$WORK/logs/delta-randread-$key.log"); then
+                setr "d-$key" sluice rand_med "${lat% *}"
+                say "  $READS random 4 KiB reads of v$n (fresh mount, cold cache): median ${lat% *} ms, max ${lat#* } ms"
+            else
+                setr "d-$key" sluice rand_med FAIL
+            fi
+            umount_tool sluice "$mnt"
+        fi
+        [[ ${BENCH_KEEP:-0} == 1 ]] || rm -rf "$repo"
+    done
+    section_end
+    out "## Delta: $label"
+    out ""
+    out "| tool | v1 MB | repo after v1 MB | added by v2..v$n MB | later versions together MB | ingest MB/s v1 / v$n | restore MB/s v1 / v$n (cold) | ingest peak RSS MiB | 4 KiB random read median ms (v$n, mount) |"
+    out "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+    local r1 t
+    for tool in $TOOLS; do
+        r1=$(getr "d-$key" "$tool" repo1)
+        [[ $r1 =~ ^[0-9]+$ ]] && r1=$(mb "$r1")
+        t=$(getr "d-$key" "$tool" total)
+        [[ $t =~ ^[0-9]+$ ]] && t=$(mb "$t")
+        out "| $tool | $(mb "$(stat -c %s "${files[0]}")") | $r1 | $(getr "d-$key" "$tool" adds) | $t | $(getr "d-$key" "$tool" ingest1) / $(getr "d-$key" "$tool" ingestN) | $(getr "d-$key" "$tool" restore1) / $(getr "d-$key" "$tool" "restore$n") | $(getr "d-$key" "$tool" rss) | $(getr "d-$key" "$tool" rand_med) |"
+    done
+    out ""
+    if has_tool sluice; then
+        for tool in restic borg; do
+            has_tool "$tool" || continue
+            out "- sluice/$tool, bytes added by the later versions together: $(ratio "$(getr "d-$key" sluice total)" "$(getr "d-$key" "$tool" total)")$([[ $tool == restic ]] && echo ' (target <= 0.10x)')"
+        done
+        out "- sluice v$n/v1: ingest $(ratio "$(getr "d-$key" sluice ingestN)" "$(getr "d-$key" sluice ingest1)") (target >= 0.8x), restore $(ratio "$(getr "d-$key" sluice "restore$n")" "$(getr "d-$key" sluice restore1)") (target >= 0.7x); random read median $(getr "d-$key" sluice rand_med) ms (target <= 10); ingest peak RSS $(getr "d-$key" sluice rss) MiB (target <= 128)"
+        out ""
+    fi
+}
+
+# maria_series DIR: three nightly `mariadb-backup --backup --stream=xbstream --parallel=1` of
+# a private server (unix socket, no networking) holding ~MARIA_MB MB, with 1% of the rows
+# updated between nights; files DIR/night{1,2,3}.xb. Cached like the other inputs.
+maria_series() {
+    local d=$1 p rows night data sock
+    p="mb=$MARIA_MB v1"
+    [[ -f $d/night3.xb && -f $d/params && $(cat "$d/params") == "$p" ]] && return 0
+    rm -rf "$d"
+    mkdir -p "$d/tmp"
+    data=$WORK/maria/data
+    rm -rf "$WORK/maria"
+    mkdir -p "$WORK/maria/tmp"
+    sock=$WORK/maria/mysqld.sock
+    say "  mariadb-install-db; starting a private server on $sock (no networking)"
+    mariadb-install-db --no-defaults --datadir="$data" --auth-root-authentication-method=socket --skip-test-db --user=root \
+        >"$WORK/logs/maria-install.log" 2>&1 || {
+        warn "mariadb-install-db failed (see $WORK/logs/maria-install.log)"
+        return 1
+    }
+    mariadbd --no-defaults --datadir="$data" --socket="$sock" --tmpdir="$WORK/maria/tmp" \
+        --pid-file="$WORK/maria/mysqld.pid" --log-error="$WORK/logs/maria-error.log" --skip-networking \
+        --innodb-buffer-pool-size=256M --innodb-log-file-size=64M --innodb-flush-log-at-trx-commit=2 \
+        --skip-log-bin --user=root </dev/null >/dev/null 2>&1 &
+    MARIA_PID=$!
+    MARIA_SOCK=$sock
+    BG_PIDS+=("$MARIA_PID")
+    local i
+    for ((i = 0; i < 900; i++)); do
+        mariadb-admin --socket="$sock" --user=root ping >/dev/null 2>&1 && break
+        kill -0 "$MARIA_PID" 2>/dev/null || {
+            warn "mariadbd exited (see $WORK/logs/maria-error.log)"
+            return 1
+        }
+        sleep 0.1
+    done
+    # ~330 bytes of row data per order, plus InnoDB overhead: about 3000 rows per MB on disk.
+    rows=$((MARIA_MB * 3000))
+    say "  loading ~$rows rows"
+    mariadb --socket="$sock" --user=root -e "
+        SET SESSION max_recursive_iterations = 100000000;
+        CREATE DATABASE shop; USE shop;
+        CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(64), amount DECIMAL(12,2),
+                             note VARCHAR(255), payload VARBINARY(64), made DATETIME) ENGINE=InnoDB;
+        INSERT INTO orders WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < $rows)
+          SELECT n, CONCAT('customer-', n % 99991), (n * 37 % 100000) / 100,
+                 CONCAT(REPEAT(CHAR(65 + n % 26), 20 + n % 120), ' ', SHA2(n, 256)), UNHEX(SHA2(n * 7, 256)),
+                 '2026-01-01' + INTERVAL n MINUTE FROM s;" >"$WORK/logs/maria-load.log" 2>&1 || {
+        warn "loading MariaDB failed (see $WORK/logs/maria-load.log)"
+        return 1
+    }
+    say "  datadir $(mb "$(dir_bytes "$data")") MB"
+    for night in 1 2 3; do
+        if ((night > 1)); then
+            # 1% of the rows, spread over the whole table.
+            mariadb --socket="$sock" --user=root shop -e "UPDATE orders SET amount = amount + $night, note = CONCAT(LEFT(note, 200), ' n$night') WHERE (id * 7919) % 100 = $night;" \
+                >>"$WORK/logs/maria-load.log" 2>&1 || {
+                warn "the nightly UPDATE failed"
+                return 1
+            }
+        fi
+        rm -rf "$d/tmp" && mkdir -p "$d/tmp"
+        mariadb-backup --backup --stream=xbstream --parallel=1 --target-dir="$d/tmp" --socket="$sock" --user=root \
+            >"$d/night$night.xb" 2>"$WORK/logs/maria-backup$night.log" || {
+            warn "mariadb-backup failed (see $WORK/logs/maria-backup$night.log)"
+            return 1
+        }
+        say "  night $night: $(mb "$(stat -c %s "$d/night$night.xb")") MB xbstream"
+    done
+    maria_stop
+    rm -rf "$WORK/maria" "$d/tmp"
+    printf '%s' "$p" >"$d/params"
+}
+
+if has_phase delta; then
+    section "Delta inputs"
+    # (c) five nights with ~1% of rows changed uniformly, starting from the ingest phase's dump
+    mkdir -p "$IN/uni"
+    p="bytes=$SIZE nights=$NIGHTS pct=$UNIFORM_PCT v1"
+    uni=("$IN/sql1.sql")
+    for ((k = 2; k <= NIGHTS; k++)); do uni+=("$IN/uni/night$k.sql"); done
+    if ! fresh uni/night2.sql "$p"; then
+        say "generating $NIGHTS nights of the SQL dump with ${UNIFORM_PCT}% of rows changed uniformly each night"
+        for ((k = 2; k <= NIGHTS; k++)); do
+            perl "$SCRIPTS_DIR/gen-sql-dump.pl" --mutate "$UNIFORM_PCT" --cluster 1 --seed $((60 + k)) <"${uni[k - 2]}" >"${uni[k - 1]}"
+        done
+        stamp uni/night2.sql "$p"
+    fi
+    maria_ok=0
+    if [[ ${BENCH_MARIA:-1} != 0 ]]; then
+        if command -v mariadbd >/dev/null && command -v mariadb-backup >/dev/null || ensure_pkgs_optional mariadb-server mariadb-backup; then
+            say "MariaDB: three nights of mariadb-backup --stream=xbstream --parallel=1 (~$MARIA_MB MB server)"
+            maria_series "$IN/maria" && maria_ok=1
+        else
+            warn "MariaDB not available (scripts/install-db.sh installs it): skipping the xbstream series"
+        fi
+    fi
+    section_end
+    delta_series pg "pg_dump of pgbench (scale $PG_SCALE) before/after \`pgbench -c 2 -T $CHURN_SECS\`" shop.sql "$IN/pg1.sql" "$IN/pg2.sql"
+    delta_series sql "generated SQL dump, second with ~${MUTATE_PCT}% of rows changed in clustered regions (${CLUSTER}-line runs)" dump.sql "$IN/sql1.sql" "$IN/sql2.sql"
+    delta_series uniform "$NIGHTS nights of the generated SQL dump, ~${UNIFORM_PCT}% of rows changed uniformly each night" dump.sql "${uni[@]}"
+    if ((maria_ok)); then
+        delta_series maria "three nights of \`mariadb-backup --backup --stream=xbstream --parallel=1\` of a ~$MARIA_MB MB MariaDB server, 1% of rows updated between nights" db.xb "$IN/maria/night1.xb" "$IN/maria/night2.xb" "$IN/maria/night3.xb"
+    fi
+fi
+
+# ---- prune at scale: memory with millions of chunks --------------------------------------
+# A synthetic repository written directly through the library (examples/synth_repo.rs: tiny
+# chunks, so 10 million chunks take ~2 GB instead of the 2.5 TB ingest's minimum chunk size
+# would need), cached under $WORK/scale; a copy has half of its snapshots forgotten and is
+# pruned under GNU time. Target: peak RSS < 256 MiB at 10 million chunks.
+if has_phase prune-scale && has_tool sluice; then
+    section "Prune at scale: $SCALE_CHUNKS chunks"
+    t_phase=$(date +%s)
+    SYNTH=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/synth_repo
+    (cd "$REPO_ROOT" && nice cargo build --release -q --example synth_repo) || die "cannot build examples/synth_repo"
+    cache=$WORK/scale/repo-$SCALE_CHUNKS
+    p="chunks=$SCALE_CHUNKS snapshots=$SCALE_SNAPSHOTS v1"
+    if ! [[ -f $cache.params && $(cat "$cache.params") == "$p" ]]; then
+        rm -rf "$cache"
+        mkdir -p "$WORK/scale"
+        "$SLUICE" --repo "$cache" -q init "${SLUICE_INIT_ARGS[@]}" >/dev/null
+        say "  writing the synthetic repository (cached in $cache)"
+        if ! run_timed /dev/null "$WORK/logs/synth.out" synth.log "$SYNTH" --repo "$cache" --chunks "$SCALE_CHUNKS" --snapshots "$SCALE_SNAPSHOTS"; then
+            die "synth_repo failed (see $WORK/logs/synth.log)"
+        fi
+        say "  written in ${T_SECS}s: $(cat "$WORK/logs/synth.out")"
+        printf '%s' "$p" >"$cache.params"
+    fi
+    repo=$WORK/repos/scale
+    rm -rf "$repo"
+    cp -a "$cache" "$repo"
+    mapfile -t old < <("$SLUICE" --repo "$repo" snapshots --json | python3 -c '
+import json, sys
+s = sorted(json.load(sys.stdin), key=lambda x: x["unix_time"])
+for x in s[: len(s) // 2]:
+    print(x["id"])')
+    "$SLUICE" --repo "$repo" -q forget "${old[@]}" >/dev/null 2>"$WORK/logs/scale-forget.log" || die "forget failed (see $WORK/logs/scale-forget.log)"
+    drop_caches
+    t0=$(date +%s%N)
+    /usr/bin/time -v -o "$WORK/logs/scale-time.txt" "$SLUICE" --repo "$repo" prune --json >"$WORK/logs/scale-prune.json" 2>"$WORK/logs/scale-prune.log" &
+    tpid=$!
+    # The peak is Argon2id's 64 MiB at key derivation, as for any sluice command; sampling
+    # VmRSS every 0.25 s shows what prune itself holds once that memory is freed.
+    : >"$WORK/logs/scale-rss.txt"
+    while kill -0 "$tpid" 2>/dev/null; do
+        for c in $(pgrep -P "$tpid" 2>/dev/null); do
+            awk '/^VmHWM:/ { h = $2 } /^VmRSS:/ { r = $2 } END { if (r) print r, h }' "/proc/$c/status" 2>/dev/null >>"$WORK/logs/scale-rss.txt" || true
+        done
+        sleep 0.25
+    done
+    if wait "$tpid"; then
+        t1=$(date +%s%N)
+        # The largest VmRSS from the first sample below the process's high-water mark on (the
+        # key derivation's memory freed). None such: prune itself set the peak.
+        after_kdf=$(awk '{ if ($1 < $2) fell = 1; if (fell && $1 > m) m = $1 } END { if (m) printf "%.0f", m / 1024; else print "= peak" }' "$WORK/logs/scale-rss.txt")
+        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+        rss=$(awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$WORK/logs/scale-time.txt")
+        freed=$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["packs_deleted"], r["bytes_freed"], r["packs"])' "$WORK/logs/scale-prune.json")
+        say "  prune: ${secs}s, peak RSS $rss MiB (after key derivation: $after_kdf MiB); packs deleted, bytes freed, packs = $freed"
+        verdict="n/a"
+        "$SLUICE" --repo "$repo" cat latest synth.bin >/dev/null 2>"$WORK/logs/scale-cat.log" && verdict="the newest snapshot reads back (cat checks its BLAKE3)" || verdict="FAIL: the newest snapshot does not read back"
+        out "## Prune at scale: $SCALE_CHUNKS chunks in $SCALE_SNAPSHOTS snapshots (synthetic, examples/synth_repo.rs), half of the snapshots forgotten"
+        out ""
+        out "| chunks | repo MB | prune s | peak RSS MiB (target < 256 at 10M) | largest VmRSS after key derivation, MiB (sampled) | packs deleted, bytes freed, packs |"
+        out "| ---: | ---: | ---: | ---: | ---: | --- |"
+        out "| $SCALE_CHUNKS | $(mb "$(dir_bytes "$cache")") | $secs | $rss | $after_kdf | $freed |"
+        out ""
+        out "- after the prune: $verdict; phase took $(($(date +%s) - t_phase)) s"
+        out ""
+    else
+        warn "prune failed: $(tail -n 3 "$WORK/logs/scale-prune.log")"
+        out "## Prune at scale: FAIL (see $WORK/logs/scale-prune.log)"
+    fi
+    say "  phase took $(($(date +%s) - t_phase)) s"
+    [[ ${BENCH_KEEP:-0} == 1 ]] || rm -rf "$repo"
 fi
 
 section_end

@@ -289,8 +289,16 @@ pub fn ingest(
     Ok(report)
 }
 
-/// Err once a signal asked sluice to stop (see `crate::interrupt`).
+/// Err once a signal asked sluice to stop (see `crate::interrupt`), or this writer's lease
+/// may look stale to a prune (see `crate::lease`).
 fn interrupted() -> Result<()> {
+    if let Some(reason) = crate::interrupt::stop_reason() {
+        return Err(Error::io(
+            reason,
+            std::io::Error::other("no snapshot recorded"),
+        ));
+    }
+    crate::lease::check_held()?;
     match crate::interrupt::received() {
         Some(sig) => Err(Error::StreamFailed(format!(
             "interrupted by {}",

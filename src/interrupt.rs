@@ -99,6 +99,35 @@ pub fn received() -> Option<libc::c_int> {
     }
 }
 
+/// Why this process must stop although no signal came (a writer that lost its lease, see
+/// `crate::lease`): the first reason given, if any.
+static STOP_REASON: Mutex<Option<String>> = Mutex::new(None);
+
+/// Ask the running ingest to stop as a signal would — wake its readers, stop its producers,
+/// record no snapshot — but fail with `reason` rather than "interrupted". The process is
+/// never ended from here: the ingest cleans up and reports.
+pub fn stop(reason: String) {
+    {
+        let mut r = STOP_REASON.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_some() {
+            return;
+        }
+        *r = Some(reason);
+    }
+    if let Some(a) = WAKE.get() {
+        a.raise();
+    }
+    signal_all_groups(libc::SIGTERM);
+}
+
+/// The reason given to `stop`, if it was called.
+pub fn stop_reason() -> Option<String> {
+    STOP_REASON
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
 /// Readable once a signal has been received; None without `install`.
 pub fn wake_fd() -> Option<BorrowedFd<'static>> {
     WAKE.get().map(|a| a.fd())

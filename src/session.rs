@@ -11,7 +11,9 @@
 //!    new packs) runs;
 //! 5. the index, brought up to date with the packs.
 //!
-//! Dropping the session removes the lease and releases the lock.
+//! Dropping the session removes the lease and releases the lock. If the lease cannot be kept
+//! fresh, the ingest is stopped before a prune could take it for a dead writer's
+//! (`crate::lease`); `check_lease` says whether that happened.
 
 use crate::error::Result;
 use crate::index::{Index, SyncReport};
@@ -21,7 +23,7 @@ use crate::repository::{Repository, WriteLock};
 pub struct WriteSession {
     pub index: Index,
     pub sync: SyncReport,
-    _lease: Lease,
+    lease: Lease,
     _lock: WriteLock,
 }
 
@@ -53,8 +55,14 @@ impl WriteSession {
         Ok(WriteSession {
             index,
             sync,
-            _lease: lease,
+            lease,
             _lock: lock,
         })
+    }
+
+    /// Err once this writer's lease could not be refreshed in time: nothing that relies on
+    /// the data it references may be recorded any more.
+    pub fn check_lease(&self) -> Result<()> {
+        self.lease.check()
     }
 }

@@ -559,3 +559,65 @@ fn prune_removes_what_interrupted_ingests_left() {
     assert_eq!(check["unreferenced_packs"], 0, "{check}");
     assert!(repo.cat("latest", "keep.bin") == keep);
 }
+
+/// A writer whose lease cannot be refreshed stops by itself, long before a prune could take
+/// it for a dead writer and delete packs it uses, with one line that says why, and records
+/// no snapshot. The refresh is made to fail for real, even as root: the lease file is
+/// replaced by a non-empty directory, so the rename that rewrites it fails.
+#[test]
+fn an_ingest_that_cannot_refresh_its_lease_stops_in_time() {
+    let repo = Repo::init("lease-lost", &[]);
+    let (reached_tx, reached_rx) = channel();
+    let (gate_tx, gate_rx) = channel::<()>();
+    let mut writer = repo
+        .cmd(["ingest", "--json", "--name", "held.bin"])
+        // Refresh every 100 ms, give up after 500 ms (in production: 60 s and 5 min).
+        .env("SLUICE_TEST_LEASE_REFRESH_MS", "100")
+        .stdin_reader(GatedReader::new(
+            random_bytes(101, 5_000_000),
+            reached_tx,
+            gate_rx,
+            RandomReader::new(102, 1_000_000),
+        ))
+        .spawn();
+    reached_rx
+        .recv_timeout(HANG)
+        .expect("the ingest never read");
+    let leases = repo.path.join("leases");
+    let lease = std::fs::read_dir(&leases)
+        .expect("no leases directory")
+        .next()
+        .expect("no lease was written")
+        .unwrap()
+        .path();
+    // A refresh may rename a new file into place between the two steps: retry until the
+    // directory is there.
+    let t0 = Instant::now();
+    loop {
+        let _ = std::fs::remove_file(&lease);
+        if std::fs::create_dir(&lease).is_ok() {
+            break;
+        }
+        assert!(t0.elapsed() < HANG, "could not replace the lease file");
+    }
+    std::fs::write(lease.join("blocker"), b"x").unwrap();
+
+    // It stops on its own while the rest of its stream is still held back.
+    writer.wait_for_stderr("could not refresh this writer's lease", HANG);
+    drop(gate_tx);
+    let out = writer.wait();
+    assert_eq!(out.code(), Some(1), "{}", out.report());
+    assert!(
+        out.stderr.contains("stopped before a prune") && out.stderr.contains("no snapshot"),
+        "{}",
+        out.report()
+    );
+    assert!(repo.snapshots().is_empty(), "a snapshot was recorded");
+
+    // The repository is fine once the directory is gone: prune clears what it wrote.
+    std::fs::remove_dir_all(&lease).unwrap();
+    let r = prune_json(&repo, &[]);
+    assert!(r["packs_deleted"].as_u64() > Some(0), "{r}");
+    repo.check_ok(true);
+    assert_no_prune_state(&repo);
+}
