@@ -249,18 +249,20 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
             chunker,
             compression,
             kdf,
+            delta: !a.no_delta,
         },
     )?;
     if !cli.quiet {
         eprintln!(
-            "created sluice repository {} (key {}, chunks ~{}, {})",
+            "created sluice repository {} (key {}, chunks ~{}, {}{})",
             path.display(),
             repo.key_id,
             bytes(avg),
             match compression {
                 Compression::None => "no compression".to_string(),
                 Compression::Zstd { level } => format!("zstd level {level}"),
-            }
+            },
+            if a.no_delta { ", no deltas" } else { "" }
         );
         eprintln!("keep the passphrase safe: without it the data cannot be read by anyone");
     }

@@ -171,6 +171,10 @@ pub struct InitArgs {
     /// Argon2id memory in KiB (default 65536). Lower only for tests.
     #[arg(long, hide = true)]
     pub kdf_memory_kib: Option<u32>,
+    /// Never store chunks as deltas against the previous version of a stream (by default a
+    /// changed chunk may be stored as the difference to the previous version's bytes).
+    #[arg(long)]
+    pub no_delta: bool,
 }
 
 #[derive(Args, Debug)]

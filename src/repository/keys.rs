@@ -264,6 +264,7 @@ mod tests {
             InitOptions {
                 chunker: ChunkerParams::with_avg(1 << 20),
                 compression: Compression::Zstd { level: 3 },
+                delta: true,
                 kdf: bad,
             },
         );

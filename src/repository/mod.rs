@@ -23,7 +23,7 @@ mod keys;
 mod locks;
 
 pub use catalog::{complete_for, object_partial_reason, partial_reason, Resolved, Unreadable};
-pub use config::{ConfigBody, FORMAT_VERSION};
+pub use config::{ConfigBody, DELTA_VERSION, FORMAT_VERSION};
 pub use keys::KeyInfo;
 pub use locks::WriteLock;
 
@@ -45,6 +45,8 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     pub compression: Compression,
     pub kdf: KdfParams,
+    /// Store chunks as deltas against earlier versions (`init --no-delta` turns it off).
+    pub delta: bool,
 }
 
 pub struct Repository {
@@ -122,6 +124,7 @@ impl Repository {
             chunker: opts.chunker,
             compression: opts.compression,
             pack_size: 16 << 20,
+            delta: Some(opts.delta),
         };
         let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
         let key_id = write_key_file(storage.as_ref(), &master, passphrase, opts.kdf)?;
@@ -234,6 +237,17 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// Make sure the repository's format version announces deltas before one is written
+    /// (a version-1 repository is upgraded in place; see `config::upgrade`).
+    pub fn require_delta_format(&self) -> Result<()> {
+        if self.config.version >= DELTA_VERSION {
+            return Ok(());
+        }
+        config::upgrade(&self.path, &self.config, &self.keys, DELTA_VERSION)
+    }
+}
+
 /// The directories `init` creates inside a repository.
 const INIT_ENTRIES: [&str; 5] = ["keys", "packs", "snapshots", "locks", "tmp"];
 
@@ -254,6 +268,7 @@ mod tests {
                     t: 1,
                     p: 1,
                 },
+                delta: true,
             },
         )
         .unwrap()

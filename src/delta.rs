@@ -1,0 +1,329 @@
+//! Delta bases: which stored chunks a new chunk is compressed against (DESIGN property 13,
+//! FORMAT.md "Deltas"), and a small cache of base plaintexts.
+//!
+//! The base of a new chunk of stream NAME is the previous version of NAME around the same
+//! stream offset. Offsets move when rows are inserted or deleted, so a running *shift*
+//! (old offset − new offset) is kept: set exactly whenever a new chunk deduplicates against
+//! a chunk of the old version, and nudged when a new chunk's end lands near an old chunk
+//! boundary (content-defined boundaries survive most edits, so a new boundary close to a
+//! predicted old one usually is that one). The old version's chunk lists are read one block
+//! at a time (at most a few are held): the old version is never loaded whole.
+//!
+//! Bases are always full chunks: an old chunk that is itself a delta is replaced by its own
+//! bases. So rebuilding any chunk reads at most 1 + `MAX_BASES` blobs, whatever the number of
+//! versions. This module never writes anything.
+
+use crate::blobstore::BlobStore;
+use crate::chunklist::{Block, ChunkRef, MAX_BASES};
+use crate::error::Result;
+use crate::ids::BlobId;
+use crate::pack::Location;
+use crate::snapshot::ChunkListRef;
+use crate::storage::lock;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+/// Most bytes of base plaintext one delta may use as its prefix.
+/// 8 MiB: with ~1 MiB chunks that is the chunk and more than a chunk on each side; more
+/// costs compression time and memory for little gain.
+pub const MAX_BASE_BYTES: u64 = 8 << 20;
+/// The window around the mapped offset is widened by at least this much on each side.
+const MIN_MARGIN: u64 = 64 << 10;
+/// Old chunk-list blocks held at once by one finder.
+const BLOCKS_HELD: usize = 3;
+
+/// A cache of verified base plaintexts with a byte budget (sequential delta chunks share
+/// their bases, so each base is read about once).
+pub struct BaseCache {
+    blobs: Arc<BlobStore>,
+    budget: usize,
+    inner: Mutex<(lru::LruCache<BlobId, Arc<Vec<u8>>>, usize)>,
+}
+
+impl BaseCache {
+    pub fn new(blobs: Arc<BlobStore>, budget: usize) -> BaseCache {
+        BaseCache {
+            blobs,
+            budget,
+            inner: Mutex::new((lru::LruCache::unbounded(), 0)),
+        }
+    }
+
+    /// The plaintext of the full chunk `c`, verified.
+    pub fn get(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
+        if let Some(hit) = lock(&self.inner).0.get(&c.id) {
+            return Ok(hit.clone());
+        }
+        let data = Arc::new(self.blobs.read(crate::ids::BlobKind::Chunk, c.id, &c.loc)?);
+        let mut g = lock(&self.inner);
+        let (lru, used) = &mut *g;
+        if lru.put(c.id, data.clone()).is_none() {
+            *used += data.len();
+        }
+        while *used > self.budget && lru.len() > 1 {
+            match lru.pop_lru() {
+                Some((_, d)) => *used -= d.len(),
+                None => break,
+            }
+        }
+        Ok(data)
+    }
+
+    /// Read and verify any chunk (a delta is rebuilt with bases from this cache).
+    pub fn read_chunk(&self, c: &ChunkRef) -> Result<Vec<u8>> {
+        self.blobs.read_chunk_with(c, &mut |b| self.get(b))
+    }
+
+    /// The concatenated plaintexts of `bases`: a delta's zstd reference prefix.
+    pub fn prefix(&self, bases: &[ChunkRef]) -> Result<Vec<u8>> {
+        let parts = bases
+            .iter()
+            .map(|b| self.get(b))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out)
+    }
+}
+
+/// One block of the old version, with each chunk's object offset.
+struct OldBlock {
+    chunks: Vec<ChunkRef>,
+    /// Object offset of each chunk's start; one more entry for the block's end.
+    starts: Vec<u64>,
+    /// Chunk id → object offset, to learn the shift from deduplicated chunks.
+    offsets: HashMap<BlobId, u64>,
+}
+
+/// The shared state of one stream's finder: the shift and the old blocks held.
+struct FinderState {
+    shift: i64,
+    blocks: lru::LruCache<usize, Arc<OldBlock>>,
+}
+
+/// Chooses bases for the chunks of one stream from the previous version of that stream.
+/// Shared by the stream's sealing threads; its lock is held only for lookups, never for I/O.
+pub struct BaseFinder {
+    blobs: Arc<BlobStore>,
+    lists: Vec<ChunkListRef>,
+    size: u64,
+    state: Mutex<FinderState>,
+    /// Plaintexts of recently used bases.
+    pub cache: BaseCache,
+}
+
+impl BaseFinder {
+    /// A finder over the old version whose chunk lists are `lists` (covering `size` bytes).
+    pub fn new(blobs: Arc<BlobStore>, lists: Vec<ChunkListRef>, size: u64) -> BaseFinder {
+        BaseFinder {
+            cache: BaseCache::new(blobs.clone(), 24 << 20),
+            blobs,
+            lists,
+            size,
+            state: Mutex::new(FinderState {
+                shift: 0,
+                blocks: lru::LruCache::new(
+                    NonZeroUsize::new(BLOCKS_HELD).expect("BLOCKS_HELD is not zero"),
+                ),
+            }),
+        }
+    }
+
+    fn shift(&self) -> i64 {
+        lock(&self.state).shift
+    }
+
+    /// Map a new-stream offset to the old stream.
+    fn map(&self, new_off: u64) -> u64 {
+        (new_off as i64 + self.shift()).clamp(0, self.size as i64) as u64
+    }
+
+    /// The old block with index `li`, loaded if needed (outside the lock).
+    fn block(&self, li: usize) -> Result<Arc<OldBlock>> {
+        if let Some(b) = lock(&self.state).blocks.get(&li) {
+            return Ok(b.clone());
+        }
+        let list = &self.lists[li];
+        let chunks = crate::reader::read_block(&self.blobs, list)?;
+        let block = Block::new(chunks);
+        let mut starts = Vec::with_capacity(block.chunks.len() + 1);
+        starts.push(list.start);
+        starts.extend(block.ends.iter().map(|e| list.start + e));
+        let offsets = block
+            .chunks
+            .iter()
+            .zip(&starts)
+            .map(|(c, s)| (c.id, *s))
+            .collect();
+        let b = Arc::new(OldBlock {
+            chunks: block.chunks,
+            starts,
+            offsets,
+        });
+        lock(&self.state).blocks.put(li, b.clone());
+        Ok(b)
+    }
+
+    /// Index of the old block covering old offset `off` (the last one past the end).
+    fn list_at(&self, off: u64) -> Option<usize> {
+        if self.lists.is_empty() {
+            return None;
+        }
+        let i = self.lists.partition_point(|l| l.start + l.bytes <= off);
+        Some(i.min(self.lists.len() - 1))
+    }
+
+    /// A new chunk at `new_off` deduplicated: if it is a chunk of the old version near where
+    /// we are, the shift is now known exactly.
+    pub fn learn_dedup(&self, id: &BlobId, new_off: u64) {
+        let held: Vec<Arc<OldBlock>> = lock(&self.state)
+            .blocks
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect();
+        let mut found = held.iter().find_map(|b| b.offsets.get(id).copied());
+        if found.is_none() {
+            if let Some(li) = self.list_at(self.map(new_off)) {
+                if let Ok(b) = self.block(li) {
+                    found = b.offsets.get(id).copied();
+                }
+            }
+        }
+        if let Some(old) = found {
+            lock(&self.state).shift = old as i64 - new_off as i64;
+        }
+    }
+
+    /// A new chunk ending at `new_end` (of length `len`) was stored: if its mapped end is
+    /// within a quarter chunk of an old chunk boundary, assume it is that boundary.
+    pub fn learn_end(&self, new_end: u64, len: u64) {
+        let mapped = new_end as i64 + self.shift();
+        if mapped < 0 || mapped as u64 > self.size {
+            return;
+        }
+        let Some(li) = self.list_at(mapped as u64) else {
+            return;
+        };
+        let Ok(b) = self.block(li) else { return };
+        let i = b.starts.partition_point(|&s| s < mapped as u64);
+        let nearest = [i.checked_sub(1), Some(i)]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| b.starts.get(i).copied())
+            .min_by_key(|s| s.abs_diff(mapped as u64));
+        if let Some(s) = nearest {
+            if s.abs_diff(mapped as u64) <= len / 4 {
+                lock(&self.state).shift = s as i64 - new_end as i64;
+            }
+        }
+    }
+
+    /// Bases for a new chunk at `new_off` of length `len`: the full chunks of the old version
+    /// overlapping `[x − W, x + len + W]` (x the mapped offset, W = max(len, 64 KiB)), a delta
+    /// replaced by its bases, nearest first up to `MAX_BASES` and `MAX_BASE_BYTES`, then in
+    /// old-stream order. `current` says where a candidate is now, if it is usable (indexed,
+    /// not condemned by a prune, a full chunk); unusable candidates are skipped.
+    pub fn bases_for(
+        &self,
+        new_off: u64,
+        len: u64,
+        current: &dyn Fn(&BlobId) -> Result<Option<Location>>,
+    ) -> Result<Vec<ChunkRef>> {
+        if self.size == 0 {
+            return Ok(Vec::new());
+        }
+        let margin = len.max(MIN_MARGIN);
+        let x = self.map(new_off);
+        let from = x.saturating_sub(margin);
+        let to = (x + len + margin).min(self.size);
+        let center = x + len / 2;
+        // (distance to the center, old offset, base)
+        let mut found: Vec<(u64, u64, ChunkRef)> = Vec::new();
+        let Some(first) = self.list_at(from) else {
+            return Ok(Vec::new());
+        };
+        let mut li = first;
+        while li < self.lists.len() && self.lists[li].start < to {
+            let b = self.block(li)?;
+            let i0 = b.starts.partition_point(|&s| s <= from).saturating_sub(1);
+            for (i, c) in b.chunks.iter().enumerate().skip(i0) {
+                let (s, e) = (b.starts[i], b.starts[i + 1]);
+                if s >= to {
+                    break;
+                }
+                if e <= from {
+                    continue;
+                }
+                match &c.bases {
+                    None => found.push((distance(s, e, center), s, c.clone())),
+                    // An old delta stands for its bases. Their old-old offsets are unknown:
+                    // they are placed as if the delta sat in the middle of their
+                    // concatenation (as its own bases were chosen), so that the bases
+                    // nearest the new chunk come first.
+                    Some(bases) => {
+                        let total: u64 = bases.iter().map(|b| b.loc.plain_len as u64).sum();
+                        let mut at = s.saturating_sub(total.saturating_sub(e - s) / 2);
+                        for base in bases.iter() {
+                            let end = at + base.loc.plain_len as u64;
+                            found.push((distance(at, end, center), s, base.clone()));
+                            at = end;
+                        }
+                    }
+                }
+            }
+            li += 1;
+        }
+        found.sort_by_key(|(d, s, _)| (*d, *s));
+        let mut chosen: Vec<(u64, ChunkRef)> = Vec::new();
+        let mut bytes = 0u64;
+        for (_, s, c) in found {
+            if chosen.len() == MAX_BASES {
+                break;
+            }
+            if chosen.iter().any(|(_, k)| k.id == c.id) {
+                continue;
+            }
+            if bytes + c.loc.plain_len as u64 > MAX_BASE_BYTES {
+                continue;
+            }
+            let Some(loc) = current(&c.id)? else {
+                continue;
+            };
+            bytes += loc.plain_len as u64;
+            chosen.push((s, ChunkRef::full(c.id, loc)));
+        }
+        chosen.sort_by_key(|(s, _)| *s);
+        Ok(chosen.into_iter().map(|(_, c)| c).collect())
+    }
+}
+
+/// How far the range `start..end` is from `center` (0 if it holds it).
+fn distance(start: u64, end: u64, center: u64) -> u64 {
+    if end <= center {
+        center - end
+    } else {
+        start.saturating_sub(center)
+    }
+}
+
+/// The newest complete object named `name` written by `host` among `snaps`: the version a
+/// new one is compressed against.
+pub fn previous_version<'a>(
+    snaps: &'a [crate::snapshot::Snapshot],
+    name: &str,
+    host: &str,
+) -> Option<&'a crate::snapshot::Object> {
+    snaps
+        .iter()
+        .filter(|s| s.host == host)
+        .filter_map(|s| {
+            s.object(name)
+                .filter(|o| o.complete && o.size > 0)
+                .map(|o| ((s.time, s.time_nanos), o))
+        })
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, o)| o)
+}
