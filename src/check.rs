@@ -172,6 +172,7 @@ fn resolve(repo: &Repository, t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Ch
             id: r.id,
             loc,
             bases: r.bases.clone(),
+            base_start: r.base_start,
         },
         _ => r.clone(),
     }
@@ -626,6 +627,7 @@ fn verify_deltas(
             id: e.id,
             loc: e.location(*p),
             bases: Some(bases.into()),
+            base_start: e.base_start,
         };
         if let Err(err) = cache.read_chunk(&c) {
             bad_chunks.insert(at, Why::of(&err));

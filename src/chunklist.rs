@@ -9,7 +9,7 @@
 //! ```text
 //! "SLCL" | version u8 | pack count u32 | pack id [32] * n | chunk count u32 |
 //! v1, per chunk: ref
-//! v2, per chunk: ref | base count u8 | ref * base count
+//! v2, per chunk: ref | base count u8 | (if base count > 0: base start u32) | ref * base count
 //! ref: id [32] | pack index u32 | offset u64 | stored length u32 | plain length u32
 //! ```
 //!
@@ -39,6 +39,9 @@ pub struct ChunkRef {
     /// For a chunk stored as a delta: the full chunks whose plaintexts, concatenated in
     /// this order, are its zstd reference prefix. None for a full chunk.
     pub bases: Option<Arc<[ChunkRef]>>,
+    /// For a delta chunk, if known: where its own bytes begin within its prefix (roughly),
+    /// a hint for finding the bases of the next version's chunk at the same place.
+    pub base_start: Option<u32>,
 }
 
 impl ChunkRef {
@@ -48,6 +51,7 @@ impl ChunkRef {
             id,
             loc,
             bases: None,
+            base_start: None,
         }
     }
 
@@ -123,6 +127,9 @@ pub fn encode(chunks: &[ChunkRef]) -> Vec<u8> {
         if v2 {
             let bases = c.bases();
             out.push(bases.len() as u8);
+            if !bases.is_empty() {
+                out.extend_from_slice(&c.base_start.unwrap_or(u32::MAX).to_le_bytes());
+            }
             for b in bases {
                 put(&mut out, b);
             }
@@ -196,6 +203,8 @@ pub fn decode(b: &[u8]) -> Result<Vec<ChunkRef>> {
                 return Err(bad("a chunk names too many bases"));
             }
             if nb > 0 {
+                c.base_start =
+                    Some(r.u32().ok_or_else(|| bad("short"))?).filter(|&s| s != u32::MAX);
                 let bases = (0..nb).map(|_| one(&mut r)).collect::<Result<Vec<_>>>()?;
                 c.bases = Some(bases.into());
             }
@@ -251,6 +260,7 @@ mod tests {
         assert_eq!(encode(&plain)[4], 1);
         let mut d = cref(3, 3, 30);
         d.bases = Some(vec![cref(8, 4, 7), cref(9, 1, 9)].into());
+        d.base_start = Some(3);
         let chunks = vec![cref(1, 1, 10), d, cref(2, 2, 20)];
         let enc = encode(&chunks);
         assert_eq!(enc[4], 2);

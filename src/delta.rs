@@ -231,9 +231,9 @@ impl BaseFinder {
         new_off: u64,
         len: u64,
         current: &dyn Fn(&BlobId) -> Result<Option<Location>>,
-    ) -> Result<Vec<ChunkRef>> {
+    ) -> Result<(Vec<ChunkRef>, u32)> {
         if self.size == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let margin = len.max(MIN_MARGIN);
         let x = self.map(new_off);
@@ -243,7 +243,7 @@ impl BaseFinder {
         // (distance to the center, old offset, base)
         let mut found: Vec<(u64, u64, ChunkRef)> = Vec::new();
         let Some(first) = self.list_at(from) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         };
         let mut li = first;
         while li < self.lists.len() && self.lists[li].start < to {
@@ -259,16 +259,19 @@ impl BaseFinder {
                 }
                 match &c.bases {
                     None => found.push((distance(s, e, center), s, c.clone())),
-                    // An old delta stands for its bases. Their old-old offsets are unknown:
-                    // they are placed as if the delta sat in the middle of their
-                    // concatenation (as its own bases were chosen), so that the bases
-                    // nearest the new chunk come first.
+                    // An old delta stands for its bases, placed around it by where its bytes
+                    // began in their concatenation (recorded when it was made; else as if
+                    // it sat in their middle), so that the bases nearest come first.
                     Some(bases) => {
                         let total: u64 = bases.iter().map(|b| b.loc.plain_len as u64).sum();
-                        let mut at = s.saturating_sub(total.saturating_sub(e - s) / 2);
+                        let into = match c.base_start {
+                            Some(st) => st as u64,
+                            None => total.saturating_sub(e - s) / 2,
+                        };
+                        let mut at = s.saturating_sub(into);
                         for base in bases.iter() {
                             let end = at + base.loc.plain_len as u64;
-                            found.push((distance(at, end, center), s, base.clone()));
+                            found.push((distance(at, end, center), at, base.clone()));
                             at = end;
                         }
                     }
@@ -296,7 +299,11 @@ impl BaseFinder {
             chosen.push((s, ChunkRef::full(c.id, loc)));
         }
         chosen.sort_by_key(|(s, _)| *s);
-        Ok(chosen.into_iter().map(|(_, c)| c).collect())
+        // Where the new chunk's bytes are expected within the prefix.
+        let start = chosen.first().map_or(0, |(s, _)| {
+            x.saturating_sub(*s).min(u32::MAX as u64 - 1) as u32
+        });
+        Ok((chosen.into_iter().map(|(_, c)| c).collect(), start))
     }
 }
 

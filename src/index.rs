@@ -192,6 +192,7 @@ impl Index {
                 id: e.id,
                 loc: e.location(*p),
                 bases: Some(bases.clone().into()),
+                base_start: e.base_start,
             };
             if bases.len() == e.bases.len() && cache.read_chunk(&c).is_ok() {
                 index.add_pack(*p, std::slice::from_ref(e))?;
@@ -275,7 +276,7 @@ impl Index {
         for e in entries {
             batch.insert(
                 &e.id.0[..],
-                encode_value(&e.location(pack), &e.bases).as_slice(),
+                encode_value(&e.location(pack), &e.bases, e.base_start).as_slice(),
             );
         }
         self.blobs.apply_batch(batch).map_err(sled_err)?;
@@ -320,15 +321,21 @@ fn sled_err(e: sled::Error) -> Error {
 pub struct IndexEntry {
     pub loc: Location,
     pub bases: Vec<BlobId>,
+    /// `ChunkRef::base_start` of a delta, if known.
+    pub base_start: Option<u32>,
 }
 
-/// `pack [32] | offset u64 | stored u32 | plain u32`, then for a delta `base id [32] * n`.
-fn encode_value(l: &Location, bases: &[BlobId]) -> Vec<u8> {
+/// `pack [32] | offset u64 | stored u32 | plain u32`, then for a delta `base start u32
+/// (u32::MAX: unknown) | base id [32] * n`.
+fn encode_value(l: &Location, bases: &[BlobId], base_start: Option<u32>) -> Vec<u8> {
     let mut b = Vec::with_capacity(48 + bases.len() * 32);
     b.extend_from_slice(&l.pack.0);
     b.extend_from_slice(&l.offset.to_le_bytes());
     b.extend_from_slice(&l.stored_len.to_le_bytes());
     b.extend_from_slice(&l.plain_len.to_le_bytes());
+    if !bases.is_empty() {
+        b.extend_from_slice(&base_start.unwrap_or(u32::MAX).to_le_bytes());
+    }
     for id in bases {
         b.extend_from_slice(&id.0);
     }
@@ -336,9 +343,17 @@ fn encode_value(l: &Location, bases: &[BlobId]) -> Vec<u8> {
 }
 
 fn decode_value(b: &[u8]) -> Option<IndexEntry> {
-    if b.len() < 48 || (b.len() - 48) % 32 != 0 {
+    let delta = b.len() > 48;
+    if b.len() < 48 || (delta && (b.len() < 52 || (b.len() - 52) % 32 != 0)) {
         return None;
     }
+    let (base_start, ids) = match delta {
+        true => {
+            let v = u32::from_le_bytes(b.get(48..52)?.try_into().ok()?);
+            ((v != u32::MAX).then_some(v), &b[52..])
+        }
+        false => (None, &b[48..]),
+    };
     Some(IndexEntry {
         loc: Location {
             pack: PackId::from_slice(&b[..32])?,
@@ -346,9 +361,10 @@ fn decode_value(b: &[u8]) -> Option<IndexEntry> {
             stored_len: u32::from_le_bytes(b[40..44].try_into().ok()?),
             plain_len: u32::from_le_bytes(b[44..48].try_into().ok()?),
         },
-        bases: b[48..]
+        bases: ids
             .chunks_exact(32)
             .filter_map(BlobId::from_slice)
             .collect(),
+        base_start,
     })
 }

@@ -353,6 +353,8 @@ enum Sealed {
         len: usize,
         /// The chunk is sealed as a delta against these full chunks.
         bases: Option<Arc<[ChunkRef]>>,
+        /// Where the chunk's bytes begin within its prefix (a hint for the next version).
+        base_start: Option<u32>,
         /// Bytes the delta saved against the chunk compressed alone.
         saved: u64,
     },
@@ -634,14 +636,16 @@ fn seal_chunk(
     }
     let mut sealed = encoder.encode_for_sealing(&job.data);
     let mut bases = None;
+    let mut base_start = None;
     let mut saved = 0;
     // A chunk that does not compress alone (random, already compressed) is not searched:
     // such streams must not get slower.
     if let (Some(f), false) = (finder, encoder.last_was_stored()) {
-        if let Some((delta, b)) = try_delta(sink, f, &job, &sealed) {
+        if let Some((delta, b, start)) = try_delta(sink, f, &job, &sealed) {
             saved = (sealed.len() - delta.len()) as u64;
             sealed = delta;
             bases = Some(b);
+            base_start = Some(start);
         }
         f.learn_end(job.offset + len as u64, len as u64);
     }
@@ -652,6 +656,7 @@ fn seal_chunk(
         sealed,
         len,
         bases,
+        base_start,
         saved,
     })
 }
@@ -664,7 +669,7 @@ fn try_delta(
     f: &BaseFinder,
     job: &Job,
     alone: &[u8],
-) -> Option<(Vec<u8>, Arc<[ChunkRef]>)> {
+) -> Option<(Vec<u8>, Arc<[ChunkRef]>, u32)> {
     let level = match sink.repo.config.compression {
         Compression::Zstd { level } => level,
         Compression::None => return None,
@@ -672,8 +677,8 @@ fn try_delta(
     let found = f.bases_for(job.offset, job.data.len() as u64, &|id| {
         sink.lookup_full(id)
     });
-    let bases = match found {
-        Ok(b) if !b.is_empty() => b,
+    let (bases, start) = match found {
+        Ok(b) if !b.0.is_empty() => b,
         Ok(_) => return None,
         Err(e) => {
             log::debug!("no delta for the chunk at {}: {e}", job.offset);
@@ -691,18 +696,7 @@ fn try_delta(
         }
     };
     let delta = crate::codec::encode_delta_for_sealing(level, &job.data, &prefix)?;
-    if std::env::var_os("SLUICE_DELTA_DEBUG").is_some() {
-        eprintln!(
-            "delta at {} len {}: {} bases, prefix {}, delta {} alone {}",
-            job.offset,
-            job.data.len(),
-            bases.len(),
-            prefix.len(),
-            delta.len(),
-            alone.len()
-        );
-    }
-    ((delta.len() as f64) * DELTA_GAIN <= alone.len() as f64).then(|| (delta, bases.into()))
+    ((delta.len() as f64) * DELTA_GAIN <= alone.len() as f64).then(|| (delta, bases.into(), start))
 }
 
 /// Put sealed chunks back in stream order, store them, and build the chunk list.
@@ -731,9 +725,19 @@ fn assemble(
                     sealed,
                     len,
                     bases,
+                    base_start,
                     saved,
                     ..
-                } => sink.store(name, BlobKind::Chunk, id, &sealed, len, bases, saved)?,
+                } => sink.store(
+                    name,
+                    BlobKind::Chunk,
+                    id,
+                    &sealed,
+                    len,
+                    bases,
+                    base_start,
+                    saved,
+                )?,
             };
             offset += chunk.loc.plain_len as u64;
             block.push(chunk);
@@ -783,8 +787,17 @@ fn store_block(
         Some(loc) => loc,
         None => {
             let sealed = keys.seal(BlobKind::ChunkList, &id.0, &encoder.encode(&plain));
-            sink.store(name, BlobKind::ChunkList, id, &sealed, plain.len(), None, 0)?
-                .loc
+            sink.store(
+                name,
+                BlobKind::ChunkList,
+                id,
+                &sealed,
+                plain.len(),
+                None,
+                None,
+                0,
+            )?
+            .loc
         }
     };
     Ok(ChunkListRef {
@@ -896,6 +909,7 @@ impl<'a> Sink<'a> {
             id: *id,
             loc: e.loc,
             bases: Some(bases.into()),
+            base_start: e.base_start,
         }))
     }
 
@@ -923,6 +937,7 @@ impl<'a> Sink<'a> {
         sealed: &[u8],
         plain_len: usize,
         bases: Option<Arc<[ChunkRef]>>,
+        base_start: Option<u32>,
         saved: u64,
     ) -> Result<ChunkRef> {
         if let Some(c) = self.lookup_chunk(&id)? {
@@ -948,7 +963,7 @@ impl<'a> Sink<'a> {
             None => slot.insert(PackWriter::create(self.repo.storage.as_ref())?),
         };
         let base_ids = bases.iter().flat_map(|b| b.iter().map(|c| c.id)).collect();
-        let loc = match pack.append_with_bases(kind, id, sealed, plain_len, base_ids) {
+        let loc = match pack.append_with_bases(kind, id, sealed, plain_len, base_ids, base_start) {
             Ok(loc) => loc,
             Err(e) => {
                 // A failed write may have left part of the blob in the file, so the offsets of
@@ -960,7 +975,12 @@ impl<'a> Sink<'a> {
         };
         let full = pack.size() >= self.repo.config.pack_size;
         let is_delta = bases.is_some();
-        let chunk = ChunkRef { id, loc, bases };
+        let chunk = ChunkRef {
+            id,
+            loc,
+            bases,
+            base_start,
+        };
         st.session.insert(id, chunk.clone());
         let s = st.stats.entry(object.to_string()).or_default();
         s.added_bytes += sealed.len() as u64;

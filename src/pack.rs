@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Header entries (after "SLPH" | version u8 | count u32): `kind u8 | id [32] | offset u64 |
-//! stored length u32 | plain length u32`, and in header version 2 then `base count u8 | base
-//! id [32] * n`: a delta chunk names the full chunks it needs, so the index can be rebuilt
+//! stored length u32 | plain length u32`, and in header version 2 then `base count u8`, and
+//! when that is not 0 `base start u32 (u32::MAX: unknown) | base id [32] * n`: a delta chunk names the full chunks it needs, so the index can be rebuilt
 //! and prune and check know a blob's bases without decrypting it. Version 2 is written only
 //! when the pack holds a delta.
 
@@ -49,6 +49,8 @@ pub struct PackEntry {
     pub plain_len: u32,
     /// The ids of the full chunks a delta chunk is rebuilt from; empty for a full blob.
     pub bases: Vec<BlobId>,
+    /// For a delta: where its bytes begin within its prefix, if known (`ChunkRef::base_start`).
+    pub base_start: Option<u32>,
 }
 
 impl PackEntry {
@@ -83,6 +85,9 @@ pub fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
         out.extend_from_slice(&e.plain_len.to_le_bytes());
         if v2 {
             out.push(e.bases.len() as u8);
+            if !e.bases.is_empty() {
+                out.extend_from_slice(&e.base_start.unwrap_or(u32::MAX).to_le_bytes());
+            }
             for b in &e.bases {
                 out.extend_from_slice(&b.0);
             }
@@ -126,11 +131,18 @@ pub fn decode_entries(b: &[u8]) -> Result<Vec<PackEntry>> {
             .ok_or_else(|| bad("entry count does not match its length"))?;
         pos += ENTRY_LEN;
         let mut bases = Vec::new();
+        let mut base_start = None;
         if version >= 2 {
             let nb = *body.get(pos).ok_or_else(|| bad("short"))? as usize;
             pos += 1;
             if nb > crate::chunklist::MAX_BASES {
                 return Err(bad("an entry names too many bases"));
+            }
+            if nb > 0 {
+                let b4 = body.get(pos..pos + 4).ok_or_else(|| bad("short"))?;
+                let v = u32::from_le_bytes([b4[0], b4[1], b4[2], b4[3]]);
+                base_start = (v != u32::MAX).then_some(v);
+                pos += 4;
             }
             for _ in 0..nb {
                 let id = body
@@ -148,6 +160,7 @@ pub fn decode_entries(b: &[u8]) -> Result<Vec<PackEntry>> {
             stored_len: u32::from_le_bytes(e[41..45].try_into().map_err(|_| bad("length"))?),
             plain_len: u32::from_le_bytes(e[45..49].try_into().map_err(|_| bad("length"))?),
             bases,
+            base_start,
         });
     }
     if pos != body.len() {
@@ -194,7 +207,7 @@ impl PackWriter {
         sealed: &[u8],
         plain_len: usize,
     ) -> Result<Location> {
-        self.append_with_bases(kind, id, sealed, plain_len, Vec::new())
+        self.append_with_bases(kind, id, sealed, plain_len, Vec::new(), None)
     }
 
     /// `append` for a blob that is a delta against the full chunks `bases`.
@@ -205,9 +218,11 @@ impl PackWriter {
         sealed: &[u8],
         plain_len: usize,
         bases: Vec<BlobId>,
+        base_start: Option<u32>,
     ) -> Result<Location> {
         let entry = PackEntry {
             bases,
+            base_start,
             kind,
             id,
             offset: self.upload.written(),
@@ -482,6 +497,7 @@ mod tests {
             stored_len: 100,
             plain_len: 200,
             bases: Vec::new(),
+            base_start: None,
         }];
         assert_eq!(encode_entries(&e)[4], 1);
         assert_eq!(decode_entries(&encode_entries(&e)).unwrap(), e);
@@ -496,6 +512,7 @@ mod tests {
             stored_len: 10,
             plain_len: 200,
             bases: vec![BlobId([3; 32]), BlobId([9; 32])],
+            base_start: Some(77),
         });
         let enc = encode_entries(&e);
         assert_eq!(enc[4], 2);

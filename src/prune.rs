@@ -492,8 +492,14 @@ fn repack(
                 None => slot.insert(PackWriter::create(repo.storage.as_ref())?),
             };
             // With its header entry's bases: a delta stays rebuildable from the new pack.
-            let loc =
-                w.append_with_bases(e.kind, e.id, sealed, e.plain_len as usize, e.bases.clone())?;
+            let loc = w.append_with_bases(
+                e.kind,
+                e.id,
+                sealed,
+                e.plain_len as usize,
+                e.bases.clone(),
+                e.base_start,
+            )?;
             moved.push((e.kind, e.id, loc));
             report.bytes_repacked += e.stored_len as u64;
             if w.size() >= repo.config.pack_size {

@@ -250,6 +250,9 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
             compression,
             kdf,
             delta: !a.no_delta,
+            format_version: a
+                .format_version
+                .unwrap_or(sluice::repository::FORMAT_VERSION),
         },
     )?;
     if !cli.quiet {

@@ -175,6 +175,9 @@ pub struct InitArgs {
     /// changed chunk may be stored as the difference to the previous version's bytes).
     #[arg(long)]
     pub no_delta: bool,
+    /// Create a repository of an older format version (1: before deltas). For tests.
+    #[arg(long, hide = true)]
+    pub format_version: Option<u32>,
 }
 
 #[derive(Args, Debug)]

@@ -265,6 +265,7 @@ mod tests {
                 chunker: ChunkerParams::with_avg(1 << 20),
                 compression: Compression::Zstd { level: 3 },
                 delta: true,
+                format_version: crate::repository::FORMAT_VERSION,
                 kdf: bad,
             },
         );

@@ -47,6 +47,9 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     /// Store chunks as deltas against earlier versions (`init --no-delta` turns it off).
     pub delta: bool,
+    /// The format version to create: `FORMAT_VERSION`, or 1 (what sluice wrote before
+    /// deltas; for tests of the upgrade).
+    pub format_version: u32,
 }
 
 pub struct Repository {
@@ -94,6 +97,12 @@ impl Repository {
             }
         }
         opts.chunker.validate()?;
+        if !(1..=FORMAT_VERSION).contains(&opts.format_version) {
+            return Err(Error::InvalidInput(format!(
+                "format version {} is not one this sluice writes (1 to {FORMAT_VERSION})",
+                opts.format_version
+            )));
+        }
         let existed = path.exists();
         Self::create(path, passphrase, opts).inspect_err(|_| {
             // Leave nothing half-built behind: a directory with keys/ but no config would
@@ -118,13 +127,14 @@ impl Repository {
         let keys = Keys::derive(&master);
         let body = ConfigBody {
             format: CONFIG_FORMAT.into(),
-            version: FORMAT_VERSION,
+            version: opts.format_version,
             id: hex::encode(crypto::random_bytes::<16>()),
             created: crate::time::now().0,
             chunker: opts.chunker,
             compression: opts.compression,
             pack_size: 16 << 20,
-            delta: Some(opts.delta),
+            // A version-1 config had no such field.
+            delta: (opts.format_version >= DELTA_VERSION).then_some(opts.delta),
         };
         let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
         let key_id = write_key_file(storage.as_ref(), &master, passphrase, opts.kdf)?;
@@ -269,6 +279,7 @@ mod tests {
                     p: 1,
                 },
                 delta: true,
+                format_version: FORMAT_VERSION,
             },
         )
         .unwrap()

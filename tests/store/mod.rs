@@ -6,6 +6,7 @@ mod concurrency;
 mod corruption;
 mod crash;
 mod dedup;
+mod delta;
 mod disk_full;
 mod errors;
 mod keys;
