@@ -334,3 +334,155 @@ pub fn previous_version<'a>(
         .max_by_key(|(t, _)| *t)
         .map(|(_, o)| o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Compression, Encoder};
+    use crate::crypto::{Keys, MasterSecret};
+    use crate::ids::{BlobKind, PackId};
+    use crate::pack::PackWriter;
+    use crate::storage::mem::MemStorage;
+
+    const LEN: u32 = 100_000;
+
+    fn chunk(i: u8) -> ChunkRef {
+        ChunkRef::full(
+            BlobId([i; 32]),
+            Location {
+                pack: PackId([1; 32]),
+                offset: 16 + i as u64 * 1000,
+                stored_len: 900,
+                plain_len: LEN,
+            },
+        )
+    }
+
+    /// A finder over an old version of `chunks` (one chunk-list block stored for real).
+    fn finder(chunks: Vec<ChunkRef>) -> BaseFinder {
+        let storage = Arc::new(MemStorage::default());
+        let keys = Arc::new(Keys::derive(&MasterSecret([5; 32])));
+        let mut enc = Encoder::new(Compression::Zstd { level: 3 }).unwrap();
+        let plain = crate::chunklist::encode(&chunks);
+        let id = keys.blob_id(&plain);
+        let sealed = keys.seal(BlobKind::ChunkList, &id.0, &enc.encode(&plain));
+        let mut w = PackWriter::create(storage.as_ref()).unwrap();
+        let loc = w
+            .append(BlobKind::ChunkList, id, &sealed, plain.len())
+            .unwrap();
+        w.finish(&keys, &mut enc).unwrap();
+        let bytes: u64 = chunks.iter().map(|c| c.loc.plain_len as u64).sum();
+        let list = ChunkListRef {
+            id,
+            pack: loc.pack,
+            offset: loc.offset,
+            stored_len: loc.stored_len,
+            plain_len: loc.plain_len,
+            start: 0,
+            bytes,
+            chunks: chunks.len() as u32,
+        };
+        BaseFinder::new(BlobStore::new(storage, keys), vec![list], bytes)
+    }
+
+    fn ids(f: &BaseFinder, off: u64, len: u64) -> Vec<u8> {
+        let (bases, _) = f
+            .bases_for(off, len, &|id| {
+                Ok(Some(Location {
+                    pack: PackId([2; 32]),
+                    offset: 0,
+                    stored_len: 1,
+                    plain_len: LEN,
+                }))
+                .map(|l| (id.0[0] != 99).then_some(l).flatten())
+            })
+            .unwrap();
+        bases.iter().map(|b| b.id.0[0]).collect()
+    }
+
+    #[test]
+    fn identity_window_takes_the_chunk_and_its_neighbours() {
+        let f = finder((0..20).map(chunk).collect());
+        // Chunk 10 spans 1_000_000..1_100_000; the window is one chunk length either side.
+        assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![9, 10, 11]);
+        // At the start there is nothing before.
+        assert_eq!(ids(&f, 0, LEN as u64), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_deduplicated_chunk_sets_the_shift() {
+        let f = finder((0..20).map(chunk).collect());
+        // 250 KB were inserted before: old chunk 5 (at 500_000) is now at 750_000.
+        f.learn_dedup(&BlobId([5; 32]), 750_000);
+        assert_eq!(f.shift(), -250_000);
+        // The new chunk at 1_250_000 is old chunk 10's place.
+        assert_eq!(ids(&f, 1_250_000, LEN as u64), vec![9, 10, 11]);
+        // An id that is not in the old version changes nothing.
+        f.learn_dedup(&BlobId([77; 32]), 0);
+        assert_eq!(f.shift(), -250_000);
+    }
+
+    #[test]
+    fn an_end_near_an_old_boundary_snaps_the_shift() {
+        let f = finder((0..20).map(chunk).collect());
+        // A new chunk of 100_300 bytes ending at 700_300: 300 bytes were inserted in it.
+        f.learn_end(700_300, 100_300);
+        assert_eq!(f.shift(), -300);
+        // An end far from any boundary (a boundary moved) leaves the shift alone.
+        f.learn_end(1_050_000, 100_000);
+        assert_eq!(f.shift(), -300);
+    }
+
+    #[test]
+    fn old_deltas_stand_for_their_bases_and_unusable_ones_are_skipped() {
+        let mut chunks: Vec<ChunkRef> = (0..20).map(chunk).collect();
+        let mut d = chunk(10);
+        d.bases = Some(vec![chunk(40), chunk(41), chunk(42)].into());
+        // Its bytes began one base into its prefix: 41 is the base nearest to it.
+        d.base_start = Some(LEN);
+        chunks[10] = d;
+        chunks[11] = chunk(99); // `current` says 99 is not usable
+        let f = finder(chunks);
+        let got = ids(&f, 1_000_000, LEN as u64);
+        assert!(got.contains(&41) && got.contains(&9), "{got:?}");
+        assert!(!got.contains(&10) && !got.contains(&99), "{got:?}");
+        assert!(got.len() <= MAX_BASES);
+    }
+
+    #[test]
+    fn the_previous_version_is_the_newest_complete_one_from_this_host() {
+        use crate::snapshot::{Object, Snapshot};
+        let obj = |size, complete| Object {
+            name: "db".into(),
+            size,
+            blake3: String::new(),
+            complete,
+            chunks: 0,
+            chunk_lists: Vec::new(),
+            producer: None,
+            format: None,
+            problem: None,
+            started: 0,
+            ended: 0,
+        };
+        let snap = |time, host: &str, o| Snapshot {
+            id: crate::ids::SnapshotId::random(),
+            time,
+            time_nanos: 0,
+            host: host.into(),
+            tags: Vec::new(),
+            complete: true,
+            objects: vec![o],
+        };
+        let snaps = vec![
+            snap(1, "a", obj(1, true)),
+            snap(2, "a", obj(2, true)),
+            snap(3, "a", obj(3, false)),
+            snap(4, "b", obj(4, true)),
+        ];
+        assert_eq!(previous_version(&snaps, "db", "a").map(|o| o.size), Some(2));
+        assert_eq!(previous_version(&snaps, "db", "b").map(|o| o.size), Some(4));
+        assert!(previous_version(&snaps, "db", "c").is_none());
+        assert!(previous_version(&snaps, "other", "a").is_none());
+    }
+}

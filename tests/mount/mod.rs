@@ -14,6 +14,7 @@
 
 mod content;
 mod damage;
+mod delta;
 mod lifecycle;
 mod live;
 mod mountpoint;

@@ -6,7 +6,7 @@ mod concurrency;
 mod corruption;
 mod crash;
 mod dedup;
-mod delta;
+pub(crate) mod delta;
 mod disk_full;
 mod errors;
 mod keys;
