@@ -33,12 +33,15 @@ const MIN_MARGIN: u64 = 64 << 10;
 /// Old chunk-list blocks held at once by one finder.
 const BLOCKS_HELD: usize = 3;
 
+/// Verified base plaintexts by id.
+type Plaintexts = lru::LruCache<BlobId, Arc<Vec<u8>>>;
+
 /// A cache of verified base plaintexts with a byte budget (sequential delta chunks share
 /// their bases, so each base is read about once).
 pub struct BaseCache {
     blobs: Arc<BlobStore>,
     budget: usize,
-    inner: Mutex<(lru::LruCache<BlobId, Arc<Vec<u8>>>, usize)>,
+    inner: Mutex<(Plaintexts, usize)>,
 }
 
 impl BaseCache {

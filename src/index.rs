@@ -344,7 +344,7 @@ fn encode_value(l: &Location, bases: &[BlobId], base_start: Option<u32>) -> Vec<
 
 fn decode_value(b: &[u8]) -> Option<IndexEntry> {
     let delta = b.len() > 48;
-    if b.len() < 48 || (delta && (b.len() < 52 || (b.len() - 52) % 32 != 0)) {
+    if b.len() < 48 || (delta && (b.len() < 52 || !(b.len() - 52).is_multiple_of(32))) {
         return None;
     }
     let (base_start, ids) = match delta {
