@@ -159,7 +159,7 @@ fn main() -> Result<()> {
             let id = keys.blob_id(&buf);
             let sealed = keys.seal(BlobKind::Chunk, &id.0, &raw.encode(&buf));
             let loc = packs.append(BlobKind::Chunk, id, &sealed, buf.len())?;
-            block.push(ChunkRef { id, loc });
+            block.push(ChunkRef::full(id, loc));
             offset += buf.len() as u64;
             if block.len() == BLOCK_CHUNKS || i + 1 == n {
                 let plain = chunklist::encode(&block);

@@ -9,6 +9,7 @@
 //! It never hands out a byte that failed verification: a relocated blob is verified exactly
 //! like one read where its chunk list said.
 
+use crate::chunklist::ChunkRef;
 use crate::codec;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
@@ -77,6 +78,79 @@ impl BlobStore {
         match read {
             Err(e @ Error::Corrupt(_)) => self.healed_or_recorded(kind, id, loc, e),
             other => other,
+        }
+    }
+
+    /// Read and verify one chunk of a chunk list. A delta chunk (FORMAT.md, "Deltas") is
+    /// rebuilt from its bases, full chunks that `base` reads (a cache, usually: sequential
+    /// chunks share bases); every base is verified on its own, and the rebuilt chunk's id is
+    /// recomputed, so a damaged base fails the chunk loudly instead of yielding other bytes.
+    pub fn read_chunk_with(
+        &self,
+        c: &ChunkRef,
+        base: &mut dyn FnMut(&ChunkRef) -> Result<Arc<Vec<u8>>>,
+    ) -> Result<Vec<u8>> {
+        let Some(bases) = &c.bases else {
+            return self.read(BlobKind::Chunk, c.id, &c.loc);
+        };
+        let mut plain = Vec::with_capacity(bases.len());
+        for b in bases.iter() {
+            if b.bases.is_some() {
+                return Err(Error::Corrupt(format!(
+                    "chunk {} names delta chunk {} as its base (bases are full chunks)",
+                    c.id.short(),
+                    b.id.short()
+                )));
+            }
+            plain.push(base(b).map_err(|e| match e {
+                Error::Corrupt(m) => Error::Corrupt(format!(
+                    "chunk {} is stored as a delta and its base is unusable: {m}",
+                    c.id.short()
+                )),
+                other => other,
+            })?);
+        }
+        let prefix: Vec<u8> = plain.iter().flat_map(|p| p.iter().copied()).collect();
+        self.rebuild(c, &prefix)
+    }
+
+    /// `read_chunk_with` reading the bases straight from storage.
+    pub fn read_chunk(&self, c: &ChunkRef) -> Result<Vec<u8>> {
+        self.read_chunk_with(c, &mut |b| {
+            self.read(BlobKind::Chunk, b.id, &b.loc).map(Arc::new)
+        })
+    }
+
+    /// Read the delta chunk `c` and decode it against `prefix` (its bases' plaintexts,
+    /// concatenated); the result is verified against its id.
+    pub fn rebuild(&self, c: &ChunkRef, prefix: &[u8]) -> Result<Vec<u8>> {
+        let (sealed, at) = self.read_sealed_anywhere(BlobKind::Chunk, c.id, &c.loc)?;
+        match pack::open_delta_owned(&self.keys, c.id, &at, sealed, prefix) {
+            // A healed copy is stored whole (see `ingest::seal_chunk`), so `healed_or_recorded`
+            // reads it without the bases.
+            Err(e @ Error::Corrupt(_)) => self.healed_or_recorded(BlobKind::Chunk, c.id, &c.loc, e),
+            other => other,
+        }
+    }
+
+    /// The sealed bytes of `(kind, id)` recorded at `loc`, and where they were read: `loc`,
+    /// or where prune moved the blob when its pack is gone.
+    fn read_sealed_anywhere(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        loc: &Location,
+    ) -> Result<(Vec<u8>, Location)> {
+        match self.read_sealed(loc) {
+            Ok(sealed) => Ok((sealed, *loc)),
+            Err(Missing::Pack(e)) => match self.relocated(kind, id, loc.pack)? {
+                Some(moved) => {
+                    let sealed = self.read_sealed(&moved).map_err(Missing::into_error)?;
+                    Ok((sealed, moved))
+                }
+                None => Err(e),
+            },
+            Err(Missing::Not(e)) => Err(e),
         }
     }
 

@@ -8,7 +8,7 @@
 
 use crate::chunklist::{self, ChunkRef};
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, BlobKind, PackId};
+use crate::ids::{BlobId, BlobKind, PackId, SnapshotId};
 use crate::pack::{self, PackEntry};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
@@ -170,11 +170,16 @@ fn misplaced(t: &PackTable, kind: BlobKind, r: &ChunkRef) -> Option<Why> {
 /// missing pack).
 fn resolve(repo: &Repository, t: &PackTable, kind: BlobKind, r: &ChunkRef) -> ChunkRef {
     if t.sizes.contains_key(&r.loc.pack) || t.misplaced.contains_key(&r.loc.pack.to_hex()) {
-        return *r;
+        return r.clone();
     }
     match repo.blobs.relocated(kind, r.id, r.loc.pack) {
-        Ok(Some(loc)) if t.sizes.contains_key(&loc.pack) => ChunkRef { id: r.id, loc },
-        _ => *r,
+        Ok(Some(loc)) if t.sizes.contains_key(&loc.pack) => ChunkRef {
+            id: r.id,
+            loc,
+            bases: r.bases.clone(),
+            base_start: r.base_start,
+        },
+        _ => r.clone(),
     }
 }
 
@@ -221,13 +226,26 @@ struct Walked {
     damaged_ranges: usize,
 }
 
-/// Walk every chunk of every object of `snaps`, calling `visit(snapshot, object name, chunk,
-/// object offset)`.
+/// One blob a walk meets: a chunk of a stream, or a delta base such a chunk needs.
+struct Visit<'a> {
+    snapshot: &'a Snapshot,
+    name: &'a str,
+    chunk: &'a ChunkRef,
+    /// The object byte range that needs this blob: the chunk's own, or for a base the range
+    /// of the delta chunk rebuilt from it.
+    from: u64,
+    to: u64,
+    /// A delta base (visited after the chunk that needs it), not a chunk of the stream.
+    base: bool,
+}
+
+/// Walk every chunk of every object of `snaps`, and the delta bases each needs, calling
+/// `visit` for each.
 fn walk(
     repo: &Repository,
     t: &PackTable,
     snaps: &[Snapshot],
-    mut visit: impl FnMut(&Snapshot, &str, &ChunkRef, u64),
+    mut visit: impl FnMut(&Visit),
 ) -> Result<Walked> {
     let mut w = Walked::default();
     let problems = &mut w.problems;
@@ -240,10 +258,7 @@ fn walk(
                     repo,
                     t,
                     BlobKind::ChunkList,
-                    &ChunkRef {
-                        id: l.id,
-                        loc: l.location(),
-                    },
+                    &ChunkRef::full(l.id, l.location()),
                 );
                 if l.start != expect_start {
                     problems.push(format!(
@@ -292,8 +307,26 @@ fn walk(
                 let mut off = l.start;
                 for c in &block {
                     let c = &resolve(repo, t, BlobKind::Chunk, c);
-                    visit(s, &o.name, c, off);
-                    off += c.loc.plain_len as u64;
+                    let (from, to) = (off, off + c.loc.plain_len as u64);
+                    visit(&Visit {
+                        snapshot: s,
+                        name: &o.name,
+                        chunk: c,
+                        from,
+                        to,
+                        base: false,
+                    });
+                    for b in c.bases() {
+                        visit(&Visit {
+                            snapshot: s,
+                            name: &o.name,
+                            chunk: &resolve(repo, t, BlobKind::Chunk, b),
+                            from,
+                            to,
+                            base: true,
+                        });
+                    }
+                    off = to;
                 }
                 if off != l.start + l.bytes {
                     problems.push(format!(
@@ -349,11 +382,12 @@ pub fn check(
     let snaps = snapshots.snapshots;
     r.problems.extend(snapshots.problems);
     r.unreadable.extend(snapshots.unreadable);
-    let walked = walk(repo, &t, &snaps, |_, _, c, _| {
+    let walked = walk(repo, &t, &snaps, |v| {
+        let c = v.chunk;
         referenced_packs.insert(c.loc.pack);
         if referenced.insert(chunk_at(c)) {
             if header_damaged(&t, &c.loc.pack) {
-                in_damaged_packs.push(*c);
+                in_damaged_packs.push(c.clone());
             } else if let Some(why) = misplaced(&t, BlobKind::Chunk, c) {
                 bad_chunks.insert(chunk_at(c), why);
             }
@@ -363,17 +397,14 @@ pub fn check(
         progress("reading chunks of packs with a damaged header");
         r.blobs_read += 1;
         r.bytes_read += c.loc.stored_len as u64;
-        if let Err(e) = repo.blobs.read(BlobKind::Chunk, c.id, &c.loc) {
+        if let Err(e) = repo.blobs.read_chunk(c) {
             bad_chunks.insert(chunk_at(c), Why::of(&e));
         }
     }
     for s in &snaps {
         for o in &s.objects {
             for l in &o.chunk_lists {
-                let lref = ChunkRef {
-                    id: l.id,
-                    loc: l.location(),
-                };
+                let lref = ChunkRef::full(l.id, l.location());
                 referenced_packs.insert(resolve(repo, &t, BlobKind::ChunkList, &lref).loc.pack);
             }
         }
@@ -389,6 +420,8 @@ pub fn check(
     if read_data {
         let mut packs: Vec<&PackId> = t.entries.keys().collect();
         packs.sort();
+        // Delta chunks are only authenticated in the pass over their pack; they are rebuilt
+        // from their bases once every pack has been read (which tells which bases are sound).
         for (i, p) in packs.iter().enumerate() {
             progress(&format!("reading pack {}/{}", i + 1, packs.len()));
             let bytes = match repo.storage.read_all(FileKind::Pack, &p.to_hex()) {
@@ -412,7 +445,28 @@ pub fn check(
                     .get(start..end)
                     .ok_or_else(|| Error::Corrupt("blob lies past the end of the pack".into()))
                     .and_then(|sealed| {
-                        pack::open_blob(&repo.keys, e.kind, e.id, &e.location(**p), sealed)
+                        if e.bases.is_empty() {
+                            return pack::open_blob(
+                                &repo.keys,
+                                e.kind,
+                                e.id,
+                                &e.location(**p),
+                                sealed,
+                            )
+                            .map(drop);
+                        }
+                        repo.keys
+                            .open(e.kind, &e.id.0, sealed)
+                            .map_err(|_| {
+                                Error::Corrupt(format!(
+                                    "chunk {} in pack {} at offset {} is damaged: \
+                                     authentication failed",
+                                    e.id.short(),
+                                    p.short(),
+                                    e.offset
+                                ))
+                            })
+                            .map(drop)
                     });
                 if let Err(err) = res {
                     let loc = e.location(**p);
@@ -434,37 +488,55 @@ pub fn check(
         }
     }
 
+    if read_data {
+        verify_deltas(repo, &t, &deltas_of(&t), &mut bad_chunks, &mut r, progress);
+    }
     record_damage(repo, &damaged_at);
     // Name what each healed chunk was: the ranges read from the healed copy now.
     if !healed_chunks.is_empty() {
         let mut healed = Vec::new();
-        walk(repo, &t, &snaps, |s, name, c, off| {
-            if healed_chunks.contains(&chunk_at(c)) {
+        walk(repo, &t, &snaps, |v| {
+            if healed_chunks.contains(&chunk_at(v.chunk)) {
                 healed.push(format!(
-                    "snapshot {} {name:?}: bytes {off}..{} were damaged and read from the copy \
+                    "snapshot {} {:?}: bytes {}..{} were damaged and read from the copy \
                      a later ingest stored (healed)",
-                    s.id.short(),
-                    off + c.loc.plain_len as u64,
+                    v.snapshot.id.short(),
+                    v.name,
+                    v.from,
+                    v.to,
                 ));
             }
         })?;
         r.healed = healed;
     }
-    // Name what each damaged chunk breaks: snapshot, stream, byte range.
+    // Name what each damaged chunk breaks: snapshot, stream, byte range (a damaged delta
+    // base breaks the range of every chunk rebuilt from it).
     if !bad_chunks.is_empty() {
         let mut affected = Vec::new();
         let mut cannot_read = Vec::new();
-        walk(repo, &t, &snaps, |s, name, c, off| {
-            if let Some(why) = bad_chunks.get(&chunk_at(c)) {
+        let mut named: HashSet<(SnapshotId, String, u64)> = HashSet::new();
+        walk(repo, &t, &snaps, |v| {
+            if let Some(why) = bad_chunks.get(&chunk_at(v.chunk)) {
+                // One line per damaged range, even when several of its bases are bad.
+                if !named.insert((v.snapshot.id, v.name.to_string(), v.from)) {
+                    return;
+                }
                 let (list, what) = if why.io {
                     (&mut cannot_read, "cannot be read")
                 } else {
                     (&mut affected, "are damaged")
                 };
+                let base = if v.base {
+                    format!("its delta base {} is unusable: ", v.chunk.id.short())
+                } else {
+                    String::new()
+                };
                 list.push(format!(
-                    "snapshot {} {name:?}: bytes {off}..{} {what}: {}",
-                    s.id.short(),
-                    off + c.loc.plain_len as u64,
+                    "snapshot {} {:?}: bytes {}..{} {what}: {base}{}",
+                    v.snapshot.id.short(),
+                    v.name,
+                    v.from,
+                    v.to,
                     why.text
                 ));
             }
@@ -543,6 +615,87 @@ fn record_damage(repo: &Repository, found: &[(BlobKind, BlobId, pack::Location)]
     }
 }
 
+/// Every delta entry of every readable pack header.
+fn deltas_of(t: &PackTable) -> Vec<(PackId, PackEntry)> {
+    let mut out: Vec<(PackId, PackEntry)> = t
+        .entries
+        .iter()
+        .flat_map(|(p, es)| {
+            es.values()
+                .filter(|e| !e.bases.is_empty())
+                .map(move |e| (*p, e.clone()))
+        })
+        .collect();
+    out.sort_by_key(|(p, e)| (*p, e.offset));
+    out
+}
+
+/// `--read-data` for delta chunks: each is rebuilt from its bases (found through the pack
+/// headers) and its id recomputed. A delta whose base is damaged or missing is damaged too.
+fn verify_deltas(
+    repo: &Repository,
+    t: &PackTable,
+    deltas: &[(PackId, PackEntry)],
+    bad_chunks: &mut HashMap<ChunkAt, Why>,
+    r: &mut CheckReport,
+    progress: &mut dyn FnMut(&str),
+) {
+    if deltas.is_empty() {
+        return;
+    }
+    progress("rebuilding delta chunks");
+    // Where each sound full chunk is, by id.
+    let mut full: HashMap<BlobId, crate::pack::Location> = HashMap::new();
+    for (p, es) in &t.entries {
+        for e in es.values() {
+            if e.kind == BlobKind::Chunk
+                && e.bases.is_empty()
+                && !bad_chunks.contains_key(&(e.id, *p, e.offset))
+            {
+                full.insert(e.id, e.location(*p));
+            }
+        }
+    }
+    let cache = crate::delta::BaseCache::new(repo.blobs.clone(), 64 << 20);
+    for (p, e) in deltas {
+        let at = (e.id, *p, e.offset);
+        if bad_chunks.contains_key(&at) {
+            continue;
+        }
+        let mut bases = Vec::with_capacity(e.bases.len());
+        for b in &e.bases {
+            match full.get(b) {
+                Some(loc) => bases.push(ChunkRef::full(*b, *loc)),
+                None => {
+                    bad_chunks.insert(
+                        at,
+                        Why::damage(format!(
+                            "chunk {} in pack {} is a delta and its base {} is missing or damaged",
+                            e.id.short(),
+                            p.short(),
+                            b.short()
+                        )),
+                    );
+                    break;
+                }
+            }
+        }
+        if bases.len() != e.bases.len() {
+            continue;
+        }
+        let c = ChunkRef {
+            id: e.id,
+            loc: e.location(*p),
+            bases: Some(bases.into()),
+            base_start: e.base_start,
+        };
+        if let Err(err) = cache.read_chunk(&c) {
+            bad_chunks.insert(at, Why::of(&err));
+        }
+        r.bytes_read += e.stored_len as u64;
+    }
+}
+
 /// A finding goes to `unreadable` when it is an I/O failure (permissions, a read error), not
 /// proof of damage; otherwise to `problems`.
 fn record(line: String, io: bool, problems: &mut Vec<String>, unreadable: &mut Vec<String>) {
@@ -580,6 +733,15 @@ pub struct Stats {
     pub chunks: usize,
     pub dedup_ratio: f64,
     pub compression_ratio: f64,
+    /// Of `chunks`: those stored as deltas against earlier versions (FORMAT.md, "Deltas").
+    pub delta_chunks: usize,
+    /// Plaintext bytes of the delta chunks.
+    pub delta_plain_bytes: u64,
+    /// Sealed bytes of the delta chunks in packs.
+    pub delta_stored_bytes: u64,
+    /// Estimated bytes deltas saved: the delta chunks' plaintext at the compression ratio of
+    /// the full chunks, minus what the deltas take.
+    pub delta_saved_bytes: u64,
     /// Snapshots or chunk lists that are damaged: the figures leave them out.
     pub problems: Vec<String>,
     /// Snapshots or chunk lists that could not be read (permissions, I/O): left out too.
@@ -597,12 +759,25 @@ pub fn stats(repo: &Repository) -> Result<Stats> {
         ..Default::default()
     };
     let mut seen = HashSet::new();
-    let walked = walk(repo, &t, &snaps, |_, _, c, _| {
+    // Bases count as used chunks: they are kept, and needed, for the deltas.
+    let walked = walk(repo, &t, &snaps, |v| {
+        let c = v.chunk;
         if seen.insert(c.id) {
             st.unique_bytes += c.loc.plain_len as u64;
             st.stored_chunk_bytes += c.loc.stored_len as u64;
+            if c.bases.is_some() {
+                st.delta_chunks += 1;
+                st.delta_plain_bytes += c.loc.plain_len as u64;
+                st.delta_stored_bytes += c.loc.stored_len as u64;
+            }
         }
     })?;
+    let full_plain = st.unique_bytes - st.delta_plain_bytes;
+    let full_stored = st.stored_chunk_bytes - st.delta_stored_bytes;
+    if full_plain > 0 && st.delta_chunks > 0 {
+        let alone = st.delta_plain_bytes as f64 * full_stored as f64 / full_plain as f64;
+        st.delta_saved_bytes = (alone as u64).saturating_sub(st.delta_stored_bytes);
+    }
     // Damage does not hide the rest: count what can be read and say what could not.
     st.problems = snapshots.problems;
     st.problems.extend(walked.problems);

@@ -8,24 +8,57 @@
 //!
 //! ```text
 //! "SLCL" | version u8 | pack count u32 | pack id [32] * n | chunk count u32 |
-//! per chunk: id [32] | pack index u32 | offset u64 | stored length u32 | plain length u32
+//! v1, per chunk: ref
+//! v2, per chunk: ref | base count u8 | (if base count > 0: base start u32) | ref * base count
+//! ref: id [32] | pack index u32 | offset u64 | stored length u32 | plain length u32
 //! ```
+//!
+//! Version 2 is written only for a block with at least one delta chunk (FORMAT.md,
+//! "Deltas"): a chunk stored as a delta names its bases — full chunks, never deltas — with
+//! their locations, so a reader rebuilds it without the index.
 
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
 use crate::pack::Location;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 const MAGIC: &[u8; 4] = b"SLCL";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Most bases one delta chunk may name (a reader rebuilds a chunk from at most 1 + this many
+/// blobs).
+pub const MAX_BASES: usize = 8;
 /// 4096 entries: ~210 KB per block before compression; 4+ GiB of stream at the default size.
 pub const BLOCK_CHUNKS: usize = 4096;
 const ENTRY_LEN: usize = 32 + 4 + 8 + 4 + 4;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkRef {
     pub id: BlobId,
     pub loc: Location,
+    /// For a chunk stored as a delta: the full chunks whose plaintexts, concatenated in
+    /// this order, are its zstd reference prefix. None for a full chunk.
+    pub bases: Option<Arc<[ChunkRef]>>,
+    /// For a delta chunk, if known: where its own bytes begin within its prefix (roughly),
+    /// a hint for finding the bases of the next version's chunk at the same place.
+    pub base_start: Option<u32>,
+}
+
+impl ChunkRef {
+    /// A full (non-delta) chunk.
+    pub fn full(id: BlobId, loc: Location) -> ChunkRef {
+        ChunkRef {
+            id,
+            loc,
+            bases: None,
+            base_start: None,
+        }
+    }
+
+    /// The bases of a delta chunk; empty for a full one.
+    pub fn bases(&self) -> &[ChunkRef] {
+        self.bases.as_deref().unwrap_or(&[])
+    }
 }
 
 /// A decoded block with the object-relative end offset of every chunk, for binary search.
@@ -63,26 +96,44 @@ impl Block {
 pub fn encode(chunks: &[ChunkRef]) -> Vec<u8> {
     let mut packs: Vec<PackId> = Vec::new();
     let mut index: HashMap<PackId, u32> = HashMap::new();
-    for c in chunks {
+    for c in chunks
+        .iter()
+        .flat_map(|c| std::iter::once(c).chain(c.bases()))
+    {
         index.entry(c.loc.pack).or_insert_with(|| {
             packs.push(c.loc.pack);
             (packs.len() - 1) as u32
         });
     }
-    let mut out = Vec::with_capacity(13 + packs.len() * 32 + chunks.len() * ENTRY_LEN);
+    // Version 1 when no chunk is a delta: what a repository without deltas always wrote.
+    let v2 = chunks.iter().any(|c| c.bases.is_some());
+    let mut out = Vec::with_capacity(13 + packs.len() * 32 + chunks.len() * (ENTRY_LEN + 1));
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
+    out.push(if v2 { 2 } else { 1 });
     out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for p in &packs {
         out.extend_from_slice(&p.0);
     }
     out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
-    for c in chunks {
+    let put = |out: &mut Vec<u8>, c: &ChunkRef| {
         out.extend_from_slice(&c.id.0);
         out.extend_from_slice(&index[&c.loc.pack].to_le_bytes());
         out.extend_from_slice(&c.loc.offset.to_le_bytes());
         out.extend_from_slice(&c.loc.stored_len.to_le_bytes());
         out.extend_from_slice(&c.loc.plain_len.to_le_bytes());
+    };
+    for c in chunks {
+        put(&mut out, c);
+        if v2 {
+            let bases = c.bases();
+            out.push(bases.len() as u8);
+            if !bases.is_empty() {
+                out.extend_from_slice(&c.base_start.unwrap_or(u32::MAX).to_le_bytes());
+            }
+            for b in bases {
+                put(&mut out, b);
+            }
+        }
     }
     out
 }
@@ -100,7 +151,7 @@ pub fn decode(b: &[u8]) -> Result<Vec<ChunkRef>> {
             supported: VERSION as u32,
         });
     }
-    if version != VERSION {
+    if version != 1 && version != 2 {
         return Err(bad("unknown version"));
     }
     let n_packs = r.u32().ok_or_else(|| bad("short"))? as usize;
@@ -114,11 +165,16 @@ pub fn decode(b: &[u8]) -> Result<Vec<ChunkRef>> {
         );
     }
     let n = r.u32().ok_or_else(|| bad("short"))? as usize;
-    if r.b.len() - r.pos != n * ENTRY_LEN {
+    let left = r.b.len() - r.pos;
+    let fits = match version {
+        1 => left == n.saturating_mul(ENTRY_LEN),
+        // Each entry is at least a ref and a base count.
+        _ => left >= n.saturating_mul(ENTRY_LEN + 1),
+    };
+    if !fits {
         return Err(bad("chunk count does not match its length"));
     }
-    let mut chunks = Vec::with_capacity(n);
-    for _ in 0..n {
+    let one = |r: &mut Cursor| -> Result<ChunkRef> {
         let id =
             BlobId::from_slice(r.take(32).ok_or_else(|| bad("short"))?).ok_or_else(|| bad("id"))?;
         let pi = r.u32().ok_or_else(|| bad("short"))? as usize;
@@ -128,15 +184,35 @@ pub fn decode(b: &[u8]) -> Result<Vec<ChunkRef>> {
         let offset = r.u64().ok_or_else(|| bad("short"))?;
         let stored_len = r.u32().ok_or_else(|| bad("short"))?;
         let plain_len = r.u32().ok_or_else(|| bad("short"))?;
-        chunks.push(ChunkRef {
+        Ok(ChunkRef::full(
             id,
-            loc: Location {
+            Location {
                 pack,
                 offset,
                 stored_len,
                 plain_len,
             },
-        });
+        ))
+    };
+    let mut chunks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = one(&mut r)?;
+        if version == 2 {
+            let nb = r.take(1).ok_or_else(|| bad("short"))?[0] as usize;
+            if nb > MAX_BASES {
+                return Err(bad("a chunk names too many bases"));
+            }
+            if nb > 0 {
+                c.base_start =
+                    Some(r.u32().ok_or_else(|| bad("short"))?).filter(|&s| s != u32::MAX);
+                let bases = (0..nb).map(|_| one(&mut r)).collect::<Result<Vec<_>>>()?;
+                c.bases = Some(bases.into());
+            }
+        }
+        chunks.push(c);
+    }
+    if r.pos != r.b.len() {
+        return Err(bad("trailing bytes"));
     }
     Ok(chunks)
 }
@@ -165,15 +241,39 @@ mod tests {
     use super::*;
 
     fn cref(i: u8, pack: u8, len: u32) -> ChunkRef {
-        ChunkRef {
-            id: BlobId([i; 32]),
-            loc: Location {
+        ChunkRef::full(
+            BlobId([i; 32]),
+            Location {
                 pack: PackId([pack; 32]),
                 offset: i as u64 * 100,
                 stored_len: len + 41,
                 plain_len: len,
             },
-        }
+        )
+    }
+
+    /// A block with delta chunks is version 2 and keeps every base with its location; a
+    /// block without is version 1, byte for byte what older sluice wrote.
+    #[test]
+    fn deltas_round_trip_in_version_2() {
+        let plain = vec![cref(1, 1, 10), cref(2, 2, 20)];
+        assert_eq!(encode(&plain)[4], 1);
+        let mut d = cref(3, 3, 30);
+        d.bases = Some(vec![cref(8, 4, 7), cref(9, 1, 9)].into());
+        d.base_start = Some(3);
+        let chunks = vec![cref(1, 1, 10), d, cref(2, 2, 20)];
+        let enc = encode(&chunks);
+        assert_eq!(enc[4], 2);
+        let back = decode(&enc).unwrap();
+        assert_eq!(back, chunks);
+        assert_eq!(back[1].bases().len(), 2);
+        assert!(back[0].bases.is_none());
+        assert!(decode(&enc[..enc.len() - 1]).is_err());
+        let mut extra = enc.clone();
+        extra.push(0);
+        assert!(decode(&extra).is_err());
+        // Block sizes count only the chunks themselves.
+        assert_eq!(Block::new(back).bytes(), 60);
     }
 
     #[test]

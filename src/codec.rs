@@ -5,6 +5,9 @@ use crate::error::{Error, Result};
 
 const CODEC_STORED: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
+/// zstd with the concatenated plaintexts of the blob's bases (FORMAT.md, "Deltas") as a
+/// reference prefix: the payload cannot be decoded without them.
+const CODEC_ZSTD_DELTA: u8 = 2;
 
 /// The repository's compression setting, recorded in its config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -117,6 +120,75 @@ fn stored(data: &[u8], mut buf: Vec<u8>, head: usize) -> Vec<u8> {
     buf
 }
 
+impl Encoder {
+    /// Whether the last `encode` stored its input raw (it did not compress): a chunk that
+    /// does not compress alone is not worth a delta search either.
+    pub fn last_was_stored(&self) -> bool {
+        self.last_incompressible
+    }
+}
+
+/// A prefix at least this long gets a larger window and long-distance matching.
+const LONG_PREFIX: usize = 1 << 20;
+
+/// `data` compressed with `prefix` as zstd reference prefix, in the delta envelope with room
+/// for sealing (like `Encoder::encode_for_sealing`). None if zstd fails (the caller then
+/// stores the chunk alone). A fresh context per call: the prefix is borrowed only for it.
+pub fn encode_delta_for_sealing(level: i32, data: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let head = crate::crypto::NONCE_LEN;
+    let mut cctx = CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .ok()?;
+    if prefix.len() >= LONG_PREFIX {
+        cctx.set_parameter(CParameter::WindowLog(window_log(prefix.len() + data.len())))
+            .ok()?;
+        cctx.set_parameter(CParameter::EnableLongDistanceMatching(true))
+            .ok()?;
+    }
+    cctx.ref_prefix(prefix).ok()?;
+    let bound = zstd::zstd_safe::compress_bound(data.len());
+    let mut buf = Vec::with_capacity(head + 1 + bound + crate::crypto::TAG_LEN);
+    buf.resize(head, 0);
+    buf.push(CODEC_ZSTD_DELTA);
+    let mut cursor = std::io::Cursor::new(buf);
+    cursor.set_position((head + 1) as u64);
+    cctx.compress2(&mut cursor, data).ok()?;
+    Some(cursor.into_inner())
+}
+
+/// The smallest window log (at least 25, at most 30) that spans `n` bytes.
+fn window_log(n: usize) -> u32 {
+    let mut log = 25;
+    while log < 30 && (1usize << log) < n {
+        log += 1;
+    }
+    log
+}
+
+/// Whether an envelope (codec byte first) is a delta that needs its bases to decode.
+pub fn is_delta(envelope: &[u8]) -> bool {
+    envelope.first() == Some(&CODEC_ZSTD_DELTA)
+}
+
+/// Undo `encode_delta_for_sealing` (the envelope, codec byte first) with the same prefix.
+pub fn decode_delta(envelope: &[u8], expected_len: usize, prefix: &[u8]) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{DCtx, DParameter};
+    let Some((&CODEC_ZSTD_DELTA, rest)) = envelope.split_first() else {
+        return Err(Error::Corrupt("not a delta payload".into()));
+    };
+    let bad = |what: String| Error::Corrupt(format!("delta payload does not decompress: {what}"));
+    let mut dctx = DCtx::create();
+    dctx.set_parameter(DParameter::WindowLogMax(31))
+        .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
+    dctx.ref_prefix(prefix)
+        .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
+    let mut out = Vec::with_capacity(expected_len);
+    dctx.decompress(&mut out, rest)
+        .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
+    Ok(out)
+}
+
 /// Undo `encode` on an owned buffer whose `range` holds the envelope (as `open_in_place`
 /// leaves it): stored payloads are returned in the same allocation.
 pub fn decode_owned(
@@ -157,6 +229,9 @@ pub fn decode(encoded: &[u8], expected_len: usize) -> Result<Vec<u8>> {
                 }
             })
             .map_err(|e| Error::Corrupt(format!("zstd payload does not decompress: {e}"))),
+        Some((&CODEC_ZSTD_DELTA, _)) => Err(Error::Corrupt(
+            "a delta payload was read without its bases".into(),
+        )),
         Some((c, _)) => Err(Error::Corrupt(format!("unknown codec byte {c}"))),
         None => Err(Error::Corrupt("empty blob payload".into())),
     }
@@ -213,6 +288,56 @@ mod tests {
         let e = enc.encode(&text);
         assert_eq!(e[0], CODEC_ZSTD);
         assert_eq!(decode(&e, text.len()).unwrap(), text);
+    }
+
+    /// A chunk that differs from its base in a few places: the delta is far smaller than the
+    /// chunk compressed alone, decodes only with the same prefix, and a wrong prefix fails
+    /// (or yields other bytes, which the id check of the blob layer catches).
+    #[test]
+    fn delta_against_a_prefix_round_trips() {
+        let mut x = 7u64;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let base: Vec<u8> = (0..2 << 20)
+            .map(|i| {
+                if i % 64 == 0 {
+                    b'\n'
+                } else {
+                    b'a' + (rnd() % 26) as u8
+                }
+            })
+            .collect();
+        let mut data = base[300_000..1_500_000].to_vec();
+        for i in 0..20 {
+            data[i * 50_000 + 7] ^= 0x20;
+        }
+        data.splice(600_000..600_000, b"INSERTED ROW\n".iter().copied());
+        let mut enc = Encoder::new(Compression::Zstd { level: 3 }).unwrap();
+        let alone = enc.encode_for_sealing(&data);
+        assert!(!enc.last_was_stored());
+        let delta = encode_delta_for_sealing(3, &data, &base).unwrap();
+        let n = crate::crypto::NONCE_LEN;
+        assert!(is_delta(&delta[n..]));
+        assert!(
+            delta.len() * 20 < alone.len(),
+            "delta {} vs alone {}",
+            delta.len(),
+            alone.len()
+        );
+        assert_eq!(decode_delta(&delta[n..], data.len(), &base).unwrap(), data);
+        assert!(decode(&delta[n..], data.len()).is_err());
+        let other = vec![b'x'; base.len()];
+        assert!(decode_delta(&delta[n..], data.len(), &other).map_or(true, |d| d != data));
+        // A short prefix (no long-distance mode) round-trips too.
+        let small = encode_delta_for_sealing(3, &data[..1000], &base[..4000]).unwrap();
+        assert_eq!(
+            decode_delta(&small[n..], 1000, &base[..4000]).unwrap(),
+            &data[..1000]
+        );
     }
 
     #[test]

@@ -148,6 +148,7 @@ impl Index {
             rebuilt: true,
             ..Default::default()
         };
+        let mut deltas: Vec<(PackId, PackEntry)> = Vec::new();
         let packs: Vec<PackId> = repo
             .storage
             .list(FileKind::Pack)?
@@ -164,26 +165,28 @@ impl Index {
                 }
             };
             let bytes = repo.storage.read_all(FileKind::Pack, &p.to_hex())?;
-            let good: Vec<PackEntry> = entries
-                .iter()
-                .filter(|e| {
-                    let sealed =
-                        bytes.get(e.offset as usize..(e.offset + e.stored_len as u64) as usize);
-                    sealed.is_some_and(|b| {
-                        pack::open_blob(&repo.keys, e.kind, e.id, &e.location(*p), b).is_ok()
-                    })
-                })
-                .copied()
-                .collect();
-            report.damaged_blobs += entries.len() - good.len();
-            if good.len() < entries.len() {
+            let mut good = Vec::with_capacity(entries.len());
+            let mut bad = Vec::new();
+            for e in entries {
+                let sealed =
+                    bytes.get(e.offset as usize..(e.offset + e.stored_len as u64) as usize);
+                let ok = sealed.is_some_and(|b| match e.bases.is_empty() {
+                    true => pack::open_blob(&repo.keys, e.kind, e.id, &e.location(*p), b).is_ok(),
+                    // A delta is authenticated now and rebuilt below, once its bases are in.
+                    false => repo.keys.open(e.kind, &e.id.0, b).is_ok(),
+                });
+                match (ok, e.bases.is_empty()) {
+                    (false, _) => {
+                        report.damaged_blobs += 1;
+                        bad.push((e.kind, e.id, e.location(*p)));
+                    }
+                    (true, true) => good.push(e),
+                    (true, false) => deltas.push((*p, e)),
+                }
+            }
+            if !bad.is_empty() {
                 // Recorded as `check` and every read record it, so that the next ingest's
                 // fresh copies heal the older snapshots too (best effort, as there).
-                let bad: Vec<_> = entries
-                    .iter()
-                    .filter(|e| !good.contains(e))
-                    .map(|e| (e.kind, e.id, e.location(*p)))
-                    .collect();
                 if let Err(e) =
                     crate::blobstore::write_damage_file(repo.storage.as_ref(), &repo.keys, &bad)
                 {
@@ -192,6 +195,38 @@ impl Index {
             }
             index.add_pack(*p, &good)?;
             report.packs_added += 1;
+        }
+        // Delta chunks: rebuilt from bases that verified above; one that does not rebuild
+        // is left out, so the next ingest stores that chunk again.
+        let cache = crate::delta::BaseCache::new(repo.blobs.clone(), 64 << 20);
+        for (i, (p, e)) in deltas.iter().enumerate() {
+            if i % 256 == 0 {
+                progress(&format!(
+                    "verifying delta chunks {}/{}",
+                    i + 1,
+                    deltas.len()
+                ));
+            }
+            let mut bases = Vec::new();
+            for b in &e.bases {
+                match index.get_entry(b)? {
+                    Some(found) if found.bases.is_empty() => {
+                        bases.push(crate::chunklist::ChunkRef::full(*b, found.loc))
+                    }
+                    _ => break,
+                }
+            }
+            let c = crate::chunklist::ChunkRef {
+                id: e.id,
+                loc: e.location(*p),
+                bases: Some(bases.clone().into()),
+                base_start: e.base_start,
+            };
+            if bases.len() == e.bases.len() && cache.read_chunk(&c).is_ok() {
+                index.add_pack(*p, std::slice::from_ref(e))?;
+            } else {
+                report.damaged_blobs += 1;
+            }
         }
         index
             .db
@@ -247,7 +282,7 @@ impl Index {
             for item in self.blobs.iter() {
                 let (k, v) = item.map_err(sled_err)?;
                 match decode_value(&self.keys, &k, &v) {
-                    Some(l) if !vanished.contains(&l.pack) => {}
+                    Some(e) if !vanished.contains(&e.loc.pack) => {}
                     _ => {
                         self.blobs.remove(k).map_err(sled_err)?;
                     }
@@ -264,12 +299,17 @@ impl Index {
     }
 
     pub fn get(&self, id: &BlobId) -> Result<Option<Location>> {
+        Ok(self.get_entry(id)?.map(|e| e.loc))
+    }
+
+    /// Where a blob is and, for a delta chunk, the ids of its bases.
+    pub fn get_entry(&self, id: &BlobId) -> Result<Option<IndexEntry>> {
         Ok(self
             .blobs
             .get(id.0)
             .map_err(sled_err)?
             .and_then(|v| decode_value(&self.keys, &id.0, &v))
-            .filter(|l| !self.excluded.contains(&l.pack)))
+            .filter(|e| !self.excluded.contains(&e.loc.pack)))
     }
 
     /// Treat the blobs of `packs` as absent from now on (packs condemned by a prune).
@@ -283,7 +323,15 @@ impl Index {
         for e in entries {
             batch.insert(
                 &e.id.0[..],
-                encode_value(&self.keys, &e.id.0, &e.location(pack)),
+                encode_value(
+                    &self.keys,
+                    &e.id.0,
+                    &IndexEntry {
+                        loc: e.location(pack),
+                        bases: e.bases.clone(),
+                        base_start: e.base_start,
+                    },
+                ),
             );
         }
         self.blobs.apply_batch(batch).map_err(sled_err)?;
@@ -324,36 +372,74 @@ fn sled_err(e: sled::Error) -> Error {
     ))
 }
 
-/// The value stored under blob `id` in the `blobs` tree: its location, sealed (the AAD binds
+/// The value stored under blob `id` in the `blobs` tree: its entry, sealed (the AAD binds
 /// the tree and the id, so a value copied to another blob's key is refused). The one place
 /// the value's layout is written; `decode_value` the one place it is read.
-fn encode_value(keys: &crate::crypto::Keys, id: &[u8], l: &Location) -> Vec<u8> {
-    keys.seal_index(BLOBS_TREE, id, &encode_loc(l))
+fn encode_value(keys: &crate::crypto::Keys, id: &[u8], e: &IndexEntry) -> Vec<u8> {
+    keys.seal_index(
+        BLOBS_TREE,
+        id,
+        &encode_entry(&e.loc, &e.bases, e.base_start),
+    )
 }
 
-/// The location sealed under blob `id`, or None for a value that does not open (altered,
+/// The entry sealed under blob `id`, or None for a value that does not open (altered,
 /// moved, or written under another key): the blob counts as not indexed then.
-fn decode_value(keys: &crate::crypto::Keys, id: &[u8], v: &[u8]) -> Option<Location> {
-    decode_loc(&keys.open_index(BLOBS_TREE, id, v)?)
+fn decode_value(keys: &crate::crypto::Keys, id: &[u8], v: &[u8]) -> Option<IndexEntry> {
+    decode_entry(&keys.open_index(BLOBS_TREE, id, v)?)
 }
 
-fn encode_loc(l: &Location) -> [u8; 48] {
-    let mut b = [0u8; 48];
-    b[..32].copy_from_slice(&l.pack.0);
-    b[32..40].copy_from_slice(&l.offset.to_le_bytes());
-    b[40..44].copy_from_slice(&l.stored_len.to_le_bytes());
-    b[44..48].copy_from_slice(&l.plain_len.to_le_bytes());
+/// One index value: where the blob is, and the bases of a delta chunk (whose locations are
+/// looked up in turn: an ingest that deduplicates against a delta chunk writes them into its
+/// chunk list).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub loc: Location,
+    pub bases: Vec<BlobId>,
+    /// `ChunkRef::base_start` of a delta, if known.
+    pub base_start: Option<u32>,
+}
+
+/// `pack [32] | offset u64 | stored u32 | plain u32`, then for a delta `base start u32
+/// (u32::MAX: unknown) | base id [32] * n`.
+fn encode_entry(l: &Location, bases: &[BlobId], base_start: Option<u32>) -> Vec<u8> {
+    let mut b = Vec::with_capacity(48 + bases.len() * 32);
+    b.extend_from_slice(&l.pack.0);
+    b.extend_from_slice(&l.offset.to_le_bytes());
+    b.extend_from_slice(&l.stored_len.to_le_bytes());
+    b.extend_from_slice(&l.plain_len.to_le_bytes());
+    if !bases.is_empty() {
+        b.extend_from_slice(&base_start.unwrap_or(u32::MAX).to_le_bytes());
+    }
+    for id in bases {
+        b.extend_from_slice(&id.0);
+    }
     b
 }
 
-fn decode_loc(b: &[u8]) -> Option<Location> {
-    if b.len() != 48 {
+fn decode_entry(b: &[u8]) -> Option<IndexEntry> {
+    let delta = b.len() > 48;
+    if b.len() < 48 || (delta && (b.len() < 52 || !(b.len() - 52).is_multiple_of(32))) {
         return None;
     }
-    Some(Location {
-        pack: PackId::from_slice(&b[..32])?,
-        offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
-        stored_len: u32::from_le_bytes(b[40..44].try_into().ok()?),
-        plain_len: u32::from_le_bytes(b[44..48].try_into().ok()?),
+    let (base_start, ids) = match delta {
+        true => {
+            let v = u32::from_le_bytes(b.get(48..52)?.try_into().ok()?);
+            ((v != u32::MAX).then_some(v), &b[52..])
+        }
+        false => (None, &b[48..]),
+    };
+    Some(IndexEntry {
+        loc: Location {
+            pack: PackId::from_slice(&b[..32])?,
+            offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
+            stored_len: u32::from_le_bytes(b[40..44].try_into().ok()?),
+            plain_len: u32::from_le_bytes(b[44..48].try_into().ok()?),
+        },
+        bases: ids
+            .chunks_exact(32)
+            .filter_map(BlobId::from_slice)
+            .collect(),
+        base_start,
     })
 }

@@ -12,9 +12,10 @@
 
 use crate::chunker::StreamChunker;
 use crate::chunklist::{self, ChunkRef, BLOCK_CHUNKS};
-use crate::codec::Encoder;
+use crate::codec::{Compression, Encoder};
 use crate::completeness::{Checker, Expect, Outcome};
 use crate::crypto::Keys;
+use crate::delta::BaseFinder;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, SnapshotId};
 use crate::index::Index;
@@ -77,6 +78,10 @@ pub struct ObjectReport {
     pub added_bytes: u64,
     pub chunks: u64,
     pub new_chunks: u64,
+    /// New chunks stored as deltas against the previous version of the stream.
+    pub delta_chunks: u64,
+    /// Bytes those deltas saved against storing the same chunks compressed alone.
+    pub delta_saved_bytes: u64,
     /// Empty for a stream that was stopped before it ended.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub blake3: String,
@@ -233,6 +238,8 @@ pub fn ingest(
                 added_bytes: st.added_bytes,
                 chunks: o.chunks,
                 new_chunks: st.new_chunks,
+                delta_chunks: st.delta_chunks,
+                delta_saved_bytes: st.delta_saved_bytes,
                 blake3: o.blake3.clone(),
                 complete: o.complete,
                 format: o.format.clone(),
@@ -257,6 +264,8 @@ pub fn ingest(
                 added_bytes: 0,
                 chunks: 0,
                 new_chunks: 0,
+                delta_chunks: 0,
+                delta_saved_bytes: 0,
                 blake3: String::new(),
                 complete: false,
                 format: None,
@@ -336,18 +345,26 @@ type Ingested = (Object, f64);
 /// Work for the sealing threads.
 struct Job {
     seq: u64,
+    /// Stream offset of the chunk's first byte.
+    offset: u64,
     /// Shared with the stream hasher.
     data: Arc<Vec<u8>>,
 }
 
 enum Sealed {
     /// Already in the repository (or in this session): nothing to write.
-    Known { seq: u64, id: BlobId, len: usize },
+    Known { seq: u64, chunk: ChunkRef },
     New {
         seq: u64,
         id: BlobId,
         sealed: Vec<u8>,
         len: usize,
+        /// The chunk is sealed as a delta against these full chunks.
+        bases: Option<Arc<[ChunkRef]>>,
+        /// Where the chunk's bytes begin within its prefix (a hint for the next version).
+        base_start: Option<u32>,
+        /// Bytes the delta saved against the chunk compressed alone.
+        saved: u64,
     },
 }
 
@@ -393,6 +410,8 @@ fn ingest_one(
     let compression = repo.config.compression;
     let params = repo.config.chunker;
     let name = spec.name.clone();
+    let finder = base_finder(repo, &name, &opts.host)?;
+    let finder = finder.as_ref();
 
     // The whole-stream digest and the completeness check run on their own thread: the reader
     // thread (read and chunk) bounds the speed of highly compressible and already-stored
@@ -415,6 +434,7 @@ fn ingest_one(
             let mut chunker = StreamChunker::new(reader, params, gear);
             let mut total = 0u64;
             let mut seq = 0u64;
+            let mut chunked = 0u64;
             let mut tee_err = None;
             loop {
                 if abort.is_raised() {
@@ -440,8 +460,11 @@ fn ingest_one(
                 match next {
                     Ok(Some(data)) => {
                         let data = Arc::new(data);
+                        // `total` counts bytes read, which run ahead of the chunks.
+                        let offset = chunked;
+                        chunked += data.len() as u64;
                         if hash_tx.send(data.clone()).is_err()
-                            || job_tx.send(Job { seq, data }).is_err()
+                            || job_tx.send(Job { seq, offset, data }).is_err()
                         {
                             // The assembler stopped on an error; it reports it.
                             break;
@@ -482,7 +505,7 @@ fn ingest_one(
                         Ok(j) => j,
                         Err(_) => break,
                     };
-                    let r = seal_chunk(keys, sink, &mut encoder, job);
+                    let r = seal_chunk(keys, sink, &mut encoder, finder, job);
                     if res_tx.send(r).is_err() {
                         break;
                     }
@@ -588,24 +611,109 @@ fn ingest_one(
     Ok((object, t0.elapsed().as_secs_f64()))
 }
 
-fn seal_chunk(keys: &Keys, sink: &Sink, encoder: &mut Encoder, job: Job) -> Result<Sealed> {
+/// The delta base finder for stream `name`: over the newest complete earlier version of it
+/// from this host, when the repository stores deltas and compresses at all.
+fn base_finder(repo: &Repository, name: &str, host: &str) -> Result<Option<BaseFinder>> {
+    if !repo.config.delta_enabled() || repo.config.compression == Compression::None {
+        return Ok(None);
+    }
+    let snaps = repo.snapshots()?;
+    Ok(crate::delta::previous_version(&snaps, name, host)
+        .map(|o| BaseFinder::new(repo.blobs.clone(), o.chunk_lists.clone(), o.size)))
+}
+
+/// A delta must be at least this much smaller than the chunk compressed alone to be kept.
+const DELTA_GAIN: f64 = 1.3;
+
+fn seal_chunk(
+    keys: &Keys,
+    sink: &Sink,
+    encoder: &mut Encoder,
+    finder: Option<&BaseFinder>,
+    job: Job,
+) -> Result<Sealed> {
     let id = keys.blob_id(&job.data);
     let len = job.data.len();
-    if sink.is_known(&id)? {
+    if let Some(chunk) = sink.lookup_chunk(&id)? {
+        if let Some(f) = finder {
+            f.learn_dedup(&id, job.offset);
+        }
         return Ok(Sealed::Known {
             seq: job.seq,
-            id,
-            len,
+            chunk,
         });
     }
     let mut sealed = encoder.encode_for_sealing(&job.data);
+    let mut bases = None;
+    let mut base_start = None;
+    let mut saved = 0;
+    // A chunk stored afresh because its copy was found damaged is stored whole: its heal
+    // record names only a location, and readers of the older snapshots (whose chunk lists
+    // name the damaged copy, perhaps with other bases) must be able to read it alone.
+    let healing = sink.damaged.contains_key(&(BlobKind::Chunk, id));
+    // A chunk that does not compress alone (random, already compressed) is not searched:
+    // such streams must not get slower.
+    if let (Some(f), false) = (finder, encoder.last_was_stored()) {
+        let delta = match healing {
+            true => None,
+            false => try_delta(sink, f, &job, &sealed),
+        };
+        if let Some((delta, b, start)) = delta {
+            saved = (sealed.len() - delta.len()) as u64;
+            sealed = delta;
+            bases = Some(b);
+            base_start = Some(start);
+        }
+        f.learn_end(job.offset + len as u64, len as u64);
+    }
     keys.seal_in_place(BlobKind::Chunk, &id.0, &mut sealed);
     Ok(Sealed::New {
         seq: job.seq,
         id,
         sealed,
         len,
+        bases,
+        base_start,
+        saved,
     })
+}
+
+/// The chunk of `job` as a delta against bases from the previous version, if that is at
+/// least `DELTA_GAIN` times smaller than `alone` (the chunk compressed on its own). A base
+/// that cannot be read only costs the delta: the chunk is stored alone.
+fn try_delta(
+    sink: &Sink,
+    f: &BaseFinder,
+    job: &Job,
+    alone: &[u8],
+) -> Option<(Vec<u8>, Arc<[ChunkRef]>, u32)> {
+    let level = match sink.repo.config.compression {
+        Compression::Zstd { level } => level,
+        Compression::None => return None,
+    };
+    let found = f.bases_for(job.offset, job.data.len() as u64, &|id| {
+        sink.lookup_full(id)
+    });
+    let (bases, start) = match found {
+        Ok(b) if !b.0.is_empty() => b,
+        Ok(_) => return None,
+        Err(e) => {
+            log::debug!("no delta for the chunk at {}: {e}", job.offset);
+            return None;
+        }
+    };
+    let prefix = match f.cache.prefix(&bases) {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!(
+                "a delta base of the chunk at offset {} cannot be read ({e}); it is stored whole",
+                job.offset
+            );
+            return None;
+        }
+    };
+    let delta = crate::codec::encode_delta_for_sealing(level, &job.data, &prefix)?;
+    ((delta.len() as f64) * DELTA_GAIN <= alone.len() as f64).then(|| (delta, bases.into(), start))
 }
 
 /// Put sealed chunks back in stream order, store them, and build the chunk list.
@@ -627,17 +735,29 @@ fn assemble(
         pending.insert(r.seq(), r);
         while let Some(item) = pending.remove(&next) {
             next += 1;
-            let (id, len, loc) = match item {
-                Sealed::Known { id, len, .. } => (id, len, sink.location(&id)?),
+            let chunk = match item {
+                Sealed::Known { chunk, .. } => chunk,
                 Sealed::New {
-                    id, sealed, len, ..
-                } => {
-                    let loc = sink.store(name, BlobKind::Chunk, id, &sealed, len)?;
-                    (id, len, loc)
-                }
+                    id,
+                    sealed,
+                    len,
+                    bases,
+                    base_start,
+                    saved,
+                    ..
+                } => sink.store(
+                    name,
+                    BlobKind::Chunk,
+                    id,
+                    &sealed,
+                    len,
+                    bases,
+                    base_start,
+                    saved,
+                )?,
             };
-            block.push(ChunkRef { id, loc });
-            offset += len as u64;
+            offset += chunk.loc.plain_len as u64;
+            block.push(chunk);
             if block.len() == BLOCK_CHUNKS {
                 lists.push(store_block(
                     keys,
@@ -680,11 +800,21 @@ fn store_block(
 ) -> Result<ChunkListRef> {
     let plain = chunklist::encode(block);
     let id = keys.blob_id(&plain);
-    let loc = match sink.is_known(&id)? {
-        true => sink.location(&id)?,
-        false => {
+    let loc = match sink.lookup_full(&id)? {
+        Some(loc) => loc,
+        None => {
             let sealed = keys.seal(BlobKind::ChunkList, &id.0, &encoder.encode(&plain));
-            sink.store(name, BlobKind::ChunkList, id, &sealed, plain.len())?
+            sink.store(
+                name,
+                BlobKind::ChunkList,
+                id,
+                &sealed,
+                plain.len(),
+                None,
+                None,
+                0,
+            )?
+            .loc
         }
     };
     Ok(ChunkListRef {
@@ -703,6 +833,8 @@ fn store_block(
 struct ObjectStats {
     added_bytes: u64,
     new_chunks: u64,
+    delta_chunks: u64,
+    delta_saved_bytes: u64,
 }
 
 /// Shared by all streams of one ingest: the open pack, the blobs stored in this session, and
@@ -725,8 +857,11 @@ struct SinkState {
     /// the end of its last data pack (next to that pack's header), cutting the pack short would
     /// make the whole stream unreadable, chunks in other packs included.
     list_pack: Option<PackWriter>,
-    /// Blobs written in this session whose pack is not yet durable and indexed.
-    session: HashMap<BlobId, Location>,
+    /// Blobs written in this session whose pack is not yet durable and indexed (with the
+    /// bases of delta chunks).
+    session: HashMap<BlobId, ChunkRef>,
+    /// The repository's format version announces deltas (checked, or upgraded, once).
+    delta_format: bool,
     stats: HashMap<String, ObjectStats>,
     /// Damaged blobs stored afresh in this session, where: written as a heal record (a
     /// relocation entry) once their packs are durable, so that older snapshots, whose chunk
@@ -745,6 +880,7 @@ impl<'a> Sink<'a> {
             data_pack: None,
             list_pack: None,
             session: HashMap::new(),
+            delta_format: false,
             stats: HashMap::new(),
             healed: Vec::new(),
         }));
@@ -775,41 +911,65 @@ impl<'a> Sink<'a> {
         })
     }
 
-    fn is_known(&self, id: &BlobId) -> Result<bool> {
-        if lock(&self.state).session.contains_key(id) {
-            return Ok(true);
+    /// The stored chunk `id` as a chunk list names it (a delta with its bases), if this
+    /// session or the index has it. A delta whose bases are not all found (a prune condemned
+    /// their pack, or they were lost) counts as absent: the chunk is stored afresh.
+    fn lookup_chunk(&self, id: &BlobId) -> Result<Option<ChunkRef>> {
+        if let Some(c) = lock(&self.state).session.get(id) {
+            return Ok(Some(c.clone()));
         }
-        Ok(self.indexed(id)?.is_some())
+        let Some(e) = self.indexed(id)? else {
+            return Ok(None);
+        };
+        if e.bases.is_empty() {
+            return Ok(Some(ChunkRef::full(*id, e.loc)));
+        }
+        let mut bases = Vec::with_capacity(e.bases.len());
+        for b in &e.bases {
+            match self.lookup_full(b)? {
+                Some(loc) => bases.push(ChunkRef::full(*b, loc)),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(ChunkRef {
+            id: *id,
+            loc: e.loc,
+            bases: Some(bases.into()),
+            base_start: e.base_start,
+        }))
     }
 
-    /// Where the index has `id`, unless that copy was found damaged.
-    fn indexed(&self, id: &BlobId) -> Result<Option<Location>> {
-        let Some(l) = self.index.get(id)? else {
+    /// What the index has for `id`, unless that copy was found damaged (`damaged/`): such a
+    /// blob is stored afresh, which heals the snapshots that name the damaged copy.
+    fn indexed(&self, id: &BlobId) -> Result<Option<crate::index::IndexEntry>> {
+        let Some(e) = self.index.get_entry(id)? else {
             return Ok(None);
         };
         let damaged = [BlobKind::Chunk, BlobKind::ChunkList].iter().any(|k| {
             self.damaged.get(&(*k, *id)).is_some_and(|places| {
                 places
                     .iter()
-                    .any(|d| d.pack == l.pack && d.offset == l.offset)
+                    .any(|d| d.pack == e.loc.pack && d.offset == e.loc.offset)
             })
         });
-        Ok((!damaged).then_some(l))
+        Ok((!damaged).then_some(e))
     }
 
-    fn location(&self, id: &BlobId) -> Result<Location> {
-        if let Some(l) = lock(&self.state).session.get(id) {
-            return Ok(*l);
+    /// Where the full (non-delta) blob `id` is, if this session or the index has it.
+    fn lookup_full(&self, id: &BlobId) -> Result<Option<Location>> {
+        if let Some(c) = lock(&self.state).session.get(id) {
+            return Ok(c.bases.is_none().then_some(c.loc));
         }
-        self.indexed(id)?.ok_or_else(|| {
-            Error::Corrupt(format!(
-                "blob {} vanished from the index during ingest",
-                id.short()
-            ))
-        })
+        Ok(self
+            .indexed(id)?
+            .filter(|e| e.bases.is_empty())
+            .map(|e| e.loc))
     }
 
-    /// Append a sealed blob unless this session or the index already has it.
+    /// Append a sealed blob unless this session or the index already has it; `bases` when
+    /// it is a delta. Returns the blob as a chunk list names it (the copy already stored,
+    /// if there is one).
+    #[allow(clippy::too_many_arguments)]
     fn store(
         &self,
         object: &str,
@@ -817,13 +977,22 @@ impl<'a> Sink<'a> {
         id: BlobId,
         sealed: &[u8],
         plain_len: usize,
-    ) -> Result<Location> {
-        let mut guard = lock(&self.state);
-        if let Some(l) = guard.session.get(&id) {
-            return Ok(*l);
+        bases: Option<Arc<[ChunkRef]>>,
+        base_start: Option<u32>,
+        saved: u64,
+    ) -> Result<ChunkRef> {
+        if let Some(c) = self.lookup_chunk(&id)? {
+            return Ok(c);
         }
-        if let Some(l) = self.indexed(&id)? {
-            return Ok(l);
+        let mut guard = lock(&self.state);
+        if let Some(c) = guard.session.get(&id) {
+            return Ok(c.clone());
+        }
+        if bases.is_some() && !guard.delta_format {
+            // Before the first delta reaches a pack: a repository never holds data that its
+            // format version does not announce.
+            self.repo.require_delta_format()?;
+            guard.delta_format = true;
         }
         let st = &mut *guard;
         let slot = match kind {
@@ -834,7 +1003,8 @@ impl<'a> Sink<'a> {
             Some(p) => p,
             None => slot.insert(PackWriter::create(self.repo.storage.as_ref())?),
         };
-        let loc = match pack.append(kind, id, sealed, plain_len) {
+        let base_ids = bases.iter().flat_map(|b| b.iter().map(|c| c.id)).collect();
+        let loc = match pack.append_with_bases(kind, id, sealed, plain_len, base_ids, base_start) {
             Ok(loc) => loc,
             Err(e) => {
                 // A failed write may have left part of the blob in the file, so the offsets of
@@ -845,21 +1015,32 @@ impl<'a> Sink<'a> {
             }
         };
         let full = pack.size() >= self.repo.config.pack_size;
-        st.session.insert(id, loc);
         if self.damaged.contains_key(&(kind, id)) {
             st.healed.push((kind, id, loc));
         }
+        let is_delta = bases.is_some();
+        let chunk = ChunkRef {
+            id,
+            loc,
+            bases,
+            base_start,
+        };
+        st.session.insert(id, chunk.clone());
         let s = st.stats.entry(object.to_string()).or_default();
         s.added_bytes += sealed.len() as u64;
         if kind == BlobKind::Chunk {
             s.new_chunks += 1;
+        }
+        if is_delta {
+            s.delta_chunks += 1;
+            s.delta_saved_bytes += saved;
         }
         let full_pack = if full { slot.take() } else { None };
         drop(guard);
         if let Some(p) = full_pack {
             self.send_to_finisher(p)?;
         }
-        Ok(loc)
+        Ok(chunk)
     }
 
     fn send_to_finisher(&self, pack: PackWriter) -> Result<()> {

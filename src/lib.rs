@@ -10,6 +10,7 @@ pub mod chunklist;
 pub mod codec;
 pub mod completeness;
 pub mod crypto;
+pub mod delta;
 pub mod error;
 pub mod failpoint;
 pub mod forget;

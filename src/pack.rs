@@ -7,6 +7,12 @@
 //! header    sealed(kind=PackHeader, id=pack id) of codec(entries)
 //! trailer   header length u32 LE | 4 zero bytes | "SLPKEND1"           16 bytes
 //! ```
+//!
+//! Header entries (after "SLPH" | version u8 | count u32): `kind u8 | id [32] | offset u64 |
+//! stored length u32 | plain length u32`, and in header version 2 then `base count u8`, and
+//! when that is not 0 `base start u32 (u32::MAX: unknown) | base id [32] * n`: a delta chunk names the full chunks it needs, so the index can be rebuilt
+//! and prune and check know a blob's bases without decrypting it. Version 2 is written only
+//! when the pack holds a delta.
 
 use crate::codec::{self, Encoder};
 use crate::crypto::Keys;
@@ -16,6 +22,8 @@ use crate::storage::{FileKind, Storage, Upload};
 
 pub const MAGIC: &[u8; 8] = b"SLUICEPK";
 pub const VERSION: u8 = 1;
+/// The newest header version (2: entries may name delta bases).
+const HEADER_VERSION: u8 = 2;
 pub const PREAMBLE_LEN: u64 = 16;
 const TRAILER_MAGIC: &[u8; 8] = b"SLPKEND1";
 pub const TRAILER_LEN: u64 = 16;
@@ -32,13 +40,17 @@ pub struct Location {
 }
 
 /// One line of a pack header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackEntry {
     pub kind: BlobKind,
     pub id: BlobId,
     pub offset: u64,
     pub stored_len: u32,
     pub plain_len: u32,
+    /// The ids of the full chunks a delta chunk is rebuilt from; empty for a full blob.
+    pub bases: Vec<BlobId>,
+    /// For a delta: where its bytes begin within its prefix, if known (`ChunkRef::base_start`).
+    pub base_start: Option<u32>,
 }
 
 impl PackEntry {
@@ -60,9 +72,10 @@ pub fn preamble() -> [u8; PREAMBLE_LEN as usize] {
 }
 
 pub fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + entries.len() * ENTRY_LEN);
+    let v2 = entries.iter().any(|e| !e.bases.is_empty());
+    let mut out = Vec::with_capacity(9 + entries.len() * (ENTRY_LEN + 1));
     out.extend_from_slice(HEADER_MAGIC);
-    out.push(VERSION);
+    out.push(if v2 { HEADER_VERSION } else { 1 });
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for e in entries {
         out.push(e.kind as u8);
@@ -70,6 +83,15 @@ pub fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
         out.extend_from_slice(&e.offset.to_le_bytes());
         out.extend_from_slice(&e.stored_len.to_le_bytes());
         out.extend_from_slice(&e.plain_len.to_le_bytes());
+        if v2 {
+            out.push(e.bases.len() as u8);
+            if !e.bases.is_empty() {
+                out.extend_from_slice(&e.base_start.unwrap_or(u32::MAX).to_le_bytes());
+            }
+            for b in &e.bases {
+                out.extend_from_slice(&b.0);
+            }
+        }
     }
     out
 }
@@ -79,31 +101,72 @@ pub fn decode_entries(b: &[u8]) -> Result<Vec<PackEntry>> {
     if b.len() < 9 || &b[..4] != HEADER_MAGIC {
         return Err(bad("bad magic"));
     }
-    if b[4] > VERSION {
+    let version = b[4];
+    if version > HEADER_VERSION {
         return Err(Error::UnsupportedVersion {
-            found: b[4] as u32,
-            supported: VERSION as u32,
+            found: version as u32,
+            supported: HEADER_VERSION as u32,
         });
     }
-    if b[4] != VERSION {
+    if version == 0 {
         return Err(bad("unknown header version"));
     }
     let n = u32::from_le_bytes([b[5], b[6], b[7], b[8]]) as usize;
     let body = &b[9..];
-    if body.len() != n * ENTRY_LEN {
+    let per_entry = if version == 1 {
+        ENTRY_LEN
+    } else {
+        ENTRY_LEN + 1
+    };
+    if (version == 1 && body.len() != n.saturating_mul(ENTRY_LEN))
+        || body.len() < n.saturating_mul(per_entry)
+    {
         return Err(bad("entry count does not match its length"));
     }
-    body.chunks_exact(ENTRY_LEN)
-        .map(|e| {
-            Ok(PackEntry {
-                kind: BlobKind::from_u8(e[0]).ok_or_else(|| bad("unknown blob kind"))?,
-                id: BlobId::from_slice(&e[1..33]).ok_or_else(|| bad("short id"))?,
-                offset: u64::from_le_bytes(e[33..41].try_into().map_err(|_| bad("offset"))?),
-                stored_len: u32::from_le_bytes(e[41..45].try_into().map_err(|_| bad("length"))?),
-                plain_len: u32::from_le_bytes(e[45..49].try_into().map_err(|_| bad("length"))?),
-            })
-        })
-        .collect()
+    let mut out = Vec::with_capacity(n);
+    let mut pos = 0usize;
+    for _ in 0..n {
+        let e = body
+            .get(pos..pos + ENTRY_LEN)
+            .ok_or_else(|| bad("entry count does not match its length"))?;
+        pos += ENTRY_LEN;
+        let mut bases = Vec::new();
+        let mut base_start = None;
+        if version >= 2 {
+            let nb = *body.get(pos).ok_or_else(|| bad("short"))? as usize;
+            pos += 1;
+            if nb > crate::chunklist::MAX_BASES {
+                return Err(bad("an entry names too many bases"));
+            }
+            if nb > 0 {
+                let b4 = body.get(pos..pos + 4).ok_or_else(|| bad("short"))?;
+                let v = u32::from_le_bytes([b4[0], b4[1], b4[2], b4[3]]);
+                base_start = (v != u32::MAX).then_some(v);
+                pos += 4;
+            }
+            for _ in 0..nb {
+                let id = body
+                    .get(pos..pos + 32)
+                    .and_then(BlobId::from_slice)
+                    .ok_or_else(|| bad("short base id"))?;
+                bases.push(id);
+                pos += 32;
+            }
+        }
+        out.push(PackEntry {
+            kind: BlobKind::from_u8(e[0]).ok_or_else(|| bad("unknown blob kind"))?,
+            id: BlobId::from_slice(&e[1..33]).ok_or_else(|| bad("short id"))?,
+            offset: u64::from_le_bytes(e[33..41].try_into().map_err(|_| bad("offset"))?),
+            stored_len: u32::from_le_bytes(e[41..45].try_into().map_err(|_| bad("length"))?),
+            plain_len: u32::from_le_bytes(e[45..49].try_into().map_err(|_| bad("length"))?),
+            bases,
+            base_start,
+        });
+    }
+    if pos != body.len() {
+        return Err(bad("entry count does not match its length"));
+    }
+    Ok(out)
 }
 
 /// Streams sealed blobs into a new pack file.
@@ -144,7 +207,22 @@ impl PackWriter {
         sealed: &[u8],
         plain_len: usize,
     ) -> Result<Location> {
+        self.append_with_bases(kind, id, sealed, plain_len, Vec::new(), None)
+    }
+
+    /// `append` for a blob that is a delta against the full chunks `bases`.
+    pub fn append_with_bases(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        plain_len: usize,
+        bases: Vec<BlobId>,
+        base_start: Option<u32>,
+    ) -> Result<Location> {
         let entry = PackEntry {
+            bases,
+            base_start,
             kind,
             id,
             offset: self.upload.written(),
@@ -154,8 +232,9 @@ impl PackWriter {
                 .map_err(|_| Error::InvalidInput("blob larger than 4 GiB".into()))?,
         };
         self.upload.write(sealed)?;
+        let loc = entry.location(self.id);
         self.entries.push(entry);
-        Ok(entry.location(self.id))
+        Ok(loc)
     }
 
     /// Write header and trailer, fsync, and make the pack visible. Returns what it holds.
@@ -267,6 +346,32 @@ pub fn open_blob_owned(
         .map_err(|e| blob_damaged(kind, id, loc, &e.to_string()))?;
     if data.len() != loc.plain_len as usize || keys.blob_id(&data) != id {
         return Err(blob_damaged(kind, id, loc, "content does not match its id"));
+    }
+    Ok(data)
+}
+
+/// The CPU half of reading a delta chunk: authenticate and decrypt `sealed`, decompress it
+/// with `prefix` (its bases' plaintexts, concatenated), recompute the id.
+pub fn open_delta_owned(
+    keys: &Keys,
+    id: BlobId,
+    loc: &Location,
+    mut sealed: Vec<u8>,
+    prefix: &[u8],
+) -> Result<Vec<u8>> {
+    let kind = BlobKind::Chunk;
+    let range = keys
+        .open_in_place(kind, &id.0, &mut sealed)
+        .map_err(|_| blob_damaged(kind, id, loc, "authentication failed"))?;
+    let data = codec::decode_delta(&sealed[range], loc.plain_len as usize, prefix)
+        .map_err(|e| blob_damaged(kind, id, loc, &e.to_string()))?;
+    if data.len() != loc.plain_len as usize || keys.blob_id(&data) != id {
+        return Err(blob_damaged(
+            kind,
+            id,
+            loc,
+            "rebuilt from its bases, its content does not match its id",
+        ));
     }
     Ok(data)
 }
@@ -385,16 +490,39 @@ mod tests {
 
     #[test]
     fn header_encoding_round_trips() {
-        let e = vec![PackEntry {
+        let mut e = vec![PackEntry {
             kind: BlobKind::Chunk,
             id: BlobId([3; 32]),
             offset: 16,
             stored_len: 100,
             plain_len: 200,
+            bases: Vec::new(),
+            base_start: None,
         }];
+        assert_eq!(encode_entries(&e)[4], 1);
         assert_eq!(decode_entries(&encode_entries(&e)).unwrap(), e);
         let mut bad = encode_entries(&e);
         bad.pop();
         assert!(decode_entries(&bad).is_err());
+        // With a delta entry: version 2, bases kept.
+        e.push(PackEntry {
+            kind: BlobKind::Chunk,
+            id: BlobId([4; 32]),
+            offset: 116,
+            stored_len: 10,
+            plain_len: 200,
+            bases: vec![BlobId([3; 32]), BlobId([9; 32])],
+            base_start: Some(77),
+        });
+        let enc = encode_entries(&e);
+        assert_eq!(enc[4], 2);
+        assert_eq!(decode_entries(&enc).unwrap(), e);
+        assert!(decode_entries(&enc[..enc.len() - 1]).is_err());
+        let mut newer = enc.clone();
+        newer[4] = 3;
+        assert!(matches!(
+            decode_entries(&newer),
+            Err(Error::UnsupportedVersion { .. })
+        ));
     }
 }

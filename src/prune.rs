@@ -222,7 +222,8 @@ fn all_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
     Ok(out)
 }
 
-/// Call `visit` for every blob `snaps` reference: each chunk-list block, then its chunks.
+/// Call `visit` for every blob `snaps` reference: each chunk-list block, then its chunks
+/// and the delta bases they name.
 /// A chunk list that cannot be read stops the walk (see `all_snapshots`).
 pub fn walk_references(
     repo: &Repository,
@@ -232,10 +233,7 @@ pub fn walk_references(
     for s in snaps {
         for o in &s.objects {
             for l in &o.chunk_lists {
-                let lref = ChunkRef {
-                    id: l.id,
-                    loc: l.location(),
-                };
+                let lref = ChunkRef::full(l.id, l.location());
                 visit(BlobKind::ChunkList, &lref);
                 let chunks = crate::reader::read_block(&repo.blobs, l).map_err(|e| {
                     Error::Corrupt(format!(
@@ -245,8 +243,13 @@ pub fn walk_references(
                         s.id.short()
                     ))
                 })?;
+                // A delta chunk's bases are referenced too: prune keeps them (and their
+                // packs) as long as a kept chunk needs them.
                 for c in &chunks {
                     visit(BlobKind::Chunk, c);
+                    for b in c.bases() {
+                        visit(BlobKind::Chunk, b);
+                    }
                 }
             }
         }
@@ -488,7 +491,15 @@ fn repack(
                 Some(w) => w,
                 None => slot.insert(PackWriter::create(repo.storage.as_ref())?),
             };
-            let loc = w.append(e.kind, e.id, sealed, e.plain_len as usize)?;
+            // With its header entry's bases: a delta stays rebuildable from the new pack.
+            let loc = w.append_with_bases(
+                e.kind,
+                e.id,
+                sealed,
+                e.plain_len as usize,
+                e.bases.clone(),
+                e.base_start,
+            )?;
             moved.push((e.kind, e.id, loc));
             report.bytes_repacked += e.stored_len as u64;
             if w.size() >= repo.config.pack_size {

@@ -279,9 +279,12 @@ impl CacheInner {
         let mut cached_ahead = false;
         // One thread loads; others asking for the same chunk wait here for its result.
         cell.get_or_init(|| {
+            // A delta's bases come through this cache too (sequential chunks share them,
+            // and read-ahead of a delta thereby loads its bases). Bases are full chunks, so
+            // this recursion is one level deep.
             let loaded = self
                 .blobs
-                .read(BlobKind::Chunk, c.id, &c.loc)
+                .read_chunk_with(c, &mut |b| self.get(b))
                 .map(Arc::new)
                 .map_err(LoadError::from);
             if let Ok(d) = &loaded {
@@ -386,20 +389,20 @@ impl ObjectReader {
         while done < want {
             let off = offset + done as u64;
             let (block, ci, cstart, li) = self.locate(off)?;
-            let c = block.chunks[ci];
+            let c = &block.chunks[ci];
             let cend = cstart + c.loc.plain_len as u64;
             if sequential {
                 self.schedule_readahead(&block, ci, li, self.readahead);
             }
             let data = self
                 .cache
-                .get(&c)
+                .get(c)
                 .map_err(|e| self.damaged(cstart, cend, e))?;
             let from = (off - cstart) as usize;
             let n = (data.len() - from).min(want - done);
             buf[done..done + n].copy_from_slice(&data[from..from + n]);
             done += n;
-            last_chunk = Some((block, ci, li));
+            last_chunk = Some((block.clone(), ci, li));
         }
         if let (true, Some((block, ci, li))) = (sequential, last_chunk) {
             self.schedule_readahead(&block, ci, li, self.readahead);
@@ -430,7 +433,7 @@ impl ObjectReader {
                 i = 0;
                 continue;
             }
-            let c = block.chunks[i];
+            let c = block.chunks[i].clone();
             ahead += c.loc.plain_len as u64;
             self.cache.prefetch(c);
             i += 1;
@@ -454,7 +457,7 @@ pub enum OnDamage<'a> {
 /// are passed on only once verified. On damage, `on_damage` decides: stop (everything before
 /// it has been written and the error names the damaged byte range) or fill it with zeros.
 pub fn restore(
-    blobs: &BlobStore,
+    blobs: &Arc<BlobStore>,
     object: &Object,
     threads: usize,
     window: usize,
@@ -467,13 +470,16 @@ pub fn restore(
     let (job_tx, job_rx) =
         sync_channel::<(ChunkRef, std::sync::mpsc::SyncSender<Result<Vec<u8>>>)>(window);
     let job_rx = Arc::new(Mutex::new(job_rx));
+    // Delta bases, shared by the workers: consecutive delta chunks mostly share theirs.
+    let bases = crate::delta::BaseCache::new(blobs.clone(), 64 << 20);
+    let bases = &bases;
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             let job_rx = job_rx.clone();
             s.spawn(move || loop {
                 let job = lock(&job_rx).recv();
                 let Ok((c, reply)) = job else { break };
-                let r = blobs.read(BlobKind::Chunk, c.id, &c.loc);
+                let r = bases.read_chunk(&c);
                 let _ = reply.send(r);
             });
         }
@@ -509,15 +515,16 @@ pub fn restore(
                 };
                 for c in chunks {
                     let (tx, rx) = sync_channel(1);
+                    let len = c.loc.plain_len;
                     if job_tx.send((c, tx)).is_err() {
                         return Err(Error::Corrupt("restore workers stopped".into()));
                     }
                     pending.push_back(Pending {
                         start: offset,
-                        len: c.loc.plain_len,
+                        len,
                         rx,
                     });
-                    offset += c.loc.plain_len as u64;
+                    offset += len as u64;
                     if pending.len() >= window {
                         if let Some(p) = pending.pop_front() {
                             if let Some(end) = sink.emit(p)? {
@@ -701,7 +708,7 @@ mod tests {
                 let mut sealed = enc.encode_for_sealing(&data);
                 keys.seal_in_place(BlobKind::Chunk, &id.0, &mut sealed);
                 let loc = w.append(BlobKind::Chunk, id, &sealed, data.len()).unwrap();
-                refs.push(ChunkRef { id, loc });
+                refs.push(ChunkRef::full(id, loc));
             }
         }
         w.finish(keys, &mut enc).unwrap();

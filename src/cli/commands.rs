@@ -250,18 +250,23 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
             compression,
             kdf,
             group_access: a.group_access,
+            delta: !a.no_delta,
+            format_version: a
+                .format_version
+                .unwrap_or(sluice::repository::FORMAT_VERSION),
         },
     )?;
     if !cli.quiet {
         eprintln!(
-            "created sluice repository {} (key {}, chunks ~{}, {})",
+            "created sluice repository {} (key {}, chunks ~{}, {}{})",
             path.display(),
             repo.key_id,
             bytes(avg),
             match compression {
                 Compression::None => "no compression".to_string(),
                 Compression::Zstd { level } => format!("zstd level {level}"),
-            }
+            },
+            if a.no_delta { ", no deltas" } else { "" }
         );
         eprintln!("keep the passphrase safe: without it the data cannot be read by anyone");
     }

@@ -176,6 +176,13 @@ pub struct InitArgs {
     /// everything is the owner's only (0600 / 0700), whatever the umask.
     #[arg(long)]
     pub group_access: bool,
+    /// Never store chunks as deltas against the previous version of a stream (by default a
+    /// changed chunk may be stored as the difference to the previous version's bytes).
+    #[arg(long)]
+    pub no_delta: bool,
+    /// Create a repository of an older format version (1: before deltas). For tests.
+    #[arg(long, hide = true)]
+    pub format_version: Option<u32>,
 }
 
 #[derive(Args, Debug)]

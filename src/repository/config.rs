@@ -16,7 +16,11 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: chunks may be stored as deltas (chunk-list blocks v2, pack headers v2; FORMAT.md
+/// "Deltas"). A version-1 repository is upgraded when the first delta is written into it.
+pub const FORMAT_VERSION: u32 = 2;
+/// The version a repository needs once it holds a delta.
+pub const DELTA_VERSION: u32 = 2;
 pub(super) const CONFIG_FORMAT: &str = "sluice-repository";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -34,6 +38,17 @@ pub struct ConfigBody {
     /// config of every repository made without it, so their MACs are unchanged.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub group_access: bool,
+    /// Whether ingest may store chunks as deltas against the previous version of a stream
+    /// (`init --no-delta` records false). Absent (repositories made before deltas): on.
+    /// Left out of the JSON when absent, so that such a config's MAC still matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<bool>,
+}
+
+impl ConfigBody {
+    pub fn delta_enabled(&self) -> bool {
+        self.delta.unwrap_or(true)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -183,6 +198,7 @@ pub(super) fn placeholder_config() -> ConfigBody {
         compression: Compression::Zstd { level: 3 },
         pack_size: 16 << 20,
         group_access: false,
+        delta: Some(false),
     }
 }
 
@@ -277,6 +293,28 @@ pub(super) fn clear_interrupted_init(path: &Path) -> Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Raise the repository's format version to `version` (a config is otherwise never
+/// rewritten): done by the writer, under the write lock, before the first blob that needs it
+/// is written, so a repository never holds data its config version does not announce. The
+/// new config is written whole and renamed into place, so readers see the old or the new.
+pub(super) fn upgrade(path: &Path, body: &ConfigBody, keys: &Keys, version: u32) -> Result<()> {
+    let on_disk = Repository::read_config_file(path)?;
+    if on_disk.body.version >= version {
+        return Ok(());
+    }
+    let mut new = on_disk.body;
+    new.version = version;
+    // Only the version changes: the settings this writer runs with must be those on disk.
+    if new.chunker != body.chunker || new.compression != body.compression {
+        return Err(Error::Corrupt(
+            "the repository config changed while ingest ran".into(),
+        ));
+    }
+    let access = crate::storage::Access::for_repo(path, new.group_access);
+    write_new(path, &new, keys, &access)?;
+    crate::storage::fsync_dir(path)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8], access: &crate::storage::Access) -> Result<()> {

@@ -298,6 +298,8 @@ mod tests {
             InitOptions {
                 chunker: ChunkerParams::with_avg(1 << 20),
                 compression: Compression::Zstd { level: 3 },
+                delta: true,
+                format_version: crate::repository::FORMAT_VERSION,
                 kdf: bad,
                 group_access: false,
             },

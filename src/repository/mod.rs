@@ -23,7 +23,7 @@ mod keys;
 mod locks;
 
 pub use catalog::{complete_for, object_partial_reason, partial_reason, Resolved, Unreadable};
-pub use config::{ConfigBody, FORMAT_VERSION};
+pub use config::{ConfigBody, DELTA_VERSION, FORMAT_VERSION};
 pub use keys::KeyInfo;
 pub use locks::WriteLock;
 
@@ -47,6 +47,11 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     /// `init --group-access`: the repository directory's group may read (see `Access`).
     pub group_access: bool,
+    /// Store chunks as deltas against earlier versions (`init --no-delta` turns it off).
+    pub delta: bool,
+    /// The format version to create: `FORMAT_VERSION`, or 1 (what sluice wrote before
+    /// deltas; for tests of the upgrade).
+    pub format_version: u32,
 }
 
 pub struct Repository {
@@ -94,6 +99,12 @@ impl Repository {
             }
         }
         opts.chunker.validate()?;
+        if !(1..=FORMAT_VERSION).contains(&opts.format_version) {
+            return Err(Error::InvalidInput(format!(
+                "format version {} is not one this sluice writes (1 to {FORMAT_VERSION})",
+                opts.format_version
+            )));
+        }
         let existed = path.exists();
         Self::create(path, passphrase, opts).inspect_err(|_| {
             // Leave nothing half-built behind: a directory with keys/ but no config would
@@ -123,13 +134,15 @@ impl Repository {
         let keys = Keys::derive(&master);
         let body = ConfigBody {
             format: CONFIG_FORMAT.into(),
-            version: FORMAT_VERSION,
+            version: opts.format_version,
             id: hex::encode(crypto::random_bytes::<16>()),
             created: crate::time::now().0,
             chunker: opts.chunker,
             compression: opts.compression,
             pack_size: 16 << 20,
             group_access: opts.group_access,
+            // A version-1 config had no such field.
+            delta: (opts.format_version >= DELTA_VERSION).then_some(opts.delta),
         };
         let storage: Arc<dyn Storage> = Arc::new(DirStorage::with_access(path, access));
         let key_id = write_key_file(storage.as_ref(), &master, passphrase, opts.kdf)?;
@@ -254,6 +267,17 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// Make sure the repository's format version announces deltas before one is written
+    /// (a version-1 repository is upgraded in place; see `config::upgrade`).
+    pub fn require_delta_format(&self) -> Result<()> {
+        if self.config.version >= DELTA_VERSION {
+            return Ok(());
+        }
+        config::upgrade(&self.path, &self.config, &self.keys, DELTA_VERSION)
+    }
+}
+
 /// The directories `init` creates inside a repository.
 const INIT_ENTRIES: [&str; 5] = ["keys", "packs", "snapshots", "locks", "tmp"];
 
@@ -275,6 +299,8 @@ mod tests {
                     p: 1,
                 },
                 group_access: false,
+                delta: true,
+                format_version: FORMAT_VERSION,
             },
         )
         .unwrap()

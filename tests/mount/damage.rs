@@ -51,7 +51,7 @@ fn damaged_chunk_gives_eio_only_where_it_is_read_and_the_mount_stays_up() {
         .collect();
     assert!(map.len() >= 20, "target spans only {} chunks", map.len());
     let k = map.len() / 2;
-    let bad = map[k];
+    let bad = map[k].clone();
     assert!(
         !intact_packs.contains(&bad.chunk.loc.pack),
         "packs are shared"

@@ -14,6 +14,7 @@
 
 mod content;
 mod damage;
+mod delta;
 mod lifecycle;
 mod live;
 mod mountpoint;
@@ -439,7 +440,7 @@ pub fn q(p: &Path) -> String {
 }
 
 /// One chunk of an object: where it starts in the object, and where it is stored.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ChunkAt {
     pub start: u64,
     pub chunk: sluice::chunklist::ChunkRef,
@@ -468,8 +469,9 @@ pub fn chunk_map(repo: &Repo, snapshot: &str, name: &str) -> Vec<ChunkAt> {
         .expect("read chunk list");
         let mut start = l.start;
         for c in sluice::chunklist::decode(&plain).expect("decode chunk list") {
+            let len = c.loc.plain_len as u64;
             out.push(ChunkAt { start, chunk: c });
-            start += c.loc.plain_len as u64;
+            start += len;
         }
     }
     assert_eq!(

@@ -7,6 +7,7 @@ mod concurrency;
 mod corruption;
 mod crash;
 mod dedup;
+pub(crate) mod delta;
 mod disk_full;
 mod errors;
 mod heal;

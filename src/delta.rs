@@ -1,0 +1,491 @@
+//! Delta bases: which stored chunks a new chunk is compressed against (DESIGN property 13,
+//! FORMAT.md "Deltas"), and a small cache of base plaintexts.
+//!
+//! The base of a new chunk of stream NAME is the previous version of NAME around the same
+//! stream offset. Offsets move when rows are inserted or deleted, so a running *shift*
+//! (old offset − new offset) is kept: set exactly whenever a new chunk deduplicates against
+//! a chunk of the old version, and nudged when a new chunk's end lands near an old chunk
+//! boundary (content-defined boundaries survive most edits, so a new boundary close to a
+//! predicted old one usually is that one). The old version's chunk lists are read one block
+//! at a time (at most a few are held): the old version is never loaded whole.
+//!
+//! Bases are always full chunks: an old chunk that is itself a delta is replaced by its own
+//! bases. So rebuilding any chunk reads at most 1 + `MAX_BASES` blobs, whatever the number of
+//! versions. This module never writes anything.
+
+use crate::blobstore::BlobStore;
+use crate::chunklist::{Block, ChunkRef, MAX_BASES};
+use crate::error::Result;
+use crate::ids::BlobId;
+use crate::pack::Location;
+use crate::snapshot::ChunkListRef;
+use crate::storage::lock;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+/// Most bytes of base plaintext one delta may use as its prefix.
+/// 8 MiB: with ~1 MiB chunks that is the chunk and more than a chunk on each side; more
+/// costs compression time and memory for little gain.
+pub const MAX_BASE_BYTES: u64 = 8 << 20;
+/// The window around the mapped offset is widened by at least this much on each side.
+const MIN_MARGIN: u64 = 64 << 10;
+/// Old chunk-list blocks held at once by one finder.
+const BLOCKS_HELD: usize = 3;
+
+/// Verified base plaintexts by id.
+type Plaintexts = lru::LruCache<BlobId, Arc<Vec<u8>>>;
+
+/// A cache of verified base plaintexts with a byte budget (sequential delta chunks share
+/// their bases, so each base is read about once).
+pub struct BaseCache {
+    blobs: Arc<BlobStore>,
+    budget: usize,
+    inner: Mutex<(Plaintexts, usize)>,
+}
+
+impl BaseCache {
+    pub fn new(blobs: Arc<BlobStore>, budget: usize) -> BaseCache {
+        BaseCache {
+            blobs,
+            budget,
+            inner: Mutex::new((lru::LruCache::unbounded(), 0)),
+        }
+    }
+
+    /// The plaintext of the full chunk `c`, verified.
+    pub fn get(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
+        if let Some(hit) = lock(&self.inner).0.get(&c.id) {
+            return Ok(hit.clone());
+        }
+        let data = Arc::new(self.blobs.read(crate::ids::BlobKind::Chunk, c.id, &c.loc)?);
+        let mut g = lock(&self.inner);
+        let (lru, used) = &mut *g;
+        if lru.put(c.id, data.clone()).is_none() {
+            *used += data.len();
+        }
+        while *used > self.budget && lru.len() > 1 {
+            match lru.pop_lru() {
+                Some((_, d)) => *used -= d.len(),
+                None => break,
+            }
+        }
+        Ok(data)
+    }
+
+    /// Read and verify any chunk (a delta is rebuilt with bases from this cache).
+    pub fn read_chunk(&self, c: &ChunkRef) -> Result<Vec<u8>> {
+        self.blobs.read_chunk_with(c, &mut |b| self.get(b))
+    }
+
+    /// The concatenated plaintexts of `bases`: a delta's zstd reference prefix.
+    pub fn prefix(&self, bases: &[ChunkRef]) -> Result<Vec<u8>> {
+        let parts = bases
+            .iter()
+            .map(|b| self.get(b))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out)
+    }
+}
+
+/// One block of the old version, with each chunk's object offset.
+struct OldBlock {
+    chunks: Vec<ChunkRef>,
+    /// Object offset of each chunk's start; one more entry for the block's end.
+    starts: Vec<u64>,
+    /// Chunk id → object offset, to learn the shift from deduplicated chunks.
+    offsets: HashMap<BlobId, u64>,
+}
+
+/// The shared state of one stream's finder: the shift and the old blocks held.
+struct FinderState {
+    shift: i64,
+    blocks: lru::LruCache<usize, Arc<OldBlock>>,
+}
+
+/// Chooses bases for the chunks of one stream from the previous version of that stream.
+/// Shared by the stream's sealing threads; its lock is held only for lookups, never for I/O.
+pub struct BaseFinder {
+    blobs: Arc<BlobStore>,
+    lists: Vec<ChunkListRef>,
+    size: u64,
+    state: Mutex<FinderState>,
+    /// Plaintexts of recently used bases.
+    pub cache: BaseCache,
+}
+
+impl BaseFinder {
+    /// A finder over the old version whose chunk lists are `lists` (covering `size` bytes).
+    pub fn new(blobs: Arc<BlobStore>, lists: Vec<ChunkListRef>, size: u64) -> BaseFinder {
+        BaseFinder {
+            cache: BaseCache::new(blobs.clone(), 24 << 20),
+            blobs,
+            lists,
+            size,
+            state: Mutex::new(FinderState {
+                shift: 0,
+                blocks: lru::LruCache::new(
+                    NonZeroUsize::new(BLOCKS_HELD).expect("BLOCKS_HELD is not zero"),
+                ),
+            }),
+        }
+    }
+
+    fn shift(&self) -> i64 {
+        lock(&self.state).shift
+    }
+
+    /// Map a new-stream offset to the old stream.
+    fn map(&self, new_off: u64) -> u64 {
+        (new_off as i64 + self.shift()).clamp(0, self.size as i64) as u64
+    }
+
+    /// The old block with index `li`, loaded if needed (outside the lock).
+    fn block(&self, li: usize) -> Result<Arc<OldBlock>> {
+        if let Some(b) = lock(&self.state).blocks.get(&li) {
+            return Ok(b.clone());
+        }
+        let list = &self.lists[li];
+        let chunks = crate::reader::read_block(&self.blobs, list)?;
+        let block = Block::new(chunks);
+        let mut starts = Vec::with_capacity(block.chunks.len() + 1);
+        starts.push(list.start);
+        starts.extend(block.ends.iter().map(|e| list.start + e));
+        let offsets = block
+            .chunks
+            .iter()
+            .zip(&starts)
+            .map(|(c, s)| (c.id, *s))
+            .collect();
+        let b = Arc::new(OldBlock {
+            chunks: block.chunks,
+            starts,
+            offsets,
+        });
+        lock(&self.state).blocks.put(li, b.clone());
+        Ok(b)
+    }
+
+    /// Index of the old block covering old offset `off` (the last one past the end).
+    fn list_at(&self, off: u64) -> Option<usize> {
+        if self.lists.is_empty() {
+            return None;
+        }
+        let i = self.lists.partition_point(|l| l.start + l.bytes <= off);
+        Some(i.min(self.lists.len() - 1))
+    }
+
+    /// A new chunk at `new_off` deduplicated: if it is a chunk of the old version near where
+    /// we are, the shift is now known exactly.
+    pub fn learn_dedup(&self, id: &BlobId, new_off: u64) {
+        let held: Vec<Arc<OldBlock>> = lock(&self.state)
+            .blocks
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect();
+        let mut found = held.iter().find_map(|b| b.offsets.get(id).copied());
+        if found.is_none() {
+            if let Some(li) = self.list_at(self.map(new_off)) {
+                if let Ok(b) = self.block(li) {
+                    found = b.offsets.get(id).copied();
+                }
+            }
+        }
+        if let Some(old) = found {
+            lock(&self.state).shift = old as i64 - new_off as i64;
+        }
+    }
+
+    /// A new chunk ending at `new_end` (of length `len`) was stored: if its mapped end is
+    /// within a quarter chunk of an old chunk boundary, assume it is that boundary.
+    pub fn learn_end(&self, new_end: u64, len: u64) {
+        let mapped = new_end as i64 + self.shift();
+        if mapped < 0 || mapped as u64 > self.size {
+            return;
+        }
+        let Some(li) = self.list_at(mapped as u64) else {
+            return;
+        };
+        let Ok(b) = self.block(li) else { return };
+        let i = b.starts.partition_point(|&s| s < mapped as u64);
+        let nearest = [i.checked_sub(1), Some(i)]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| b.starts.get(i).copied())
+            .min_by_key(|s| s.abs_diff(mapped as u64));
+        if let Some(s) = nearest {
+            if s.abs_diff(mapped as u64) <= len / 4 {
+                lock(&self.state).shift = s as i64 - new_end as i64;
+            }
+        }
+    }
+
+    /// Bases for a new chunk at `new_off` of length `len`: the full chunks of the old version
+    /// overlapping `[x − W, x + len + W]` (x the mapped offset, W = max(len, 64 KiB)), a delta
+    /// replaced by its bases, nearest first up to `MAX_BASES` and `MAX_BASE_BYTES`, then in
+    /// old-stream order. `current` says where a candidate is now, if it is usable (indexed,
+    /// not condemned by a prune, a full chunk); unusable candidates are skipped.
+    pub fn bases_for(
+        &self,
+        new_off: u64,
+        len: u64,
+        current: &dyn Fn(&BlobId) -> Result<Option<Location>>,
+    ) -> Result<(Vec<ChunkRef>, u32)> {
+        if self.size == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        let margin = len.max(MIN_MARGIN);
+        let x = self.map(new_off);
+        let from = x.saturating_sub(margin);
+        let to = (x + len + margin).min(self.size);
+        let center = x + len / 2;
+        // (distance to the center, old offset, base)
+        let mut found: Vec<(u64, u64, ChunkRef)> = Vec::new();
+        let Some(first) = self.list_at(from) else {
+            return Ok((Vec::new(), 0));
+        };
+        let mut li = first;
+        while li < self.lists.len() && self.lists[li].start < to {
+            let b = self.block(li)?;
+            let i0 = b.starts.partition_point(|&s| s <= from).saturating_sub(1);
+            for (i, c) in b.chunks.iter().enumerate().skip(i0) {
+                let (s, e) = (b.starts[i], b.starts[i + 1]);
+                if s >= to {
+                    break;
+                }
+                if e <= from {
+                    continue;
+                }
+                match &c.bases {
+                    None => found.push((distance(s, e, center), s, c.clone())),
+                    // An old delta stands for its bases, placed around it by where its bytes
+                    // began in their concatenation (recorded when it was made; else as if
+                    // it sat in their middle), so that the bases nearest come first.
+                    Some(bases) => {
+                        let total: u64 = bases.iter().map(|b| b.loc.plain_len as u64).sum();
+                        let into = match c.base_start {
+                            Some(st) => st as u64,
+                            None => total.saturating_sub(e - s) / 2,
+                        };
+                        let mut at = s.saturating_sub(into);
+                        for base in bases.iter() {
+                            let end = at + base.loc.plain_len as u64;
+                            found.push((distance(at, end, center), at, base.clone()));
+                            at = end;
+                        }
+                    }
+                }
+            }
+            li += 1;
+        }
+        found.sort_by_key(|(d, s, _)| (*d, *s));
+        let mut chosen: Vec<(u64, ChunkRef)> = Vec::new();
+        let mut bytes = 0u64;
+        for (_, s, c) in found {
+            if chosen.len() == MAX_BASES {
+                break;
+            }
+            if chosen.iter().any(|(_, k)| k.id == c.id) {
+                continue;
+            }
+            if bytes + c.loc.plain_len as u64 > MAX_BASE_BYTES {
+                continue;
+            }
+            let Some(loc) = current(&c.id)? else {
+                continue;
+            };
+            bytes += loc.plain_len as u64;
+            chosen.push((s, ChunkRef::full(c.id, loc)));
+        }
+        chosen.sort_by_key(|(s, _)| *s);
+        // Where the new chunk's bytes are expected within the prefix.
+        let start = chosen.first().map_or(0, |(s, _)| {
+            x.saturating_sub(*s).min(u32::MAX as u64 - 1) as u32
+        });
+        Ok((chosen.into_iter().map(|(_, c)| c).collect(), start))
+    }
+}
+
+/// How far the range `start..end` is from `center` (0 if it holds it).
+fn distance(start: u64, end: u64, center: u64) -> u64 {
+    if end <= center {
+        center - end
+    } else {
+        start.saturating_sub(center)
+    }
+}
+
+/// The newest complete object named `name` written by `host` among `snaps`: the version a
+/// new one is compressed against.
+pub fn previous_version<'a>(
+    snaps: &'a [crate::snapshot::Snapshot],
+    name: &str,
+    host: &str,
+) -> Option<&'a crate::snapshot::Object> {
+    snaps
+        .iter()
+        .filter(|s| s.host == host)
+        .filter_map(|s| {
+            s.object(name)
+                .filter(|o| o.complete && o.size > 0)
+                .map(|o| ((s.time, s.time_nanos), o))
+        })
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, o)| o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Compression, Encoder};
+    use crate::crypto::{Keys, MasterSecret};
+    use crate::ids::{BlobKind, PackId};
+    use crate::pack::PackWriter;
+    use crate::storage::mem::MemStorage;
+
+    const LEN: u32 = 100_000;
+
+    fn chunk(i: u8) -> ChunkRef {
+        ChunkRef::full(
+            BlobId([i; 32]),
+            Location {
+                pack: PackId([1; 32]),
+                offset: 16 + i as u64 * 1000,
+                stored_len: 900,
+                plain_len: LEN,
+            },
+        )
+    }
+
+    /// A finder over an old version of `chunks` (one chunk-list block stored for real).
+    fn finder(chunks: Vec<ChunkRef>) -> BaseFinder {
+        let storage = Arc::new(MemStorage::default());
+        let keys = Arc::new(Keys::derive(&MasterSecret([5; 32])));
+        let mut enc = Encoder::new(Compression::Zstd { level: 3 }).unwrap();
+        let plain = crate::chunklist::encode(&chunks);
+        let id = keys.blob_id(&plain);
+        let sealed = keys.seal(BlobKind::ChunkList, &id.0, &enc.encode(&plain));
+        let mut w = PackWriter::create(storage.as_ref()).unwrap();
+        let loc = w
+            .append(BlobKind::ChunkList, id, &sealed, plain.len())
+            .unwrap();
+        w.finish(&keys, &mut enc).unwrap();
+        let bytes: u64 = chunks.iter().map(|c| c.loc.plain_len as u64).sum();
+        let list = ChunkListRef {
+            id,
+            pack: loc.pack,
+            offset: loc.offset,
+            stored_len: loc.stored_len,
+            plain_len: loc.plain_len,
+            start: 0,
+            bytes,
+            chunks: chunks.len() as u32,
+        };
+        BaseFinder::new(BlobStore::new(storage, keys), vec![list], bytes)
+    }
+
+    fn ids(f: &BaseFinder, off: u64, len: u64) -> Vec<u8> {
+        let (bases, _) = f
+            .bases_for(off, len, &|id| {
+                Ok(Some(Location {
+                    pack: PackId([2; 32]),
+                    offset: 0,
+                    stored_len: 1,
+                    plain_len: LEN,
+                }))
+                .map(|l| (id.0[0] != 99).then_some(l).flatten())
+            })
+            .unwrap();
+        bases.iter().map(|b| b.id.0[0]).collect()
+    }
+
+    #[test]
+    fn identity_window_takes_the_chunk_and_its_neighbours() {
+        let f = finder((0..20).map(chunk).collect());
+        // Chunk 10 spans 1_000_000..1_100_000; the window is one chunk length either side.
+        assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![9, 10, 11]);
+        // At the start there is nothing before.
+        assert_eq!(ids(&f, 0, LEN as u64), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_deduplicated_chunk_sets_the_shift() {
+        let f = finder((0..20).map(chunk).collect());
+        // 250 KB were inserted before: old chunk 5 (at 500_000) is now at 750_000.
+        f.learn_dedup(&BlobId([5; 32]), 750_000);
+        assert_eq!(f.shift(), -250_000);
+        // The new chunk at 1_250_000 is old chunk 10's place.
+        assert_eq!(ids(&f, 1_250_000, LEN as u64), vec![9, 10, 11]);
+        // An id that is not in the old version changes nothing.
+        f.learn_dedup(&BlobId([77; 32]), 0);
+        assert_eq!(f.shift(), -250_000);
+    }
+
+    #[test]
+    fn an_end_near_an_old_boundary_snaps_the_shift() {
+        let f = finder((0..20).map(chunk).collect());
+        // A new chunk of 100_300 bytes ending at 700_300: 300 bytes were inserted in it.
+        f.learn_end(700_300, 100_300);
+        assert_eq!(f.shift(), -300);
+        // An end far from any boundary (a boundary moved) leaves the shift alone.
+        f.learn_end(1_050_000, 100_000);
+        assert_eq!(f.shift(), -300);
+    }
+
+    #[test]
+    fn old_deltas_stand_for_their_bases_and_unusable_ones_are_skipped() {
+        let mut chunks: Vec<ChunkRef> = (0..20).map(chunk).collect();
+        let mut d = chunk(10);
+        d.bases = Some(vec![chunk(40), chunk(41), chunk(42)].into());
+        // Its bytes began one base into its prefix: 41 is the base nearest to it.
+        d.base_start = Some(LEN);
+        chunks[10] = d;
+        chunks[11] = chunk(99); // `current` says 99 is not usable
+        let f = finder(chunks);
+        let got = ids(&f, 1_000_000, LEN as u64);
+        assert!(got.contains(&41) && got.contains(&9), "{got:?}");
+        assert!(!got.contains(&10) && !got.contains(&99), "{got:?}");
+        assert!(got.len() <= MAX_BASES);
+    }
+
+    #[test]
+    fn the_previous_version_is_the_newest_complete_one_from_this_host() {
+        use crate::snapshot::{Object, Snapshot};
+        let obj = |size, complete| Object {
+            name: "db".into(),
+            size,
+            blake3: String::new(),
+            complete,
+            chunks: 0,
+            chunk_lists: Vec::new(),
+            producer: None,
+            format: None,
+            problem: None,
+            started: 0,
+            ended: 0,
+        };
+        let snap = |time, host: &str, o| Snapshot {
+            id: crate::ids::SnapshotId::random(),
+            time,
+            time_nanos: 0,
+            host: host.into(),
+            tags: Vec::new(),
+            complete: true,
+            objects: vec![o],
+        };
+        let snaps = vec![
+            snap(1, "a", obj(1, true)),
+            snap(2, "a", obj(2, true)),
+            snap(3, "a", obj(3, false)),
+            snap(4, "b", obj(4, true)),
+        ];
+        assert_eq!(previous_version(&snaps, "db", "a").map(|o| o.size), Some(2));
+        assert_eq!(previous_version(&snaps, "db", "b").map(|o| o.size), Some(4));
+        assert!(previous_version(&snaps, "db", "c").is_none());
+        assert!(previous_version(&snaps, "other", "a").is_none());
+    }
+}

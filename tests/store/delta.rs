@@ -1,0 +1,315 @@
+//! Delta compression of versioned dumps (issue 12, FORMAT.md "Deltas"): nightly versions of
+//! a SQL-like dump with updates, insertions and deletions cost their changes, read back
+//! byte for byte, survive prune, repair and kill -9, fail loudly when a base is damaged,
+//! and a version-1 repository is upgraded only when it receives its first delta.
+
+use crate::support::data::Prng;
+use crate::support::{Ingested, Repo};
+use serde_json::Value;
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// `count` versions of a SQL-like dump of `rows` rows: each version updates ~1% of the
+/// rows, deletes ~0.2% and inserts ~0.2% (so offsets shift through the stream).
+pub fn dump_versions(seed: u64, rows: usize, count: usize) -> Vec<Vec<u8>> {
+    let mut rng = Prng::new(seed);
+    let word = |rng: &mut Prng| -> String {
+        (0..6 + rng.below(10))
+            .map(|_| (b'a' + rng.below(26) as u8) as char)
+            .collect()
+    };
+    let mut table: Vec<(u64, String, u64)> = (0..rows as u64)
+        .map(|id| (id, word(&mut rng), rng.below(1_000_000)))
+        .collect();
+    let mut next_id = rows as u64;
+    let mut out = Vec::new();
+    for v in 0..count {
+        if v > 0 {
+            for _ in 0..table.len() / 100 {
+                let i = rng.below(table.len() as u64) as usize;
+                table[i].2 = rng.below(1_000_000);
+            }
+            for _ in 0..table.len() / 500 {
+                let i = rng.below(table.len() as u64) as usize;
+                table.remove(i);
+                let j = rng.below(table.len() as u64) as usize;
+                table.insert(j, (next_id, word(&mut rng), rng.below(1_000_000)));
+                next_id += 1;
+            }
+        }
+        let mut text =
+            b"-- dump\nCREATE TABLE public.orders (id int, note text, amount int);\n".to_vec();
+        for (id, note, amount) in &table {
+            text.extend_from_slice(
+                format!("INSERT INTO public.orders VALUES ({id}, '{note}', {amount});\n")
+                    .as_bytes(),
+            );
+        }
+        out.push(text);
+    }
+    out
+}
+
+/// A repository with 64 KiB chunks (so a few MB span many chunks) and `extra` init flags.
+fn repo(label: &str, extra: &[&str]) -> Repo {
+    let mut args = vec!["--chunk-size", "64K"];
+    args.extend_from_slice(extra);
+    Repo::init(label, &args)
+}
+
+fn stats(repo: &Repo) -> Value {
+    repo.cmd(["stats", "--json"]).run().ok().json()
+}
+
+fn config(repo: &Repo) -> Value {
+    serde_json::from_slice(&std::fs::read(repo.path.join("config")).unwrap()).unwrap()
+}
+
+/// Ingest every version as stream `db.sql`; returns the reports.
+fn ingest_all(repo: &Repo, versions: &[Vec<u8>]) -> Vec<Ingested> {
+    versions
+        .iter()
+        .map(|v| repo.ingest("db.sql", v, &[]))
+        .collect()
+}
+
+#[track_caller]
+fn assert_all_read_back(repo: &Repo, versions: &[Vec<u8>], snaps: &[Ingested]) {
+    for (i, (v, s)) in versions.iter().zip(snaps).enumerate() {
+        let got = repo.cat(&s.snapshot, "db.sql");
+        assert!(got == *v, "version {i} does not read back byte for byte");
+    }
+}
+
+/// The largest pack file: the data pack of a first version (the chunk lists have their own,
+/// smaller packs).
+fn largest_pack(repo: &Repo) -> PathBuf {
+    repo.packs()
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a pack")
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    std::io::Read::read_exact(&mut f, &mut byte).unwrap();
+    byte[0] ^= 0x40;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&byte).unwrap();
+}
+
+#[test]
+fn many_versions_cost_their_changes_and_read_back() {
+    let repo = repo("delta-many", &[]);
+    let versions = dump_versions(1, 60_000, 7);
+    let snaps = ingest_all(&repo, &versions);
+    let first = snaps[0].added_bytes;
+    let later: u64 = snaps[1..].iter().map(|s| s.added_bytes).sum();
+    eprintln!(
+        "added: {:?}",
+        snaps.iter().map(|s| s.added_bytes).collect::<Vec<_>>()
+    );
+    // Without deltas every 64 KiB chunk holds changed rows: each version would add about
+    // as much as the first.
+    // Without deltas every 64 KiB chunk holds changed rows: each version would add about
+    // as much as the first. Deltas are against full chunks only, so they grow with the
+    // distance to the version that holds the bases (1% of rows more each night).
+    for (i, s) in snaps.iter().enumerate().skip(1) {
+        assert!(
+            s.added_bytes * 10 < first,
+            "version {i} added {} bytes, the first {first}: deltas are not working",
+            s.added_bytes
+        );
+    }
+    assert!(later * 3 < first, "{later} vs {first}");
+    assert_all_read_back(&repo, &versions, &snaps);
+    let st = stats(&repo);
+    assert!(st["delta_chunks"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["delta_saved_bytes"].as_u64().unwrap() > later, "{st}");
+    let json = repo
+        .cmd(["ingest", "--json", "--name", "db.sql"])
+        .stdin_bytes(versions[6].clone())
+        .run()
+        .ok()
+        .json();
+    // The same version again: nothing new at all.
+    assert_eq!(json["added_bytes"].as_u64(), Some(0), "{json}");
+    repo.check_ok(true);
+    assert_eq!(config(&repo)["version"], 2);
+}
+
+#[test]
+fn no_delta_repository_stores_full_chunks() {
+    let repo = repo("delta-off", &["--no-delta"]);
+    assert_eq!(config(&repo)["delta"], false);
+    let versions = dump_versions(2, 30_000, 2);
+    let snaps = ingest_all(&repo, &versions);
+    assert!(
+        snaps[1].added_bytes * 2 > snaps[0].added_bytes,
+        "{} then {}",
+        snaps[0].added_bytes,
+        snaps[1].added_bytes
+    );
+    assert_eq!(stats(&repo)["delta_chunks"].as_u64(), Some(0));
+    assert_all_read_back(&repo, &versions, &snaps);
+}
+
+#[test]
+fn a_damaged_base_fails_every_dependent_chunk_loudly() {
+    let repo = repo("delta-damaged-base", &[]);
+    let versions = dump_versions(3, 40_000, 2);
+    let first = repo.ingest("db.sql", &versions[0], &[]);
+    let pack = largest_pack(&repo);
+    let second = repo.ingest("db.sql", &versions[1], &[]);
+    assert!(
+        second.added_bytes * 5 < first.added_bytes,
+        "the second version is not stored as deltas"
+    );
+    let len = std::fs::metadata(&pack).unwrap().len();
+    flip_byte(&pack, len / 2);
+    let out = repo
+        .cmd(["cat", &second.snapshot, "db.sql"])
+        .run()
+        .code_is(3);
+    // Never wrong bytes: what was written before the failure is a prefix of the version.
+    assert!(
+        versions[1].starts_with(&out.stdout),
+        "cat wrote bytes that are not the stream's"
+    );
+    assert!(out.stdout.len() < versions[1].len());
+    let err = out.error_line();
+    assert!(
+        err.contains("db.sql") && err.contains("bytes ") && err.contains("damaged"),
+        "{err}"
+    );
+    let check = repo.cmd(["check", "--read-data"]).run().code_is(3);
+    let text = String::from_utf8_lossy(&check.stdout).to_string() + &check.stderr;
+    assert!(
+        text.contains(&second.snapshot[..8]) && text.contains("is a delta and its base"),
+        "check does not name the dependent version's damage:\n{text}"
+    );
+}
+
+#[test]
+fn prune_keeps_the_bases_of_kept_deltas() {
+    let repo = repo("delta-prune", &[]);
+    let versions = dump_versions(4, 40_000, 3);
+    let snaps = ingest_all(&repo, &versions);
+    // The first version holds every base; forget it (and the second) and prune.
+    repo.cmd(["forget", &snaps[0].snapshot, &snaps[1].snapshot])
+        .run()
+        .ok();
+    repo.cmd(["prune"]).run().ok();
+    assert_eq!(repo.cat(&snaps[2].snapshot, "db.sql"), versions[2]);
+    repo.check_ok(true);
+    // A later version still finds its bases through the index after the prune.
+    let more = dump_versions(4, 40_000, 4);
+    let fourth = repo.ingest("db.sql", &more[3], &[]);
+    assert!(fourth.added_bytes * 5 < snaps[0].added_bytes);
+    assert_eq!(repo.cat(&fourth.snapshot, "db.sql"), more[3]);
+    repo.check_ok(true);
+}
+
+#[test]
+fn repair_index_keeps_deltas_usable() {
+    let repo = repo("delta-repair", &[]);
+    let versions = dump_versions(5, 40_000, 4);
+    let mut snaps = ingest_all(&repo, &versions[..2]);
+    for read_data in [false, true] {
+        let mut c = repo.cmd(["repair", "index"]);
+        if read_data {
+            c = c.arg("--read-data");
+        }
+        c.run().ok();
+    }
+    // Ingests after the repair dedup against and build on the rebuilt index.
+    snaps.push(repo.ingest("db.sql", &versions[2], &[]));
+    snaps.push(repo.ingest("db.sql", &versions[2], &[]));
+    assert_eq!(snaps[3].added_bytes, 0, "a repeated version added bytes");
+    snaps.pop();
+    snaps.push(repo.ingest("db.sql", &versions[3], &[]));
+    assert!(snaps[3].added_bytes * 5 < snaps[0].added_bytes);
+    assert_all_read_back(&repo, &versions, &snaps);
+    repo.check_ok(true);
+}
+
+#[test]
+fn kill9_during_a_delta_ingest_leaves_earlier_versions_intact() {
+    use crate::support::data::TripwireReader;
+    use std::os::unix::process::ExitStatusExt;
+    let repo = repo("delta-kill", &[]);
+    let versions = dump_versions(6, 60_000, 3);
+    let first = repo.ingest("db.sql", &versions[0], &[]);
+    for at in [
+        1u64 << 20,
+        versions[1].len() as u64 / 2,
+        versions[1].len() as u64,
+    ] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let running = repo
+            .cmd(["ingest", "--json", "--name", "db.sql"])
+            .stdin_reader(TripwireReader::new(
+                std::io::Cursor::new(versions[1].clone()),
+                at,
+                tx,
+            ))
+            .spawn();
+        let _ = rx.recv();
+        let out = running.kill9();
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGKILL),
+            "{}",
+            out.report()
+        );
+        repo.check_ok(false);
+        assert_eq!(repo.cat(&first.snapshot, "db.sql"), versions[0]);
+    }
+    let second = repo.ingest("db.sql", &versions[1], &[]);
+    let third = repo.ingest("db.sql", &versions[2], &[]);
+    assert!(third.added_bytes * 5 < first.added_bytes);
+    assert_eq!(repo.cat(&second.snapshot, "db.sql"), versions[1]);
+    assert_eq!(repo.cat(&third.snapshot, "db.sql"), versions[2]);
+    repo.check_ok(true);
+}
+
+#[test]
+fn a_version_1_repository_is_upgraded_by_its_first_delta() {
+    let repo = repo("delta-v1", &["--format-version", "1"]);
+    let cfg = config(&repo);
+    assert_eq!(cfg["version"], 1);
+    assert!(
+        cfg.get("delta").is_none(),
+        "a version-1 config has no delta field"
+    );
+    let versions = dump_versions(7, 30_000, 2);
+    let first = repo.ingest("db.sql", &versions[0], &[]);
+    // Nothing that needs version 2 was written yet.
+    assert_eq!(config(&repo)["version"], 1);
+    assert_eq!(repo.cat(&first.snapshot, "db.sql"), versions[0]);
+    let second = repo.ingest("db.sql", &versions[1], &[]);
+    assert!(second.added_bytes * 5 < first.added_bytes);
+    let cfg = config(&repo);
+    assert_eq!(cfg["version"], 2, "{cfg}");
+    // The rewritten config still authenticates (every command checks its MAC).
+    assert_eq!(repo.cat(&second.snapshot, "db.sql"), versions[1]);
+    repo.check_ok(true);
+}
+
+#[test]
+fn a_newer_format_is_refused_in_one_clear_line() {
+    let repo = repo("delta-newer", &[]);
+    let path = repo.path.join("config");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"version\": 2", "\"version\": 3")).unwrap();
+    let out = repo.cmd(["snapshots"]).run().fails();
+    let err = out.error_line();
+    assert!(err.contains('3') && err.contains("version"), "{err}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.report());
+}
