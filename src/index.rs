@@ -4,7 +4,9 @@
 //! opens it. Keys are keyed hashes and values are locations: nothing readable is stored.
 //!
 //! sled holds an exclusive lock for the life of the opening process, so only the holder of
-//! the repository write lock opens it; readers never need it.
+//! the repository write lock opens it; readers never need it. It lives in the repository
+//! directory, or for a repository in object storage in this machine's cache
+//! (`Repository::index_dir`), where it is never trusted over the packs the repository lists.
 
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
@@ -56,9 +58,9 @@ impl SyncReport {
 }
 
 impl Index {
-    fn open_db(repo: &Repository) -> std::result::Result<Index, sled::Error> {
+    fn open_db(dir: &std::path::Path) -> std::result::Result<Index, sled::Error> {
         let db = sled::Config::new()
-            .path(repo.path.join("index"))
+            .path(dir)
             .cache_capacity(16 << 20)
             .flush_every_ms(Some(1000))
             .open()?;
@@ -75,10 +77,10 @@ impl Index {
     /// Open (rebuilding if missing, damaged or of another version) and sync with the packs on
     /// disk. Call only under the write lock.
     pub fn open(repo: &Repository) -> Result<(Index, SyncReport)> {
-        let dir = repo.path.join("index");
+        let dir = repo.index_dir()?;
         let mut rebuilt = false;
         let mut unfinished_verify = false;
-        let index = match Self::open_db(repo) {
+        let index = match Self::open_db(&dir) {
             Ok(ix) if ix.db.get("version").ok().flatten().as_deref() == Some(INDEX_VERSION) => ix,
             Ok(ix) => {
                 // Fresh (or foreign) database: start clean.
@@ -86,13 +88,13 @@ impl Index {
                 drop(ix);
                 rebuilt = true;
                 let _ = remove_index(&dir);
-                Self::open_db(repo).map_err(sled_err)?
+                Self::open_db(&dir).map_err(sled_err)?
             }
             Err(_) => {
                 // The index is a cache: a damaged one is discarded and rebuilt from the packs.
                 rebuilt = true;
                 let _ = remove_index(&dir);
-                Self::open_db(repo).map_err(sled_err)?
+                Self::open_db(&dir).map_err(sled_err)?
             }
         };
         index
@@ -113,7 +115,7 @@ impl Index {
         verify: bool,
         progress: &mut dyn FnMut(&str),
     ) -> Result<SyncReport> {
-        let dir = repo.path.join("index");
+        let dir = repo.index_dir()?;
         if dir.symlink_metadata().is_ok() {
             remove_index(&dir)
                 .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))?;
@@ -124,7 +126,7 @@ impl Index {
             report.rebuilt = true;
             return Ok(report);
         }
-        let index = Self::open_db(repo).map_err(sled_err)?;
+        let index = Self::open_db(&dir).map_err(sled_err)?;
         // Durable before any pack is read, so that a repair cut short is told apart from a
         // finished one (which has `version`) by the next writer.
         index.db.insert(VERIFYING, &[]).map_err(sled_err)?;

@@ -24,6 +24,8 @@ pub enum FileKind {
     Relocation,
     /// The one prune lock (`locks/prune`): created only if absent.
     Lock,
+    /// The repository config (`config`, at the top: its one name is "config").
+    Config,
 }
 
 impl FileKind {
@@ -33,14 +35,14 @@ impl FileKind {
     pub fn max_size(self) -> u64 {
         match self {
             FileKind::Pack => 1 << 32,
-            FileKind::Key | FileKind::Lease | FileKind::Lock => 1 << 20,
+            FileKind::Key | FileKind::Lease | FileKind::Lock | FileKind::Config => 1 << 20,
             FileKind::Snapshot | FileKind::Mark => 256 << 20,
             FileKind::Relocation => 1 << 30,
         }
     }
 
-    /// The folder of this kind under the repository root.
-    fn dir(self) -> &'static str {
+    /// The folder of this kind under the repository root ("" for the config, at the top).
+    pub(crate) fn dir(self) -> &'static str {
         match self {
             FileKind::Pack => "packs",
             FileKind::Snapshot => "snapshots",
@@ -49,6 +51,7 @@ impl FileKind {
             FileKind::Mark => "prune",
             FileKind::Relocation => "relocations",
             FileKind::Lock => "locks",
+            FileKind::Config => "",
         }
     }
 }
@@ -80,6 +83,11 @@ pub trait Storage: Send + Sync {
     /// Remove scratch files that dead writers left. Call only when no other writer runs.
     fn clear_scratch(&self) -> Result<usize> {
         Ok(0)
+    }
+    /// The repository's local directory, for what only a local filesystem offers (flock, the
+    /// index beside the data); None for object storage.
+    fn local_dir(&self) -> Option<&Path> {
+        None
     }
     /// Pack files stored where this storage does not look for them (see `DirStorage`).
     fn misplaced_packs(&self) -> std::collections::HashMap<String, (PathBuf, PathBuf)> {
@@ -161,6 +169,7 @@ impl DirStorage {
                 let prefix: String = name.chars().take(2).collect();
                 self.root.join("packs").join(prefix).join(name)
             }
+            FileKind::Config => self.root.join(name),
             other => self.root.join(other.dir()).join(name),
         }
     }
@@ -345,6 +354,8 @@ impl Storage for DirStorage {
                 }
                 v
             }
+            // One file, not a folder to list.
+            FileKind::Config => return Ok(Vec::new()),
             other => vec![self.root.join(other.dir())],
         };
         let mut names = Vec::new();
@@ -458,6 +469,10 @@ impl Storage for DirStorage {
 
     fn misplaced_packs(&self) -> std::collections::HashMap<String, (PathBuf, PathBuf)> {
         DirStorage::misplaced_packs(self)
+    }
+
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.root)
     }
 
     fn sync(&self) -> Result<()> {

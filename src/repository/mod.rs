@@ -14,17 +14,24 @@
 //! REPO/tmp/                  files being written; garbage if a writer died
 //! ```
 //!
+//! The same repository may live in S3-compatible object storage (`s3:https://host/bucket/p`,
+//! see `storage_opendal`): the same objects under the prefix, no `index/`, `locks/` or
+//! `tmp/` there; the index and the write lock of this host live in the local cache instead
+//! ([`local_state`]).
+//!
 //! This module only puts the parts together: it must never parse a config or key file
 //! itself, nor read snapshots (those belong to the modules above).
 
 mod catalog;
 mod config;
 mod keys;
+mod local_state;
 mod locks;
 
 pub use catalog::{complete_for, object_partial_reason, partial_reason, Resolved, Unreadable};
 pub use config::{ConfigBody, FORMAT_VERSION};
 pub use keys::KeyInfo;
+pub use local_state::cache_dir_for;
 pub use locks::WriteLock;
 
 use crate::blobstore::BlobStore;
@@ -33,6 +40,7 @@ use crate::codec::Compression;
 use crate::crypto::{self, KdfParams, Keys, MasterSecret};
 use crate::error::{Error, IoContext, Result};
 use crate::storage::{DirStorage, FileKind, Storage};
+use crate::storage_opendal::{OpenDalStorage, S3Location};
 use config::{
     clear_interrupted_init, config_mac_input, interrupted_init, placeholder_config, CONFIG_FORMAT,
 };
@@ -63,8 +71,43 @@ pub struct Repository {
     pub key_id: String,
 }
 
+/// Whether a repository address names object storage (`s3:...`) rather than a directory.
+pub fn is_remote(path: &Path) -> bool {
+    path.to_str().is_some_and(|s| S3Location::parse(s).is_some())
+}
+
+impl Repository {
+    /// `is_remote`, for callers that name the type.
+    pub fn is_remote(path: &Path) -> bool {
+        is_remote(path)
+    }
+}
+
+/// The storage a repository address names: `s3:...` a bucket, anything else a directory.
+pub fn storage_for(path: &Path) -> Result<Arc<dyn Storage>> {
+    match path.to_str().and_then(S3Location::parse) {
+        Some(location) => Ok(Arc::new(OpenDalStorage::new(location?)?)),
+        None => Ok(Arc::new(DirStorage::new(path))),
+    }
+}
+
+/// Whether the config object exists in `storage`; an error when the storage cannot say
+/// (a server that is down must not read as "no repository here").
+fn config_exists(storage: &dyn Storage) -> Result<bool> {
+    match storage.size(FileKind::Config, "config") {
+        Ok(_) => Ok(true),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Repository {
     pub fn init(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+        if is_remote(path) {
+            return Self::init_remote(path, passphrase, opts);
+        }
         if path.join("config").exists() {
             return Err(Error::InvalidInput(format!(
                 "{} already holds a sluice repository; refusing to overwrite it",
@@ -93,7 +136,8 @@ impl Repository {
         }
         opts.chunker.validate()?;
         let existed = path.exists();
-        Self::create(path, passphrase, opts).inspect_err(|_| {
+        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
+        Self::create(path, storage, passphrase, opts).inspect_err(|_| {
             // Leave nothing half-built behind: a directory with keys/ but no config would
             // refuse the next `init` ("not empty") and every other command ("not a repository").
             for entry in INIT_ENTRIES.iter().chain(&["config", "config.tmp"]) {
@@ -106,11 +150,45 @@ impl Repository {
         })
     }
 
-    /// The body of `init`, on a directory known to be new or empty.
-    fn create(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
-        for d in INIT_ENTRIES {
-            let p = path.join(d);
-            fs::create_dir_all(&p).ctx(|| format!("cannot create {}", p.display()))?;
+    /// `init` in object storage: the bucket (or its prefix) must hold no repository. What
+    /// an interrupted `init` leaves there (key objects, no config, no data) is cleared first,
+    /// as in a directory. The config is created with a conditional write, so of two `init`s
+    /// racing for one prefix exactly one wins.
+    fn init_remote(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+        opts.chunker.validate()?;
+        let storage = storage_for(path)?;
+        if config_exists(storage.as_ref())? {
+            return Err(Error::InvalidInput(format!(
+                "{} already holds a sluice repository; refusing to overwrite it",
+                path.display()
+            )));
+        }
+        let data =
+            storage.list(FileKind::Pack)?.len() + storage.list(FileKind::Snapshot)?.len();
+        if data > 0 {
+            return Err(Error::InvalidInput(format!(
+                "{} holds packs or snapshots but no config: it is not empty; choose another                  bucket or prefix",
+                path.display()
+            )));
+        }
+        for k in storage.list(FileKind::Key)? {
+            storage.remove(FileKind::Key, &k)?;
+        }
+        Self::create(path, storage, passphrase, opts)
+    }
+
+    /// The body of `init`, on a directory or prefix known to be new or empty.
+    fn create(
+        path: &Path,
+        storage: Arc<dyn Storage>,
+        passphrase: &[u8],
+        opts: InitOptions,
+    ) -> Result<Repository> {
+        if storage.local_dir().is_some() {
+            for d in INIT_ENTRIES {
+                let p = path.join(d);
+                fs::create_dir_all(&p).ctx(|| format!("cannot create {}", p.display()))?;
+            }
         }
         let master = MasterSecret(crypto::random_bytes());
         let keys = Keys::derive(&master);
@@ -123,10 +201,11 @@ impl Repository {
             compression: opts.compression,
             pack_size: 16 << 20,
         };
-        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
         let key_id = write_key_file(storage.as_ref(), &master, passphrase, opts.kdf)?;
-        config::write_new(path, &body, &keys)?;
-        crate::storage::fsync_dir(path)?;
+        config::write_new(storage.as_ref(), path, &body, &keys)?;
+        if storage.local_dir().is_some() {
+            crate::storage::fsync_dir(path)?;
+        }
         let keys = Arc::new(keys);
         Ok(Repository {
             path: path.to_path_buf(),
@@ -141,20 +220,22 @@ impl Repository {
     }
 
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Repository> {
-        let (config, config_mac, config_damage) = match Self::config_or_damage(path)? {
-            Ok((c, mac)) => (c, Some(mac), None),
-            Err(why) => (placeholder_config(), None, Some(why)),
-        };
-        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
+        let storage = storage_for(path)?;
+        let (config, config_mac, config_damage) =
+            match Self::config_or_damage(path, storage.as_ref())? {
+                Ok((c, mac)) => (c, Some(mac), None),
+                Err(why) => (placeholder_config(), None, Some(why)),
+            };
         let key_names = storage.list(FileKind::Key)?;
         if key_names.is_empty() {
             let keys = path.join("keys");
+            let local = storage.local_dir().is_some();
             return Err(Error::Corrupt(format!(
                 "{} {}: without a key file no passphrase can open the repository; copy the key \
                  files back from a backup or another copy of this repository (any of its key \
                  files whose passphrase you know will do)",
                 keys.display(),
-                if keys.is_dir() {
+                if !local || keys.is_dir() {
                     "holds no key file"
                 } else {
                     "is missing"
