@@ -148,7 +148,18 @@ impl OpenDalStorage {
                     .with_factor(2.0)
                     .with_min_delay(Duration::from_millis(500))
                     .with_max_delay(Duration::from_secs(16))
-                    .with_max_times(retries()),
+                    .with_max_times(retries())
+                    // One quiet line per retry, at debug level: a nightly job's log should
+                    // carry the final error, not a request dump per attempt.
+                    .with_notify(|e: opendal::layers::RetryEvent<'_>| {
+                        log::debug!(
+                            "retrying {:?} (attempt {}) in {:.1}s: {}",
+                            e.op,
+                            e.attempt,
+                            e.retry_after.as_secs_f64(),
+                            brief(e.err)
+                        )
+                    }),
             )
             .layer(ConcurrentLimitLayer::new(MAX_REQUESTS));
         let op = {
@@ -235,8 +246,17 @@ fn brief(e: &opendal::Error) -> String {
              policy)"
                 .to_string()
         }
-        K::ConfigInvalid => format!("invalid S3 settings: {}", e.message()),
+        K::ConfigInvalid if !e.message().contains("NoSuchBucket") => {
+            format!("invalid S3 settings: {}", e.message())
+        }
         K::RateLimited => "the server kept throttling the requests (503 SlowDown)".to_string(),
+        _ if e.message() == "send http request" => {
+            "cannot reach the server: is the endpoint right and the server up?".to_string()
+        }
+        _ if e.message().contains("NoSuchBucket") => {
+            "the bucket does not exist: create it first (sluice does not create buckets)"
+                .to_string()
+        }
         _ => e.message().to_string(),
     };
     match cause {

@@ -21,6 +21,7 @@ mod nonroot;
 mod partial;
 mod readonly;
 mod retention;
+mod s3;
 mod scale;
 mod tools;
 

@@ -15,5 +15,6 @@ mod misc;
 mod producer;
 mod recovery;
 mod roundtrip;
+pub(crate) mod s3;
 mod scripted;
 mod secrets;
