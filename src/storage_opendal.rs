@@ -322,7 +322,10 @@ impl Storage for OpenDalStorage {
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         let key = self.key(kind, name);
-        let meta = self.op.stat(&key).map_err(|e| self.error("stat", &key, e))?;
+        let meta = self
+            .op
+            .stat(&key)
+            .map_err(|e| self.error("stat", &key, e))?;
         Ok(meta.content_length())
     }
 
@@ -386,7 +389,9 @@ impl Storage for OpenDalStorage {
         let key = self.key(kind, name);
         // S3 deletes an absent key without complaint; callers (forget, key remove) expect
         // "not found" as a directory gives it.
-        self.op.stat(&key).map_err(|e| self.error("remove", &key, e))?;
+        self.op
+            .stat(&key)
+            .map_err(|e| self.error("remove", &key, e))?;
         self.op
             .delete(&key)
             .map_err(|e| self.error("remove", &key, e))
@@ -432,7 +437,12 @@ impl Upload for ObjectUpload {
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        let ObjectUpload { op, key, shown, buf } = *self;
+        let ObjectUpload {
+            op,
+            key,
+            shown,
+            buf,
+        } = *self;
         let fail = |e: opendal::Error| {
             let kind = match e.kind() {
                 opendal::ErrorKind::PermissionDenied => std::io::ErrorKind::PermissionDenied,

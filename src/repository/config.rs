@@ -72,11 +72,12 @@ impl Repository {
             } else {
                 storage.list(FileKind::Key).is_ok_and(|k| !k.is_empty())
                     && (storage.list(FileKind::Pack).is_ok_and(|p| !p.is_empty())
-                        || storage.list(FileKind::Snapshot).is_ok_and(|s| !s.is_empty()))
+                        || storage
+                            .list(FileKind::Snapshot)
+                            .is_ok_and(|s| !s.is_empty()))
             }
         };
-        let missing =
-            |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+        let missing = |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
         let bytes = match storage.read_all(FileKind::Config, "config") {
             Ok(b) => b,
             Err(e) if missing(&e) && local && interrupted_init(path) => {
@@ -97,12 +98,10 @@ impl Repository {
                     path.display()
                 )))
             }
-            Err(e) if missing(&e) => {
-                return Err(Error::NotARepository(format!(
-                    "{} is not a sluice repository (it has no config file); check --repo / SLUICE_REPO",
-                    path.display()
-                )))
-            }
+            Err(e) if missing(&e) => return Err(Error::NotARepository(format!(
+                "{} is not a sluice repository (it has no config file); check --repo / SLUICE_REPO",
+                path.display()
+            ))),
             Err(e) => return Err(e),
         };
         #[derive(Deserialize)]

@@ -232,7 +232,11 @@ impl Repository {
             if since.is_none_or(|t| now.saturating_sub(t) > KEYS_LOCK_STALE.as_secs() as i64) {
                 log::warn!(
                     "removing a stale lock {name} ({}) left by a process that died",
-                    if holder.is_empty() { "unreadable" } else { &holder }
+                    if holder.is_empty() {
+                        "unreadable"
+                    } else {
+                        &holder
+                    }
                 );
                 let _ = storage.remove(FileKind::Lock, name);
                 continue;

@@ -73,7 +73,8 @@ pub struct Repository {
 
 /// Whether a repository address names object storage (`s3:...`) rather than a directory.
 pub fn is_remote(path: &Path) -> bool {
-    path.to_str().is_some_and(|s| S3Location::parse(s).is_some())
+    path.to_str()
+        .is_some_and(|s| S3Location::parse(s).is_some())
 }
 
 impl Repository {
@@ -96,9 +97,7 @@ pub fn storage_for(path: &Path) -> Result<Arc<dyn Storage>> {
 fn config_exists(storage: &dyn Storage) -> Result<bool> {
     match storage.size(FileKind::Config, "config") {
         Ok(_) => Ok(true),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(false)
-        }
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -163,8 +162,7 @@ impl Repository {
                 path.display()
             )));
         }
-        let data =
-            storage.list(FileKind::Pack)?.len() + storage.list(FileKind::Snapshot)?.len();
+        let data = storage.list(FileKind::Pack)?.len() + storage.list(FileKind::Snapshot)?.len();
         if data > 0 {
             return Err(Error::InvalidInput(format!(
                 "{} holds packs or snapshots but no config: it is not empty; choose another                  bucket or prefix",

@@ -18,10 +18,7 @@ fn the_mount_of_an_s3_repository_reads_right() {
         let mnt_dir = repo.dir.join("mnt");
         std::fs::create_dir(&mnt_dir).expect("mkdir mnt");
         let mnt_dir = mnt_dir.canonicalize().expect("canonical mnt");
-        let mnt = Mount::run(
-            repo.cmd(["mount".as_ref(), mnt_dir.as_os_str()]),
-            &mnt_dir,
-        );
+        let mnt = Mount::run(repo.cmd(["mount".as_ref(), mnt_dir.as_os_str()]), &mnt_dir);
         let line = proc_mounts_line(&mnt_dir).unwrap_or_default();
         assert!(line.contains("sluice:s3:"), "{who}: fsname {line}");
         let got = std::fs::read(mnt.path("latest/blob.bin")).expect("read blob.bin");
@@ -30,7 +27,11 @@ fn the_mount_of_an_s3_repository_reads_right() {
         assert_eq!(names.len(), 1, "{who}");
         let f = File::open(mnt.path("names/db/shop.sql").join(&names[0])).expect("open");
         drop_page_cache(&f);
-        for (off, len) in [(0u64, 4096usize), (1 << 20, 300_000), ((6 << 20) + 100, 100)] {
+        for (off, len) in [
+            (0u64, 4096usize),
+            (1 << 20, 300_000),
+            ((6 << 20) + 100, 100),
+        ] {
             let b = pread(&f, off, len).expect("pread");
             assert_eq!(b, expected(&sql, off, len), "{who}: at {off}+{len}");
         }

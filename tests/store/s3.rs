@@ -234,10 +234,22 @@ fn round_trip_check_repair_keys_and_stats_on_both_servers() {
         repo.ingest("empty", &empty);
         let snaps = repo.snapshot_ids();
         assert_eq!(snaps.len(), 3, "{who}: {snaps:?}");
-        let sa = a.json()["snapshot"].as_str().unwrap_or_default().to_string();
-        let sb = b.json()["snapshot"].as_str().unwrap_or_default().to_string();
-        assert!(repo.cat(&sa, "random.bin") == random, "{who}: random.bin differs");
-        assert!(repo.cat(&sb, "db/shop.sql") == sql, "{who}: shop.sql differs");
+        let sa = a.json()["snapshot"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let sb = b.json()["snapshot"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            repo.cat(&sa, "random.bin") == random,
+            "{who}: random.bin differs"
+        );
+        assert!(
+            repo.cat(&sb, "db/shop.sql") == sql,
+            "{who}: shop.sql differs"
+        );
         assert!(repo.cat("latest", "empty").is_empty(), "{who}");
         repo.cmd(["ls", &sb])
             .run()
@@ -251,7 +263,12 @@ fn round_trip_check_repair_keys_and_stats_on_both_servers() {
         repo.cmd(["repair", "index"]).run().ok();
         // Dedup against the repaired index: nothing new is stored.
         let again = repo.ingest("random.bin", &random);
-        assert_eq!(again.json()["added_bytes"].as_u64(), Some(0), "{who}{}", again.report());
+        assert_eq!(
+            again.json()["added_bytes"].as_u64(),
+            Some(0),
+            "{who}{}",
+            again.report()
+        );
         // Keys: a second passphrase opens the repository.
         repo.cmd(["key", "add"])
             .env("SLUICE_NEW_PASSWORD", "second passphrase")
@@ -265,7 +282,10 @@ fn round_trip_check_repair_keys_and_stats_on_both_servers() {
             .run()
             .ok()
             .stdout;
-        assert!(with_second == random, "{who}: read with the second key differs");
+        assert!(
+            with_second == random,
+            "{who}: read with the second key differs"
+        );
         let stats = repo.cmd(["stats", "--json"]).run().ok().json();
         assert_eq!(stats["snapshots"].as_u64(), Some(4), "{who}: {stats}");
         repo.cmd(["init", "--kdf-memory-kib", TEST_KDF_KIB])
@@ -290,12 +310,19 @@ fn an_empty_cache_or_a_second_machine_sees_everything() {
             .collect();
         assert_eq!(entries.len(), 1, "{who}");
         use std::os::unix::fs::PermissionsExt;
-        let mode = entries[0].metadata().map(|m| m.permissions().mode() & 0o777);
+        let mode = entries[0]
+            .metadata()
+            .map(|m| m.permissions().mode() & 0o777);
         assert_eq!(mode.ok(), Some(0o700), "{who}: cache folder mode");
         // Lost cache: the next ingest rebuilds the index from the packs and deduplicates.
         std::fs::remove_dir_all(&repo.cache).expect("remove cache");
         let o = repo.ingest("d", &d);
-        assert_eq!(o.json()["added_bytes"].as_u64(), Some(0), "{who}{}", o.report());
+        assert_eq!(
+            o.json()["added_bytes"].as_u64(),
+            Some(0),
+            "{who}{}",
+            o.report()
+        );
         // A second machine (its own cache) sees both snapshots and the data, and dedups too.
         let other = repo.dir.join("cache-b");
         let listed = repo
@@ -305,8 +332,17 @@ fn an_empty_cache_or_a_second_machine_sees_everything() {
             .json();
         assert_eq!(listed.as_array().map(|a| a.len()), Some(2), "{who}");
         let o = repo.ingest_on(&other, "d", &d);
-        assert_eq!(o.json()["added_bytes"].as_u64(), Some(0), "{who}{}", o.report());
-        let back = repo.cmd_on(&other, ["cat", "latest", "d"]).run().ok().stdout;
+        assert_eq!(
+            o.json()["added_bytes"].as_u64(),
+            Some(0),
+            "{who}{}",
+            o.report()
+        );
+        let back = repo
+            .cmd_on(&other, ["cat", "latest", "d"])
+            .run()
+            .ok()
+            .stdout;
         assert!(back == d, "{who}: read on the second machine differs");
     }
 }
@@ -316,7 +352,10 @@ fn two_hosts_ingest_at_once_and_see_each_other() {
     for server in servers() {
         let repo = S3Repo::init(&server, "s3-two-writers");
         let who = server.name;
-        let (a, b) = (data::random_bytes(31, 3 << 20), data::random_bytes(32, 3 << 20));
+        let (a, b) = (
+            data::random_bytes(31, 3 << 20),
+            data::random_bytes(32, 3 << 20),
+        );
         let (ca, cb) = (repo.dir.join("host-a"), repo.dir.join("host-b"));
         let ra = repo
             .cmd_on(&ca, ["ingest", "--json", "--name", "a"])
@@ -336,7 +375,10 @@ fn two_hosts_ingest_at_once_and_see_each_other() {
         for cache in [&ca, &cb] {
             let back_a = repo.cmd_on(cache, ["cat", "latest", "a"]).run().ok().stdout;
             let back_b = repo.cmd_on(cache, ["cat", "latest", "b"]).run().ok().stdout;
-            assert!(back_a == a && back_b == b, "{who}: a host misses the other's data");
+            assert!(
+                back_a == a && back_b == b,
+                "{who}: a host misses the other's data"
+            );
         }
         repo.cmd(["check", "--read-data"]).run().ok();
     }
@@ -350,11 +392,17 @@ fn forget_and_prune_beside_an_ingest() {
         let old = data::random_bytes(41, 2 << 20);
         let kept = data::random_bytes(42, 2 << 20);
         let o = repo.ingest("old", &old);
-        let old_id = o.json()["snapshot"].as_str().unwrap_or_default().to_string();
+        let old_id = o.json()["snapshot"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         repo.ingest("kept", &kept);
         let fresh = data::random_bytes(43, 4 << 20);
         let running = repo
-            .cmd_on(&repo.dir.join("host-b"), ["ingest", "--json", "--name", "fresh"])
+            .cmd_on(
+                &repo.dir.join("host-b"),
+                ["ingest", "--json", "--name", "fresh"],
+            )
             .stdin_bytes(fresh.clone())
             .spawn();
         repo.cmd(["forget", &old_id]).run().ok();
@@ -395,12 +443,7 @@ fn a_server_that_is_down_gives_one_clear_line() {
             "{err}{}",
             o.report()
         );
-        assert_eq!(
-            o.stderr.trim().lines().count(),
-            1,
-            "{}",
-            o.report()
-        );
+        assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.report());
     }
     // A malformed address is a usage error that says the form.
     Sluice::new(["--repo", "s3:http://127.0.0.1:9"])
@@ -430,9 +473,12 @@ fn conditional_creates_are_honoured_by_both_servers() {
             .expect("an s3 address")
             .expect("valid");
         let s = OpenDalStorage::new(loc).expect("storage");
-        assert!(s.create_new(FileKind::Lock, "x", b"one").expect("first create"));
+        assert!(s
+            .create_new(FileKind::Lock, "x", b"one")
+            .expect("first create"));
         assert!(
-            !s.create_new(FileKind::Lock, "x", b"two").expect("second create"),
+            !s.create_new(FileKind::Lock, "x", b"two")
+                .expect("second create"),
             "{}: If-None-Match ignored",
             server.name
         );
@@ -440,7 +486,10 @@ fn conditional_creates_are_honoured_by_both_servers() {
         assert_eq!(s.read_at(FileKind::Lock, "x", 1, 2).expect("range"), b"ne");
         assert_eq!(s.list(FileKind::Lock).expect("list"), ["x"]);
         s.remove(FileKind::Lock, "x").expect("remove");
-        assert!(s.remove(FileKind::Lock, "x").is_err(), "removing nothing is an error");
+        assert!(
+            s.remove(FileKind::Lock, "x").is_err(),
+            "removing nothing is an error"
+        );
         assert!(s.list(FileKind::Lock).expect("list").is_empty());
     }
 }
