@@ -124,6 +124,27 @@ else
     warn "shellcheck not installed; skipped"
 fi
 
+section "S3-compatible servers (moto, SeaweedFS) on 127.0.0.1"
+# The object-storage tests (tests/store/s3.rs, tests/mount/s3.rs) run against both; they get
+# the endpoints from the environment. In CI a server that cannot be started is a failure.
+s3_dir=$(mktemp -d /tmp/sluice-s3-servers.XXXXXX)
+stop_s3() { bash "$SCRIPTS_DIR/s3-servers.sh" stop "$s3_dir" || true; rm -rf "$s3_dir"; }
+on_exit_s3() {
+    local rc=$?
+    stop_s3
+    (exit "$rc")
+    on_exit
+}
+trap on_exit_s3 EXIT
+if s3_env=$(timeout 600 bash "$SCRIPTS_DIR/s3-servers.sh" start "$s3_dir"); then
+    eval "$s3_env"
+    say "moto: $SLUICE_TEST_S3_MOTO  SeaweedFS: $SLUICE_TEST_S3_SEAWEED"
+elif ((in_ci)); then
+    die "the S3 test servers could not be installed or started; the S3 tests must run in CI"
+else
+    warn "the S3 test servers could not be started; the S3 tests will try themselves and skip loudly"
+fi
+
 section "cargo test --workspace --release"
 # Release: the integration tests push GiBs through the real binary and the real mount.
 # A hung test (a FUSE deadlock, say) fails with a clear message instead of hitting CI's limit.

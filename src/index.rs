@@ -6,7 +6,9 @@
 //! stream's sequence of chunk lengths fingerprints a known file (FORMAT.md, "The index").
 //!
 //! sled holds an exclusive lock for the life of the opening process, so only the holder of
-//! the repository write lock opens it; readers never need it.
+//! the repository write lock opens it; readers never need it. It lives in the repository
+//! directory, or for a repository in object storage in this machine's cache
+//! (`Repository::index_dir`), where it is never trusted over the packs the repository lists.
 
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
@@ -63,19 +65,21 @@ impl SyncReport {
 }
 
 impl Index {
-    fn open_db(repo: &Repository) -> std::result::Result<Index, sled::Error> {
-        let dir = repo.path.join("index");
+    fn open_db(
+        repo: &Repository,
+        dir: &std::path::Path,
+    ) -> std::result::Result<Index, sled::Error> {
         // The owner's only (only writers use it), whatever the umask: sled makes its files
         // with the process umask, so the directory is made first with our mode, and what sled
         // made is narrowed after.
         let private = crate::storage::Access::PRIVATE;
-        let _ = crate::storage::create_dir(&dir, &private);
+        let _ = crate::storage::create_dir(dir, &private);
         let db = sled::Config::new()
-            .path(&dir)
+            .path(dir)
             .cache_capacity(16 << 20)
             .flush_every_ms(Some(1000))
             .open()?;
-        private.restrict_tree(&dir);
+        private.restrict_tree(dir);
         let blobs = db.open_tree(BLOBS_TREE)?;
         let packs = db.open_tree(PACKS_TREE)?;
         Ok(Index {
@@ -90,10 +94,10 @@ impl Index {
     /// Open (rebuilding if missing, damaged or of another version) and sync with the packs on
     /// disk. Call only under the write lock.
     pub fn open(repo: &Repository) -> Result<(Index, SyncReport)> {
-        let dir = repo.path.join("index");
+        let dir = repo.index_dir()?;
         let mut rebuilt = false;
         let mut unfinished_verify = false;
-        let index = match Self::open_db(repo) {
+        let index = match Self::open_db(repo, &dir) {
             Ok(ix) if ix.db.get("version").ok().flatten().as_deref() == Some(INDEX_VERSION) => ix,
             Ok(ix) => {
                 // Fresh (or foreign) database: start clean.
@@ -101,13 +105,13 @@ impl Index {
                 drop(ix);
                 rebuilt = true;
                 let _ = remove_index(&dir);
-                Self::open_db(repo).map_err(sled_err)?
+                Self::open_db(repo, &dir).map_err(sled_err)?
             }
             Err(_) => {
                 // The index is a cache: a damaged one is discarded and rebuilt from the packs.
                 rebuilt = true;
                 let _ = remove_index(&dir);
-                Self::open_db(repo).map_err(sled_err)?
+                Self::open_db(repo, &dir).map_err(sled_err)?
             }
         };
         index
@@ -128,7 +132,7 @@ impl Index {
         verify: bool,
         progress: &mut dyn FnMut(&str),
     ) -> Result<SyncReport> {
-        let dir = repo.path.join("index");
+        let dir = repo.index_dir()?;
         if dir.symlink_metadata().is_ok() {
             remove_index(&dir)
                 .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))?;
@@ -139,7 +143,7 @@ impl Index {
             report.rebuilt = true;
             return Ok(report);
         }
-        let index = Self::open_db(repo).map_err(sled_err)?;
+        let index = Self::open_db(repo, &dir).map_err(sled_err)?;
         // Durable before any pack is read, so that a repair cut short is told apart from a
         // finished one (which has `version`) by the next writer.
         index.db.insert(VERIFYING, &[]).map_err(sled_err)?;

@@ -27,6 +27,8 @@ pub enum FileKind {
     /// Blobs a read found damaged (`damaged/<id>`), so that the next ingest that meets the
     /// same content stores it afresh instead of deduplicating against the damaged copy.
     Damaged,
+    /// The repository config (`config`, at the top: its one name is "config").
+    Config,
 }
 
 impl FileKind {
@@ -36,14 +38,14 @@ impl FileKind {
     pub fn max_size(self) -> u64 {
         match self {
             FileKind::Pack => 1 << 32,
-            FileKind::Key | FileKind::Lease | FileKind::Lock => 1 << 20,
+            FileKind::Key | FileKind::Lease | FileKind::Lock | FileKind::Config => 1 << 20,
             FileKind::Snapshot | FileKind::Mark | FileKind::Damaged => 256 << 20,
             FileKind::Relocation => 1 << 30,
         }
     }
 
-    /// The folder of this kind under the repository root.
-    fn dir(self) -> &'static str {
+    /// The folder of this kind under the repository root ("" for the config, at the top).
+    pub(crate) fn dir(self) -> &'static str {
         match self {
             FileKind::Pack => "packs",
             FileKind::Snapshot => "snapshots",
@@ -53,6 +55,7 @@ impl FileKind {
             FileKind::Relocation => "relocations",
             FileKind::Lock => "locks",
             FileKind::Damaged => "damaged",
+            FileKind::Config => "",
         }
     }
 }
@@ -84,6 +87,11 @@ pub trait Storage: Send + Sync {
     /// Remove scratch files that dead writers left. Call only when no other writer runs.
     fn clear_scratch(&self) -> Result<usize> {
         Ok(0)
+    }
+    /// The repository's local directory, for what only a local filesystem offers (flock, the
+    /// index beside the data); None for object storage.
+    fn local_dir(&self) -> Option<&Path> {
+        None
     }
     /// Pack files stored where this storage does not look for them (see `DirStorage`).
     fn misplaced_packs(&self) -> std::collections::HashMap<String, (PathBuf, PathBuf)> {
@@ -280,6 +288,7 @@ impl DirStorage {
                 let prefix: String = name.chars().take(2).collect();
                 self.root.join("packs").join(prefix).join(name)
             }
+            FileKind::Config => self.root.join(name),
             other => self.root.join(other.dir()).join(name),
         }
     }
@@ -464,6 +473,8 @@ impl Storage for DirStorage {
                 }
                 v
             }
+            // One file, not a folder to list.
+            FileKind::Config => return Ok(Vec::new()),
             other => vec![self.root.join(other.dir())],
         };
         let mut names = Vec::new();
@@ -566,6 +577,10 @@ impl Storage for DirStorage {
 
     fn misplaced_packs(&self) -> std::collections::HashMap<String, (PathBuf, PathBuf)> {
         DirStorage::misplaced_packs(self)
+    }
+
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.root)
     }
 
     fn sync(&self) -> Result<()> {

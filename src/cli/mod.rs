@@ -40,7 +40,9 @@ pub fn parse() -> Cli {
     about = "Encrypted, deduplicated backups of streams, mountable over FUSE"
 )]
 pub struct Cli {
-    /// Repository directory.
+    /// Repository: a directory, or S3-compatible object storage as
+    /// s3:https://HOST[:PORT]/BUCKET[/PREFIX] (credentials from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or AWS_PROFILE; region AWS_DEFAULT_REGION).
     #[arg(long, global = true, env = "SLUICE_REPO")]
     pub repo: Option<PathBuf>,
     /// Read the passphrase from this file (its first line). Given here it wins over SLUICE_PASSWORD.

@@ -46,7 +46,16 @@ fn paths(cli: &Cli, a: &MountArgs) -> Result<(PathBuf, PathBuf)> {
 /// Whether two paths name the same directory (`./repo` and `/backups/repo`).
 fn same_path(a: &Path, b: &Path) -> bool {
     let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    a == b || canon(a) == canon(b)
+    a == b || (!Repository::is_remote(a) && canon(a) == canon(b))
+}
+
+/// A repository address made absolute (`ps` and /proc/mounts are read from anywhere); an
+/// `s3:` address is left as it is.
+fn absolute_repo(p: &Path) -> PathBuf {
+    if Repository::is_remote(p) {
+        return p.to_path_buf();
+    }
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
@@ -73,7 +82,7 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     cmd.arg("mount")
         .arg("--daemon-child")
-        .arg(absolute(&repo_path))
+        .arg(absolute_repo(&repo_path))
         .arg(absolute(&mnt));
     if a.allow_other {
         cmd.arg("--allow-other");
@@ -215,7 +224,7 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
         .map(|n| n.get())
         .unwrap_or(2);
     // Absolute: `mount` and /proc/mounts are read from anywhere.
-    let repo_abs = std::path::absolute(&repo.path).unwrap_or_else(|_| repo.path.clone());
+    let repo_abs = absolute_repo(&repo.path);
     let fsname = format!("sluice:{}", repo_abs.display());
     // More read-ahead threads than cores: cold reads wait on the disk, and while one thread
     // waits another decrypts and decompresses.

@@ -28,6 +28,10 @@ impl Repository {
     /// copied without them): say so, rather than show an empty repository. Without packs it
     /// is a repository with nothing stored yet, copied by a tool that drops empty directories.
     fn snapshots_dir_present(&self) -> Result<()> {
+        // Object storage has no folders: an empty prefix is just no snapshots.
+        if self.storage.local_dir().is_none() {
+            return Ok(());
+        }
         let dir = self.path.join("snapshots");
         if dir.is_dir() {
             return Ok(());

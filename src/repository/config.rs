@@ -11,9 +11,9 @@ use crate::chunker::ChunkerParams;
 use crate::codec::Compression;
 use crate::crypto::Keys;
 use crate::error::{Error, IoContext, Result};
+use crate::storage::{FileKind, Storage};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 /// 2: chunks may be stored as deltas (chunk-list blocks v2, pack headers v2; FORMAT.md
@@ -59,21 +59,23 @@ struct ConfigFile {
 }
 
 impl Repository {
-    /// Read the config without a passphrase, to say early that a directory is not a
-    /// repository or has a newer format.
+    /// Read the config without a passphrase, to say early that a directory (or bucket) is
+    /// not a repository or has a newer format.
     pub fn read_config(path: &Path) -> Result<ConfigBody> {
-        Self::read_config_file(path).map(|f| f.body)
+        let storage = super::storage_for(path)?;
+        Self::read_config_file(path, storage.as_ref()).map(|f| f.body)
     }
 
-    /// The config file, body and MAC, read and parsed once.
-    fn read_config_file(path: &Path) -> Result<ConfigFile> {
-        if !path.exists() {
+    /// The config file, body and MAC, read through `storage` and parsed once.
+    fn read_config_file(path: &Path, storage: &dyn Storage) -> Result<ConfigFile> {
+        let local = storage.local_dir().is_some();
+        if local && !path.exists() {
             return Err(Error::NotARepository(format!(
                 "repository {} does not exist; create it with `sluice init` or check --repo / SLUICE_REPO",
                 path.display()
             )));
         }
-        if !path.is_dir() {
+        if local && !path.is_dir() {
             return Err(Error::NotARepository(format!(
                 "{} is not a sluice repository (it is not a directory); check --repo / SLUICE_REPO",
                 path.display()
@@ -82,14 +84,23 @@ impl Repository {
         let cfg_path = path.join("config");
         // A directory with sluice's keys/ and packs/ or snapshots/ is a sluice repository: a
         // config that is missing or does not parse there is damage (exit 3, and readers go
-        // on without it), not "not a repository".
+        // on without it), not "not a repository". In a bucket: key objects beside data.
         let ours = || {
-            path.join("keys").is_dir()
-                && (path.join("packs").is_dir() || path.join("snapshots").is_dir())
+            if local {
+                path.join("keys").is_dir()
+                    && (path.join("packs").is_dir() || path.join("snapshots").is_dir())
+            } else {
+                storage.list(FileKind::Key).is_ok_and(|k| !k.is_empty())
+                    && (storage.list(FileKind::Pack).is_ok_and(|p| !p.is_empty())
+                        || storage
+                            .list(FileKind::Snapshot)
+                            .is_ok_and(|s| !s.is_empty()))
+            }
         };
-        let bytes = match fs::read(&cfg_path) {
+        let missing = |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+        let bytes = match storage.read_all(FileKind::Config, "config") {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && interrupted_init(path) => {
+            Err(e) if missing(&e) && local && interrupted_init(path) => {
                 return Err(Error::NotARepository(format!(
                     "{} is not a sluice repository yet: it holds only what a `sluice init` \
                      that was interrupted before it finished leaves (it has no config, and \
@@ -97,16 +108,23 @@ impl Repository {
                     path.display()
                 )))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ours() => {
+            Err(e) if missing(&e) && ours() => {
                 return Err(config_damaged(&cfg_path, "it is missing"))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if missing(&e) && !local => {
                 return Err(Error::NotARepository(format!(
-                    "{} is not a sluice repository (it has no config file); check --repo / SLUICE_REPO",
+                    "{} holds no sluice repository (there is no config object); create one \
+                     with `sluice init` or check --repo / SLUICE_REPO",
                     path.display()
                 )))
             }
-            Err(e) => return Err(Error::io(format!("cannot read {}", cfg_path.display()), e)),
+            Err(e) if missing(&e) => {
+                return Err(Error::NotARepository(format!(
+                "{} is not a sluice repository (it has no config file); check --repo / SLUICE_REPO",
+                path.display()
+            )))
+            }
+            Err(e) => return Err(e),
         };
         #[derive(Deserialize)]
         struct Probe {
@@ -154,8 +172,9 @@ impl Repository {
     /// repository with a damaged config still opens for reading; `ingest` refuses it.
     pub(super) fn config_or_damage(
         path: &Path,
+        storage: &dyn Storage,
     ) -> Result<std::result::Result<(ConfigBody, String), String>> {
-        match Self::read_config_file(path) {
+        match Self::read_config_file(path, storage) {
             Ok(f) => Ok(Ok((f.body, f.mac))),
             Err(Error::Corrupt(why)) => Ok(Err(why)),
             Err(e) => Err(e),
@@ -206,12 +225,14 @@ pub(super) fn config_mac_input(body: &ConfigBody) -> Result<Vec<u8>> {
     serde_json::to_vec(body).map_err(|e| Error::InvalidInput(e.to_string()))
 }
 
-/// Write a new repository's config, MAC'd under `keys`, and make it durable under its name.
+/// Write a new repository's config, MAC'd under `keys`, and make it durable under its name:
+/// only if there is none yet (a conditional write in object storage, where two `init`s may
+/// race for one prefix).
 pub(super) fn write_new(
+    storage: &dyn Storage,
     path: &Path,
     body: &ConfigBody,
     keys: &Keys,
-    access: &crate::storage::Access,
 ) -> Result<()> {
     let mac = hex::encode(keys.config_mac(&config_mac_input(body)?));
     let file = ConfigFile {
@@ -219,7 +240,13 @@ pub(super) fn write_new(
         mac,
     };
     let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::InvalidInput(e.to_string()))?;
-    write_atomic(&path.join("config"), &json, access)
+    if !storage.create_new(FileKind::Config, "config", &json)? {
+        return Err(Error::InvalidInput(format!(
+            "{} already holds a sluice repository; refusing to overwrite it",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `path` holds what an `init` stopped by a signal (Ctrl-C, a timeout) leaves: some
@@ -299,8 +326,14 @@ pub(super) fn clear_interrupted_init(path: &Path) -> Result<()> {
 /// rewritten): done by the writer, under the write lock, before the first blob that needs it
 /// is written, so a repository never holds data its config version does not announce. The
 /// new config is written whole and renamed into place, so readers see the old or the new.
-pub(super) fn upgrade(path: &Path, body: &ConfigBody, keys: &Keys, version: u32) -> Result<()> {
-    let on_disk = Repository::read_config_file(path)?;
+pub(super) fn upgrade(
+    storage: &dyn Storage,
+    path: &Path,
+    body: &ConfigBody,
+    keys: &Keys,
+    version: u32,
+) -> Result<()> {
+    let on_disk = Repository::read_config_file(path, storage)?;
     if on_disk.body.version >= version {
         return Ok(());
     }
@@ -312,17 +345,8 @@ pub(super) fn upgrade(path: &Path, body: &ConfigBody, keys: &Keys, version: u32)
             "the repository config changed while ingest ran".into(),
         ));
     }
-    let access = crate::storage::Access::for_repo(path, new.group_access);
-    write_new(path, &new, keys, &access)?;
-    crate::storage::fsync_dir(path)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8], access: &crate::storage::Access) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = crate::storage::create_file(&tmp, access)?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .ctx(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).ctx(|| format!("cannot rename into {}", path.display()))
+    let mac = hex::encode(keys.config_mac(&config_mac_input(&new)?));
+    let file = ConfigFile { body: new, mac };
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    storage.put(FileKind::Config, "config", &json)
 }

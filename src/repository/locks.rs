@@ -2,18 +2,43 @@
 //! key files change; waiting for them (with an optional limit, `--lock-wait`), and the note of
 //! who holds one that the next process prints.
 //!
+//! A repository in object storage has no flock. Its writers on different hosts do not
+//! exclude each other at all: each writes its own packs and snapshot files, and prune's
+//! protocol (leases, marks, `locks/prune` created with If-None-Match) keeps them safe. What
+//! the write lock still guards there is this host's cache (sled allows one process per
+//! index), so it is a flock on a file in the cache (`local_state`): a second ingest on the
+//! same host waits for the first, with the same message as for a directory. Key changes take
+//! `locks/keys` as an object created only if absent, with a lifetime ([`KEYS_LOCK_STALE`]).
+//!
 //! Readers never take a lock (DESIGN property 9), so nothing here may be called on a read
 //! path. The note is plaintext: it must never hold a name, host or command line.
 
 use super::Repository;
 use crate::error::{Error, Result};
+use crate::storage::{FileKind, Storage};
 use std::fs;
 use std::io::{Read, Seek, Write};
 use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Held while writing; released when dropped (or when the process dies).
+/// A `locks/keys` object older than this was left by a key change that died: key changes
+/// take seconds (one key derivation), so a live one never gets near it.
+pub const KEYS_LOCK_STALE: Duration = Duration::from_secs(10 * 60);
+
+/// Held while writing; released when dropped (or, for a flock, when the process dies).
 pub struct WriteLock {
-    _file: fs::File,
+    _file: Option<fs::File>,
+    /// A lock object in object storage, removed on drop.
+    object: Option<(Arc<dyn Storage>, &'static str)>,
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        if let Some((storage, name)) = self.object.take() {
+            let _ = storage.remove(FileKind::Lock, name);
+        }
+    }
 }
 
 impl Repository {
@@ -22,6 +47,9 @@ impl Repository {
     /// with none, locking everyone out for good. Not the write lock: adding a passphrase
     /// should not wait for a long ingest. Key changes take milliseconds, so this just waits.
     pub(super) fn lock_keys(&self, on_wait: &mut dyn FnMut(&str)) -> Result<WriteLock> {
+        if self.storage.local_dir().is_none() {
+            return self.lock_object("keys", on_wait);
+        }
         self.lock_file("keys", on_wait, None)
     }
 
@@ -30,6 +58,10 @@ impl Repository {
     /// progress nothing is removed: the leftovers go next time, and the key change does not
     /// fail for a file pulled from under it.
     pub fn clear_tmp(&self) -> Result<usize> {
+        if self.storage.local_dir().is_none() {
+            // Objects are written whole or not at all: there is no scratch to clear.
+            return self.storage.clear_scratch();
+        }
         match self.lock_file("keys", &mut |_| {}, Some(std::time::Duration::ZERO)) {
             Ok(_keys) => self.storage.clear_scratch(),
             Err(Error::Locked(_)) => Ok(0),
@@ -61,7 +93,7 @@ impl Repository {
         on_wait: &mut dyn FnMut(&str),
         limit: Option<std::time::Duration>,
     ) -> Result<WriteLock> {
-        let dir = self.path.join("locks");
+        let dir = self.lock_dir()?;
         let path = dir.join(name);
         // A copy made as the README says has no locks/ (nor needs one to be read): on
         // read-only media creating it fails just as opening the lock file does.
@@ -163,6 +195,64 @@ impl Repository {
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = file.write_all(note.as_bytes());
-        Ok(WriteLock { _file: file })
+        Ok(WriteLock {
+            _file: Some(file),
+            object: None,
+        })
+    }
+
+    /// Create the lock object `locks/NAME` only if absent (If-None-Match), waiting while
+    /// another process holds it; one older than [`KEYS_LOCK_STALE`] is a dead holder's and
+    /// is removed.
+    fn lock_object(&self, name: &'static str, on_wait: &mut dyn FnMut(&str)) -> Result<WriteLock> {
+        let storage = &self.storage;
+        let mut told = false;
+        loop {
+            let now = crate::time::now().0;
+            // No names or hosts: this object is plaintext. The second line is for staleness.
+            let note = format!(
+                "sluice pid {} (since {})\n{now}\n",
+                std::process::id(),
+                crate::time::format_utc(now)
+            );
+            if storage.create_new(FileKind::Lock, name, note.as_bytes())? {
+                return Ok(WriteLock {
+                    _file: None,
+                    object: Some((storage.clone(), name)),
+                });
+            }
+            let held = match storage.read_all(FileKind::Lock, name) {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                // Released meanwhile: try again at once.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            let mut lines = held.lines();
+            let holder = lines.next().unwrap_or("").trim().to_string();
+            let since: Option<i64> = lines.next().and_then(|l| l.trim().parse().ok());
+            if since.is_none_or(|t| now.saturating_sub(t) > KEYS_LOCK_STALE.as_secs() as i64) {
+                log::warn!(
+                    "removing a stale lock {name} ({}) left by a process that died",
+                    if holder.is_empty() {
+                        "unreadable"
+                    } else {
+                        &holder
+                    }
+                );
+                let _ = storage.remove(FileKind::Lock, name);
+                continue;
+            }
+            if !told {
+                on_wait(if holder.is_empty() {
+                    "another sluice process"
+                } else {
+                    &holder
+                });
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 }

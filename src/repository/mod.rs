@@ -14,17 +14,24 @@
 //! REPO/tmp/                  files being written; garbage if a writer died
 //! ```
 //!
+//! The same repository may live in S3-compatible object storage (`s3:https://host/bucket/p`,
+//! see `storage_opendal`): the same objects under the prefix, no `index/`, `locks/` or
+//! `tmp/` there; the index and the write lock of this host live in the local cache instead
+//! ([`local_state`]).
+//!
 //! This module only puts the parts together: it must never parse a config or key file
 //! itself, nor read snapshots (those belong to the modules above).
 
 mod catalog;
 mod config;
 mod keys;
+mod local_state;
 mod locks;
 
 pub use catalog::{complete_for, object_partial_reason, partial_reason, Resolved, Unreadable};
 pub use config::{ConfigBody, DELTA_VERSION, FORMAT_VERSION};
 pub use keys::KeyInfo;
+pub use local_state::cache_dir_for;
 pub use locks::WriteLock;
 
 use crate::blobstore::BlobStore;
@@ -33,6 +40,7 @@ use crate::codec::Compression;
 use crate::crypto::{self, KdfParams, Keys, MasterSecret};
 use crate::error::{Error, IoContext, Result};
 use crate::storage::{Access, DirStorage, FileKind, Storage};
+use crate::storage_opendal::{OpenDalStorage, S3Location};
 use config::{
     clear_interrupted_init, config_mac_input, interrupted_init, placeholder_config, CONFIG_FORMAT,
 };
@@ -70,8 +78,52 @@ pub struct Repository {
     pub key_id: String,
 }
 
+/// Whether a repository address names object storage (`s3:...`) rather than a directory.
+pub fn is_remote(path: &Path) -> bool {
+    path.to_str()
+        .is_some_and(|s| S3Location::parse(s).is_some())
+}
+
+impl Repository {
+    /// `is_remote`, for callers that name the type.
+    pub fn is_remote(path: &Path) -> bool {
+        is_remote(path)
+    }
+}
+
+/// The storage a repository address names: `s3:...` a bucket, anything else a directory.
+pub fn storage_for(path: &Path) -> Result<Arc<dyn Storage>> {
+    match path.to_str().and_then(S3Location::parse) {
+        Some(location) => Ok(Arc::new(OpenDalStorage::new(location?)?)),
+        None => Ok(Arc::new(DirStorage::new(path))),
+    }
+}
+
+/// `init --format-version`: only versions this sluice writes.
+fn check_format_version(version: u32) -> Result<()> {
+    if !(1..=FORMAT_VERSION).contains(&version) {
+        return Err(Error::InvalidInput(format!(
+            "format version {version} is not one this sluice writes (1 to {FORMAT_VERSION})"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the config object exists in `storage`; an error when the storage cannot say
+/// (a server that is down must not read as "no repository here").
+fn config_exists(storage: &dyn Storage) -> Result<bool> {
+    match storage.size(FileKind::Config, "config") {
+        Ok(_) => Ok(true),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 impl Repository {
     pub fn init(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+        if is_remote(path) {
+            return Self::init_remote(path, passphrase, opts);
+        }
         if path.join("config").exists() {
             return Err(Error::InvalidInput(format!(
                 "{} already holds a sluice repository; refusing to overwrite it",
@@ -99,14 +151,10 @@ impl Repository {
             }
         }
         opts.chunker.validate()?;
-        if !(1..=FORMAT_VERSION).contains(&opts.format_version) {
-            return Err(Error::InvalidInput(format!(
-                "format version {} is not one this sluice writes (1 to {FORMAT_VERSION})",
-                opts.format_version
-            )));
-        }
+        check_format_version(opts.format_version)?;
         let existed = path.exists();
-        Self::create(path, passphrase, opts).inspect_err(|_| {
+        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
+        Self::create(path, storage, passphrase, opts).inspect_err(|_| {
             // Leave nothing half-built behind: a directory with keys/ but no config would
             // refuse the next `init` ("not empty") and every other command ("not a repository").
             for entry in INIT_ENTRIES.iter().chain(&["config", "config.tmp"]) {
@@ -119,17 +167,55 @@ impl Repository {
         })
     }
 
-    /// The body of `init`, on a directory known to be new or empty.
-    fn create(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
-        // The repository directory and everything in it get their modes here, whatever the
-        // umask of whoever runs `init` (an `init` under umask 000 must not leave directories
-        // every later writer fills with world-writable entries).
-        crate::storage::create_dir(path, &Access::PRIVATE)?;
-        let access = Access::for_repo(path, opts.group_access);
-        access.apply_dir(path);
-        for d in INIT_ENTRIES {
-            crate::storage::create_dir(&path.join(d), &access)?;
+    /// `init` in object storage: the bucket (or its prefix) must hold no repository. What
+    /// an interrupted `init` leaves there (key objects, no config, no data) is cleared first,
+    /// as in a directory. The config is created with a conditional write, so of two `init`s
+    /// racing for one prefix exactly one wins.
+    fn init_remote(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+        opts.chunker.validate()?;
+        check_format_version(opts.format_version)?;
+        let storage = storage_for(path)?;
+        if config_exists(storage.as_ref())? {
+            return Err(Error::InvalidInput(format!(
+                "{} already holds a sluice repository; refusing to overwrite it",
+                path.display()
+            )));
         }
+        let data = storage.list(FileKind::Pack)?.len() + storage.list(FileKind::Snapshot)?.len();
+        if data > 0 {
+            return Err(Error::InvalidInput(format!(
+                "{} holds packs or snapshots but no config: it is not empty; choose another bucket or prefix",
+                path.display()
+            )));
+        }
+        for k in storage.list(FileKind::Key)? {
+            storage.remove(FileKind::Key, &k)?;
+        }
+        Self::create(path, storage, passphrase, opts)
+    }
+
+    /// The body of `init`, on a directory or prefix known to be new or empty.
+    fn create(
+        path: &Path,
+        storage: Arc<dyn Storage>,
+        passphrase: &[u8],
+        opts: InitOptions,
+    ) -> Result<Repository> {
+        let storage: Arc<dyn Storage> = match storage.local_dir() {
+            None => storage,
+            Some(_) => {
+                // The repository directory and everything in it get their modes here,
+                // whatever the umask of whoever runs `init` (an `init` under umask 000 must
+                // not leave directories every later writer fills with world-writable entries).
+                crate::storage::create_dir(path, &Access::PRIVATE)?;
+                let access = Access::for_repo(path, opts.group_access);
+                access.apply_dir(path);
+                for d in INIT_ENTRIES {
+                    crate::storage::create_dir(&path.join(d), &access)?;
+                }
+                Arc::new(DirStorage::with_access(path, access))
+            }
+        };
         let master = MasterSecret(crypto::random_bytes());
         let keys = Keys::derive(&master);
         let body = ConfigBody {
@@ -144,10 +230,11 @@ impl Repository {
             // A version-1 config had no such field.
             delta: (opts.format_version >= DELTA_VERSION).then_some(opts.delta),
         };
-        let storage: Arc<dyn Storage> = Arc::new(DirStorage::with_access(path, access));
         let key_id = write_key_file(storage.as_ref(), &master, passphrase, opts.kdf)?;
-        config::write_new(path, &body, &keys, &access)?;
-        crate::storage::fsync_dir(path)?;
+        config::write_new(storage.as_ref(), path, &body, &keys)?;
+        if storage.local_dir().is_some() {
+            crate::storage::fsync_dir(path)?;
+        }
         let keys = Arc::new(keys);
         Ok(Repository {
             path: path.to_path_buf(),
@@ -162,21 +249,30 @@ impl Repository {
     }
 
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Repository> {
-        let (config, config_mac, config_damage) = match Self::config_or_damage(path)? {
-            Ok((c, mac)) => (c, Some(mac), None),
-            Err(why) => (placeholder_config(), None, Some(why)),
+        let storage = storage_for(path)?;
+        let (config, config_mac, config_damage) =
+            match Self::config_or_damage(path, storage.as_ref())? {
+                Ok((c, mac)) => (c, Some(mac), None),
+                Err(why) => (placeholder_config(), None, Some(why)),
+            };
+        // A local repository's new files get the access its config records (see `Access`).
+        let storage: Arc<dyn Storage> = match storage.local_dir() {
+            Some(_) => Arc::new(DirStorage::with_access(
+                path,
+                Access::for_repo(path, config.group_access),
+            )),
+            None => storage,
         };
-        let access = Access::for_repo(path, config.group_access);
-        let storage: Arc<dyn Storage> = Arc::new(DirStorage::with_access(path, access));
         let key_names = storage.list(FileKind::Key)?;
         if key_names.is_empty() {
             let keys = path.join("keys");
+            let local = storage.local_dir().is_some();
             return Err(Error::Corrupt(format!(
                 "{} {}: without a key file no passphrase can open the repository; copy the key \
                  files back from a backup or another copy of this repository (any of its key \
                  files whose passphrase you know will do)",
                 keys.display(),
-                if keys.is_dir() {
+                if !local || keys.is_dir() {
                     "holds no key file"
                 } else {
                     "is missing"
@@ -274,7 +370,13 @@ impl Repository {
         if self.config.version >= DELTA_VERSION {
             return Ok(());
         }
-        config::upgrade(&self.path, &self.config, &self.keys, DELTA_VERSION)
+        config::upgrade(
+            self.storage.as_ref(),
+            &self.path,
+            &self.config,
+            &self.keys,
+            DELTA_VERSION,
+        )
     }
 }
 

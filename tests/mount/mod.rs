@@ -22,6 +22,7 @@ mod nonroot;
 mod partial;
 mod readonly;
 mod retention;
+mod s3;
 mod scale;
 mod tools;
 

@@ -19,5 +19,6 @@ mod permissions;
 mod producer;
 mod recovery;
 mod roundtrip;
+pub(crate) mod s3;
 mod scripted;
 mod secrets;
