@@ -103,3 +103,55 @@ fn the_next_ingest_heals_damage_a_read_found() {
         );
     }
 }
+
+/// A damaged delta chunk heals like any other: the next ingest of the same version stores it
+/// whole (its heal record names only a location, so it must read without bases), and the
+/// older snapshot, whose chunk list names the damaged delta with its bases, reads the healed
+/// copy byte for byte.
+#[test]
+fn a_damaged_delta_chunk_is_healed_by_the_next_ingest() {
+    let repo = Repo::init("heal-delta", &["--chunk-size", "64K"]);
+    let versions = crate::store::delta::dump_versions(11, 40_000, 2);
+    let first = repo.ingest("db.sql", &versions[0], &[]);
+    let before: std::collections::HashSet<_> = repo.packs().into_iter().collect();
+    let second = repo.ingest("db.sql", &versions[1], &[]);
+    assert!(
+        second.added_bytes * 5 < first.added_bytes,
+        "the second version is not stored as deltas"
+    );
+    // The data pack of the second version: the larger of its new packs (the other holds the
+    // chunk lists), made almost only of deltas.
+    let pack = repo
+        .packs()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a pack of the second version");
+    let len = std::fs::metadata(&pack).expect("stat").len();
+    flip_byte(&pack, len / 3);
+    repo.cmd(["check", "--read-data"]).run().code_is(3);
+    repo.cmd(["cat", &second.snapshot, "db.sql"])
+        .run()
+        .code_is(3);
+
+    let again = repo.ingest("db.sql", &versions[1], &[]);
+    assert!(
+        again.added_bytes > 0,
+        "the damaged delta was deduplicated against the damaged copy"
+    );
+    let o = repo.cmd(["check", "--read-data", "--json"]).run().ok();
+    let r = o.json();
+    assert_eq!(
+        r["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        o.report()
+    );
+    assert!(r["healed_blobs"].as_u64() >= Some(1), "{}", o.report());
+    assert!(
+        repo.cat(&second.snapshot, "db.sql") == versions[1],
+        "the older snapshot does not read the healed copy"
+    );
+    assert!(repo.cat(&again.snapshot, "db.sql") == versions[1]);
+    assert!(repo.cat(&first.snapshot, "db.sql") == versions[0]);
+}
