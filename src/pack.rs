@@ -534,7 +534,7 @@ mod tests {
             base_start: None,
         };
         assert!(matches!(
-            decode_entries(&encode_entries(&[e.clone()])),
+            decode_entries(&encode_entries(std::slice::from_ref(&e))),
             Err(Error::Corrupt(_))
         ));
         let fine = PackEntry {
@@ -542,7 +542,7 @@ mod tests {
             ..e.clone()
         };
         assert_eq!(
-            decode_entries(&encode_entries(&[fine.clone()])).unwrap(),
+            decode_entries(&encode_entries(std::slice::from_ref(&fine))).unwrap(),
             vec![fine]
         );
         // read_blob refuses the location without asking the storage for the bytes (an empty

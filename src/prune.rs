@@ -25,6 +25,7 @@ use crate::failpoint;
 use crate::ids::{BlobId, BlobKind, PackId, SnapshotId};
 use crate::lease::{self, Lease, LeaseInfo};
 use crate::pack::{self, PackWriter};
+use crate::reach::{Next, Reached};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::storage::FileKind;
@@ -223,38 +224,37 @@ fn all_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
 }
 
 /// Call `visit` for every blob `snaps` reference: each chunk-list block, then its chunks
-/// and the delta bases they name.
+/// and the delta bases they name (the one reachability walk, `crate::reach`).
 /// A chunk list that cannot be read stops the walk (see `all_snapshots`).
 pub fn walk_references(
     repo: &Repository,
     snaps: &[Snapshot],
     mut visit: impl FnMut(BlobKind, &ChunkRef),
 ) -> Result<()> {
-    for s in snaps {
-        for o in &s.objects {
-            for l in &o.chunk_lists {
-                let lref = ChunkRef::full(l.id, l.location());
-                visit(BlobKind::ChunkList, &lref);
-                let chunks = crate::reader::read_block(&repo.blobs, l).map_err(|e| {
-                    Error::Corrupt(format!(
-                        "prune stopped, nothing was deleted: a chunk list of {:?} in snapshot \
-                         {} cannot be read ({e}); run `sluice check`",
-                        o.name,
-                        s.id.short()
-                    ))
-                })?;
-                // A delta chunk's bases are referenced too: prune keeps them (and their
-                // packs) as long as a kept chunk needs them.
-                for c in &chunks {
-                    visit(BlobKind::Chunk, c);
-                    for b in c.bases() {
-                        visit(BlobKind::Chunk, b);
-                    }
-                }
+    let read = |l: &crate::snapshot::ChunkListRef| crate::reader::read_block(&repo.blobs, l);
+    crate::reach::walk(snaps, read, |at, reached| {
+        match reached {
+            Reached::List => {
+                visit(
+                    BlobKind::ChunkList,
+                    &ChunkRef::full(at.list.id, at.list.location()),
+                );
             }
+            Reached::Unreadable(e) => {
+                return Err(Error::Corrupt(format!(
+                    "prune stopped, nothing was deleted: a chunk list of {:?} in snapshot \
+                     {} cannot be read ({e}); run `sluice check`",
+                    at.object.name,
+                    at.snapshot.id.short()
+                )))
+            }
+            // A delta chunk's bases are referenced too: prune keeps them (and their packs)
+            // as long as a kept chunk needs them.
+            Reached::Chunk { chunk, .. } => visit(BlobKind::Chunk, chunk),
+            Reached::ListEnd { .. } => {}
         }
-    }
-    Ok(())
+        Ok(Next::Go)
+    })
 }
 
 /// The prune lock (`locks/prune`, created only if absent): one prune at a time. It names
