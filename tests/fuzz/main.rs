@@ -43,6 +43,9 @@ pub struct Target {
 struct Args {
     seconds: f64,
     inputs: Option<u64>,
+    /// With `inputs`: stop a target after this long even if it has not had them all (the
+    /// targets that open a repository run a key derivation per input: ~300 inputs/s).
+    max_seconds: Option<f64>,
     only: Vec<String>,
 }
 
@@ -50,12 +53,14 @@ fn args() -> Args {
     let mut a = Args {
         seconds: 10.0,
         inputs: None,
+        max_seconds: None,
         only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
             "--inputs" => a.inputs = it.next().and_then(|n| n.parse().ok()),
+            "--max-seconds" => a.max_seconds = it.next().and_then(|n| n.parse().ok()),
             "--target" => a.only.extend(it.next()),
             // What cargo test passes to every test binary.
             "--nocapture" | "--quiet" | "-q" => {}
@@ -184,7 +189,10 @@ fn main() {
         let t0 = Instant::now();
         let mut n = 0u64;
         let limit = Duration::from_secs_f64(a.seconds);
-        while a.inputs.map_or(t0.elapsed() < limit, |max| n < max) {
+        let cap = a.max_seconds.map(Duration::from_secs_f64);
+        while a.inputs.map_or(t0.elapsed() < limit, |max| {
+            n < max && cap.is_none_or(|c| t0.elapsed() < c)
+        }) {
             let input = mutate::mutate(&t.seeds, &mut rng);
             n += 1;
             if let Some(why) = run_one(t, &input, &mut rng) {
