@@ -204,6 +204,7 @@ fn main() -> Result<()> {
                 started: time,
                 ended: time,
             }],
+            original: None,
         };
         storage.put(FileKind::Snapshot, &snap.id.to_hex(), &snap.encode(&keys)?)?;
         eprintln!(

@@ -476,6 +476,7 @@ mod tests {
             tags: Vec::new(),
             complete: true,
             objects: vec![o],
+            original: None,
         };
         let snaps = vec![
             snap(1, "a", obj(1, true)),

@@ -68,7 +68,13 @@ pub struct IngestOptions {
     /// that it can prompt (`-- pg_dump -W db`). Only for a single producer: a terminal has one
     /// foreground group.
     pub terminal_to_producer: bool,
+    /// Called with the snapshot just before it is recorded (`sluice copy` keeps the source's
+    /// record this way); an error records nothing.
+    pub edit_snapshot: Option<EditSnapshot>,
 }
+
+/// See `IngestOptions::edit_snapshot`.
+pub type EditSnapshot = Box<dyn FnOnce(&mut Snapshot) -> Result<()> + Send + Sync>;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ObjectReport {
@@ -134,8 +140,9 @@ pub fn ingest(
     repo: &Repository,
     index: &Index,
     streams: Vec<StreamSpec>,
-    opts: IngestOptions,
+    mut opts: IngestOptions,
 ) -> Result<IngestReport> {
+    let edit_snapshot = opts.edit_snapshot.take();
     repo.require_config()?;
     let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
     for n in &names {
@@ -279,7 +286,7 @@ pub fn ingest(
             .sort_by_key(|o| names.iter().position(|n| *n == o.name));
         return Ok(report);
     }
-    let snap = Snapshot {
+    let mut snap = Snapshot {
         id: SnapshotId::random(),
         time,
         time_nanos,
@@ -287,7 +294,11 @@ pub fn ingest(
         tags: opts.tags.clone(),
         complete,
         objects,
+        original: None,
     };
+    if let Some(edit) = edit_snapshot {
+        edit(&mut snap)?;
+    }
     let bytes = snap.encode(&repo.keys)?;
     // The last moment a signal can still cancel the snapshot.
     interrupted()?;

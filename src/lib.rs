@@ -9,6 +9,7 @@ pub mod chunker;
 pub mod chunklist;
 pub mod codec;
 pub mod completeness;
+pub mod copy;
 pub mod crypto;
 pub mod delta;
 pub mod error;

@@ -20,12 +20,14 @@ const STDERR_TAIL: usize = 4096;
 /// -x`, an error report) would otherwise put them into the stream or into the stderr tail that
 /// the snapshot keeps. `CREDENTIALS_DIRECTORY` is where systemd puts a unit's credentials
 /// (`LoadCredential=`, the usual home of a passphrase file for a sluice timer).
-pub const SECRET_ENV: [&str; 7] = [
+pub const SECRET_ENV: [&str; 9] = [
     "SLUICE_PASSWORD",
     "CREDENTIALS_DIRECTORY",
     "SLUICE_PASSWORD_FILE",
     "SLUICE_PASSWORD_COMMAND",
     "SLUICE_NEW_PASSWORD",
+    "SLUICE_FROM_PASSWORD",
+    "SLUICE_FROM_PASSWORD_FILE",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
 ];

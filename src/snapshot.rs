@@ -29,6 +29,9 @@ pub struct Snapshot {
     /// False when kept with --allow-partial although a producer failed or a stream was incomplete.
     pub complete: bool,
     pub objects: Vec<Object>,
+    /// For a copy made by `sluice copy`: the id of the snapshot it was copied from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
 }
 
 /// One named stream inside a snapshot.
@@ -343,6 +346,7 @@ mod tests {
             tags: vec!["t".into()],
             complete: true,
             objects: vec![],
+            original: None,
         };
         let bytes = snap.encode(&keys).unwrap();
         assert_eq!(Snapshot::decode(&keys, snap.id, &bytes).unwrap().host, "h");

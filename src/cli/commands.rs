@@ -2,7 +2,9 @@
 
 use super::output::{bytes, rate, table};
 use super::password::{Passphrase, PasswordSource};
-use super::{Cli, Command, ForgetArgs, IngestArgs, InitArgs, KeyAction, PruneArgs, RepairWhat};
+use super::{
+    Cli, Command, CopyArgs, ForgetArgs, IngestArgs, InitArgs, KeyAction, PruneArgs, RepairWhat,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use sluice::chunker::{parse_size, ChunkerParams};
 use sluice::codec::Compression;
@@ -212,6 +214,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Key { action } => key(&cli, action),
         Command::Stats { json } => stats(&cli, *json),
         Command::Prune(a) => prune_cmd(&cli, a),
+        Command::Copy(a) => copy_cmd(&cli, a),
         Command::Forget(a) => forget_cmd(&cli, a),
         Command::Mount(a) => super::mount::mount(&cli, a),
         Command::Umount { mountpoint } => super::mount::umount(mountpoint, cli.quiet),
@@ -557,6 +560,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
             progress,
             tee: Mutex::new(tee),
             terminal_to_producer: single_producer,
+            edit_snapshot: None,
         },
     );
     running.store(false, Ordering::Relaxed);
@@ -725,6 +729,8 @@ fn snapshots(cli: &Cli, name: Option<&str>, json: bool) -> Result<i32> {
                     "complete": s.complete,
                     "bytes": s.objects.iter().map(|o| o.size).sum::<u64>(),
                     "names": s.objects.iter().map(|o| o.name.clone()).collect::<Vec<_>>(),
+                    // For a copy (`sluice copy`): the source snapshot's id, else null.
+                    "original": s.original.map(|o| o.to_hex()),
                 })
             })
             .collect();
@@ -1323,6 +1329,94 @@ fn parse_percent(s: &str) -> Result<f64> {
         )));
     }
     Ok(v / 100.0)
+}
+
+fn copy_cmd(cli: &Cli, a: &CopyArgs) -> Result<i32> {
+    let dst = open(cli)?;
+    dst.require_config()?;
+    // The source: its own passphrase if one is given, else the destination's.
+    match Repository::read_config(&a.from_repo) {
+        Ok(_) | Err(Error::Corrupt(_)) => {}
+        Err(e) => return Err(anyhow!("the source repository (--from-repo): {e}")),
+    }
+    let src_pw = if let Some(f) = &a.from_password_file {
+        super::password::read_file(f)?
+    } else if let Ok(p) = std::env::var("SLUICE_FROM_PASSWORD") {
+        zeroize::Zeroizing::new(p.into_bytes())
+    } else {
+        passwords(cli).get(false)?
+    };
+    let src = Repository::open(&a.from_repo, &src_pw).map_err(|e| match e {
+        Error::WrongKey { .. } => anyhow!(
+            "the source repository (--from-repo) does not open with that passphrase: give its \
+             own with --from-password-file or SLUICE_FROM_PASSWORD"
+        ),
+        other => anyhow!("the source repository (--from-repo): {other}"),
+    })?;
+    drop(src_pw);
+    let mut wanted: Vec<sluice::snapshot::Snapshot> = if a.snapshots.is_empty() {
+        src.snapshots()?
+    } else {
+        a.snapshots
+            .iter()
+            .map(|spec| src.resolve(spec, None))
+            .collect::<std::result::Result<_, _>>()?
+    };
+    wanted.sort_by_key(|s| (s.time, s.time_nanos));
+    wanted.dedup_by_key(|s| s.id);
+    let session = sluice::session::WriteSession::begin(&dst, &mut |_| {}, None)?;
+    let have = sluice::copy::already_copied(&dst)?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let _handling = sluice::interrupt::Handling::start();
+    let mut out = Vec::new();
+    for s in &wanted {
+        if have.contains(&s.id) {
+            if !cli.quiet && !a.json {
+                eprintln!("copy: snapshot {} is already here; skipped", s.id.short());
+            }
+            out.push(serde_json::json!({"source": s.id.to_hex(), "skipped": true}));
+            continue;
+        }
+        let template = IngestOptions {
+            host: String::new(),
+            time: None,
+            tags: Vec::new(),
+            allow_partial: true,
+            jobs: 1,
+            workers: cores,
+            quiet: true,
+            stall_timeout: None,
+            progress: Arc::new(AtomicU64::new(0)),
+            tee: Mutex::new(None),
+            terminal_to_producer: false,
+            edit_snapshot: None,
+        };
+        let r = sluice::copy::copy_snapshot(&src, &dst, &session.index, s, template)?;
+        let id = r.snapshot.map(|i| i.to_hex()).unwrap_or_default();
+        if !cli.quiet && !a.json {
+            eprintln!(
+                "copy: snapshot {} -> {}: {} in {} stream(s), {} added",
+                s.id.short(),
+                &id[..id.len().min(8)],
+                bytes(r.bytes()),
+                r.objects.len(),
+                bytes(r.added_bytes())
+            );
+        }
+        out.push(serde_json::json!({
+            "source": s.id.to_hex(),
+            "skipped": false,
+            "snapshot": id,
+            "bytes": r.bytes(),
+            "added_bytes": r.added_bytes(),
+        }));
+    }
+    if a.json {
+        print_json(&serde_json::Value::Array(out));
+    }
+    Ok(0)
 }
 
 fn prune_cmd(cli: &Cli, a: &PruneArgs) -> Result<i32> {

@@ -140,6 +140,10 @@ pub enum Command {
     /// ingests, mounts and checks; what running ingests may still use is left for a later
     /// prune.
     Prune(PruneArgs),
+    /// Copy snapshots from another repository into this one (local to object storage and
+    /// back): each stream is read and verified, then stored here, deduplicated against what
+    /// this repository holds. Snapshots copied before are skipped.
+    Copy(CopyArgs),
     /// Mount the snapshots read-only: `sluice mount [REPO] MOUNTPOINT`.
     Mount(MountArgs),
     /// Unmount a sluice mount (also one whose process died).
@@ -306,6 +310,22 @@ pub struct ForgetArgs {
     /// With --prune: repack a pack when more than this share of it is unused.
     #[arg(long, default_value = "5%", value_name = "PERCENT")]
     pub max_unused: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CopyArgs {
+    /// The repository to copy from (a path or s3:http(s)://host/bucket/prefix).
+    #[arg(long, env = "SLUICE_FROM_REPO", value_name = "REPO")]
+    pub from_repo: PathBuf,
+    /// Read the source's passphrase from this file (its first line); else SLUICE_FROM_PASSWORD,
+    /// else the destination's passphrase.
+    #[arg(long, env = "SLUICE_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Snapshots to copy (ids, unique prefixes or `latest`); all of them when none is given.
+    pub snapshots: Vec<String>,
+    /// Print a JSON array, one object per source snapshot, on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -32,6 +32,11 @@ fn first_line(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
+/// The first line of a passphrase file (also `copy --from-password-file`).
+pub(crate) fn read_file(f: &std::path::Path) -> Result<Passphrase> {
+    from_file(f)
+}
+
 fn from_file(f: &std::path::Path) -> Result<Passphrase> {
     let bytes = Zeroizing::new(
         std::fs::read(f).with_context(|| format!("cannot read password file {}", f.display()))?,

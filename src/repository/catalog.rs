@@ -308,6 +308,7 @@ mod tests {
             tags: vec![],
             complete: true,
             objects: vec![],
+            original: None,
         };
         repo.storage
             .put(

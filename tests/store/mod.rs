@@ -4,6 +4,7 @@
 mod at_rest;
 mod chunker_version;
 mod concurrency;
+mod copy;
 mod corruption;
 mod crash;
 mod dedup;
