@@ -239,6 +239,27 @@ struct Visit<'a> {
     base: bool,
 }
 
+/// What `walk` checks alike: an object's stream, and its member table if it has one.
+struct Part<'a> {
+    name: std::borrow::Cow<'a, str>,
+    lists: &'a [crate::snapshot::ChunkListRef],
+    size: u64,
+}
+
+fn parts(o: &crate::snapshot::Object) -> impl Iterator<Item = Part<'_>> {
+    let stream = Part {
+        name: o.name.as_str().into(),
+        lists: &o.chunk_lists,
+        size: o.size,
+    };
+    let table = o.members.as_ref().map(|m| Part {
+        name: format!("{} (member table)", o.name).into(),
+        lists: &m.chunk_lists,
+        size: m.bytes,
+    });
+    std::iter::once(stream).chain(table)
+}
+
 /// Walk every chunk of every object of `snaps`, and the delta bases each needs, calling
 /// `visit` for each.
 fn walk(
@@ -251,9 +272,9 @@ fn walk(
     let problems = &mut w.problems;
     let unreadable = &mut w.unreadable;
     for s in snaps {
-        for o in &s.objects {
+        for o in s.objects.iter().flat_map(parts) {
             let mut expect_start = 0u64;
-            for l in &o.chunk_lists {
+            for l in o.lists {
                 let lref = resolve(
                     repo,
                     t,
@@ -403,7 +424,7 @@ pub fn check(
     }
     for s in &snaps {
         for o in &s.objects {
-            for l in &o.chunk_lists {
+            for l in o.all_chunk_lists() {
                 let lref = ChunkRef::full(l.id, l.location());
                 referenced_packs.insert(resolve(repo, &t, BlobKind::ChunkList, &lref).loc.pack);
             }

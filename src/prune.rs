@@ -232,7 +232,7 @@ pub fn walk_references(
 ) -> Result<()> {
     for s in snaps {
         for o in &s.objects {
-            for l in &o.chunk_lists {
+            for l in o.all_chunk_lists() {
                 let lref = ChunkRef::full(l.id, l.location());
                 visit(BlobKind::ChunkList, &lref);
                 let chunks = crate::reader::read_block(&repo.blobs, l).map_err(|e| {
@@ -354,7 +354,7 @@ pub fn prune(
     let expected: usize = snaps
         .iter()
         .flat_map(|s| &s.objects)
-        .map(|o| o.chunks as usize + o.chunk_lists.len())
+        .map(|o| o.chunks as usize + o.all_chunk_lists().count())
         .sum();
     let mut referenced = Bloom::new(expected);
     progress("reading chunk lists");

@@ -557,6 +557,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
             progress,
             tee: Mutex::new(tee),
             terminal_to_producer: single_producer,
+            split: !a.no_split,
         },
     );
     running.store(false, Ordering::Relaxed);

@@ -52,6 +52,7 @@ fn build(repo: &crate::support::Repo) -> Vec<(String, String, usize)> {
                 progress: Arc::new(AtomicU64::new(0)),
                 tee: Mutex::new(None),
                 terminal_to_producer: false,
+                split: true,
             },
         )
         .expect("ingest");
