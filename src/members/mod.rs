@@ -157,6 +157,36 @@ pub fn read_table(
     }))
 }
 
+/// The members of `object` read from `repo` (for `ls`): `None` without a member table.
+pub fn list(
+    repo: &crate::repository::Repository,
+    object: &Object,
+) -> Option<impl Iterator<Item = Result<Member>>> {
+    read_table(ChunkCache::new(repo.blobs.clone(), 32 << 20, 2), object)
+}
+
+/// `drwxr-xr-x` style: the type letter and the permission bits (with setuid, setgid, sticky).
+pub fn mode_string(kind: Kind, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(kind.letter());
+    for (i, special, on_x, on_no_x) in [
+        (6, 0o4000, 's', 'S'),
+        (3, 0o2000, 's', 'S'),
+        (0, 0o1000, 't', 'T'),
+    ] {
+        let bits = (mode >> i) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(match (bits & 1 != 0, mode & special != 0) {
+            (true, true) => on_x,
+            (false, true) => on_no_x,
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
 /// `std::io::Read` over an [`ObjectReader`], from the start.
 struct ReadAt {
     r: ObjectReader,
@@ -175,7 +205,7 @@ impl std::io::Read for ReadAt {
 }
 
 /// Serialises members into table pieces as they come: a piece ends after a line whose hash
-/// says so (about every 128 lines, content-defined so that an unchanged run of members gives
+/// says so (about every 32 lines, content-defined so that an unchanged run of members gives
 /// the same piece in the next version) or when it reaches [`MAX_PIECE`].
 pub struct TableWriter {
     piece: Vec<u8>,
@@ -183,8 +213,8 @@ pub struct TableWriter {
     pub bytes: u64,
 }
 
-const MIN_PIECE: usize = 8 << 10;
-const MAX_PIECE: usize = 512 << 10;
+const MIN_PIECE: usize = 2 << 10;
+const MAX_PIECE: usize = 256 << 10;
 
 impl Default for TableWriter {
     fn default() -> Self {
@@ -209,7 +239,7 @@ impl TableWriter {
         self.count += 1;
         self.bytes += (self.piece.len() - start) as u64;
         let h = blake3::hash(&self.piece[start..]);
-        let ends = (h.as_bytes()[0] & 0x7f == 0 && self.piece.len() >= MIN_PIECE)
+        let ends = (h.as_bytes()[0] & 0x1f == 0 && self.piece.len() >= MIN_PIECE)
             || self.piece.len() >= MAX_PIECE;
         ends.then(|| std::mem::replace(&mut self.piece, Vec::with_capacity(MAX_PIECE)))
     }
@@ -277,6 +307,14 @@ mod tests {
                 off: 0,
             }],
         }
+    }
+
+    #[test]
+    fn mode_strings() {
+        assert_eq!(mode_string(Kind::Dir, 0o755), "drwxr-xr-x");
+        assert_eq!(mode_string(Kind::File, 0o4754), "-rwsr-xr--");
+        assert_eq!(mode_string(Kind::Dir, 0o1777), "drwxrwxrwt");
+        assert_eq!(mode_string(Kind::Symlink, 0o777), "lrwxrwxrwx");
     }
 
     #[test]
