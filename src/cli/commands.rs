@@ -893,7 +893,8 @@ fn print_members(repo: &Repository, o: &sluice::snapshot::Object) -> Result<()> 
             "" => id.to_string(),
             n => n.to_string(),
         };
-        let mut path = format!("{}.d/{}", o.name, m.path.trim_end_matches('/'));
+        let inner = m.path.trim_start_matches("./").trim_start_matches('/');
+        let mut path = format!("{}.d/{}", o.name, inner.trim_end_matches('/'));
         if let Some(l) = &m.link {
             path.push_str(match m.kind {
                 sluice::members::Kind::Hardlink => " link to ",
