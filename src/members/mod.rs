@@ -145,15 +145,32 @@ pub fn read_table(
     let reader = ObjectReader::new(cache, &table.as_object(&object.name), 4 << 20);
     let name = object.name.clone();
     let lines = std::io::BufReader::with_capacity(1 << 20, ReadAt { r: reader, pos: 0 }).lines();
+    let mut cursor = 0u64;
     Some(lines.map(move |line| {
         let line = line.map_err(|e| {
             Error::Corrupt(format!("the member table of {name:?} cannot be read: {e}"))
         })?;
-        serde_json::from_str(&line).map_err(|e| {
+        let mut m: Member = serde_json::from_str(&line).map_err(|e| {
             Error::Corrupt(format!(
                 "the member table of {name:?} holds a bad entry: {e}"
             ))
-        })
+        })?;
+        for e in &mut m.extents {
+            e.at = cursor
+                .checked_add(e.at)
+                .and_then(|at| Some((at, at.checked_add(e.len)?)))
+                .map(|(at, end)| {
+                    cursor = end;
+                    at
+                })
+                .ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "the member table of {name:?} places {:?} beyond any stream",
+                        m.path
+                    ))
+                })?;
+        }
+        Ok(m)
     }))
 }
 
@@ -209,6 +226,9 @@ impl std::io::Read for ReadAt {
 /// the same piece in the next version) or when it reaches [`MAX_PIECE`].
 pub struct TableWriter {
     piece: Vec<u8>,
+    /// End of the previous extent written: extents are stored relative to it, so that a
+    /// member's line does not change when an earlier member grows (see src/FORMAT.md).
+    cursor: u64,
     pub count: u64,
     pub bytes: u64,
 }
@@ -220,6 +240,7 @@ impl Default for TableWriter {
     fn default() -> Self {
         TableWriter {
             piece: Vec::with_capacity(MAX_PIECE),
+            cursor: 0,
             count: 0,
             bytes: 0,
         }
@@ -230,8 +251,14 @@ impl TableWriter {
     /// Add a member; returns a finished piece to store, if this line ended one.
     pub fn push(&mut self, m: &Member) -> Option<Vec<u8>> {
         let start = self.piece.len();
+        let mut rel = m.clone();
+        for e in &mut rel.extents {
+            let at = e.at;
+            e.at = at.saturating_sub(self.cursor);
+            self.cursor = at + e.len;
+        }
         // A Member always serialises (plain strings and numbers).
-        if serde_json::to_writer(&mut self.piece, m).is_err() {
+        if serde_json::to_writer(&mut self.piece, &rel).is_err() {
             self.piece.truncate(start);
             return None;
         }
@@ -288,7 +315,7 @@ pub fn read_member(stream: &ObjectReader, m: &Member, off: u64, buf: &mut [u8]) 
 mod tests {
     use super::*;
 
-    fn member(path: &str) -> Member {
+    fn member(path: &str, at: u64) -> Member {
         Member {
             path: path.into(),
             kind: Kind::File,
@@ -301,11 +328,7 @@ mod tests {
             mtime_nanos: 0,
             link: None,
             size: 3,
-            extents: vec![Extent {
-                at: 512,
-                len: 3,
-                off: 0,
-            }],
+            extents: vec![Extent { at, len: 3, off: 0 }],
         }
     }
 
@@ -323,7 +346,7 @@ mod tests {
             let mut w = TableWriter::default();
             let mut out = Vec::new();
             for i in skip..20_000 {
-                out.extend(w.push(&member(&format!("dir/file-{i}"))));
+                out.extend(w.push(&member(&format!("dir/file-{i}"), i as u64 * 1024)));
             }
             out.extend(w.finish());
             out
@@ -342,6 +365,8 @@ mod tests {
             .map(|l| serde_json::from_slice(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 20_000);
-        assert_eq!(lines[5], member("dir/file-5"));
+        // Stored relative to the previous extent's end: position-independent lines.
+        assert_eq!(lines[5].path, "dir/file-5");
+        assert_eq!(lines[5].extents[0].at, 1024 - 3);
     }
 }

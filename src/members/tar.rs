@@ -418,11 +418,19 @@ mod tests {
         }
         let (last, count, _) = s.finish().unwrap();
         pieces.extend(last);
+        let mut cursor = 0;
         let members: Vec<Member> = pieces
             .concat()
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
+            .map(|l| {
+                let mut m: Member = serde_json::from_slice(l).unwrap();
+                for e in &mut m.extents {
+                    e.at += cursor;
+                    cursor = e.at + e.len;
+                }
+                m
+            })
             .collect();
         assert_eq!(members.len() as u64, count);
         (cuts, members)
