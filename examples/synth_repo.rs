@@ -203,6 +203,7 @@ fn main() -> Result<()> {
                 problem: None,
                 started: time,
                 ended: time,
+                members: None,
             }],
         };
         storage.put(FileKind::Snapshot, &snap.id.to_hex(), &snap.encode(&keys)?)?;

@@ -31,8 +31,11 @@ pub struct StoreSource {
     /// Snapshot files that failed to load: skipped until they disappear.
     unreadable: Mutex<std::collections::HashSet<SnapshotId>>,
     /// Member tables read so far (extents included), for opening member files.
-    members: Mutex<HashMap<(SnapshotId, String), Arc<Vec<Member>>>>,
+    members: Mutex<HashMap<(SnapshotId, String), MemberList>>,
 }
+
+/// A stream's members, extents included, shared by the files opened from it.
+type MemberList = Arc<Vec<Member>>;
 
 impl StoreSource {
     pub fn new(repo: Repository, prefetch_threads: usize) -> StoreSource {
