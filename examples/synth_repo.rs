@@ -203,6 +203,7 @@ fn main() -> Result<()> {
                 problem: None,
                 started: time,
                 ended: time,
+                members: None,
             }],
             original: None,
         };

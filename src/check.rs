@@ -240,6 +240,27 @@ struct Visit<'a> {
     base: bool,
 }
 
+/// What `walk` checks alike: an object's stream, and its member table if it has one.
+struct Part<'a> {
+    name: std::borrow::Cow<'a, str>,
+    lists: &'a [crate::snapshot::ChunkListRef],
+    size: u64,
+}
+
+fn parts(o: &crate::snapshot::Object) -> impl Iterator<Item = Part<'_>> {
+    let stream = Part {
+        name: o.name.as_str().into(),
+        lists: &o.chunk_lists,
+        size: o.size,
+    };
+    let table = o.members.as_ref().map(|m| Part {
+        name: format!("{} (member table)", o.name).into(),
+        lists: &m.chunk_lists,
+        size: m.bytes,
+    });
+    std::iter::once(stream).chain(table)
+}
+
 /// Walk every chunk of every object of `snaps`, and the delta bases each needs, calling
 /// `visit` for each (through the one reachability walk, `crate::reach`), with the chunks
 /// placed where they are now (`resolve`) and every problem with a chunk list recorded.
@@ -252,9 +273,9 @@ fn walk(
     let mut w = Walked::default();
     // Whether the chunk lists cover each stream: the snapshot alone tells.
     for s in snaps {
-        for o in &s.objects {
+        for o in s.objects.iter().flat_map(parts) {
             let mut expect_start = 0u64;
-            for l in &o.chunk_lists {
+            for l in o.lists {
                 if l.start != expect_start {
                     w.problems.push(format!(
                         "snapshot {} {:?}: chunk lists do not cover the stream contiguously",
@@ -278,12 +299,13 @@ fn walk(
             .and_then(|p| chunklist::decode(&p))
     };
     crate::reach::walk(snaps, read, |at, reached| {
-        let (s, o, l) = (at.snapshot, at.object, at.list);
+        let (s, l) = (at.snapshot, at.list);
+        let name = at.part_name();
         let unreadable_range = |why: &str| {
             format!(
                 "snapshot {} {:?}: bytes {}..{} unreadable: {why}",
                 s.id.short(),
-                o.name,
+                name,
                 l.start,
                 l.start + l.bytes
             )
@@ -329,7 +351,7 @@ fn walk(
                 base,
             } => visit(&Visit {
                 snapshot: s,
-                name: &o.name,
+                name: &name,
                 chunk: &resolve(repo, t, BlobKind::Chunk, chunk),
                 from,
                 to,
@@ -340,7 +362,7 @@ fn walk(
                     w.problems.push(format!(
                         "snapshot {} {:?}: a chunk list's size disagrees with the snapshot",
                         s.id.short(),
-                        o.name
+                        name
                     ));
                 }
             }
@@ -406,7 +428,7 @@ pub fn check(
     }
     for s in &snaps {
         for o in &s.objects {
-            for l in &o.chunk_lists {
+            for l in o.all_chunk_lists() {
                 let lref = ChunkRef::full(l.id, l.location());
                 referenced_packs.insert(resolve(repo, &t, BlobKind::ChunkList, &lref).loc.pack);
             }

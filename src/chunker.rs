@@ -163,6 +163,8 @@ pub struct StreamChunker<R: Read> {
     start: usize,
     filled: usize,
     eof: bool,
+    /// Stream offset of `buf[start]`.
+    offset: u64,
 }
 
 impl<R: Read> StreamChunker<R> {
@@ -179,6 +181,7 @@ impl<R: Read> StreamChunker<R> {
             start: 0,
             filled: 0,
             eof: false,
+            offset: 0,
         }
     }
 
@@ -186,6 +189,19 @@ impl<R: Read> StreamChunker<R> {
     pub fn next_chunk(
         &mut self,
         on_bytes: &mut dyn FnMut(&[u8]),
+    ) -> std::io::Result<Option<Vec<u8>>> {
+        self.next_chunk_cut(on_bytes, &mut |_| None)
+    }
+
+    /// As [`Self::next_chunk`], and a chunk never spans a forced cut: `next_cut(offset)`
+    /// answers the first forced cut strictly after stream offset `offset` known so far (a
+    /// container splitter fed by `on_bytes` knows every cut inside the bytes it has seen, so
+    /// boundaries still do not depend on read sizes). Chunk ids and sizes rules are unchanged;
+    /// a chunk ending at a forced cut may be shorter than `min_size`.
+    pub fn next_chunk_cut(
+        &mut self,
+        on_bytes: &mut dyn FnMut(&[u8]),
+        next_cut: &mut dyn FnMut(u64) -> Option<u64>,
     ) -> std::io::Result<Option<Vec<u8>>> {
         let max = self.params.max_size as usize;
         while !self.eof && self.filled - self.start < max {
@@ -212,7 +228,13 @@ impl<R: Read> StreamChunker<R> {
         if remaining == 0 {
             return Ok(None);
         }
-        let region = &self.buf[self.start..self.filled];
+        let mut region = &self.buf[self.start..self.filled];
+        if let Some(cut) = next_cut(self.offset) {
+            let limit = cut.saturating_sub(self.offset);
+            if limit > 0 && limit < region.len() as u64 {
+                region = &region[..limit as usize];
+            }
+        }
         let (mask_s, mask_l) = self.masks;
         let (_, end) = fastcdc::v2020::cut_gear(
             region,
@@ -228,6 +250,7 @@ impl<R: Read> StreamChunker<R> {
         );
         let chunk = region[..end].to_vec();
         self.start += end;
+        self.offset += end as u64;
         Ok(Some(chunk))
     }
 }
@@ -315,6 +338,50 @@ mod tests {
         22225, 58197, 98072, 103658, 76493, 71359, 88431, 100765, 18449, 79264, 121490, 95215,
         72512, 42446,
     ];
+
+    /// Forced cuts are honoured whatever the read sizes, and a region between two cuts
+    /// chunks the same wherever it lies in the stream.
+    #[test]
+    fn forced_cuts_are_honoured_and_isolate_regions() {
+        let p = ChunkerParams::with_avg(64 * 1024);
+        let member = pseudo_random(700_000, 11);
+        let chunk_with = |prefix: usize, step: Option<usize>| {
+            let mut data = pseudo_random(prefix, 5);
+            data.extend_from_slice(&member);
+            data.extend_from_slice(&pseudo_random(300_000, 6));
+            let cuts = [prefix as u64, (prefix + member.len()) as u64];
+            let src: Box<dyn Read> = match step {
+                None => Box::new(std::io::Cursor::new(data.clone())),
+                Some(step) => Box::new(Dribble {
+                    data: Box::leak(data.clone().into_boxed_slice()),
+                    pos: 0,
+                    step,
+                }),
+            };
+            let mut c = StreamChunker::new(src, p, Gear::seeded(3));
+            let mut ends = Vec::new();
+            let mut at = 0u64;
+            while let Some(ch) = c
+                .next_chunk_cut(&mut |_| {}, &mut |o| cuts.iter().copied().find(|&x| x > o))
+                .unwrap()
+            {
+                at += ch.len() as u64;
+                ends.push(at);
+            }
+            assert_eq!(at as usize, data.len());
+            for cut in cuts {
+                assert!(ends.contains(&cut), "no chunk ends at {cut}");
+            }
+            ends.iter()
+                .filter(|&&e| e > cuts[0] && e <= cuts[1])
+                .map(|e| e - cuts[0])
+                .collect::<Vec<_>>()
+        };
+        let a = chunk_with(123_457, None);
+        assert_eq!(a, chunk_with(123_457, Some(1)));
+        assert_eq!(a, chunk_with(999_999, None));
+        assert_eq!(a, chunk_with(10, Some(3)));
+    }
 
     #[test]
     fn seed_changes_boundaries() {

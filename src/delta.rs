@@ -467,6 +467,7 @@ mod tests {
             problem: None,
             started: 0,
             ended: 0,
+            members: None,
         };
         let snap = |time, host: &str, o| Snapshot {
             id: crate::ids::SnapshotId::random(),

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, SnapshotId};
 use crate::index::Index;
 use crate::interrupt::Alarm;
+use crate::members::tar::TarSplitter;
 use crate::pack::{Location, PackWriter};
 use crate::producer::{CommandSpec, Exit, FdReader, Producer};
 use crate::repository::Repository;
@@ -71,6 +72,9 @@ pub struct IngestOptions {
     /// Called with the snapshot just before it is recorded (`sluice copy` keeps the source's
     /// record this way); an error records nothing.
     pub edit_snapshot: Option<EditSnapshot>,
+    /// Split container streams (tar) into members: chunk boundaries at member data and a
+    /// member table (see `crate::members`). Off with `--no-split`.
+    pub split: bool,
 }
 
 /// See `IngestOptions::edit_snapshot`.
@@ -88,6 +92,8 @@ pub struct ObjectReport {
     pub delta_chunks: u64,
     /// Bytes those deltas saved against storing the same chunks compressed alone.
     pub delta_saved_bytes: u64,
+    /// Members in the stream's member table (0: not split).
+    pub members: u64,
     /// Empty for a stream that was stopped before it ended.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub blake3: String,
@@ -247,6 +253,7 @@ pub fn ingest(
                 new_chunks: st.new_chunks,
                 delta_chunks: st.delta_chunks,
                 delta_saved_bytes: st.delta_saved_bytes,
+                members: o.members.as_ref().map_or(0, |m| m.count),
                 blake3: o.blake3.clone(),
                 complete: o.complete,
                 format: o.format.clone(),
@@ -273,6 +280,7 @@ pub fn ingest(
                 new_chunks: 0,
                 delta_chunks: 0,
                 delta_saved_bytes: 0,
+                members: 0,
                 blake3: String::new(),
                 complete: false,
                 format: None,
@@ -429,6 +437,11 @@ fn ingest_one(
     // streams, and checking a gzip stream means inflating it.
     let (hash_tx, hash_rx) = sync_channel::<Arc<Vec<u8>>>(workers + 2);
     let expect = spec.expect;
+    let split = opts.split
+        && matches!(
+            expect,
+            Expect::Auto | Expect::Format(crate::completeness::Format::Tar)
+        );
 
     let (read_result, assembled, digest) = std::thread::scope(|s| {
         let digest_thread = spawn_in(s, "sluice-digest", move || {
@@ -440,9 +453,13 @@ fn ingest_one(
             }
             (hasher, checker)
         });
-        let reader_thread = spawn_in(s, "sluice-read", move || -> Result<u64> {
+        let table_name = name.as_str();
+        let reader_thread = spawn_in(s, "sluice-read", move || -> Result<(u64, Table)> {
             let gear = crate::chunker::Gear::for_repo(&params, keys)?;
             let mut chunker = StreamChunker::new(reader, params, gear);
+            // Follows the tar framing in the bytes read: where to cut, and the member table.
+            let splitter = std::cell::RefCell::new(split.then(TarSplitter::default));
+            let mut table = TableStore::new(table_name)?;
             let mut total = 0u64;
             let mut seq = 0u64;
             let mut chunked = 0u64;
@@ -452,17 +469,35 @@ fn ingest_one(
                     return Err(Error::StreamStopped(STOPPED.into()));
                 }
                 interrupted()?;
-                let next = chunker.next_chunk(&mut |b| {
-                    total += b.len() as u64;
-                    opts.progress.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    if let Some(w) = lock(tee).as_mut() {
-                        if tee_err.is_none() {
-                            if let Err(e) = w.write_all(b) {
-                                tee_err = Some(e);
+                let next = chunker.next_chunk_cut(
+                    &mut |b| {
+                        if let Some(sp) = splitter.borrow_mut().as_mut() {
+                            sp.feed(b);
+                        }
+                        total += b.len() as u64;
+                        opts.progress.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        if let Some(w) = lock(tee).as_mut() {
+                            if tee_err.is_none() {
+                                if let Err(e) = w.write_all(b) {
+                                    tee_err = Some(e);
+                                }
                             }
                         }
+                    },
+                    &mut |at| {
+                        splitter
+                            .borrow_mut()
+                            .as_mut()
+                            .and_then(|sp| sp.next_cut(at))
+                    },
+                );
+                if let Some(sp) = splitter.borrow_mut().as_mut() {
+                    if sp.failed().is_none() {
+                        for piece in sp.take_pieces() {
+                            table.piece(keys, sink, &piece)?;
+                        }
                     }
-                });
+                }
                 if let Some(e) = tee_err.take() {
                     if e.kind() != std::io::ErrorKind::BrokenPipe {
                         return Err(Error::io("cannot write the --tee output", e));
@@ -498,7 +533,20 @@ fn ingest_one(
             if let Some(w) = lock(tee).as_mut() {
                 let _ = w.flush();
             }
-            Ok(total)
+            let members = match splitter.into_inner().map(TarSplitter::finish) {
+                Some(Ok((last, count, bytes))) => {
+                    if let Some(piece) = last {
+                        table.piece(keys, sink, &piece)?;
+                    }
+                    table.finish(keys, sink, count, bytes)?
+                }
+                Some(Err(why)) => {
+                    log::debug!("{table_name:?} is stored without a member table: {why}");
+                    None
+                }
+                None => None,
+            };
+            Ok((total, members))
         });
         for _ in 0..workers {
             let res_tx = res_tx.clone();
@@ -558,7 +606,7 @@ fn ingest_one(
             stderr_tail,
         });
     }
-    let total = match read_result {
+    let (total, members) = match read_result {
         Ok(r) => r,
         // Our own storage failure stopped the reader: that failure is the news.
         Err(Error::StreamStopped(_)) if assembled.is_err() => {
@@ -606,6 +654,17 @@ fn ingest_one(
             problem = Some(why.clone());
         }
     }
+    // The member table describes a whole, valid tar only: a stream that merely looked like one
+    // is stored plain (its verdict says why).
+    let members = match (members, &verdict.outcome, verdict.format) {
+        (Some(t), Outcome::Complete, Some(crate::completeness::Format::Tar))
+            if problem.is_none() =>
+        {
+            repo.require_members_format()?;
+            Some(t)
+        }
+        _ => None,
+    };
     let object = Object {
         name: spec.name,
         size: total,
@@ -618,6 +677,7 @@ fn ingest_one(
         problem,
         started,
         ended: crate::time::now().0,
+        members,
     };
     Ok((object, t0.elapsed().as_secs_f64()))
 }
@@ -799,6 +859,84 @@ fn assemble(
         )?);
     }
     Ok((lists, next))
+}
+
+/// A member table under construction, if any (see `crate::members`).
+type Table = Option<crate::members::MemberTable>;
+
+/// Stores member-table pieces as they come, as ordinary chunks, and lists them in chunk-list
+/// blocks: a table is read like a stream, and never held whole in memory.
+struct TableStore<'n> {
+    name: &'n str,
+    block: Vec<ChunkRef>,
+    lists: Vec<ChunkListRef>,
+    offset: u64,
+    block_start: u64,
+    encoder: Encoder,
+}
+
+impl<'n> TableStore<'n> {
+    fn new(name: &'n str) -> Result<TableStore<'n>> {
+        Ok(TableStore {
+            name,
+            block: Vec::new(),
+            lists: Vec::new(),
+            offset: 0,
+            block_start: 0,
+            encoder: Encoder::new(crate::codec::Compression::Zstd { level: 3 })?,
+        })
+    }
+
+    fn piece(&mut self, keys: &Keys, sink: &Sink, piece: &[u8]) -> Result<()> {
+        let id = keys.blob_id(piece);
+        let chunk = match sink.lookup_chunk(&id)? {
+            Some(c) => c,
+            None => {
+                let mut sealed = self.encoder.encode_for_sealing(piece);
+                keys.seal_in_place(BlobKind::Chunk, &id.0, &mut sealed);
+                let len = piece.len();
+                sink.store(self.name, BlobKind::Chunk, id, &sealed, len, None, None, 0)?
+            }
+        };
+        self.offset += piece.len() as u64;
+        self.block.push(chunk);
+        if self.block.len() == BLOCK_CHUNKS {
+            self.flush(keys, sink)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, keys: &Keys, sink: &Sink) -> Result<()> {
+        if !self.block.is_empty() {
+            let l = store_block(
+                keys,
+                sink,
+                self.name,
+                &mut self.encoder,
+                &self.block,
+                self.block_start,
+            )?;
+            self.lists.push(l);
+            self.block.clear();
+            self.block_start = self.offset;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, keys: &Keys, sink: &Sink, count: u64, bytes: u64) -> Result<Table> {
+        self.flush(keys, sink)?;
+        if self.offset != bytes {
+            return Err(Error::StreamFailed(
+                "internal error: member table pieces were lost".into(),
+            ));
+        }
+        Ok(Some(crate::members::MemberTable {
+            format: "tar".into(),
+            count,
+            bytes,
+            chunk_lists: self.lists,
+        }))
+    }
 }
 
 fn store_block(

@@ -20,6 +20,7 @@ pub mod index;
 pub mod ingest;
 pub mod interrupt;
 pub mod lease;
+pub mod members;
 pub mod mount_source;
 pub mod pack;
 pub mod producer;

@@ -6,12 +6,14 @@
 
 use crate::error::Error;
 use crate::ids::SnapshotId;
+use crate::members::{Kind, Member};
 use crate::reader::{ChunkCache, ObjectReader};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::storage::lock;
 use sluice_mount::source::{
-    EntryInfo, ObjectReader as MountReader, SnapshotInfo, SnapshotSource, SourceError,
+    EntryInfo, MemberInfo, MemberKind, ObjectReader as MountReader, SnapshotInfo, SnapshotSource,
+    SourceError,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +30,12 @@ pub struct StoreSource {
     snapshots: Mutex<HashMap<SnapshotId, Arc<(Snapshot, SnapshotInfo)>>>,
     /// Snapshot files that failed to load: skipped until they disappear.
     unreadable: Mutex<std::collections::HashSet<SnapshotId>>,
+    /// Member tables read so far (extents included), for opening member files.
+    members: Mutex<HashMap<(SnapshotId, String), MemberList>>,
 }
+
+/// A stream's members, extents included, shared by the files opened from it.
+type MemberList = Arc<Vec<Member>>;
 
 impl StoreSource {
     pub fn new(repo: Repository, prefetch_threads: usize) -> StoreSource {
@@ -38,6 +45,7 @@ impl StoreSource {
             cache,
             snapshots: Mutex::new(HashMap::new()),
             unreadable: Mutex::new(std::collections::HashSet::new()),
+            members: Mutex::new(HashMap::new()),
         }
     }
 
@@ -50,6 +58,30 @@ impl StoreSource {
         let entry = Arc::new((snap, info));
         lock(&self.snapshots).insert(id, entry.clone());
         Ok(entry)
+    }
+
+    /// The member table of stream `name` in snapshot `id`, read once.
+    fn member_table(&self, id: &str, name: &str) -> Result<Arc<Vec<Member>>, SourceError> {
+        let id = SnapshotId::from_hex(id).map_err(to_source_error)?;
+        let key = (id, name.to_string());
+        if let Some(m) = lock(&self.members).get(&key) {
+            return Ok(m.clone());
+        }
+        let entry = self.load(id)?;
+        let object = entry
+            .0
+            .object(name)
+            .ok_or_else(|| SourceError::NotFound(format!("{name} in snapshot {}", id.short())))?;
+        let table = crate::members::read_table(self.cache.clone(), object).ok_or_else(|| {
+            SourceError::NotFound(format!("{name} in snapshot {} has no members", id.short()))
+        })?;
+        let list = Arc::new(
+            table
+                .collect::<crate::error::Result<Vec<Member>>>()
+                .map_err(to_source_error)?,
+        );
+        lock(&self.members).insert(key, list.clone());
+        Ok(list)
     }
 }
 
@@ -97,6 +129,7 @@ fn summary(s: &Snapshot) -> SnapshotInfo {
                 name: o.name.clone(),
                 size: o.size,
                 complete: o.complete,
+                members: o.members.is_some(),
             })
             .collect(),
         meta_json: meta_json(s),
@@ -152,6 +185,74 @@ impl SnapshotSource for StoreSource {
             object,
             MOUNT_READAHEAD_BYTES,
         ))))
+    }
+
+    fn members(&self, snapshot_id: &str, name: &str) -> Result<Vec<MemberInfo>, SourceError> {
+        let list = self.member_table(snapshot_id, name)?;
+        Ok(list
+            .iter()
+            .map(|m| MemberInfo {
+                path: m.path.clone(),
+                kind: match m.kind {
+                    Kind::File => MemberKind::File,
+                    Kind::Dir => MemberKind::Dir,
+                    Kind::Symlink => MemberKind::Symlink,
+                    Kind::Hardlink => MemberKind::Hardlink,
+                    Kind::Char | Kind::Block | Kind::Fifo | Kind::Other => MemberKind::Other,
+                },
+                perm: (m.mode & 0o7777) as u16,
+                uid: u32::try_from(m.uid).unwrap_or(u32::MAX),
+                gid: u32::try_from(m.gid).unwrap_or(u32::MAX),
+                mtime: if m.mtime >= 0 {
+                    UNIX_EPOCH + Duration::new(m.mtime as u64, m.mtime_nanos)
+                } else {
+                    UNIX_EPOCH - Duration::from_secs(m.mtime.unsigned_abs())
+                },
+                size: m.size,
+                link: m.link.clone(),
+            })
+            .collect())
+    }
+
+    fn open_member(
+        &self,
+        snapshot_id: &str,
+        name: &str,
+        index: usize,
+    ) -> Result<Arc<dyn MountReader>, SourceError> {
+        let list = self.member_table(snapshot_id, name)?;
+        if index >= list.len() {
+            return Err(SourceError::NotFound(format!("member {index} of {name}")));
+        }
+        let id = SnapshotId::from_hex(snapshot_id).map_err(to_source_error)?;
+        let entry = self.load(id)?;
+        let object = entry
+            .0
+            .object(name)
+            .ok_or_else(|| SourceError::NotFound(format!("{name} in snapshot {}", id.short())))?;
+        Ok(Arc::new(MountMember {
+            stream: ObjectReader::new(self.cache.clone(), object, MOUNT_READAHEAD_BYTES),
+            list,
+            index,
+        }))
+    }
+}
+
+/// One member file: its extents read through the stream's reader (holes as zeros).
+struct MountMember {
+    stream: ObjectReader,
+    list: Arc<Vec<Member>>,
+    index: usize,
+}
+
+impl MountReader for MountMember {
+    fn size(&self) -> u64 {
+        self.list[self.index].size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, SourceError> {
+        crate::members::read_member(&self.stream, &self.list[self.index], offset, buf)
+            .map_err(to_source_error)
     }
 }
 

@@ -401,7 +401,7 @@ pub fn prune(
     let expected: usize = snaps
         .iter()
         .flat_map(|s| &s.objects)
-        .map(|o| o.chunks as usize + o.chunk_lists.len())
+        .map(|o| o.chunks as usize + o.all_chunk_lists().count())
         .sum();
     let mut referenced = Bloom::new(expected);
     progress("reading chunk lists");

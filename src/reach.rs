@@ -8,11 +8,23 @@ use crate::chunklist::ChunkRef;
 use crate::error::{Error, Result};
 use crate::snapshot::{ChunkListRef, Object, Snapshot};
 
-/// Where the walk is: one chunk-list block of one stream of one snapshot.
+/// Where the walk is: one chunk-list block of one stream of one snapshot, or of the stream's
+/// member table (`table`; offsets are then the table's).
 pub struct At<'a> {
     pub snapshot: &'a Snapshot,
     pub object: &'a Object,
     pub list: &'a ChunkListRef,
+    pub table: bool,
+}
+
+impl At<'_> {
+    /// The stream's name, or "NAME (member table)".
+    pub fn part_name(&self) -> std::borrow::Cow<'_, str> {
+        match self.table {
+            false => self.object.name.as_str().into(),
+            true => format!("{} (member table)", self.object.name).into(),
+        }
+    }
 }
 
 /// What the walk meets, in this order for every block: `List`; then `Unreadable`, or each
@@ -41,8 +53,9 @@ pub enum Next {
     Skip,
 }
 
-/// Walk every chunk-list block of every stream of `snaps`, reading each with `read`, calling
-/// `visit` for each event. An error returned by `visit` ends the walk with that error.
+/// Walk every chunk-list block of every stream of `snaps` (and of its member table, if it
+/// has one), reading each with `read`, calling `visit` for each event. An error returned by
+/// `visit` ends the walk with that error.
 pub fn walk(
     snaps: &[Snapshot],
     mut read: impl FnMut(&ChunkListRef) -> Result<Vec<ChunkRef>>,
@@ -50,11 +63,18 @@ pub fn walk(
 ) -> Result<()> {
     for snapshot in snaps {
         for object in &snapshot.objects {
-            for list in &object.chunk_lists {
+            let table = object.members.iter().flat_map(|m| m.chunk_lists.iter());
+            let parts = object
+                .chunk_lists
+                .iter()
+                .map(|l| (l, false))
+                .chain(table.map(|l| (l, true)));
+            for (list, table) in parts {
                 let at = At {
                     snapshot,
                     object,
                     list,
+                    table,
                 };
                 if visit(&at, Reached::List)? == Next::Skip {
                     continue;

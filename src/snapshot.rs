@@ -56,6 +56,19 @@ pub struct Object {
     pub started: i64,
     #[serde(default)]
     pub ended: i64,
+    /// The files inside a container stream (a tar), when ingest split it (format version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<crate::members::MemberTable>,
+}
+
+impl Object {
+    /// Every chunk-list block the object references: its stream's, then its member table's.
+    /// What prune keeps and check verifies.
+    pub fn all_chunk_lists(&self) -> impl Iterator<Item = &ChunkListRef> {
+        self.chunk_lists
+            .iter()
+            .chain(self.members.iter().flat_map(|m| m.chunk_lists.iter()))
+    }
 }
 
 /// Where one chunk-list block lives and which part of the object it covers.

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::members::{split_ino, MemberTree};
 use crate::source::{ObjectReader, SnapshotInfo, SnapshotSource, SourceError};
 
 /// The mount root.
@@ -158,6 +159,15 @@ pub struct SluiceFs {
     next_fh: AtomicU64,
     files: RwLock<HashMap<u64, Arc<dyn ObjectReader>>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
+    /// Member trees of `.d` directories visited so far (see `crate::members`).
+    members: Mutex<MemberTrees>,
+}
+
+#[derive(Default)]
+struct MemberTrees {
+    /// Tree number of each (snapshot id, stream name), given once for the life of the mount.
+    numbers: HashMap<(Arc<str>, Arc<str>), u32>,
+    trees: HashMap<u32, Arc<MemberTree>>,
 }
 
 struct RefreshState {
@@ -173,6 +183,8 @@ struct RefreshState {
 struct DirHandle {
     tree: Arc<Tree>,
     ino: u64,
+    /// For a `.d` directory or one under it: its member tree and node.
+    members: Option<(Arc<MemberTree>, u32)>,
 }
 
 impl std::fmt::Debug for SluiceFs {
@@ -202,6 +214,7 @@ impl SluiceFs {
             next_fh: AtomicU64::new(1),
             files: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            members: Mutex::new(MemberTrees::default()),
         };
         fs.refresh()?;
         Ok(fs)
@@ -282,6 +295,7 @@ impl SluiceFs {
             NodeData::File { size, .. } => (NodeKind::File, *size, 0o444, 1),
             NodeData::Meta(bytes) => (NodeKind::File, bytes.len() as u64, 0o444, 1),
             NodeData::Symlink(target) => (NodeKind::Symlink, target.len() as u64, 0o777, 1),
+            NodeData::Members { .. } => (NodeKind::Directory, 0, 0o555, 2),
         };
         Attr {
             ino,
@@ -303,8 +317,88 @@ impl SluiceFs {
         }
     }
 
+    /// The member tree of `.d` directory `ino` (loaded from the source on first use).
+    fn load_members(&self, ino: u64, node: &Node) -> Result<Arc<MemberTree>, FsError> {
+        let NodeData::Members { snapshot_id, name } = &node.data else {
+            return Err(FsError::NotDir);
+        };
+        let mut m = lock(&self.members);
+        let key = (Arc::clone(snapshot_id), Arc::clone(name));
+        let next = m.numbers.len() as u32;
+        let no = *m.numbers.entry(key.clone()).or_insert(next);
+        if let Some(t) = m.trees.get(&no) {
+            return Ok(Arc::clone(t));
+        }
+        let list = self.source.members(snapshot_id, name)?;
+        let t = Arc::new(MemberTree::build(
+            &list,
+            key,
+            no,
+            ino,
+            node.parent,
+            node.mtime,
+            self.uid,
+            self.gid,
+        ));
+        m.trees.insert(no, Arc::clone(&t));
+        Ok(t)
+    }
+
+    /// The member tree an inode under a `.d` directory belongs to (loaded before any of its
+    /// inodes was handed out).
+    fn member_tree(&self, tree_no: u32) -> Result<Arc<MemberTree>, FsError> {
+        lock(&self.members)
+            .trees
+            .get(&tree_no)
+            .cloned()
+            .ok_or(FsError::NotFound)
+    }
+
+    fn member_attr(&self, t: &MemberTree, idx: u32) -> Result<Attr, FsError> {
+        let n = t.nodes.get(idx as usize).ok_or(FsError::NotFound)?;
+        Ok(Attr {
+            ino: t.ino(idx),
+            kind: n.kind,
+            size: n.size,
+            perm: n.perm,
+            nlink: n.nlink,
+            mtime: n.mtime,
+            uid: n.uid,
+            gid: n.gid,
+        })
+    }
+
+    /// Member tree and node index of a directory inode under (or being) a `.d` directory.
+    fn member_dir(&self, ino: u64) -> Result<Option<(Arc<MemberTree>, u32)>, FsError> {
+        if let Some((t, i)) = split_ino(ino) {
+            return Ok(Some((self.member_tree(t)?, i)));
+        }
+        let tree = self.current();
+        match tree.nodes.get(&ino) {
+            Some(
+                node @ Node {
+                    data: NodeData::Members { .. },
+                    ..
+                },
+            ) => Ok(Some((self.load_members(ino, node)?, 0))),
+            _ => Ok(None),
+        }
+    }
+
     /// Find `name` in directory `parent`.
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Entry, FsError> {
+        if let Some((t, idx)) = self.member_dir(parent)? {
+            let dir = t.nodes.get(idx as usize).ok_or(FsError::NotFound)?;
+            if dir.kind != NodeKind::Directory {
+                return Err(FsError::NotDir);
+            }
+            let child = *dir.index.get(name).ok_or(FsError::NotFound)?;
+            return Ok(Entry {
+                attr: self.member_attr(&t, child)?,
+                attr_ttl: IMMUTABLE_TTL,
+                entry_ttl: IMMUTABLE_TTL,
+            });
+        }
         let tree = self.tree_for(parent);
         let dir_node = tree.nodes.get(&parent).ok_or(FsError::NotFound)?;
         let NodeData::Dir(dir) = &dir_node.data else {
@@ -321,6 +415,12 @@ impl SluiceFs {
 
     /// Attributes of `ino` and how long the kernel may cache them.
     pub fn getattr(&self, ino: u64) -> Result<(Attr, Duration), FsError> {
+        if let Some((t, idx)) = split_ino(ino) {
+            return Ok((
+                self.member_attr(&*self.member_tree(t)?, idx)?,
+                IMMUTABLE_TTL,
+            ));
+        }
         let tree = self.tree_for(ino);
         let node = tree.nodes.get(&ino).ok_or(FsError::NotFound)?;
         Ok((self.attr(ino, node), Self::ttl(node)))
@@ -328,6 +428,15 @@ impl SluiceFs {
 
     /// Target of a symlink (only `latest` is one).
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        if let Some((t, idx)) = split_ino(ino) {
+            let t = self.member_tree(t)?;
+            let n = t.nodes.get(idx as usize).ok_or(FsError::NotFound)?;
+            return n
+                .target
+                .as_ref()
+                .map(|l| l.as_bytes().to_vec())
+                .ok_or(FsError::Invalid("not a symlink"));
+        }
         let tree = self.tree_for(ino);
         match &tree.nodes.get(&ino).ok_or(FsError::NotFound)?.data {
             NodeData::Symlink(target) => Ok(target.as_bytes().to_vec()),
@@ -340,6 +449,18 @@ impl SluiceFs {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly(Modify::OpenForWrite));
         }
+        if let Some((t, idx)) = split_ino(ino) {
+            let t = self.member_tree(t)?;
+            let n = t.nodes.get(idx as usize).ok_or(FsError::NotFound)?;
+            let reader = match (n.kind, n.member) {
+                (NodeKind::File, Some(m)) => {
+                    self.source.open_member(&t.stream.0, &t.stream.1, m)?
+                }
+                (NodeKind::Directory, _) => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid("cannot open a symlink")),
+            };
+            return Ok(self.add_file(reader));
+        }
         let tree = self.current();
         let reader: Arc<dyn ObjectReader> =
             match &tree.nodes.get(&ino).ok_or(FsError::NotFound)?.data {
@@ -347,18 +468,22 @@ impl SluiceFs {
                     snapshot_id, name, ..
                 } => self.source.open(snapshot_id, name)?,
                 NodeData::Meta(bytes) => Arc::new(BytesReader(Arc::clone(bytes))),
-                NodeData::Dir(_) => return Err(FsError::IsDir),
+                NodeData::Dir(_) | NodeData::Members { .. } => return Err(FsError::IsDir),
                 NodeData::Symlink(_) => return Err(FsError::Invalid("cannot open a symlink")),
             };
+        Ok(self.add_file(reader))
+    }
+
+    fn add_file(&self, reader: Arc<dyn ObjectReader>) -> Opened {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(fh, reader);
-        Ok(Opened {
+        Opened {
             fh,
             keep_cache: true,
-        })
+        }
     }
 
     /// Read up to `size` bytes at `offset` into `buf` (grown as needed, reused across calls to
@@ -421,6 +546,26 @@ impl SluiceFs {
 
     /// Open a directory for listing.
     pub fn opendir(&self, ino: u64) -> Result<Opened, FsError> {
+        if let Some((t, idx)) = self.member_dir(ino)? {
+            let n = t.nodes.get(idx as usize).ok_or(FsError::NotFound)?;
+            if n.kind != NodeKind::Directory {
+                return Err(FsError::NotDir);
+            }
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            let tree = self.current();
+            lock(&self.dirs).insert(
+                fh,
+                DirHandle {
+                    tree,
+                    ino,
+                    members: Some((t, idx)),
+                },
+            );
+            return Ok(Opened {
+                fh,
+                keep_cache: true,
+            });
+        }
         let tree = self.tree_for(ino);
         let node = tree.nodes.get(&ino).ok_or(FsError::NotFound)?;
         if !matches!(node.data, NodeData::Dir(_)) {
@@ -428,7 +573,14 @@ impl SluiceFs {
         }
         let keep_cache = !node.dynamic;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.dirs).insert(fh, DirHandle { tree, ino });
+        lock(&self.dirs).insert(
+            fh,
+            DirHandle {
+                tree,
+                ino,
+                members: None,
+            },
+        );
         Ok(Opened { fh, keep_cache })
     }
 
@@ -440,11 +592,39 @@ impl SluiceFs {
         offset: u64,
         mut add: impl FnMut(DirEntry<'_>) -> bool,
     ) -> Result<(), FsError> {
-        let (tree, ino) = {
+        let (tree, ino, members) = {
             let dirs = lock(&self.dirs);
             let h = dirs.get(&fh).ok_or(FsError::BadHandle(fh))?;
-            (Arc::clone(&h.tree), h.ino)
+            (Arc::clone(&h.tree), h.ino, h.members.clone())
         };
+        if let Some((t, idx)) = members {
+            let n = t.nodes.get(idx as usize).ok_or(FsError::NotFound)?;
+            let total = n.children.len() as u64 + 2;
+            for off in offset..total {
+                let (name, ino, kind) = match off {
+                    0 => (".", ino, NodeKind::Directory),
+                    1 => ("..", n.parent, NodeKind::Directory),
+                    _ => {
+                        let (name, child) = &n.children[(off - 2) as usize];
+                        let kind = t
+                            .nodes
+                            .get(*child as usize)
+                            .map_or(NodeKind::File, |c| c.kind);
+                        (&**name, t.ino(*child), kind)
+                    }
+                };
+                let entry = DirEntry {
+                    ino,
+                    kind,
+                    name,
+                    next_offset: off + 1,
+                };
+                if add(entry) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
         let node = tree.nodes.get(&ino).ok_or(FsError::NotFound)?;
         let NodeData::Dir(dir) = &node.data else {
             return Err(FsError::NotDir);
@@ -537,6 +717,8 @@ enum Key {
     SnapFile(Arc<str>, Arc<str>),
     Meta(Arc<str>),
     NamesFolder(Box<str>),
+    /// The `<name>.d` directory of a split stream in a snapshot.
+    Members(Arc<str>, Arc<str>),
 }
 
 /// Inode numbers by key. Keys not used by the latest build are dropped (a long-running mount
@@ -619,6 +801,11 @@ enum NodeData {
     },
     Meta(Arc<[u8]>),
     Symlink(String),
+    /// `<name>.d/`: the files of a split stream, loaded when first visited.
+    Members {
+        snapshot_id: Arc<str>,
+        name: Arc<str>,
+    },
 }
 
 #[derive(Default)]
@@ -632,7 +819,7 @@ struct Dir {
 impl Node {
     fn kind(&self) -> NodeKind {
         match self.data {
-            NodeData::Dir(_) => NodeKind::Directory,
+            NodeData::Dir(_) | NodeData::Members { .. } => NodeKind::Directory,
             NodeData::File { .. } | NodeData::Meta(_) => NodeKind::File,
             NodeData::Symlink(_) => NodeKind::Symlink,
         }
@@ -675,7 +862,7 @@ impl Tree {
         let child_is_dir = self
             .nodes
             .get(&child)
-            .is_some_and(|n| matches!(n.data, NodeData::Dir(_)));
+            .is_some_and(|n| n.kind() == NodeKind::Directory);
         let Some(Node {
             data: NodeData::Dir(dir),
             ..
@@ -828,6 +1015,13 @@ impl Tree {
                 folder_inos.insert(folder, ino);
             }
         }
+        // Streams with a member table also get `<name>.d/` beside them.
+        let split: HashSet<&str> = s
+            .entries
+            .iter()
+            .filter(|e| e.members)
+            .map(|e| e.name.as_str())
+            .collect();
         for (name, size, _) in entries {
             let (parent, base) = match name.rsplit_once('/') {
                 Some((p, b)) => match folder_inos.get(p) {
@@ -846,6 +1040,24 @@ impl Tree {
             }
             let ino = self.file_node(id, name, *size, s.time, parent, inodes);
             self.link(parent, base, ino);
+            if split.contains(&**name) {
+                let d = inodes.get(Key::Members(Arc::clone(id), Arc::clone(name)));
+                self.insert(
+                    d,
+                    Node {
+                        parent,
+                        mtime: s.time,
+                        dynamic: false,
+                        data: NodeData::Members {
+                            snapshot_id: Arc::clone(id),
+                            name: Arc::clone(name),
+                        },
+                    },
+                );
+                if !self.link(parent, &format!("{base}.d"), d) {
+                    log::warn!("snapshot {}: {name:?}.d hidden: the name is taken", s.label);
+                }
+            }
         }
     }
 

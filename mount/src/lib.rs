@@ -38,6 +38,7 @@
 
 pub mod fs;
 mod fuse;
+pub mod members;
 pub mod source;
 pub mod testing;
 
@@ -53,7 +54,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use fs::{FsError, SluiceFs};
-pub use source::{EntryInfo, ObjectReader, SnapshotInfo, SnapshotSource, SourceError};
+pub use source::{
+    EntryInfo, MemberInfo, MemberKind, ObjectReader, SnapshotInfo, SnapshotSource, SourceError,
+};
 
 /// How to mount.
 #[derive(Debug, Clone)]

@@ -40,6 +40,37 @@ pub struct EntryInfo {
     /// False for a stream kept incomplete: its entry under `names/` is labelled
     /// `<label>.PARTIAL`.
     pub complete: bool,
+    /// The stream has a member table (a split tar): the snapshot directory shows its files in
+    /// `<name>.d/`, loaded from [`SnapshotSource::members`] when first visited.
+    pub members: bool,
+}
+
+/// What a member is, as the mount shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKind {
+    File,
+    Dir,
+    Symlink,
+    /// Shares the inode (and bytes) of the member at path `link`, named earlier.
+    Hardlink,
+    /// Devices and FIFOs: not shown.
+    Other,
+}
+
+/// One file of a container stream (see `EntryInfo::members`).
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    /// Path inside the archive as written (`./a/b`, `a/b/`); the mount normalises it.
+    pub path: String,
+    pub kind: MemberKind,
+    /// Permission bits (with setuid/setgid/sticky).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+    pub size: u64,
+    /// Symlink target, or the path a hard link shares.
+    pub link: Option<String>,
 }
 
 /// Where the mount gets snapshots and their bytes.
@@ -51,6 +82,25 @@ pub trait SnapshotSource: Send + Sync + 'static {
     /// Open one object for reading. Called on open(); the returned reader is shared by all
     /// reads of that handle, possibly from several threads at once.
     fn open(&self, snapshot_id: &str, name: &str) -> Result<Arc<dyn ObjectReader>, SourceError>;
+
+    /// The members of a stream whose `EntryInfo::members` is set, in archive order.
+    fn members(&self, snapshot_id: &str, name: &str) -> Result<Vec<MemberInfo>, SourceError> {
+        Err(SourceError::NotFound(format!(
+            "{name} in snapshot {snapshot_id} has no members"
+        )))
+    }
+
+    /// Open member number `index` (in `members` order) of a stream for reading.
+    fn open_member(
+        &self,
+        snapshot_id: &str,
+        name: &str,
+        index: usize,
+    ) -> Result<Arc<dyn ObjectReader>, SourceError> {
+        Err(SourceError::NotFound(format!(
+            "member {index} of {name} in snapshot {snapshot_id}"
+        )))
+    }
 }
 
 /// Random access to one object's bytes.

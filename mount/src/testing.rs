@@ -147,6 +147,7 @@ impl SnapshotSource for MemSource {
                         name: name.clone(),
                         size: data.len() as u64,
                         complete: !s.partial.contains(name),
+                        members: false,
                     })
                     .collect(),
                 meta_json: s.meta_json.clone(),

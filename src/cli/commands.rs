@@ -561,6 +561,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
             tee: Mutex::new(tee),
             terminal_to_producer: single_producer,
             edit_snapshot: None,
+            split: !a.no_split,
         },
     );
     running.store(false, Ordering::Relaxed);
@@ -810,9 +811,17 @@ fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
         v["time"] = serde_json::json!(sluice::time::format_utc(snap.time));
         // Chunk-list references are internal; keep the listing about streams.
         if let Some(objs) = v.get_mut("objects").and_then(|o| o.as_array_mut()) {
-            for o in objs {
+            for (o, object) in objs.iter_mut().zip(&snap.objects) {
                 if let Some(m) = o.as_object_mut() {
                     m.remove("chunk_lists");
+                    if let Some(t) = m.get_mut("members").and_then(|t| t.as_object_mut()) {
+                        t.remove("chunk_lists");
+                    }
+                    if long {
+                        if let Some(list) = member_list(&repo, object)? {
+                            m.insert("member_list".into(), list);
+                        }
+                    }
                 }
             }
         }
@@ -869,7 +878,69 @@ fn ls(cli: &Cli, spec: &str, long: bool, json: bool) -> Result<i32> {
         );
     }
     print!("{}", table(&header, &rows));
+    if long {
+        for o in &snap.objects {
+            print_members(&repo, o)?;
+        }
+    }
     Ok(0)
+}
+
+/// `ls -l`: the members of a split stream, one per line, with their path in the mount
+/// (`NAME.d/PATH`).
+fn print_members(repo: &Repository, o: &sluice::snapshot::Object) -> Result<()> {
+    let Some(members) = sluice::members::list(repo, o) else {
+        return Ok(());
+    };
+    let mut rows = Vec::new();
+    for m in members {
+        let m = m?;
+        let owner = |name: &str, id: u64| match name {
+            "" => id.to_string(),
+            n => n.to_string(),
+        };
+        let inner = m.path.trim_start_matches("./").trim_start_matches('/');
+        let mut path = format!("{}.d/{}", o.name, inner.trim_end_matches('/'));
+        if let Some(l) = &m.link {
+            path.push_str(match m.kind {
+                sluice::members::Kind::Hardlink => " link to ",
+                _ => " -> ",
+            });
+            path.push_str(l);
+        }
+        rows.push(vec![
+            sluice::members::mode_string(m.kind, m.mode),
+            format!("{}/{}", owner(&m.uname, m.uid), owner(&m.gname, m.gid)),
+            m.size.to_string(),
+            sluice::time::format_utc(m.mtime),
+            path,
+        ]);
+    }
+    println!();
+    print!(
+        "{}",
+        table(&["MODE", "OWNER", "SIZE", "MTIME", "MEMBER"], &rows)
+    );
+    Ok(())
+}
+
+/// `ls -l --json`: the members of a split stream, without their extents (internal).
+fn member_list(
+    repo: &Repository,
+    o: &sluice::snapshot::Object,
+) -> Result<Option<serde_json::Value>> {
+    let Some(members) = sluice::members::list(repo, o) else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for m in members {
+        let mut v = serde_json::to_value(m?)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("extents");
+        }
+        out.push(v);
+    }
+    Ok(Some(serde_json::Value::Array(out)))
 }
 
 fn cat(cli: &Cli, spec: &str, name: &str, salvage: bool) -> Result<i32> {
@@ -1392,6 +1463,7 @@ fn copy_cmd(cli: &Cli, a: &CopyArgs) -> Result<i32> {
             tee: Mutex::new(None),
             terminal_to_producer: false,
             edit_snapshot: None,
+            split: true,
         };
         let r = sluice::copy::copy_snapshot(&src, &dst, &session.index, s, template)?;
         let id = r.snapshot.map(|i| i.to_hex()).unwrap_or_default();

@@ -233,6 +233,10 @@ pub struct IngestArgs {
     /// wait) and then fail without starting the producer (default: wait as long as it takes).
     #[arg(long, value_name = "DURATION")]
     pub lock_wait: Option<String>,
+    /// Store a tar stream as one stream only: no chunk boundaries at its members and no
+    /// member table (no `NAME.d/` in the mount, no members in `ls -l`).
+    #[arg(long)]
+    pub no_split: bool,
     /// Pass the stream through to stdout while storing it.
     #[arg(long)]
     pub tee: bool,

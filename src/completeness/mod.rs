@@ -28,8 +28,8 @@ mod gzip;
 mod mysqldump;
 mod pgcustom;
 mod pgdump;
-mod tar;
-mod walk;
+pub(crate) mod tar;
+pub(crate) mod walk;
 mod xbstream;
 mod xz;
 mod zstd;
@@ -407,7 +407,7 @@ impl Checker {
 
 /// Result of matching the first bytes against one format's signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sniff {
+pub(crate) enum Sniff {
     Yes,
     No,
     /// Not enough bytes yet. `evidence`: what there is already matches the signature closely

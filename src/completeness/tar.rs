@@ -17,10 +17,10 @@
 use super::walk::{Step, Walk, Walker};
 use super::{Outcome, Sniff};
 
-const BLOCK: usize = 512;
+pub(crate) const BLOCK: usize = 512;
 
 /// The first 512 bytes as a tar header: "ustar" magic or, for old archives, a valid checksum.
-pub(super) fn sniff(buf: &[u8]) -> Sniff {
+pub(crate) fn sniff(buf: &[u8]) -> Sniff {
     if buf.len() < BLOCK {
         let ustar = buf.len() >= 262 && &buf[257..262] == b"ustar";
         return Sniff::Undecided { evidence: ustar };
@@ -49,7 +49,7 @@ pub(super) fn sniff(buf: &[u8]) -> Sniff {
 }
 
 /// Octal number as tar writes it: optional leading spaces, digits, then space or NUL.
-fn octal(field: &[u8]) -> Option<u64> {
+pub(crate) fn octal(field: &[u8]) -> Option<u64> {
     let mut v: u64 = 0;
     let mut digits = false;
     for &b in field {
@@ -66,7 +66,7 @@ fn octal(field: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-fn checksum_ok(h: &[u8]) -> bool {
+pub(crate) fn checksum_ok(h: &[u8]) -> bool {
     let Some(stored) = octal(&h[148..156]) else {
         return false;
     };
@@ -81,7 +81,7 @@ fn checksum_ok(h: &[u8]) -> bool {
 }
 
 /// Size field: octal, or base-256 (GNU) when the high bit of the first byte is set.
-fn size_field(f: &[u8]) -> Option<u64> {
+pub(crate) fn size_field(f: &[u8]) -> Option<u64> {
     if f[0] & 0x80 != 0 {
         if f[0] == 0xff {
             return None; // negative
@@ -97,11 +97,11 @@ fn size_field(f: &[u8]) -> Option<u64> {
 
 /// Data length rounded up to whole blocks (saturating: a size near 2^64 from a corrupt or
 /// hostile header must not overflow; the stream simply ends inside that member).
-fn padded(n: u64) -> u64 {
+pub(crate) fn padded(n: u64) -> u64 {
     n.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64)
 }
 
-fn member_name(h: &[u8]) -> String {
+pub(crate) fn member_name(h: &[u8]) -> String {
     let cstr = |f: &[u8]| {
         let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
         String::from_utf8_lossy(&f[..end]).into_owned()

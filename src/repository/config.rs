@@ -18,9 +18,11 @@ use std::path::Path;
 
 /// 2: chunks may be stored as deltas (chunk-list blocks v2, pack headers v2; FORMAT.md
 /// "Deltas"). A version-1 repository is upgraded when the first delta is written into it.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The version a repository needs once it holds a delta.
 pub const DELTA_VERSION: u32 = 2;
+/// The version a repository needs once a snapshot holds a member table (`members`).
+pub const MEMBERS_VERSION: u32 = 3;
 pub(super) const CONFIG_FORMAT: &str = "sluice-repository";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

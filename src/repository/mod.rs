@@ -29,7 +29,7 @@ mod local_state;
 mod locks;
 
 pub use catalog::{complete_for, object_partial_reason, partial_reason, Resolved, Unreadable};
-pub use config::{ConfigBody, DELTA_VERSION, FORMAT_VERSION};
+pub use config::{ConfigBody, DELTA_VERSION, FORMAT_VERSION, MEMBERS_VERSION};
 pub use keys::KeyInfo;
 pub use local_state::cache_dir_for;
 pub use locks::WriteLock;
@@ -376,6 +376,24 @@ impl Repository {
             &self.config,
             &self.keys,
             DELTA_VERSION,
+        )
+    }
+}
+
+impl Repository {
+    /// Make sure the repository's format version announces member tables before a snapshot
+    /// naming one is written: an older sluice would not see the table's chunks as referenced
+    /// and its prune would delete them.
+    pub fn require_members_format(&self) -> Result<()> {
+        if self.config.version >= MEMBERS_VERSION {
+            return Ok(());
+        }
+        config::upgrade(
+            self.storage.as_ref(),
+            &self.path,
+            &self.config,
+            &self.keys,
+            MEMBERS_VERSION,
         )
     }
 }

@@ -17,6 +17,7 @@ mod damage;
 mod delta;
 mod lifecycle;
 mod live;
+mod members;
 mod mountpoint;
 mod nonroot;
 mod partial;

@@ -53,6 +53,7 @@ fn build(repo: &crate::support::Repo) -> Vec<(String, String, usize)> {
                 tee: Mutex::new(None),
                 terminal_to_producer: false,
                 edit_snapshot: None,
+                split: true,
             },
         )
         .expect("ingest");

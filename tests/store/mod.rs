@@ -15,6 +15,7 @@ mod heal;
 mod keys;
 mod latest;
 mod lifecycle;
+pub(crate) mod members;
 mod misc;
 mod permissions;
 mod producer;

@@ -1,0 +1,121 @@
+//! `latest/<name>.d/`: a tar's files through a real FUSE mount equal what `tar -x` gives
+//! (contents, types, modes, owners, mtimes, symlink targets, hard links, sparse files), and
+//! the stream beside it is still the archive byte for byte.
+
+use super::*;
+use crate::store::members::{make_tree, tar_of};
+use std::os::unix::fs::MetadataExt;
+
+/// Everything `stat` and a read tell about each path under `root`, relative to it.
+fn describe(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let what = if m.file_type().is_symlink() {
+                format!(
+                    "link {}",
+                    std::fs::read_link(&p).expect("readlink").display()
+                )
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else {
+                format!(
+                    "file {} nlink {} b3 {}",
+                    m.len(),
+                    m.nlink(),
+                    file_blake3(&p)
+                )
+            };
+            // Symlinks' own times and modes are not what tar restores everywhere: compare
+            // targets only.
+            let attrs = if m.file_type().is_symlink() {
+                String::new()
+            } else {
+                format!(
+                    " mode {:o} owner {}:{} mtime {}",
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid(),
+                    m.mtime()
+                )
+            };
+            out.insert(
+                p.strip_prefix(root).expect("under root").to_path_buf(),
+                format!("{what}{attrs}"),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn the_d_tree_equals_tar_x_and_the_stream_is_the_archive() {
+    let repo = small_chunk_repo("mount-members");
+    let src = repo.dir.join("src");
+    make_tree(&src, 400, 7);
+    let mut snaps = Vec::new();
+    for (name, opts) in [("gnu.tar", "--format=gnu -S"), ("pax.tar", "--format=pax")] {
+        let tar = repo.dir.join(name);
+        tar_of(&src, &tar, opts);
+        let out = repo
+            .cmd(["ingest", "--json", "--name", name])
+            .stdin_bytes(std::fs::read(&tar).expect("read"))
+            .run()
+            .ok();
+        let json = out.json();
+        assert!(json["objects"][0]["members"].as_u64().unwrap_or(0) > 400);
+        let id = json["snapshot"].as_str().expect("snapshot").to_string();
+        snaps.push((name, tar, id));
+    }
+    let mnt = Mount::new(&repo);
+    for (name, tar, id) in &snaps {
+        let dir = mnt.path("snapshots").join(mnt.label_of(id));
+        let stream = dir.join(name);
+        assert_eq!(
+            file_blake3(&stream),
+            file_blake3(tar),
+            "the stream file is not the archive"
+        );
+        sh_ok(&format!("tar --compare -f {} -C {}", q(&stream), q(&src)));
+
+        let x = repo.dir.join(format!("{name}.x"));
+        std::fs::create_dir(&x).expect("mkdir");
+        sh_ok(&format!(
+            "tar -x -p --same-owner -f {} -C {}",
+            q(tar),
+            q(&x)
+        ));
+        let d = dir.join(format!("{name}.d"));
+        let want = describe(&x);
+        let got = describe(&d);
+        for (p, w) in &want {
+            assert_eq!(got.get(p), Some(w), "{name}: {}", p.display());
+        }
+        assert_eq!(got.len(), want.len(), "{name}: extra entries in .d");
+
+        // The hard link is one inode with two names; the sparse file reads as the original.
+        let a = std::fs::metadata(d.join("linked.txt")).expect("stat");
+        let b = std::fs::metadata(d.join("d02/hard.txt")).expect("stat");
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+        assert_eq!(
+            file_blake3(&d.join("sparse.img")),
+            file_blake3(&src.join("sparse.img"))
+        );
+        // Random reads inside a member with chunks of its own and across a sparse hole.
+        let f = File::open(d.join("sparse.img")).expect("open");
+        let orig = std::fs::read(src.join("sparse.img")).expect("read");
+        for (off, len) in [(0u64, 10usize), ((1 << 20) - 5, 100), ((3 << 20) - 10, 64)] {
+            assert_eq!(
+                pread(&f, off, len).expect("pread"),
+                expected(&orig, off, len),
+                "{name} sparse.img at {off}"
+            );
+        }
+    }
+    // `latest` shows the newest stream's members too.
+    assert!(mnt.path("latest/pax.tar.d/linked.txt").is_file());
+}
