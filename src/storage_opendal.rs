@@ -99,7 +99,13 @@ pub struct OpenDalStorage {
 /// throttled by the server (503 SlowDown) or starves the office uplink.
 const MAX_REQUESTS: usize = 16;
 /// A pack larger than this is uploaded in parts (multipart upload) rather than in one PUT.
+/// Packs are 16 MiB (a few times that at most), so this is the rare case.
+const SINGLE_PUT_MAX: usize = 64 << 20;
+/// The part size of a multipart upload.
 const PART_SIZE: usize = 16 << 20;
+/// Packs uploaded at once by an ingest (`upload_concurrency`): each is held in memory until
+/// its PUT returns, so this bounds memory too (4 x 16 MiB).
+const PARALLEL_UPLOADS: usize = 4;
 
 impl OpenDalStorage {
     /// Connect (lazily: no request is sent until the first read or write). Credentials come
@@ -381,7 +387,8 @@ impl Storage for OpenDalStorage {
             op: self.op.clone(),
             key: self.key(kind, name),
             shown: self.shown(&self.key(kind, name)),
-            buf: Vec::new(),
+            parts: Vec::new(),
+            written: 0,
         }))
     }
 
@@ -395,6 +402,10 @@ impl Storage for OpenDalStorage {
         self.op
             .delete(&key)
             .map_err(|e| self.error("remove", &key, e))
+    }
+
+    fn upload_concurrency(&self) -> usize {
+        PARALLEL_UPLOADS
     }
 
     fn sync(&self) -> Result<()> {
@@ -416,24 +427,28 @@ impl Storage for OpenDalStorage {
     }
 }
 
-/// A pack being written: held in memory (a pack is at most a few times `pack_size`, 16 MiB)
-/// and sent by `finish`, so that nothing partial is ever visible and an upload dropped
-/// before `finish` leaves nothing behind. Large packs go up in parts.
+/// A pack being written: held in memory as the list of its blobs, as they were written
+/// (no copy into one growing buffer, whose doublings would take twice the pack's size), and
+/// sent by `finish`, so that nothing partial is ever visible and an upload dropped before
+/// `finish` leaves nothing behind. A pack up to 64 MiB is one PUT; a larger one goes up in
+/// parts.
 struct ObjectUpload {
     op: Operator,
     key: String,
     shown: String,
-    buf: Vec<u8>,
+    parts: Vec<bytes::Bytes>,
+    written: u64,
 }
 
 impl Upload for ObjectUpload {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.buf.extend_from_slice(bytes);
+        self.parts.push(bytes::Bytes::copy_from_slice(bytes));
+        self.written += bytes.len() as u64;
         Ok(())
     }
 
     fn written(&self) -> u64 {
-        self.buf.len() as u64
+        self.written
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
@@ -441,7 +456,8 @@ impl Upload for ObjectUpload {
             op,
             key,
             shown,
-            buf,
+            parts,
+            written,
         } = *self;
         let fail = |e: opendal::Error| {
             let kind = match e.kind() {
@@ -453,15 +469,16 @@ impl Upload for ObjectUpload {
                 std::io::Error::new(kind, brief(&e)),
             )
         };
-        if buf.len() <= PART_SIZE {
-            op.write(&key, buf).map_err(fail)?;
+        let body = opendal::Buffer::from(parts);
+        if written <= SINGLE_PUT_MAX as u64 {
+            op.write(&key, body).map_err(fail)?;
         } else {
             let opts = opendal::options::WriteOptions {
                 chunk: Some(PART_SIZE),
                 concurrent: 4,
                 ..Default::default()
             };
-            op.write_options(&key, buf, opts).map_err(fail)?;
+            op.write_options(&key, body, opts).map_err(fail)?;
         }
         Ok(())
     }

@@ -20,5 +20,6 @@ mod producer;
 mod recovery;
 mod roundtrip;
 pub(crate) mod s3;
+pub(crate) mod s3_faults;
 mod scripted;
 mod secrets;
