@@ -234,3 +234,37 @@ fn a_server_vanishing_mid_ingest_damages_nothing() {
             .stderr_has(&["no problems found"]);
     }
 }
+
+#[test]
+fn limited_transfers_take_at_least_their_share_of_time() {
+    // A lower bound, not a speed threshold: 1 MiB at 512 KiB/s cannot take under 2 s,
+    // however fast the machine. Upload by the option, download by the environment.
+    let Some(server) = seaweed() else { return };
+    let repo = S3Repo::init(&server, "s3-limit");
+    let d = data::random_bytes(0x5b_0401, 1 << 20);
+    let o = repo
+        .cmd(["--limit-upload", "512", "ingest", "--name", "d"])
+        .stdin_bytes(d.clone())
+        .run()
+        .ok();
+    assert!(
+        o.elapsed >= Duration::from_secs(2),
+        "1 MiB went up in {:?} under --limit-upload 512",
+        o.elapsed
+    );
+    let o = repo
+        .cmd(["cat", "latest", "d"])
+        .env("SLUICE_LIMIT_DOWNLOAD", "512")
+        .run()
+        .ok();
+    assert!(o.stdout == d, "the limited read differs");
+    assert!(
+        o.elapsed >= Duration::from_secs(2),
+        "1 MiB came down in {:?} under SLUICE_LIMIT_DOWNLOAD=512",
+        o.elapsed
+    );
+    repo.cmd(["--limit-upload", "fast", "snapshots"])
+        .run()
+        .code_is(2)
+        .stderr_has(&["--limit-upload"]);
+}
