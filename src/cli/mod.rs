@@ -142,6 +142,10 @@ pub enum Command {
         /// Also read and verify every blob of every pack.
         #[arg(long)]
         read_data: bool,
+        /// Read and verify only part of the packs: N/M the packs in bucket N of M (M runs
+        /// with N = 1..M cover every pack once), or P% a random sample of P percent.
+        #[arg(long, value_name = "N/M|P%", conflicts_with = "read_data")]
+        read_data_subset: Option<String>,
         /// Machine-readable output on stdout
         #[arg(long)]
         json: bool,

@@ -2,6 +2,7 @@
 //! producers, crash safety, corruption, a full disk, concurrency, keys.
 
 mod at_rest;
+mod check_subset;
 mod chunker_version;
 mod concurrency;
 mod corruption;
