@@ -89,6 +89,21 @@ fn seaweed() -> Option<Server> {
     servers().into_iter().find(|s| s.name == "SeaweedFS")
 }
 
+/// The lease objects in `repo`'s prefix, listed straight from the server.
+fn leases(server: &Server, repo: &S3Repo) -> usize {
+    use sluice::storage::{FileKind, Storage};
+    use sluice::storage_opendal::{OpenDalStorage, S3Location};
+    let prefix = repo.url.rsplit('/').next().unwrap_or_default();
+    let url = format!("s3:{}/{}/{prefix}", server.endpoint, server.bucket);
+    std::env::set_var("AWS_ACCESS_KEY_ID", &server.key_id);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &server.secret);
+    let loc = S3Location::parse(&url)
+        .expect("an s3 address")
+        .expect("valid");
+    let s = OpenDalStorage::new(loc).expect("storage");
+    s.list(FileKind::Lease).expect("list leases").len()
+}
+
 fn snapshot_count(repo: &S3Repo) -> usize {
     repo.snapshot_ids().len()
 }
@@ -267,4 +282,45 @@ fn limited_transfers_take_at_least_their_share_of_time() {
         .run()
         .code_is(2)
         .stderr_has(&["--limit-upload"]);
+}
+
+#[test]
+fn ingest_works_with_credentials_that_cannot_delete() {
+    // An append-only host (a bucket policy without s3:DeleteObject): every DELETE is refused
+    // with 403, as the server would. Ingest must still succeed: its lease cannot be removed,
+    // so it is rewritten as ended instead.
+    for server in servers() {
+        let (proxy, through) = FaultProxy::start(&server);
+        let repo = S3Repo::init(&through, "s3-append-only");
+        let who = server.name;
+        proxy.rules(serde_json::json!([
+            {"fault": "403", "method": "DELETE"},
+            {"fault": "403", "method": "POST", "query": "delete"},
+        ]));
+        let a = data::random_bytes(0x5b_0601, 3 << 20);
+        let b = data::random_bytes(0x5b_0602, 1 << 20);
+        repo.ingest("a", &a);
+        repo.ingest("b", &b);
+        let refused = proxy.stats()["injected"]["403"].as_u64().unwrap_or(0);
+        assert!(refused >= 1, "{who}: no DELETE was refused");
+        assert!(repo.cat("latest", "a") == a, "{who}: a differs");
+        assert!(repo.cat("latest", "b") == b, "{who}: b differs");
+        repo.cmd(["check", "--read-data"])
+            .run()
+            .ok()
+            .stderr_has(&["no problems found"]);
+        // The leases could not be removed: they are left, rewritten as ended.
+        assert_eq!(leases(&server, &repo), 2, "{who}: the two ingests' leases");
+        // The trusted machine (with delete rights) prunes; the ended leases do not stop it,
+        // and it removes them.
+        proxy.reset();
+        repo.cmd(["prune"]).run().ok();
+        assert_eq!(
+            leases(&server, &repo),
+            0,
+            "{who}: prune removes ended leases"
+        );
+        repo.ingest("c", &a);
+        repo.cmd(["check"]).run().ok();
+    }
 }
