@@ -380,3 +380,40 @@ fn an_upload_altered_in_flight_is_refused_and_sent_again() {
         .ok()
         .stderr_has(&["no problems found"]);
 }
+
+#[test]
+fn caches_of_repositories_unused_for_30_days_are_removed() {
+    let Some(server) = seaweed() else { return };
+    let repo = S3Repo::init(&server, "s3-cache-clean");
+    let d = data::random_bytes(0x5b_0801, 200_000);
+    repo.ingest("d", &d);
+    let base = repo.cache.join("sluice");
+    let old = base.join("0123456789abcdef0123456789abcdef");
+    let recent = base.join("fedcba9876543210fedcba9876543210");
+    let not_ours = base.join("notes");
+    for dir in [&old, &recent, &not_ours] {
+        std::fs::create_dir_all(dir.join("index")).expect("mkdir");
+        std::fs::write(dir.join("last-used"), b"").expect("stamp");
+    }
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(40 * 86_400);
+    for dir in [&old, &not_ours] {
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join("last-used"))
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("age the stamp");
+    }
+    repo.ingest("d", &d);
+    assert!(!old.exists(), "the cache unused for 40 days is still there");
+    assert!(recent.exists(), "a recently used cache was removed");
+    assert!(
+        not_ours.exists(),
+        "a folder not named like a cache was removed"
+    );
+    let own: Vec<_> = std::fs::read_dir(&base)
+        .expect("list caches")
+        .flatten()
+        .filter(|e| e.path().join("index").is_dir() && e.path().join("last-used").is_file())
+        .collect();
+    assert_eq!(own.len(), 3, "this repository's own cache is kept");
+}
