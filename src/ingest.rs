@@ -1091,12 +1091,14 @@ impl<'a> Sink<'a> {
             Some(f) => {
                 drop(f.tx);
                 // Every uploader is joined (none is left running); the first error is kept.
-                f.threads.into_iter().fold(Ok(()), |acc, t| {
+                let mut all = Ok(());
+                for t in f.threads {
                     let r = t.join().unwrap_or_else(|_| {
                         Err(Error::StreamFailed("the pack finisher panicked".into()))
                     });
-                    acc.and(r)
-                })
+                    all = all.and(r);
+                }
+                all
             }
             None => Ok(()),
         };
