@@ -10,6 +10,7 @@ use crate::chunklist::{self, ChunkRef};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, PackId, SnapshotId};
 use crate::pack::{self, PackEntry};
+use crate::reach::{Next, Reached};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::storage::FileKind;
@@ -242,7 +243,8 @@ struct Visit<'a> {
 }
 
 /// Walk every chunk of every object of `snaps`, and the delta bases each needs, calling
-/// `visit` for each.
+/// `visit` for each (through the one reachability walk, `crate::reach`), with the chunks
+/// placed where they are now (`resolve`) and every problem with a chunk list recorded.
 fn walk(
     repo: &Repository,
     t: &PackTable,
@@ -250,102 +252,103 @@ fn walk(
     mut visit: impl FnMut(&Visit),
 ) -> Result<Walked> {
     let mut w = Walked::default();
-    let problems = &mut w.problems;
-    let unreadable = &mut w.unreadable;
+    // Whether the chunk lists cover each stream: the snapshot alone tells.
     for s in snaps {
         for o in &s.objects {
             let mut expect_start = 0u64;
             for l in &o.chunk_lists {
-                let lref = resolve(
-                    repo,
-                    t,
-                    BlobKind::ChunkList,
-                    &ChunkRef::full(l.id, l.location()),
-                );
                 if l.start != expect_start {
-                    problems.push(format!(
+                    w.problems.push(format!(
                         "snapshot {} {:?}: chunk lists do not cover the stream contiguously",
                         s.id.short(),
                         o.name
                     ));
                 }
                 expect_start = l.start + l.bytes;
-                if let Some(why) = misplaced(t, BlobKind::ChunkList, &lref) {
-                    w.unreadable_lists.insert(chunk_at(&lref));
-                    let line = format!(
-                        "snapshot {} {:?}: bytes {}..{} unreadable: chunk list {}: {}",
-                        s.id.short(),
-                        o.name,
-                        l.start,
-                        l.start + l.bytes,
-                        l.id.short(),
-                        why.text
-                    );
-                    w.damaged_ranges += usize::from(!why.io);
-                    record(line, why.io, problems, unreadable);
-                    continue;
-                }
-                let block = match repo
-                    .blobs
-                    .read(BlobKind::ChunkList, l.id, &l.location())
-                    .and_then(|p| chunklist::decode(&p))
-                {
-                    Ok(b) => b,
-                    Err(e) => {
-                        w.unreadable_lists.insert(chunk_at(&lref));
-                        let line = format!(
-                            "snapshot {} {:?}: bytes {}..{} unreadable: {e}",
-                            s.id.short(),
-                            o.name,
-                            l.start,
-                            l.start + l.bytes
-                        );
-                        let io = Why::of(&e).io;
-                        w.damaged_ranges += usize::from(!io);
-                        record(line, io, problems, unreadable);
-                        continue;
-                    }
-                };
-                let mut off = l.start;
-                for c in &block {
-                    let c = &resolve(repo, t, BlobKind::Chunk, c);
-                    let (from, to) = (off, off + c.loc.plain_len as u64);
-                    visit(&Visit {
-                        snapshot: s,
-                        name: &o.name,
-                        chunk: c,
-                        from,
-                        to,
-                        base: false,
-                    });
-                    for b in c.bases() {
-                        visit(&Visit {
-                            snapshot: s,
-                            name: &o.name,
-                            chunk: &resolve(repo, t, BlobKind::Chunk, b),
-                            from,
-                            to,
-                            base: true,
-                        });
-                    }
-                    off = to;
-                }
-                if off != l.start + l.bytes {
-                    problems.push(format!(
-                        "snapshot {} {:?}: a chunk list's size disagrees with the snapshot",
-                        s.id.short(),
-                        o.name
-                    ));
-                }
             }
             if expect_start != o.size {
-                problems.push(format!(
+                w.problems.push(format!(
                     "snapshot {} {:?}: chunk lists cover {expect_start} bytes but the stream has {}",
                     s.id.short(), o.name, o.size
                 ));
             }
         }
     }
+    let read = |l: &crate::snapshot::ChunkListRef| {
+        repo.blobs
+            .read(BlobKind::ChunkList, l.id, &l.location())
+            .and_then(|p| chunklist::decode(&p))
+    };
+    crate::reach::walk(snaps, read, |at, reached| {
+        let (s, o, l) = (at.snapshot, at.object, at.list);
+        let unreadable_range = |why: &str| {
+            format!(
+                "snapshot {} {:?}: bytes {}..{} unreadable: {why}",
+                s.id.short(),
+                o.name,
+                l.start,
+                l.start + l.bytes
+            )
+        };
+        match reached {
+            Reached::List => {
+                let lref = resolve(
+                    repo,
+                    t,
+                    BlobKind::ChunkList,
+                    &ChunkRef::full(l.id, l.location()),
+                );
+                if let Some(why) = misplaced(t, BlobKind::ChunkList, &lref) {
+                    w.unreadable_lists.insert(chunk_at(&lref));
+                    let line =
+                        unreadable_range(&format!("chunk list {}: {}", l.id.short(), why.text));
+                    w.damaged_ranges += usize::from(!why.io);
+                    record(line, why.io, &mut w.problems, &mut w.unreadable);
+                    return Ok(Next::Skip);
+                }
+            }
+            Reached::Unreadable(e) => {
+                let lref = resolve(
+                    repo,
+                    t,
+                    BlobKind::ChunkList,
+                    &ChunkRef::full(l.id, l.location()),
+                );
+                w.unreadable_lists.insert(chunk_at(&lref));
+                let io = Why::of(&e).io;
+                w.damaged_ranges += usize::from(!io);
+                record(
+                    unreadable_range(&e.to_string()),
+                    io,
+                    &mut w.problems,
+                    &mut w.unreadable,
+                );
+            }
+            Reached::Chunk {
+                chunk,
+                from,
+                to,
+                base,
+            } => visit(&Visit {
+                snapshot: s,
+                name: &o.name,
+                chunk: &resolve(repo, t, BlobKind::Chunk, chunk),
+                from,
+                to,
+                base,
+            }),
+            Reached::ListEnd { end } => {
+                if end != l.start + l.bytes {
+                    w.problems.push(format!(
+                        "snapshot {} {:?}: a chunk list's size disagrees with the snapshot",
+                        s.id.short(),
+                        o.name
+                    ));
+                }
+            }
+        }
+        Ok(Next::Go)
+    })?;
     Ok(w)
 }
 

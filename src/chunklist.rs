@@ -184,6 +184,9 @@ pub fn decode(b: &[u8]) -> Result<Vec<ChunkRef>> {
         let offset = r.u64().ok_or_else(|| bad("short"))?;
         let stored_len = r.u32().ok_or_else(|| bad("short"))?;
         let plain_len = r.u32().ok_or_else(|| bad("short"))?;
+        if stored_len > crate::pack::MAX_BLOB_LEN || plain_len > crate::pack::MAX_BLOB_LEN {
+            return Err(bad("a chunk is longer than the format allows"));
+        }
         Ok(ChunkRef::full(
             id,
             Location {

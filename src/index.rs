@@ -379,7 +379,8 @@ fn sled_err(e: sled::Error) -> Error {
 /// The value stored under blob `id` in the `blobs` tree: its entry, sealed (the AAD binds
 /// the tree and the id, so a value copied to another blob's key is refused). The one place
 /// the value's layout is written; `decode_value` the one place it is read.
-fn encode_value(keys: &crate::crypto::Keys, id: &[u8], e: &IndexEntry) -> Vec<u8> {
+#[doc(hidden)] // pub for the fuzzer (tests/fuzz)
+pub fn encode_value(keys: &crate::crypto::Keys, id: &[u8], e: &IndexEntry) -> Vec<u8> {
     keys.seal_index(
         BLOBS_TREE,
         id,
@@ -389,7 +390,8 @@ fn encode_value(keys: &crate::crypto::Keys, id: &[u8], e: &IndexEntry) -> Vec<u8
 
 /// The entry sealed under blob `id`, or None for a value that does not open (altered,
 /// moved, or written under another key): the blob counts as not indexed then.
-fn decode_value(keys: &crate::crypto::Keys, id: &[u8], v: &[u8]) -> Option<IndexEntry> {
+#[doc(hidden)] // pub for the fuzzer
+pub fn decode_value(keys: &crate::crypto::Keys, id: &[u8], v: &[u8]) -> Option<IndexEntry> {
     decode_entry(&keys.open_index(BLOBS_TREE, id, v)?)
 }
 
@@ -406,7 +408,8 @@ pub struct IndexEntry {
 
 /// `pack [32] | offset u64 | stored u32 | plain u32`, then for a delta `base start u32
 /// (u32::MAX: unknown) | base id [32] * n`.
-fn encode_entry(l: &Location, bases: &[BlobId], base_start: Option<u32>) -> Vec<u8> {
+#[doc(hidden)] // pub for the fuzzer
+pub fn encode_entry(l: &Location, bases: &[BlobId], base_start: Option<u32>) -> Vec<u8> {
     let mut b = Vec::with_capacity(48 + bases.len() * 32);
     b.extend_from_slice(&l.pack.0);
     b.extend_from_slice(&l.offset.to_le_bytes());
@@ -421,7 +424,8 @@ fn encode_entry(l: &Location, bases: &[BlobId], base_start: Option<u32>) -> Vec<
     b
 }
 
-fn decode_entry(b: &[u8]) -> Option<IndexEntry> {
+#[doc(hidden)] // pub for the fuzzer
+pub fn decode_entry(b: &[u8]) -> Option<IndexEntry> {
     let delta = b.len() > 48;
     if b.len() < 48 || (delta && (b.len() < 52 || !(b.len() - 52).is_multiple_of(32))) {
         return None;
@@ -433,17 +437,79 @@ fn decode_entry(b: &[u8]) -> Option<IndexEntry> {
         }
         false => (None, &b[48..]),
     };
+    // A delta names 1..=MAX_BASES bases, as in chunk lists and pack headers.
+    if ids.len() / 32 > crate::chunklist::MAX_BASES || (delta && ids.is_empty()) {
+        return None;
+    }
+    let loc = Location {
+        pack: PackId::from_slice(&b[..32])?,
+        offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
+        stored_len: u32::from_le_bytes(b[40..44].try_into().ok()?),
+        plain_len: u32::from_le_bytes(b[44..48].try_into().ok()?),
+    };
+    loc.check_lengths().ok()?;
     Some(IndexEntry {
-        loc: Location {
-            pack: PackId::from_slice(&b[..32])?,
-            offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
-            stored_len: u32::from_le_bytes(b[40..44].try_into().ok()?),
-            plain_len: u32::from_le_bytes(b[44..48].try_into().ok()?),
-        },
+        loc,
         bases: ids
             .chunks_exact(32)
             .filter_map(BlobId::from_slice)
             .collect(),
         base_start,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc() -> Location {
+        Location {
+            pack: PackId([9; 32]),
+            offset: 77,
+            stored_len: 1000,
+            plain_len: 4000,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_with_and_without_bases() {
+        let full = IndexEntry {
+            loc: loc(),
+            bases: Vec::new(),
+            base_start: None,
+        };
+        assert_eq!(
+            decode_entry(&encode_entry(&full.loc, &[], None)),
+            Some(full)
+        );
+        let delta = IndexEntry {
+            loc: loc(),
+            bases: vec![BlobId([1; 32]), BlobId([2; 32])],
+            base_start: Some(5),
+        };
+        let b = encode_entry(&delta.loc, &delta.bases, delta.base_start);
+        assert_eq!(decode_entry(&b), Some(delta));
+    }
+
+    /// A delta names 1..=MAX_BASES bases and lengths stay within the format: anything else in
+    /// an index value is refused (the blob then counts as not indexed) rather than believed.
+    #[test]
+    fn entries_outside_the_format_are_refused() {
+        let too_many: Vec<BlobId> = (0..=crate::chunklist::MAX_BASES as u8)
+            .map(|i| BlobId([i; 32]))
+            .collect();
+        assert_eq!(
+            decode_entry(&encode_entry(&loc(), &too_many, Some(0))),
+            None
+        );
+        let mut no_bases = encode_entry(&loc(), &[], None);
+        no_bases.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_entry(&no_bases), None);
+        let huge = Location {
+            stored_len: u32::MAX,
+            ..loc()
+        };
+        assert_eq!(decode_entry(&encode_entry(&huge, &[], None)), None);
+        assert_eq!(decode_entry(&[0; 47]), None);
+    }
 }

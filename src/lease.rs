@@ -279,8 +279,26 @@ fn refresh_until_stopped(
     // suspend, which the wait's own clock does not.
     let tick = (timing.refresh / 10).clamp(Duration::from_millis(10), Duration::from_millis(200));
     let mut next = *lock(&health.last_ok) + timing.refresh;
+    let mut last_wake = boot_time();
     loop {
         let now = boot_time();
+        // This loop wakes at least every `tick`: a gap as long as the give-up time means the
+        // process was stopped or the machine suspended, and a prune may already have taken
+        // this lease for dead. Renewing it now would hide that; the writer must stop instead.
+        let gap = now.saturating_sub(last_wake);
+        last_wake = now;
+        if gap >= timing.give_up {
+            let why = format!(
+                "this writer's lease (leases/{}) went {} s without a refresh (the process was \
+                 stopped or suspended); stopped before a prune could take it for a dead writer \
+                 and delete data it uses; run it again",
+                info.id,
+                gap.as_secs()
+            );
+            *lock(&health.lost) = Some(why.clone());
+            on_lost(why);
+            return;
+        }
         if now < next {
             match stop.recv_timeout((next - now).min(tick)) {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,

@@ -23,6 +23,7 @@ pub mod mount_source;
 pub mod pack;
 pub mod producer;
 pub mod prune;
+pub mod reach;
 pub mod reader;
 pub mod repository;
 pub mod session;

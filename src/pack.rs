@@ -30,6 +30,12 @@ pub const TRAILER_LEN: u64 = 16;
 const HEADER_MAGIC: &[u8; 4] = b"SLPH";
 const ENTRY_LEN: usize = 1 + 32 + 8 + 4 + 4;
 
+/// The largest blob the format allows, stored or plain (chunks are at most a few MiB, chunk
+/// list blocks a few hundred KiB). Lengths read from disk are checked against it before
+/// anything is allocated by them: a header or chunk list that names a 4 GiB blob is damage,
+/// not a reason to allocate 4 GiB.
+pub const MAX_BLOB_LEN: u32 = 64 << 20;
+
 /// Where one blob lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
@@ -37,6 +43,22 @@ pub struct Location {
     pub offset: u64,
     pub stored_len: u32,
     pub plain_len: u32,
+}
+
+impl Location {
+    /// Refuse lengths beyond what the format allows (see `MAX_BLOB_LEN`).
+    pub fn check_lengths(&self) -> Result<()> {
+        if self.stored_len > MAX_BLOB_LEN || self.plain_len > MAX_BLOB_LEN {
+            return Err(Error::Corrupt(format!(
+                "a blob in pack {} at offset {} is recorded as {} bytes stored / {} plain, more than the format allows",
+                self.pack.short(),
+                self.offset,
+                self.stored_len,
+                self.plain_len
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// One line of a pack header.
@@ -153,12 +175,17 @@ pub fn decode_entries(b: &[u8]) -> Result<Vec<PackEntry>> {
                 pos += 32;
             }
         }
+        let stored_len = u32::from_le_bytes(e[41..45].try_into().map_err(|_| bad("length"))?);
+        let plain_len = u32::from_le_bytes(e[45..49].try_into().map_err(|_| bad("length"))?);
+        if stored_len > MAX_BLOB_LEN || plain_len > MAX_BLOB_LEN {
+            return Err(bad("an entry is longer than the format allows"));
+        }
         out.push(PackEntry {
             kind: BlobKind::from_u8(e[0]).ok_or_else(|| bad("unknown blob kind"))?,
             id: BlobId::from_slice(&e[1..33]).ok_or_else(|| bad("short id"))?,
             offset: u64::from_le_bytes(e[33..41].try_into().map_err(|_| bad("offset"))?),
-            stored_len: u32::from_le_bytes(e[41..45].try_into().map_err(|_| bad("length"))?),
-            plain_len: u32::from_le_bytes(e[45..49].try_into().map_err(|_| bad("length"))?),
+            stored_len,
+            plain_len,
             bases,
             base_start,
         });
@@ -311,6 +338,7 @@ pub fn read_blob(
     id: BlobId,
     loc: &Location,
 ) -> Result<Vec<u8>> {
+    loc.check_lengths()?;
     let sealed = storage
         .read_at(
             FileKind::Pack,
@@ -339,6 +367,7 @@ pub fn open_blob_owned(
     loc: &Location,
     mut sealed: Vec<u8>,
 ) -> Result<Vec<u8>> {
+    loc.check_lengths()?;
     let range = keys
         .open_in_place(kind, &id.0, &mut sealed)
         .map_err(|_| blob_damaged(kind, id, loc, "authentication failed"))?;
@@ -359,6 +388,7 @@ pub fn open_delta_owned(
     mut sealed: Vec<u8>,
     prefix: &[u8],
 ) -> Result<Vec<u8>> {
+    loc.check_lengths()?;
     let kind = BlobKind::Chunk;
     let range = keys
         .open_in_place(kind, &id.0, &mut sealed)
@@ -398,6 +428,7 @@ pub fn open_blob(
     loc: &Location,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
+    loc.check_lengths()?;
     let plain = keys
         .open(kind, &id.0, sealed)
         .map_err(|_| blob_damaged(kind, id, loc, "authentication failed"))?;
@@ -486,6 +517,48 @@ mod tests {
             read_header(&storage, &keys, pack),
             Err(Error::Corrupt(_))
         ));
+    }
+
+    /// A header or a location naming a blob longer than the format allows is damage, refused
+    /// before anything is allocated or read by that length (a sealed header of a 4 GiB blob
+    /// made `check` try to allocate 4 GiB).
+    #[test]
+    fn a_blob_longer_than_the_format_allows_is_refused_before_reading() {
+        let e = PackEntry {
+            kind: BlobKind::Chunk,
+            id: BlobId([3; 32]),
+            offset: 16,
+            stored_len: MAX_BLOB_LEN + 1,
+            plain_len: 200,
+            bases: Vec::new(),
+            base_start: None,
+        };
+        assert!(matches!(
+            decode_entries(&encode_entries(std::slice::from_ref(&e))),
+            Err(Error::Corrupt(_))
+        ));
+        let fine = PackEntry {
+            stored_len: MAX_BLOB_LEN,
+            ..e.clone()
+        };
+        assert_eq!(
+            decode_entries(&encode_entries(std::slice::from_ref(&fine))).unwrap(),
+            vec![fine]
+        );
+        // read_blob refuses the location without asking the storage for the bytes (an empty
+        // storage would say "missing" if it were asked).
+        let storage = MemStorage::default();
+        let keys = Keys::derive(&MasterSecret([4; 32]));
+        let loc = Location {
+            pack: PackId([1; 32]),
+            offset: 16,
+            stored_len: 100,
+            plain_len: u32::MAX,
+        };
+        match read_blob(&storage, &keys, BlobKind::Chunk, e.id, &loc) {
+            Err(Error::Corrupt(m)) => assert!(m.contains("more than the format allows"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::failpoint;
 use crate::ids::{BlobId, BlobKind, PackId, SnapshotId};
 use crate::lease::{self, Lease, LeaseInfo};
 use crate::pack::{self, PackWriter};
+use crate::reach::{Next, Reached};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::storage::FileKind;
@@ -223,44 +224,45 @@ fn all_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
 }
 
 /// Call `visit` for every blob `snaps` reference: each chunk-list block, then its chunks
-/// and the delta bases they name.
+/// and the delta bases they name (the one reachability walk, `crate::reach`).
 /// A chunk list that cannot be read stops the walk (see `all_snapshots`).
 pub fn walk_references(
     repo: &Repository,
     snaps: &[Snapshot],
     mut visit: impl FnMut(BlobKind, &ChunkRef),
 ) -> Result<()> {
-    for s in snaps {
-        for o in &s.objects {
-            for l in &o.chunk_lists {
-                let lref = ChunkRef::full(l.id, l.location());
-                visit(BlobKind::ChunkList, &lref);
-                let chunks = crate::reader::read_block(&repo.blobs, l).map_err(|e| {
-                    Error::Corrupt(format!(
-                        "prune stopped, nothing was deleted: a chunk list of {:?} in snapshot \
-                         {} cannot be read ({e}); run `sluice check`",
-                        o.name,
-                        s.id.short()
-                    ))
-                })?;
-                // A delta chunk's bases are referenced too: prune keeps them (and their
-                // packs) as long as a kept chunk needs them.
-                for c in &chunks {
-                    visit(BlobKind::Chunk, c);
-                    for b in c.bases() {
-                        visit(BlobKind::Chunk, b);
-                    }
-                }
+    let read = |l: &crate::snapshot::ChunkListRef| crate::reader::read_block(&repo.blobs, l);
+    crate::reach::walk(snaps, read, |at, reached| {
+        match reached {
+            Reached::List => {
+                visit(
+                    BlobKind::ChunkList,
+                    &ChunkRef::full(at.list.id, at.list.location()),
+                );
             }
+            Reached::Unreadable(e) => {
+                return Err(Error::Corrupt(format!(
+                    "prune stopped, nothing was deleted: a chunk list of {:?} in snapshot \
+                     {} cannot be read ({e}); run `sluice check`",
+                    at.object.name,
+                    at.snapshot.id.short()
+                )))
+            }
+            // A delta chunk's bases are referenced too: prune keeps them (and their packs)
+            // as long as a kept chunk needs them.
+            Reached::Chunk { chunk, .. } => visit(BlobKind::Chunk, chunk),
+            Reached::ListEnd { .. } => {}
         }
-    }
-    Ok(())
+        Ok(Next::Go)
+    })
 }
 
 /// The prune lock (`locks/prune`, created only if absent): one prune at a time. It names
 /// the holder's lease; a lock whose lease is gone or stale is taken over.
 struct PruneLock<'a> {
     repo: &'a Repository,
+    /// The lease id the lock names (ours).
+    holder: String,
 }
 
 impl<'a> PruneLock<'a> {
@@ -270,7 +272,10 @@ impl<'a> PruneLock<'a> {
                 .storage
                 .create_new(FileKind::Lock, PRUNE_LOCK, lease.id().as_bytes())?
             {
-                return Ok(PruneLock { repo });
+                return Ok(PruneLock {
+                    repo,
+                    holder: lease.id().to_string(),
+                });
             }
             let holder = match repo.storage.read_all(FileKind::Lock, PRUNE_LOCK) {
                 Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
@@ -299,9 +304,47 @@ impl<'a> PruneLock<'a> {
     }
 }
 
+impl PruneLock<'_> {
+    /// The lock file names us still (None when it cannot be read).
+    fn still_ours(&self) -> Option<bool> {
+        let b = self
+            .repo
+            .storage
+            .read_all(FileKind::Lock, PRUNE_LOCK)
+            .ok()?;
+        Some(String::from_utf8_lossy(&b).trim() == self.holder)
+    }
+
+    /// Called before every step that deletes: this prune may go on only while its lease is
+    /// fresh and the lock still names it. A prune that was stopped (SIGSTOP, a suspended
+    /// machine, a hung storage) past its lease's lifetime may have been taken for dead, and
+    /// another prune may have taken the lock over and made its own decisions: deleting now on
+    /// the strength of a stale walk could remove what that prune or a newer ingest relies on.
+    fn confirm(&self, lease: &Lease) -> Result<()> {
+        lease.check()?;
+        match self.still_ours() {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::Locked(
+                "this prune was paused for longer than its lease lives and another prune took \
+                 over; it stopped before deleting anything more (nothing kept is lost); run \
+                 `sluice prune` again once the other has finished"
+                    .into(),
+            )),
+            None => Err(Error::Locked(
+                "this prune's lock (locks/prune) is gone or unreadable; it stopped before \
+                 deleting anything more (nothing kept is lost); run `sluice prune` again"
+                    .into(),
+            )),
+        }
+    }
+}
+
 impl Drop for PruneLock<'_> {
     fn drop(&mut self) {
-        let _ = self.repo.storage.remove(FileKind::Lock, PRUNE_LOCK);
+        // Only our own lock: a prune that took over from us keeps its lock.
+        if self.still_ours() == Some(true) {
+            let _ = self.repo.storage.remove(FileKind::Lock, PRUNE_LOCK);
+        }
     }
 }
 
@@ -331,7 +374,11 @@ pub fn prune(
         ..Default::default()
     };
     let lease = Lease::take(repo.storage.clone(), repo.keys.clone(), "prune")?;
-    let _lock = PruneLock::take(repo, &lease)?;
+    let lock = PruneLock::take(repo, &lease)?;
+    let guard = Guard {
+        lease: &lease,
+        lock: &lock,
+    };
     lease::remove_stale(repo.storage.as_ref(), &repo.keys);
 
     // Finish what earlier prunes marked (their walks are reused; nothing starts over).
@@ -339,7 +386,7 @@ pub fn prune(
     if !opts.dry_run {
         for m in &pending {
             progress("finishing an earlier prune");
-            sweep(repo, m, lease.id(), None, &mut report)?;
+            sweep(repo, m, &guard, None, &mut report)?;
         }
     }
     let still_pending: HashSet<PackId> = pending_marks(repo)?
@@ -413,7 +460,7 @@ pub fn prune(
         condemned.extend(repacked);
     }
     if condemned.is_empty() {
-        clear_scratch(repo, lease.id(), &mut report);
+        clear_scratch(repo, &guard, &mut report)?;
         return Ok(report);
     }
     let mut mark = Mark {
@@ -424,6 +471,7 @@ pub fn prune(
         condemned,
         leases: None,
     };
+    guard.confirm()?;
     write_mark(repo, &mark)?;
     failpoint::hold("prune-after-mark");
     // After the mark is durable: a writer not listed here took its lease later, and then
@@ -438,9 +486,25 @@ pub fn prune(
     mark.leases = Some(live.iter().map(|l| l.id.clone()).collect());
     write_mark(repo, &mark)?;
     failpoint::hold("prune-before-sweep");
-    sweep(repo, &mark, lease.id(), Some(&referenced), &mut report)?;
-    clear_scratch(repo, lease.id(), &mut report);
+    sweep(repo, &mark, &guard, Some(&referenced), &mut report)?;
+    clear_scratch(repo, &guard, &mut report)?;
     Ok(report)
+}
+
+/// What lets a prune go on deleting: its lease and its lock (`PruneLock::confirm`).
+struct Guard<'a> {
+    lease: &'a Lease,
+    lock: &'a PruneLock<'a>,
+}
+
+impl Guard<'_> {
+    fn confirm(&self) -> Result<()> {
+        self.lock.confirm(self.lease)
+    }
+
+    fn own_lease(&self) -> &str {
+        self.lease.id()
+    }
 }
 
 /// Copy the referenced blobs of `packs` into new packs and record where they went. Returns
@@ -529,7 +593,7 @@ fn repack(
 fn sweep(
     repo: &Repository,
     mark: &Mark,
-    own_lease: &str,
+    guard: &Guard,
     referenced: Option<&Bloom>,
     report: &mut PruneReport,
 ) -> Result<()> {
@@ -537,7 +601,7 @@ fn sweep(
     let live = lease::live(
         repo.storage.as_ref(),
         &repo.keys,
-        Some(own_lease),
+        Some(guard.own_lease()),
         &mut damaged,
     )?;
     let blocking: Vec<&LeaseInfo> = live
@@ -584,7 +648,12 @@ fn sweep(
         return Err(e);
     }
     failpoint::hold("prune-sweeping");
-    for (p, size) in &mark.condemned {
+    for (i, (p, size)) in mark.condemned.iter().enumerate() {
+        // Every 32 deletions (a read of the lock each time): a pause in the middle of a long
+        // sweep is noticed too.
+        if i % 32 == 0 {
+            guard.confirm()?;
+        }
         if spared.contains(p) {
             report.packs_spared += 1;
             continue;
@@ -593,6 +662,9 @@ fn sweep(
             Ok(()) => {
                 report.packs_deleted += 1;
                 report.bytes_freed += size;
+                if report.packs_deleted == 1 {
+                    failpoint::hold("prune-swept-one");
+                }
             }
             // Deleted by the run that was killed before it removed the mark.
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
@@ -600,6 +672,7 @@ fn sweep(
         }
     }
     if let Some(referenced) = referenced {
+        guard.confirm()?;
         compact_relocations(repo, referenced)?;
     }
     match repo.storage.remove(FileKind::Mark, &mark.id) {
@@ -657,18 +730,20 @@ fn compact_relocations(repo: &Repository, referenced: &Bloom) -> Result<()> {
 
 /// Scratch files (`tmp/`) are removed only when no other writer runs: they may be its
 /// packs being written.
-fn clear_scratch(repo: &Repository, own_lease: &str, report: &mut PruneReport) {
+fn clear_scratch(repo: &Repository, guard: &Guard, report: &mut PruneReport) -> Result<()> {
     let mut damaged = Vec::new();
     if lease::live(
         repo.storage.as_ref(),
         &repo.keys,
-        Some(own_lease),
+        Some(guard.own_lease()),
         &mut damaged,
     )
     .is_ok_and(|l| l.is_empty())
     {
+        guard.confirm()?;
         report.scratch_removed = repo.clear_tmp().unwrap_or(0);
     }
+    Ok(())
 }
 
 #[cfg(test)]

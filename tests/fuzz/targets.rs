@@ -8,6 +8,7 @@ use sluice::completeness::{Checker, Expect, Format};
 use sluice::crypto::Keys;
 use sluice::error::{Error, Result};
 use sluice::ids::{BlobKind, PackId, SnapshotId};
+use sluice::index::{decode_entry, decode_value, encode_entry, encode_value, IndexEntry};
 use sluice::pack::{self, PackEntry};
 use sluice::repository::Repository;
 use sluice::snapshot::Snapshot;
@@ -176,6 +177,20 @@ fn make_repository(work: &Path) -> Made {
         &["ingest", "--name", "db/a.sql", "--expect", "none"],
         &data,
     );
+    // A second version with a few bytes changed in its text: its changed chunks are stored as
+    // deltas, so pack headers, chunk lists and index values with delta bases (format version 2)
+    // are among the seeds.
+    let mut second = data.clone();
+    let mut at = 1000;
+    while at + 8 < second.len() / 2 {
+        second[at..at + 8].copy_from_slice(b"CHANGED!");
+        at += 150_000;
+    }
+    sluice(
+        &path,
+        &["ingest", "--name", "db/a.sql", "--expect", "none"],
+        &second,
+    );
     let repo = Repository::open(&path, PASSWORD.as_bytes()).expect("open the new repository");
     let keys = repo.keys.clone();
     let one = |dir: &str| {
@@ -183,7 +198,11 @@ fn make_repository(work: &Path) -> Made {
         assert_eq!(f.len(), 1, "{dir}: {f:?}");
         f[0].clone()
     };
-    let snap_path = one("snapshots");
+    // The first of the two snapshots (either will do as a seed).
+    let snap_path = files_under(&path.join("snapshots"))
+        .into_iter()
+        .next()
+        .expect("a snapshot");
     let snapshot_id = SnapshotId::from_hex(
         snap_path
             .file_name()
@@ -206,9 +225,16 @@ fn make_repository(work: &Path) -> Made {
         let bytes = std::fs::read(&p).expect("read pack");
         let store = OnePack::new(id, &bytes[..]);
         let entries = pack::read_header(&store, &keys, id).expect("pack header");
+        // A delta chunk needs its bases to be rebuilt: its plaintext is not kept (empty), and
+        // `read_blob` alone must fail on it (checked by the pack target).
         let plain = entries
             .iter()
-            .map(|e| pack::read_blob(&store, &keys, e.kind, e.id, &e.location(id)).expect("blob"))
+            .map(|e| match e.bases.is_empty() {
+                true => {
+                    pack::read_blob(&store, &keys, e.kind, e.id, &e.location(id)).expect("blob")
+                }
+                false => Vec::new(),
+            })
             .collect();
         let header_plain = header_plain(&keys, id, &bytes).expect("header");
         packs.push(MadePack {
@@ -413,10 +439,81 @@ fn repository(work: &Path) -> Vec<Target> {
                 }
                 for (e, plain) in orig.entries.iter().zip(&orig.plain) {
                     let loc = e.location(orig.id);
-                    if let Ok(got) = pack::read_blob(&store, &mm.keys, e.kind, e.id, &loc) {
+                    let got = pack::read_blob(&store, &mm.keys, e.kind, e.id, &loc);
+                    if !e.bases.is_empty() {
+                        if got.is_ok() {
+                            return Err(format!(
+                                "delta chunk {} read back without its bases",
+                                e.id.short()
+                            ));
+                        }
+                        continue;
+                    }
+                    if let Ok(got) = got {
                         if &got != plain {
                             return Err(format!("blob {} read back other bytes", e.id.short()));
                         }
+                    }
+                }
+            }
+            Ok(())
+        }),
+    });
+
+    // Index values: the plaintext entry (what `decode_entry` parses after opening) and the
+    // sealed value (what sled holds). A plaintext entry that decodes must stay within the
+    // format and re-encode to the same bytes; a changed sealed value must not open.
+    let mut entries = Vec::new();
+    let mut values = Vec::new();
+    for p in &m.packs {
+        for e in &p.entries {
+            let entry = IndexEntry {
+                loc: e.location(p.id),
+                bases: e.bases.clone(),
+                base_start: e.base_start,
+            };
+            entries.push(encode_entry(&entry.loc, &entry.bases, entry.base_start));
+            values.push((e.id, entry));
+        }
+    }
+    assert!(
+        values.iter().any(|(_, e)| !e.bases.is_empty()),
+        "the fuzz repository has no delta chunk: the index seeds miss bases"
+    );
+    v.push(Target {
+        name: "index_entry",
+        seeds: entries,
+        alloc_cap: 16 * MIB,
+        run: Box::new(|b, _| {
+            if let Some(e) = decode_entry(b) {
+                if e.bases.len() > sluice::chunklist::MAX_BASES
+                    || e.loc.stored_len > pack::MAX_BLOB_LEN
+                    || e.loc.plain_len > pack::MAX_BLOB_LEN
+                {
+                    return Err(format!("an entry outside the format decoded: {e:?}"));
+                }
+                if encode_entry(&e.loc, &e.bases, e.base_start) != b {
+                    return Err("an entry decoded from bytes that are not its encoding".into());
+                }
+            }
+            Ok(())
+        }),
+    });
+    let mm = m.clone();
+    let sealed: Vec<Vec<u8>> = values
+        .iter()
+        .map(|(id, e)| encode_value(&m.keys, &id.0, e))
+        .collect();
+    v.push(Target {
+        name: "index_value",
+        seeds: sealed.clone(),
+        alloc_cap: 16 * MIB,
+        run: Box::new(move |b, _| {
+            // Under every blob's id: a value opens only under its own id, unchanged.
+            for ((id, orig), value) in values.iter().zip(&sealed) {
+                if let Some(got) = decode_value(&mm.keys, &id.0, b) {
+                    if b != value.as_slice() || &got != orig {
+                        return Err(format!("a changed index value opened under {}", id.short()));
                     }
                 }
             }
