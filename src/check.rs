@@ -24,6 +24,8 @@ pub struct CheckReport {
     pub chunks_referenced: usize,
     pub blobs_read: usize,
     pub bytes_read: u64,
+    /// Packs read whole by `--read-data` or `--read-data-subset`.
+    pub packs_read: usize,
     pub unreferenced_packs: usize,
     pub unreferenced_bytes: u64,
     /// Packs a prune marked for deletion that are still there: it waits for writers that
@@ -372,11 +374,85 @@ fn walk(
     Ok(w)
 }
 
+/// Which packs `check` reads whole to verify every blob in them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DataRead {
+    /// None: headers, snapshots and chunk lists only.
+    None,
+    /// Every pack (`--read-data`).
+    All,
+    /// `--read-data-subset N/M`: the packs whose id falls in bucket N of M (by its first
+    /// eight bytes, modulo M). Pack ids are random, so the buckets are even, and M runs with
+    /// N = 1..M read every pack exactly once: a nightly job can cover the repository in a
+    /// rotation, paying for 1/M of the downloads each night.
+    Bucket { n: u64, m: u64 },
+    /// `--read-data-subset P%`: each pack with probability P/100, drawn afresh each run.
+    Percent(f64),
+}
+
+impl DataRead {
+    /// Parse `N/M` or `P%`.
+    pub fn parse_subset(v: &str) -> Result<DataRead> {
+        let bad = || {
+            Error::InvalidInput(format!(
+                "--read-data-subset {v:?} is neither N/M (1 <= N <= M) nor a percentage P% \
+                 (0 < P <= 100); e.g. 1/10 or 5%"
+            ))
+        };
+        if let Some(p) = v.trim().strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(DataRead::Percent(p));
+        }
+        let (n, m) = v.split_once('/').ok_or_else(bad)?;
+        let n: u64 = n.trim().parse().map_err(|_| bad())?;
+        let m: u64 = m.trim().parse().map_err(|_| bad())?;
+        if n == 0 || m == 0 || n > m {
+            return Err(bad());
+        }
+        Ok(DataRead::Bucket { n, m })
+    }
+
+    /// Whether `pack` is read.
+    pub fn selects(&self, pack: &PackId) -> bool {
+        match *self {
+            DataRead::None => false,
+            DataRead::All => true,
+            DataRead::Bucket { n, m } => {
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&pack.0[..8]);
+                u64::from_be_bytes(first) % m == n - 1
+            }
+            DataRead::Percent(p) => {
+                let r = u64::from_le_bytes(crate::crypto::random_bytes::<8>());
+                (r as f64 / u64::MAX as f64) * 100.0 < p
+            }
+        }
+    }
+}
+
 pub fn check(
     repo: &Repository,
     read_data: bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<CheckReport> {
+    let read = if read_data {
+        DataRead::All
+    } else {
+        DataRead::None
+    };
+    check_reading(repo, read, progress)
+}
+
+/// `check`, reading whole the packs `read` selects.
+pub fn check_reading(
+    repo: &Repository,
+    read: DataRead,
+    progress: &mut dyn FnMut(&str),
+) -> Result<CheckReport> {
+    let read_data = read != DataRead::None;
     let mut r = CheckReport::default();
     if let Some(why) = repo.config_damage() {
         r.problems.push(why.to_string());
@@ -442,9 +518,17 @@ pub fn check(
     r.chunks_referenced = referenced.len();
 
     let mut healed_chunks: HashSet<ChunkAt> = HashSet::new();
+    // Chosen once: a percentage is a random draw.
+    let selected: HashSet<PackId> = t
+        .entries
+        .keys()
+        .filter(|p| read.selects(p))
+        .copied()
+        .collect();
     if read_data {
-        let mut packs: Vec<&PackId> = t.entries.keys().collect();
+        let mut packs: Vec<&PackId> = t.entries.keys().filter(|p| selected.contains(p)).collect();
         packs.sort();
+        r.packs_read = packs.len();
         // Delta chunks are only authenticated in the pass over their pack; they are rebuilt
         // from their bases once every pack has been read (which tells which bases are sound).
         for (i, p) in packs.iter().enumerate() {
@@ -514,7 +598,12 @@ pub fn check(
     }
 
     if read_data {
-        verify_deltas(repo, &t, &deltas_of(&t), &mut bad_chunks, &mut r, progress);
+        // Only the deltas of the packs read (their bases are read wherever they are).
+        let deltas: Vec<(PackId, PackEntry)> = deltas_of(&t)
+            .into_iter()
+            .filter(|(p, _)| selected.contains(p))
+            .collect();
+        verify_deltas(repo, &t, &deltas, &mut bad_chunks, &mut r, progress);
     }
     record_damage(repo, &damaged_at);
     // Name what each healed chunk was: the ranges read from the healed copy now.

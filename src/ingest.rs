@@ -1020,7 +1020,7 @@ struct SinkState {
 
 struct Finisher {
     tx: SyncSender<PackWriter>,
-    thread: std::thread::JoinHandle<Result<()>>,
+    threads: Vec<std::thread::JoinHandle<Result<()>>>,
 }
 
 impl<'a> Sink<'a> {
@@ -1034,29 +1034,52 @@ impl<'a> Sink<'a> {
             healed: Vec::new(),
         }));
         // One pack may wait while the next fills: fsync overlaps with chunking and sealing.
-        let (tx, rx) = sync_channel::<PackWriter>(1);
-        let keys = repo.keys.clone();
-        let compression = repo.config.compression;
-        let finisher_index = index.clone();
-        let finisher_state = state.clone();
-        let thread = spawn_named("sluice-pack", move || -> Result<()> {
-            let mut encoder = Encoder::new(compression)?;
-            for p in rx {
-                let (id, entries) = p.finish(&keys, &mut encoder)?;
-                finisher_index.add_pack(id, &entries)?;
-                let mut st = lock(&finisher_state);
-                for e in &entries {
-                    st.session.remove(&e.id);
+        // On object storage several packs are sent at once (`upload_concurrency`): a PUT's
+        // latency is hidden behind the others'. Memory stays bounded: the open packs, one
+        // waiting, and one per uploader.
+        let uploaders = repo.storage.upload_concurrency().clamp(1, 8);
+        // With several uploaders a full pack is handed straight to a free one (no pack waits
+        // in between): one pack less held in memory.
+        let (tx, rx) = sync_channel::<PackWriter>(if uploaders > 1 { 0 } else { 1 });
+        let rx = Arc::new(Mutex::new(rx));
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(uploaders);
+        for _ in 0..uploaders {
+            let keys = repo.keys.clone();
+            let compression = repo.config.compression;
+            let finisher_index = index.clone();
+            let finisher_state = state.clone();
+            let rx = rx.clone();
+            let failed = failed.clone();
+            threads.push(spawn_named("sluice-pack", move || -> Result<()> {
+                let mut encoder = Encoder::new(compression)?;
+                let r = (|| loop {
+                    let Ok(p) = lock(&rx).recv() else {
+                        return Ok(());
+                    };
+                    // One uploader's failure stops the others: the ingest fails as a whole.
+                    if failed.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let (id, entries) = p.finish(&keys, &mut encoder)?;
+                    finisher_index.add_pack(id, &entries)?;
+                    let mut st = lock(&finisher_state);
+                    for e in &entries {
+                        st.session.remove(&e.id);
+                    }
+                })();
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
                 }
-            }
-            Ok(())
-        });
+                r
+            }));
+        }
         Ok(Sink {
             repo,
             index: index.clone(),
             damaged: crate::blobstore::damaged_blobs(repo.storage.as_ref(), &repo.keys)?,
             state,
-            finisher: Mutex::new(Some(Finisher { tx, thread })),
+            finisher: Mutex::new(Some(Finisher { tx, threads })),
         })
     }
 
@@ -1216,9 +1239,15 @@ impl<'a> Sink<'a> {
         let finished = match lock(&self.finisher).take() {
             Some(f) => {
                 drop(f.tx);
-                f.thread.join().unwrap_or_else(|_| {
-                    Err(Error::StreamFailed("the pack finisher panicked".into()))
-                })
+                // Every uploader is joined (none is left running); the first error is kept.
+                let mut all = Ok(());
+                for t in f.threads {
+                    let r = t.join().unwrap_or_else(|_| {
+                        Err(Error::StreamFailed("the pack finisher panicked".into()))
+                    });
+                    all = all.and(r);
+                }
+                all
             }
             None => Ok(()),
         };

@@ -56,11 +56,19 @@ pub struct LeaseInfo {
     /// Unix seconds, by the writer's clock.
     pub started: i64,
     pub refreshed: i64,
+    /// The writer finished but could not remove its lease (append-only credentials: a
+    /// bucket policy without s3:DeleteObject), so it rewrote it saying so. Absent in leases
+    /// written before this field existed (then false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
 }
 
 impl LeaseInfo {
     /// Whether the writer is certainly gone, judged at `now` on this machine.
     pub fn is_stale(&self, now: i64) -> bool {
+        if self.ended {
+            return true;
+        }
         if self.boot_id == boot_id() && !process_alive(self.pid, self.proc_start) {
             return true;
         }
@@ -82,6 +90,7 @@ impl LeaseInfo {
 /// A lease held by this process; removed when dropped.
 pub struct Lease {
     storage: Arc<dyn Storage>,
+    keys: Arc<Keys>,
     info: LeaseInfo,
     /// Dropped to stop the refresher: it wakes at once, so ending a writer costs no tick.
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -199,6 +208,7 @@ impl Lease {
             proc_start: proc_start(pid).unwrap_or(0),
             started: now,
             refreshed: now,
+            ended: false,
         };
         // Measured before the write: the lease is at least this fresh once it is on disk.
         let written_at = boot_time();
@@ -212,6 +222,7 @@ impl Lease {
         });
         let refresher = {
             let (storage, health, mut info) = (storage.clone(), health.clone(), info.clone());
+            let keys = keys.clone();
             std::thread::Builder::new()
                 .name("sluice-lease".into())
                 .spawn(move || {
@@ -229,6 +240,7 @@ impl Lease {
         };
         Ok(Lease {
             storage,
+            keys,
             info,
             stop: Some(stop),
             health,
@@ -348,7 +360,17 @@ impl Drop for Lease {
             let _ = t.join();
         }
         // A lease left behind only delays a prune until it is recognised as stale.
-        let _ = self.storage.remove(FileKind::Lease, &self.info.id);
+        let removed = self.storage.remove(FileKind::Lease, &self.info.id);
+        if let Err(Error::Io { source, .. }) = &removed {
+            // Append-only credentials may write but not delete: say in the lease itself
+            // that this writer is done, so that a prune need not wait for it to go stale.
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                let mut info = self.info.clone();
+                info.ended = true;
+                info.refreshed = crate::time::now().0;
+                let _ = write(self.storage.as_ref(), &self.keys, &info);
+            }
+        }
     }
 }
 
@@ -467,6 +489,64 @@ mod tests {
             .unwrap()
             .is_empty());
         assert!(damaged.is_empty());
+    }
+
+    /// Storage that refuses every remove, as a bucket policy without s3:DeleteObject does.
+    struct AppendOnly(MemStorage);
+
+    impl Storage for AppendOnly {
+        fn read_all(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+            self.0.read_all(kind, name)
+        }
+        fn read_at(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            self.0.read_at(kind, name, offset, len)
+        }
+        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+            self.0.size(kind, name)
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+            self.0.list(kind)
+        }
+        fn exists(&self, kind: FileKind, name: &str) -> bool {
+            self.0.exists(kind, name)
+        }
+        fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+            self.0.put(kind, name, bytes)
+        }
+        fn upload(&self, kind: FileKind, name: &str) -> Result<Box<dyn crate::storage::Upload>> {
+            self.0.upload(kind, name)
+        }
+        fn remove(&self, _: FileKind, name: &str) -> Result<()> {
+            Err(Error::io(
+                format!("cannot remove {name}"),
+                std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            ))
+        }
+        fn sync(&self) -> Result<()> {
+            Ok(())
+        }
+        fn create_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<bool> {
+            self.0.create_new(kind, name, bytes)
+        }
+    }
+
+    #[test]
+    fn a_lease_that_cannot_be_removed_is_rewritten_as_ended() {
+        let storage: Arc<dyn Storage> = Arc::new(AppendOnly(MemStorage::default()));
+        let keys = Arc::new(Keys::derive(&MasterSecret([5; 32])));
+        let lease = Lease::take(storage.clone(), keys.clone(), "ingest").unwrap();
+        let id = lease.id().to_string();
+        drop(lease);
+        let left = read(storage.as_ref(), &keys, &id).unwrap();
+        assert!(left.ended, "the lease left behind says the writer ended");
+        // Even as another machine's lease (not judged by its pid), it is not live.
+        let mut other = left.clone();
+        other.boot_id = "another machine".into();
+        assert!(other.is_stale(crate::time::now().0));
+        let mut damaged = Vec::new();
+        assert!(live(storage.as_ref(), &keys, None, &mut damaged)
+            .unwrap()
+            .is_empty());
     }
 
     /// Storage whose puts fail once `broken` is set, as a leases directory that became
@@ -600,6 +680,7 @@ mod tests {
             proc_start: proc_start(std::process::id()).unwrap(),
             started: now,
             refreshed: now,
+            ended: false,
         };
         assert!(!l.is_stale(now), "this process is alive");
         l.proc_start += 1;

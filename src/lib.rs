@@ -31,6 +31,7 @@ pub mod repository;
 pub mod session;
 pub mod snapshot;
 pub mod storage;
+pub mod storage_limit;
 pub mod storage_opendal;
 pub mod terminal;
 pub mod time;

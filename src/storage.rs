@@ -93,6 +93,12 @@ pub trait Storage: Send + Sync {
     fn local_dir(&self) -> Option<&Path> {
         None
     }
+    /// How many uploads (`Upload::finish`) may usefully run at once. A local directory gains
+    /// nothing from more than one (an fsync each, on one disk); object storage hides each
+    /// PUT's latency behind the others (ingest keeps chunking while they run).
+    fn upload_concurrency(&self) -> usize {
+        1
+    }
     /// Pack files stored where this storage does not look for them (see `DirStorage`).
     fn misplaced_packs(&self) -> std::collections::HashMap<String, (PathBuf, PathBuf)> {
         std::collections::HashMap::new()

@@ -89,7 +89,10 @@ impl S3Location {
 /// A repository in an S3 bucket.
 pub struct OpenDalStorage {
     // Declared before the runtime so that it is dropped first: its requests run there.
+    /// Every request; its uploads carry a Content-MD5 the server checks.
     op: Operator,
+    /// Multipart uploads (packs over 64 MiB), for which OpenDAL sends no Content-MD5.
+    op_multipart: Operator,
     _runtime: Arc<tokio::runtime::Runtime>,
     location: S3Location,
 }
@@ -99,7 +102,13 @@ pub struct OpenDalStorage {
 /// throttled by the server (503 SlowDown) or starves the office uplink.
 const MAX_REQUESTS: usize = 16;
 /// A pack larger than this is uploaded in parts (multipart upload) rather than in one PUT.
+/// Packs are 16 MiB (a few times that at most), so this is the rare case.
+const SINGLE_PUT_MAX: usize = 64 << 20;
+/// The part size of a multipart upload.
 const PART_SIZE: usize = 16 << 20;
+/// Packs uploaded at once by an ingest (`upload_concurrency`): each is held in memory until
+/// its PUT returns, so this bounds memory too (4 x 16 MiB).
+const PARALLEL_UPLOADS: usize = 4;
 
 impl OpenDalStorage {
     /// Connect (lazily: no request is sent until the first read or write). Credentials come
@@ -119,55 +128,17 @@ impl OpenDalStorage {
             .ok()
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "us-east-1".into());
-        let root = format!("/{}", location.prefix);
-        let builder = opendal::services::S3::default()
-            .endpoint(&location.endpoint)
-            .bucket(&location.bucket)
-            .region(&region)
-            .root(&root);
-        let config_error = |e: opendal::Error| {
-            Error::InvalidInput(format!(
-                "cannot use S3 repository {}: {}",
-                location.url(),
-                brief(&e)
-            ))
-        };
-        let op = opendal::Operator::new(builder)
-            .map_err(config_error)?
-            // Timeout inside retry: a request that hangs is cut off and tried again.
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(120))
-                    .with_io_timeout(Duration::from_secs(30)),
-            )
-            // 5xx, throttling and dropped connections: backoff with jitter, 1 s doubling to
-            // 16 s, six tries (about a minute) before the error reaches the user.
-            .layer(
-                RetryLayer::new()
-                    .with_jitter()
-                    .with_factor(2.0)
-                    .with_min_delay(Duration::from_millis(500))
-                    .with_max_delay(Duration::from_secs(16))
-                    .with_max_times(retries())
-                    // One quiet line per retry, at debug level: a nightly job's log should
-                    // carry the final error, not a request dump per attempt.
-                    .with_notify(|e: opendal::layers::RetryEvent<'_>| {
-                        log::debug!(
-                            "retrying {:?} (attempt {}) in {:.1}s: {}",
-                            e.op,
-                            e.attempt,
-                            e.retry_after.as_secs_f64(),
-                            brief(e.err)
-                        )
-                    }),
-            )
-            .layer(ConcurrentLimitLayer::new(MAX_REQUESTS));
         let op = {
             let _inside = runtime.enter();
-            Operator::new(op).map_err(config_error)?
+            operator(&location, &region, true)?
+        };
+        let op_multipart = {
+            let _inside = runtime.enter();
+            operator(&location, &region, false)?
         };
         Ok(OpenDalStorage {
             op,
+            op_multipart,
             _runtime: Arc::new(runtime),
             location,
         })
@@ -220,6 +191,83 @@ impl OpenDalStorage {
     }
 }
 
+/// The blocking operator for `location` with its retry, timeout and concurrency-limit
+/// layers; `checksum` adds Content-MD5 to uploads (not possible for multipart ones). Call
+/// inside the runtime.
+fn operator(location: &S3Location, region: &str, checksum: bool) -> Result<Operator> {
+    let root = format!("/{}", location.prefix);
+    let mut builder = opendal::services::S3::default()
+        .endpoint(&location.endpoint)
+        .bucket(&location.bucket)
+        .region(region)
+        .root(&root);
+    if checksum {
+        // Content-MD5 on every PUT: the server refuses a body that was altered on the
+        // way (the request signature does not cover the payload), and the retry layer
+        // sends it again; without it a flipped bit would be stored as it came.
+        builder = builder.checksum_algorithm("md5");
+    }
+    let config_error = |e: opendal::Error| {
+        Error::InvalidInput(format!(
+            "cannot use S3 repository {}: {}",
+            location.url(),
+            brief(&e)
+        ))
+    };
+    let op = opendal::Operator::new(builder)
+        .map_err(config_error)?
+        // Timeout inside retry: a request that hangs is cut off and tried again.
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(Duration::from_secs(120))
+                .with_io_timeout(Duration::from_secs(30)),
+        )
+        // 5xx, throttling and dropped connections: backoff with jitter, 1 s doubling to
+        // 16 s, six tries (about a minute) before the error reaches the user.
+        .layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_factor(2.0)
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_delay(Duration::from_secs(16))
+                .with_max_times(retries())
+                // One quiet line per retry, at debug level: a nightly job's log should
+                // carry the final error, not a request dump per attempt.
+                .with_notify(|e: opendal::layers::RetryEvent<'_>| {
+                    log::debug!(
+                        "retrying {:?} (attempt {}) in {:.1}s: {}",
+                        e.op,
+                        e.attempt,
+                        e.retry_after.as_secs_f64(),
+                        brief(e.err)
+                    )
+                }),
+        )
+        .layer(ConcurrentLimitLayer::new(MAX_REQUESTS));
+    Operator::new(op).map_err(config_error)
+}
+
+/// Send an upload again when the server found its body altered on the way (its Content-MD5
+/// did not match: `BadDigest`), which OpenDAL's retry layer does not count as temporary. A
+/// few times only: a body altered every time is a broken path, reported as such.
+fn resend_if_altered(mut put: impl FnMut() -> opendal::Result<()>) -> opendal::Result<()> {
+    let mut tries = 0;
+    loop {
+        match put() {
+            Err(e) if altered(&e) && tries < 3 => {
+                tries += 1;
+                log::debug!("the server received an upload altered; sending it again");
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Whether the server refused an upload because its body did not match its checksum.
+fn altered(e: &opendal::Error) -> bool {
+    e.message().contains("BadDigest") || e.message().contains("InvalidDigest")
+}
+
 /// How many times a failed request is retried. `SLUICE_S3_RETRIES` lowers it (tests of a
 /// server that is down should not wait a minute).
 fn retries() -> usize {
@@ -250,6 +298,9 @@ fn brief(e: &opendal::Error) -> String {
             format!("invalid S3 settings: {}", e.message())
         }
         K::RateLimited => "the server kept throttling the requests (503 SlowDown)".to_string(),
+        _ if altered(e) => "the server received the upload altered each time (its Content-MD5 \
+                            did not match): something on the network path changes data"
+            .to_string(),
         _ if e.message() == "send http request" => {
             "cannot reach the server: is the endpoint right and the server up?".to_string()
         }
@@ -370,18 +421,19 @@ impl Storage for OpenDalStorage {
 
     fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
         let key = self.key(kind, name);
-        self.op
-            .write(&key, bytes.to_vec())
-            .map_err(|e| self.error("write", &key, e))?;
-        Ok(())
+        let body = opendal::Buffer::from(bytes.to_vec());
+        resend_if_altered(|| self.op.write(&key, body.clone()).map(drop))
+            .map_err(|e| self.error("write", &key, e))
     }
 
     fn upload(&self, kind: FileKind, name: &str) -> Result<Box<dyn Upload>> {
         Ok(Box::new(ObjectUpload {
             op: self.op.clone(),
+            op_multipart: self.op_multipart.clone(),
             key: self.key(kind, name),
             shown: self.shown(&self.key(kind, name)),
-            buf: Vec::new(),
+            parts: Vec::new(),
+            written: 0,
         }))
     }
 
@@ -397,6 +449,10 @@ impl Storage for OpenDalStorage {
             .map_err(|e| self.error("remove", &key, e))
     }
 
+    fn upload_concurrency(&self) -> usize {
+        PARALLEL_UPLOADS
+    }
+
     fn sync(&self) -> Result<()> {
         // A PUT that returned is durable; there are no directory entries to flush.
         Ok(())
@@ -408,7 +464,12 @@ impl Storage for OpenDalStorage {
             if_not_exists: true,
             ..Default::default()
         };
-        match self.op.write_options(&key, bytes.to_vec(), opts) {
+        let body = opendal::Buffer::from(bytes.to_vec());
+        match resend_if_altered(|| {
+            self.op
+                .write_options(&key, body.clone(), opts.clone())
+                .map(drop)
+        }) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(false),
             Err(e) => Err(self.error("create", &key, e)),
@@ -416,32 +477,39 @@ impl Storage for OpenDalStorage {
     }
 }
 
-/// A pack being written: held in memory (a pack is at most a few times `pack_size`, 16 MiB)
-/// and sent by `finish`, so that nothing partial is ever visible and an upload dropped
-/// before `finish` leaves nothing behind. Large packs go up in parts.
+/// A pack being written: held in memory as the list of its blobs, as they were written
+/// (no copy into one growing buffer, whose doublings would take twice the pack's size), and
+/// sent by `finish`, so that nothing partial is ever visible and an upload dropped before
+/// `finish` leaves nothing behind. A pack up to 64 MiB is one PUT; a larger one goes up in
+/// parts.
 struct ObjectUpload {
     op: Operator,
+    op_multipart: Operator,
     key: String,
     shown: String,
-    buf: Vec<u8>,
+    parts: Vec<bytes::Bytes>,
+    written: u64,
 }
 
 impl Upload for ObjectUpload {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.buf.extend_from_slice(bytes);
+        self.parts.push(bytes::Bytes::copy_from_slice(bytes));
+        self.written += bytes.len() as u64;
         Ok(())
     }
 
     fn written(&self) -> u64 {
-        self.buf.len() as u64
+        self.written
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
         let ObjectUpload {
             op,
+            op_multipart,
             key,
             shown,
-            buf,
+            parts,
+            written,
         } = *self;
         let fail = |e: opendal::Error| {
             let kind = match e.kind() {
@@ -453,15 +521,16 @@ impl Upload for ObjectUpload {
                 std::io::Error::new(kind, brief(&e)),
             )
         };
-        if buf.len() <= PART_SIZE {
-            op.write(&key, buf).map_err(fail)?;
+        let body = opendal::Buffer::from(parts);
+        if written <= SINGLE_PUT_MAX as u64 {
+            resend_if_altered(|| op.write(&key, body.clone()).map(drop)).map_err(fail)?;
         } else {
             let opts = opendal::options::WriteOptions {
                 chunk: Some(PART_SIZE),
                 concurrent: 4,
                 ..Default::default()
             };
-            op.write_options(&key, buf, opts).map_err(fail)?;
+            op_multipart.write_options(&key, body, opts).map_err(fail)?;
         }
         Ok(())
     }

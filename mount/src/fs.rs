@@ -156,6 +156,8 @@ pub struct SluiceFs {
     /// Held for the whole of a refresh, so refreshes never interleave.
     refresh: Mutex<RefreshState>,
     last_refresh: Mutex<Instant>,
+    /// A tree older than this is refreshed when a dynamic directory is looked into.
+    lazy_after: Duration,
     next_fh: AtomicU64,
     files: RwLock<HashMap<u64, Arc<dyn ObjectReader>>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
@@ -211,6 +213,7 @@ impl SluiceFs {
                 ids: None,
             }),
             last_refresh: Mutex::new(Instant::now()),
+            lazy_after: LAZY_REFRESH_AFTER,
             next_fh: AtomicU64::new(1),
             files: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
@@ -253,16 +256,28 @@ impl SluiceFs {
         Ok(true)
     }
 
-    /// Refresh now if the tree is older than `LAZY_REFRESH_AFTER`, unless another refresh is
+    /// Tie the lazy refresh to the mount's refresh interval: looking into the mount reads
+    /// the snapshot list again only once half an interval has passed (at least
+    /// `LAZY_REFRESH_AFTER`), so a mount of object storage is not a LIST per `ls`.
+    pub fn set_refresh_interval(&mut self, interval: Duration) {
+        self.lazy_after = (interval / 2).max(LAZY_REFRESH_AFTER);
+    }
+
+    /// Refresh now if the tree is older than the lazy-refresh age, unless another refresh is
     /// already running (then the caller uses the current tree rather than queue behind it).
     fn refresh_if_stale(&self) {
-        if lock(&self.last_refresh).elapsed() < LAZY_REFRESH_AFTER {
+        self.refresh_if_older(self.lazy_after);
+    }
+
+    /// Refresh now if the tree is older than `age`, unless a refresh is already running.
+    pub fn refresh_if_older(&self, age: Duration) {
+        if lock(&self.last_refresh).elapsed() < age {
             return;
         }
         let Ok(mut state) = self.refresh.try_lock() else {
             return;
         };
-        if lock(&self.last_refresh).elapsed() < LAZY_REFRESH_AFTER {
+        if lock(&self.last_refresh).elapsed() < age {
             return;
         }
         if let Err(e) = self.refresh_locked(&mut state) {

@@ -72,7 +72,9 @@ pub struct MountOptions {
     /// Kernel read-ahead for the mount, raised after mounting so sequential readers send
     /// 1 MiB requests instead of 128 KiB ones. `None` leaves the kernel default.
     pub read_ahead_kb: Option<u32>,
-    /// How often the snapshot list is polled for new snapshots.
+    /// How often the snapshot list is polled for new snapshots. Looking into a dynamic
+    /// directory refreshes lazily too, but never sooner than half of this after the last
+    /// refresh, so the source is asked at most about twice per interval.
     pub refresh_interval: Duration,
 }
 
@@ -101,10 +103,10 @@ pub fn mount(
     check_can_mount(opts)?;
     // SAFETY: getuid/getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let fs =
-        Arc::new(SluiceFs::new(source, uid, gid).map_err(|e| {
-            io::Error::other(format!("listing snapshots before mounting failed: {e}"))
-        })?);
+    let mut fs = SluiceFs::new(source, uid, gid)
+        .map_err(|e| io::Error::other(format!("listing snapshots before mounting failed: {e}")))?;
+    fs.set_refresh_interval(opts.refresh_interval);
+    let fs = Arc::new(fs);
     let mountpoint = mountpoint.canonicalize().map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -188,9 +190,8 @@ pub fn mount(
         .spawn(move || {
             // Ends when the handle drops its sender.
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                if let Err(e) = fs.refresh() {
-                    log::warn!("refreshing the snapshot list failed (keeping the old one): {e}");
-                }
+                // A lazy refresh (someone looked into the mount) a moment ago counts.
+                fs.refresh_if_older(interval / 2);
             }
         })?;
     handle.refresher = Some((stop, refresher));

@@ -207,7 +207,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
             name,
             salvage,
         } => cat(&cli, snapshot, name, *salvage),
-        Command::Check { read_data, json } => check(&cli, *read_data, *json),
+        Command::Check {
+            read_data,
+            read_data_subset,
+            json,
+        } => check(&cli, *read_data, read_data_subset.as_deref(), *json),
         Command::Repair {
             what: RepairWhat::Index { read_data },
         } => repair_index(&cli, *read_data),
@@ -1059,11 +1063,17 @@ impl DamagedRange {
     }
 }
 
-fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
+fn check(cli: &Cli, read_data: bool, subset: Option<&str>, json: bool) -> Result<i32> {
+    use sluice::check::DataRead;
+    let read = match subset {
+        Some(v) => DataRead::parse_subset(v)?,
+        None if read_data => DataRead::All,
+        None => DataRead::None,
+    };
     let repo = open(cli)?;
     let quiet = cli.quiet;
     let tty = std::io::stderr().is_terminal();
-    let r = sluice::check::check(&repo, read_data, &mut |msg| {
+    let r = sluice::check::check_reading(&repo, read, &mut |msg| {
         if !quiet && tty {
             eprint!("\r\x1b[K{msg}");
         }
@@ -1090,8 +1100,15 @@ fn check(cli: &Cli, read_data: bool, json: bool) -> Result<i32> {
                 r.objects,
                 r.packs,
                 r.chunks_referenced,
-                if read_data {
+                if read == DataRead::All {
                     format!(", read {} in {} blob(s)", bytes(r.bytes_read), r.blobs_read)
+                } else if read != DataRead::None {
+                    format!(
+                        ", read {} in {} blob(s) of {} pack(s) (a subset)",
+                        bytes(r.bytes_read),
+                        r.blobs_read,
+                        r.packs_read
+                    )
                 } else {
                     String::new()
                 }

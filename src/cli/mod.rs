@@ -30,6 +30,17 @@ pub fn parse() -> Cli {
         cli.repo_on_command_line |= typed("repo");
         level = m.subcommand().map(|(_, sub)| sub);
     }
+    // The storage reads its limits from the environment (see sluice::storage_limit), which
+    // the mount's daemon child inherits. Set before any thread starts.
+    for (var, v) in [
+        (sluice::storage_limit::UPLOAD_ENV, cli.limit_upload),
+        (sluice::storage_limit::DOWNLOAD_ENV, cli.limit_download),
+    ] {
+        match v {
+            Some(kib) => std::env::set_var(var, kib.to_string()),
+            None => std::env::remove_var(var),
+        }
+    }
     cli
 }
 
@@ -62,6 +73,23 @@ pub struct Cli {
     /// refuses a REPO argument that names another repository.
     #[arg(skip)]
     pub repo_on_command_line: bool,
+    /// Send at most this many KiB/s to the repository (0: no limit), so that a nightly job
+    /// leaves room on the uplink. An average over packs, shared by all uploads at once.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_LIMIT_UPLOAD",
+        value_name = "KIB_PER_SEC"
+    )]
+    pub limit_upload: Option<u64>,
+    /// Read at most this many KiB/s from the repository (0: no limit).
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_LIMIT_DOWNLOAD",
+        value_name = "KIB_PER_SEC"
+    )]
+    pub limit_download: Option<u64>,
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -114,6 +142,10 @@ pub enum Command {
         /// Also read and verify every blob of every pack.
         #[arg(long)]
         read_data: bool,
+        /// Read and verify only part of the packs: N/M the packs in bucket N of M (M runs
+        /// with N = 1..M cover every pack once), or P% a random sample of P percent.
+        #[arg(long, value_name = "N/M|P%", conflicts_with = "read_data")]
+        read_data_subset: Option<String>,
         /// Machine-readable output on stdout
         #[arg(long)]
         json: bool,
@@ -398,6 +430,11 @@ pub struct MountArgs {
     /// Mount even on a directory that is not empty (its contents are hidden until unmounted).
     #[arg(long)]
     pub nonempty: bool,
+    /// How often the snapshot list is read again, in seconds, for new or forgotten
+    /// snapshots (default 2 for a local repository, 30 for object storage, where each
+    /// refresh is a billed LIST request). Looking into the mount refreshes no more often.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub refresh: Option<u64>,
     /// Internal: the daemon child of `sluice mount`.
     #[arg(long, hide = true)]
     pub daemon_child: bool,

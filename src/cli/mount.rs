@@ -90,6 +90,9 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     if a.nonempty {
         cmd.arg("--nonempty");
     }
+    if let Some(secs) = a.refresh {
+        cmd.arg("--refresh").arg(secs.to_string());
+    }
     if cli.quiet {
         cmd.arg("--quiet");
     }
@@ -140,6 +143,14 @@ fn mount_options(a: &MountArgs, fsname: String) -> sluice_mount::MountOptions {
         fsname,
         ..Default::default()
     }
+}
+
+/// How often the mount reads the snapshot list again: `--refresh`, or 2 s for a local
+/// repository (a directory listing is cheap) and 30 s for object storage (a LIST is a billed
+/// request, and a mount lives for weeks).
+fn refresh_interval(a: &MountArgs, remote: bool) -> std::time::Duration {
+    let default = if remote { 30 } else { 2 };
+    std::time::Duration::from_secs(a.refresh.unwrap_or(default))
 }
 
 /// Refuse a mount point that is not an existing, empty directory with nothing mounted on it
@@ -229,7 +240,9 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
     // More read-ahead threads than cores: cold reads wait on the disk, and while one thread
     // waits another decrypts and decompresses.
     let source = Arc::new(StoreSource::new(repo, cores.max(6)));
-    let handle = sluice_mount::mount(source, mnt, &mount_options(a, fsname))
+    let mut opts = mount_options(a, fsname);
+    opts.refresh_interval = refresh_interval(a, Repository::is_remote(&repo_abs));
+    let handle = sluice_mount::mount(source, mnt, &opts)
         .with_context(|| format!("cannot mount at {}", mnt.display()))?;
     if daemon.is_some() {
         let mut out = std::io::stdout();

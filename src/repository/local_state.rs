@@ -6,7 +6,8 @@
 //! The cache is never trusted over the repository: the index is brought up to date with the
 //! packs the repository lists every time a writer opens it, and rebuilt when it is missing,
 //! damaged or of another version (`Index::open`), so an empty cache — a new machine, a
-//! deleted `~/.cache` — costs one read of each pack's header and loses nothing.
+//! deleted `~/.cache` — costs one read of each pack's header and loses nothing. Caches of
+//! repositories this machine has not used for 30 days are removed (`stamp_and_clean`).
 
 use super::Repository;
 use crate::error::{Error, IoContext, Result};
@@ -39,6 +40,54 @@ pub fn cache_dir_for(id: &str, address: &str) -> Result<PathBuf> {
     Ok(base.join("sluice").join(name))
 }
 
+/// How long the cache of a repository this machine no longer uses is kept:
+/// `SLUICE_CACHE_MAX_AGE_DAYS` (0: forever), 30 days by default.
+fn max_age() -> Option<std::time::Duration> {
+    let days = std::env::var("SLUICE_CACHE_MAX_AGE_DAYS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(30);
+    (days > 0).then(|| std::time::Duration::from_secs(days * 86_400))
+}
+
+/// Mark `dir` (this repository's cache) as used now, and remove the caches beside it that
+/// no sluice has used for `max_age`: repositories this machine stopped backing up to would
+/// otherwise keep their indexes (a few hundred MB for a large repository) forever. Only
+/// folders named like a cache (hex) are touched; a cache is only ever a copy, so removing
+/// one costs at most a rebuild from the pack headers. Best effort: errors are ignored.
+fn stamp_and_clean(dir: &Path) {
+    let _ = std::fs::write(dir.join("last-used"), b"");
+    let (Some(max), Some(parent)) = (max_age(), dir.parent()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        let hex = name.to_str().is_some_and(|n| {
+            !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        if path == dir || !hex || !path.is_dir() {
+            continue;
+        }
+        // The stamp, or for a cache made before stamps existed the folder itself.
+        let used = std::fs::metadata(path.join("last-used"))
+            .or_else(|_| std::fs::metadata(&path))
+            .and_then(|m| m.modified());
+        let old = used.is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > max));
+        if old && std::fs::remove_dir_all(&path).is_ok() {
+            log::info!(
+                "removed the cache {} (unused for {} days or more)",
+                path.display(),
+                max.as_secs() / 86_400
+            );
+        }
+    }
+}
+
 /// Create `dir` and its missing parents, each 0700: the cache's file names and sizes are
 /// this user's business (its content is sealed anyway).
 fn create_private_dir(dir: &Path) -> Result<()> {
@@ -62,6 +111,8 @@ impl Repository {
         }
         let dir = cache_dir_for(&self.config.id, &self.path.to_string_lossy())?;
         create_private_dir(&dir)?;
+        static CLEANED: std::sync::Once = std::sync::Once::new();
+        CLEANED.call_once(|| stamp_and_clean(&dir));
         Ok(dir)
     }
 

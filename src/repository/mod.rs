@@ -93,10 +93,12 @@ impl Repository {
 
 /// The storage a repository address names: `s3:...` a bucket, anything else a directory.
 pub fn storage_for(path: &Path) -> Result<Arc<dyn Storage>> {
-    match path.to_str().and_then(S3Location::parse) {
-        Some(location) => Ok(Arc::new(OpenDalStorage::new(location?)?)),
-        None => Ok(Arc::new(DirStorage::new(path))),
-    }
+    let storage: Arc<dyn Storage> = match path.to_str().and_then(S3Location::parse) {
+        Some(location) => Arc::new(OpenDalStorage::new(location?)?),
+        None => Arc::new(DirStorage::new(path)),
+    };
+    // `--limit-upload` / `--limit-download`, when given.
+    crate::storage_limit::wrap(storage)
 }
 
 /// `init --format-version`: only versions this sluice writes.
@@ -213,7 +215,7 @@ impl Repository {
                 for d in INIT_ENTRIES {
                     crate::storage::create_dir(&path.join(d), &access)?;
                 }
-                Arc::new(DirStorage::with_access(path, access))
+                crate::storage_limit::wrap(Arc::new(DirStorage::with_access(path, access)))?
             }
         };
         let master = MasterSecret(crypto::random_bytes());
@@ -257,10 +259,10 @@ impl Repository {
             };
         // A local repository's new files get the access its config records (see `Access`).
         let storage: Arc<dyn Storage> = match storage.local_dir() {
-            Some(_) => Arc::new(DirStorage::with_access(
+            Some(_) => crate::storage_limit::wrap(Arc::new(DirStorage::with_access(
                 path,
                 Access::for_repo(path, config.group_access),
-            )),
+            )))?,
             None => storage,
         };
         let key_names = storage.list(FileKind::Key)?;

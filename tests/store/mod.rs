@@ -2,6 +2,7 @@
 //! producers, crash safety, corruption, a full disk, concurrency, keys.
 
 mod at_rest;
+mod check_subset;
 mod chunker_version;
 mod concurrency;
 mod copy;
@@ -22,5 +23,6 @@ mod producer;
 mod recovery;
 mod roundtrip;
 pub(crate) mod s3;
+pub(crate) mod s3_faults;
 mod scripted;
 mod secrets;

@@ -16,8 +16,8 @@ pub struct Server {
     pub name: &'static str,
     pub endpoint: String,
     pub bucket: String,
-    key_id: String,
-    secret: String,
+    pub key_id: String,
+    pub secret: String,
 }
 
 /// The servers under test; empty (with a loud message) only outside CI when they cannot be
