@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, SnapshotId};
 use crate::index::Index;
 use crate::interrupt::Alarm;
-use crate::members::tar::TarSplitter;
+use crate::members::Splitter;
 use crate::pack::{Location, PackWriter};
 use crate::producer::{CommandSpec, Exit, FdReader, Producer};
 use crate::repository::Repository;
@@ -440,7 +440,10 @@ fn ingest_one(
     let split = opts.split
         && matches!(
             expect,
-            Expect::Auto | Expect::Format(crate::completeness::Format::Tar)
+            Expect::Auto
+                | Expect::Format(
+                    crate::completeness::Format::Tar | crate::completeness::Format::Xbstream
+                )
         );
 
     let (read_result, assembled, digest) = std::thread::scope(|s| {
@@ -457,8 +460,9 @@ fn ingest_one(
         let reader_thread = spawn_in(s, "sluice-read", move || -> Result<(u64, Table)> {
             let gear = crate::chunker::Gear::for_repo(&params, keys)?;
             let mut chunker = StreamChunker::new(reader, params, gear);
-            // Follows the tar framing in the bytes read: where to cut, and the member table.
-            let splitter = std::cell::RefCell::new(split.then(TarSplitter::default));
+            // Follows the tar or xbstream framing in the bytes read: where to cut, and (tar)
+            // the member table.
+            let splitter = std::cell::RefCell::new(split.then(Splitter::default));
             let mut table = TableStore::new(table_name)?;
             let mut total = 0u64;
             let mut seq = 0u64;
@@ -492,10 +496,8 @@ fn ingest_one(
                     },
                 );
                 if let Some(sp) = splitter.borrow_mut().as_mut() {
-                    if sp.failed().is_none() {
-                        for piece in sp.take_pieces() {
-                            table.piece(keys, sink, &piece)?;
-                        }
+                    for piece in sp.take_pieces() {
+                        table.piece(keys, sink, &piece)?;
                     }
                 }
                 if let Some(e) = tee_err.take() {
@@ -533,7 +535,7 @@ fn ingest_one(
             if let Some(w) = lock(tee).as_mut() {
                 let _ = w.flush();
             }
-            let members = match splitter.into_inner().map(TarSplitter::finish) {
+            let members = match splitter.into_inner().map(Splitter::finish) {
                 Some(Ok((last, count, bytes))) => {
                     if let Some(piece) = last {
                         table.piece(keys, sink, &piece)?;

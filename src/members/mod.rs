@@ -17,6 +17,7 @@
 //! grow with the number of members.
 
 pub mod tar;
+pub mod xbstream;
 
 use crate::error::{Error, Result};
 use crate::reader::{ChunkCache, ObjectReader};
@@ -24,6 +25,62 @@ use crate::snapshot::{ChunkListRef, Object};
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
 use std::sync::Arc;
+
+/// Follows whichever container the stream turns out to be (tar or xbstream; each gives up
+/// at once on anything else) and tells the chunker where to cut.
+pub struct Splitter {
+    tar: Option<tar::TarSplitter>,
+    xbstream: Option<xbstream::XbstreamSplitter>,
+}
+
+impl Default for Splitter {
+    fn default() -> Self {
+        Splitter {
+            tar: Some(tar::TarSplitter::default()),
+            xbstream: Some(xbstream::XbstreamSplitter::default()),
+        }
+    }
+}
+
+impl Splitter {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if let Some(t) = &mut self.tar {
+            t.feed(bytes);
+        }
+        if let Some(x) = &mut self.xbstream {
+            x.feed(bytes);
+            if x.failed() {
+                self.xbstream = None;
+            }
+        }
+    }
+
+    /// The first forced cut after stream offset `after` known so far.
+    pub fn next_cut(&mut self, after: u64) -> Option<u64> {
+        let t = self.tar.as_mut().and_then(|t| t.next_cut(after));
+        let x = self.xbstream.as_mut().and_then(|x| x.next_cut(after));
+        match (t, x) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Finished member-table pieces to store now (tar only).
+    pub fn take_pieces(&mut self) -> Vec<Vec<u8>> {
+        match &mut self.tar {
+            Some(t) if t.failed().is_none() => t.take_pieces(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// At end of stream: see [`tar::TarSplitter::finish`]. An xbstream gets no table yet.
+    pub fn finish(self) -> std::result::Result<(Option<Vec<u8>>, u64, u64), String> {
+        match self.tar {
+            Some(t) => t.finish(),
+            None => Err("not a tar".into()),
+        }
+    }
+}
 
 /// Members with at least this much data get chunks of their own; smaller ones share chunks
 /// with their neighbours (a chunk per 100-byte file would cost more than it saves).

@@ -16,3 +16,4 @@ mod multi;
 mod postgres;
 mod tar;
 mod tee;
+mod xbstream_split;

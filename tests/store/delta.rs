@@ -142,7 +142,7 @@ fn many_versions_cost_their_changes_and_read_back() {
     // The same version again: nothing new at all.
     assert_eq!(json["added_bytes"].as_u64(), Some(0), "{json}");
     repo.check_ok(true);
-    assert_eq!(config(&repo)["version"], 2);
+    assert_eq!(config(&repo)["version"], sluice::repository::FORMAT_VERSION);
 }
 
 #[test]
@@ -307,9 +307,16 @@ fn a_newer_format_is_refused_in_one_clear_line() {
     let repo = repo("delta-newer", &[]);
     let path = repo.path.join("config");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("\"version\": 2", "\"version\": 3")).unwrap();
+    let v = sluice::repository::FORMAT_VERSION;
+    let newer = format!("\"version\": {}", v + 1);
+    let text2 = text.replace(&format!("\"version\": {v}"), &newer);
+    assert!(text2.contains(&newer), "{text}");
+    std::fs::write(&path, text2).unwrap();
     let out = repo.cmd(["snapshots"]).run().fails();
     let err = out.error_line();
-    assert!(err.contains('3') && err.contains("version"), "{err}");
+    assert!(
+        err.contains(&(v + 1).to_string()) && err.contains("version"),
+        "{err}"
+    );
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.report());
 }

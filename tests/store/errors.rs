@@ -123,8 +123,9 @@ fn newer_repository_format_is_refused() {
     let cfg = repo.path.join("config");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["version"], 2, "{text}");
-    v["version"] = 3.into();
+    let current = sluice::repository::FORMAT_VERSION;
+    assert_eq!(v["version"], current, "{text}");
+    v["version"] = (current + 1).into();
     std::fs::write(&cfg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
     for args in [
         vec!["snapshots"],
