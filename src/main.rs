@@ -28,12 +28,21 @@ impl log::Log for StderrLog {
         m.level() <= log::Level::Warn
     }
     fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
+        if self.enabled(r.metadata()) && !benign(r) {
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "sluice: warning: {}", r.args());
         }
     }
     fn flush(&self) {}
+}
+
+/// fuser warns when the kernel no longer waits for a reply (ENOENT: the request was
+/// interrupted, or the file system is being unmounted after a signal): nothing is wrong then,
+/// and a warning at every clean stop would teach users to ignore warnings.
+fn benign(r: &log::Record) -> bool {
+    r.target().starts_with("fuser")
+        && r.args().to_string().starts_with("Failed to send FUSE reply")
+        && r.args().to_string().contains("(os error 2)")
 }
 
 static LOGGER: StderrLog = StderrLog;
