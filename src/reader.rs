@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 const SEQUENTIAL_WINDOW: u64 = 4 << 20;
 
-type Loaded = std::result::Result<Arc<Vec<u8>>, LoadError>;
+pub(crate) type Loaded = std::result::Result<Arc<Vec<u8>>, LoadError>;
 
 /// A failed load, kept in the in-flight cell for every waiter: `Error` is not `Clone`, so its
 /// kind is kept and the error rebuilt, so that an I/O error is never reported as damage.
 #[derive(Clone)]
-enum LoadError {
+pub(crate) enum LoadError {
     Corrupt(String),
     Io(String, std::io::ErrorKind, String),
     Other(String),
@@ -284,7 +284,7 @@ impl CacheInner {
             // this recursion is one level deep.
             let loaded = self
                 .blobs
-                .read_chunk_with(c, &mut |b| self.get(b))
+                .read_chunk_with(c, self)
                 .map(Arc::new)
                 .map_err(LoadError::from);
             if let Ok(d) = &loaded {
@@ -297,6 +297,17 @@ impl CacheInner {
         });
         lock(&self.inflight).remove(&c.id);
         cached_ahead
+    }
+}
+
+impl crate::blobstore::BaseSource for CacheInner {
+    fn base(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
+        self.get(c)
+    }
+    /// Cached, not merely being loaded: a load under way is waited for on a thread of its
+    /// own, beside the other bases.
+    fn has(&self, id: &BlobId) -> bool {
+        lock(&self.chunks).lru.contains(id)
     }
 }
 
