@@ -171,8 +171,10 @@ pub enum Estimate {
     Unknown,
 }
 
-/// A prefix at least this long gets a larger window and long-distance matching.
-const LONG_PREFIX: usize = 1 << 20;
+/// A prefix at least this long gets a larger window and long-distance matching (without
+/// it, level 3's hash tables keep too few positions of a prefix of one chunk or more to find
+/// the old copy of each line: deltas came out twice the size).
+const LONG_PREFIX: usize = 256 << 10;
 
 thread_local! {
     /// One delta compression context per thread, kept between chunks: a fresh context per

@@ -271,7 +271,8 @@ impl BaseFinder {
     /// Bases for a new chunk at `new_off` of length `len`: the full chunks of the old version
     /// overlapping `[x − W, x + len + W]` (x the mapped offset, W = max(len / 4, 64 KiB)),
     /// an old delta replaced by those of its bases that fall in that window, nearest first up
-    /// to `MAX_BASES` and `MAX_BASE_BYTES`, then in old-stream order. `current` says where a
+    /// to `MAX_BASES` and `MAX_BASE_BYTES`, then in old-stream order. Beyond the nearest, only
+    /// those that overlap `[x, x + len]` by at least min(len / 8, 64 KiB). `current` says where a
     /// candidate is now, if it is usable (indexed, not condemned by a prune, a full chunk);
     /// unusable candidates are skipped.
     ///
@@ -345,9 +346,17 @@ impl BaseFinder {
         found.sort_by_key(|(d, s, _)| (*d, *s));
         let mut chosen: Vec<(u64, ChunkRef)> = Vec::new();
         let mut bytes = 0u64;
+        // Beyond the nearest, a base must hold a fair part of the chunk's own mapped range:
+        // a neighbour that only touches its edge saves a few KB of delta, and costs a whole
+        // base to read for every random read of the chunk.
+        let need = (len / 8).min(MIN_MARGIN);
         for (_, s, c) in found {
             if chosen.len() == MAX_BASES {
                 break;
+            }
+            let e = s + c.loc.plain_len as u64;
+            if !chosen.is_empty() && e.min(x + len).saturating_sub(s.max(x)) < need {
+                continue;
             }
             if chosen.iter().any(|(_, k)| k.id == c.id) {
                 continue;
@@ -497,12 +506,16 @@ mod tests {
     }
 
     #[test]
-    fn identity_window_takes_the_chunk_and_its_neighbours() {
+    fn identity_window_takes_the_chunk_and_the_neighbours_it_overlaps() {
         let f = finder((0..20).map(chunk).collect());
-        // Chunk 10 spans 1_000_000..1_100_000; the window is one chunk length either side.
-        assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![9, 10, 11]);
-        // At the start there is nothing before.
-        assert_eq!(ids(&f, 0, LEN as u64), vec![0, 1]);
+        // Chunk 10 spans 1_000_000..1_100_000: a new chunk in exactly its place needs only it
+        // (its neighbours touch the window, not the chunk).
+        assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![10]);
+        // 30 KB off: chunk 11 holds 30% of it, and is taken too, in stream order.
+        assert_eq!(ids(&f, 1_030_000, LEN as u64), vec![10, 11]);
+        // 5 KB off: too little of chunk 9 to be worth reading it.
+        assert_eq!(ids(&f, 995_000, LEN as u64), vec![10]);
+        assert_eq!(ids(&f, 0, LEN as u64), vec![0]);
     }
 
     #[test]
@@ -512,7 +525,7 @@ mod tests {
         f.learn_dedup(&BlobId([5; 32]), 750_000);
         assert_eq!(f.shift(), -250_000);
         // The new chunk at 1_250_000 is old chunk 10's place.
-        assert_eq!(ids(&f, 1_250_000, LEN as u64), vec![9, 10, 11]);
+        assert_eq!(ids(&f, 1_250_000, LEN as u64), vec![10]);
         // An id that is not in the old version changes nothing.
         f.learn_dedup(&BlobId([77; 32]), 0);
         assert_eq!(f.shift(), -250_000);
@@ -539,10 +552,25 @@ mod tests {
         chunks[10] = d;
         chunks[11] = chunk(99); // `current` says 99 is not usable
         let f = finder(chunks);
-        let got = ids(&f, 1_000_000, LEN as u64);
-        assert!(got.contains(&41) && got.contains(&9), "{got:?}");
-        assert!(!got.contains(&10) && !got.contains(&99), "{got:?}");
-        assert!(got.len() <= MAX_BASES);
+        // Half in old chunk 10's place (41 there), half in 11's (99, unusable; 42 is placed
+        // there too, after 41). 40 lies before the chunk: outside what it needs.
+        let got = ids(&f, 1_050_000, LEN as u64);
+        assert_eq!(got, vec![41, 42]);
+        assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![41]);
+    }
+
+    #[test]
+    fn a_growing_delta_is_re_anchored_when_it_costs_more_than_a_fresh_copy() {
+        // Alone 300 KB, the delta grows 5 KB a night: re-anchor past sqrt(2 * 300 * 5) =
+        // ~55 KB, about every 11 nights.
+        assert!(!should_reanchor(50_000, 300_000, 45_000));
+        assert!(should_reanchor(60_000, 300_000, 55_000));
+        // The first delta against a full chunk (old delta 0) never: it would have to exceed
+        // twice the chunk alone.
+        assert!(!should_reanchor(100_000, 300_000, 0));
+        // A delta that does not grow, or is tiny against the chunk alone, is kept.
+        assert!(!should_reanchor(60_000, 300_000, 60_000));
+        assert!(!should_reanchor(30_000, 300_000, 1_000));
     }
 
     #[test]
