@@ -80,7 +80,8 @@ pub struct ObjectReport {
     pub new_chunks: u64,
     /// New chunks stored as deltas against the previous version of the stream.
     pub delta_chunks: u64,
-    /// Bytes those deltas saved against storing the same chunks compressed alone.
+    /// Bytes those deltas saved against storing the same chunks compressed alone (for a delta
+    /// far smaller than a sampled estimate of that, against the estimate).
     pub delta_saved_bytes: u64,
     /// Empty for a stream that was stopped before it ended.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -363,7 +364,7 @@ enum Sealed {
         bases: Option<Arc<[ChunkRef]>>,
         /// Where the chunk's bytes begin within its prefix (a hint for the next version).
         base_start: Option<u32>,
-        /// Bytes the delta saved against the chunk compressed alone.
+        /// Bytes the delta saved against the chunk compressed alone (or its estimate).
         saved: u64,
     },
 }
