@@ -23,7 +23,6 @@ use crate::snapshot::ChunkListRef;
 use crate::storage::lock;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Most bytes of base plaintext one delta may use as its prefix.
@@ -161,25 +160,13 @@ pub struct BaseFinder {
     state: Mutex<FinderState>,
     /// Plaintexts of recently used bases.
     pub cache: BaseCache,
-    /// Delta attempts in a row that did not pay, and attempts skipped since (`worth_trying`).
-    misses: AtomicU32,
-    skipped: AtomicU32,
 }
-
-/// After this many delta attempts in a row that did not pay, only every `MISS_STRIDE`th
-/// chunk is tried until one pays again: a stream whose bases are not found (its bytes moved
-/// by more than the shift accounts for, or new content) must not pay for a delta that is
-/// thrown away on every chunk.
-const MISS_LIMIT: u32 = 8;
-const MISS_STRIDE: u32 = 8;
 
 impl BaseFinder {
     /// A finder over the old version whose chunk lists are `lists` (covering `size` bytes).
     pub fn new(blobs: Arc<BlobStore>, lists: Vec<ChunkListRef>, size: u64) -> BaseFinder {
         BaseFinder {
             cache: BaseCache::new(blobs.clone(), INGEST_BASE_CACHE),
-            misses: AtomicU32::new(0),
-            skipped: AtomicU32::new(0),
             blobs,
             lists,
             size,
@@ -189,23 +176,6 @@ impl BaseFinder {
                     NonZeroUsize::new(BLOCKS_HELD).expect("BLOCKS_HELD is not zero"),
                 ),
             }),
-        }
-    }
-
-    /// Whether to try a delta for the next chunk (see `MISS_LIMIT`).
-    pub fn worth_trying(&self) -> bool {
-        if self.misses.load(Ordering::Relaxed) < MISS_LIMIT {
-            return true;
-        }
-        self.skipped.fetch_add(1, Ordering::Relaxed) % MISS_STRIDE == MISS_STRIDE - 1
-    }
-
-    /// A delta attempt paid (it is stored) or did not.
-    pub fn tried(&self, paid: bool) {
-        if paid {
-            self.misses.store(0, Ordering::Relaxed);
-        } else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -587,19 +557,6 @@ mod tests {
         let got = ids(&f, 1_050_000, LEN as u64);
         assert_eq!(got, vec![41, 42]);
         assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![41]);
-    }
-
-    #[test]
-    fn deltas_that_keep_not_paying_are_tried_on_every_eighth_chunk_until_one_pays() {
-        let f = finder((0..20).map(chunk).collect());
-        for _ in 0..MISS_LIMIT {
-            assert!(f.worth_trying());
-            f.tried(false);
-        }
-        let tried: Vec<bool> = (0..16).map(|_| f.worth_trying()).collect();
-        assert_eq!(tried.iter().filter(|t| **t).count(), 2, "{tried:?}");
-        f.tried(true);
-        assert!((0..4).all(|_| f.worth_trying()));
     }
 
     #[test]

@@ -711,15 +711,9 @@ fn delta_or_alone(
             (a.len() as u64, Some(a))
         }
     };
-    let found = match healing || !f.worth_trying() {
+    let found = match healing {
         true => None,
-        false => {
-            let found = try_delta(sink, f, job);
-            if found.is_none() {
-                f.tried(false);
-            }
-            found
-        }
+        false => try_delta(sink, f, job),
     };
     f.learn_end(job.offset + len, len);
     let Some((sealed, found)) = found else {
@@ -736,12 +730,9 @@ fn delta_or_alone(
             n
         }
     };
-    if (d as f64) * DELTA_GAIN > alone_len as f64 {
-        f.tried(false);
-        return (None, alone);
-    }
-    f.tried(true);
-    if crate::delta::should_reanchor(d, alone_len, found.old_delta_bytes) {
+    if (d as f64) * DELTA_GAIN > alone_len as f64
+        || crate::delta::should_reanchor(d, alone_len, found.old_delta_bytes)
+    {
         return (None, alone);
     }
     encoder.note_compressible();
