@@ -405,7 +405,9 @@ pub struct Found {
 /// kept: they are cheap whatever their trend.
 pub fn should_reanchor(delta: u64, alone: u64, old_delta: u64) -> bool {
     let growth = delta.saturating_sub(old_delta);
-    if growth == 0 || delta * 8 <= alone {
+    // A previous delta less than half this one does not measure a night's growth (the
+    // place was stored whole, or partly, last time): no trend, no re-anchoring.
+    if growth == 0 || delta * 8 <= alone || old_delta * 2 < delta {
         return false;
     }
     (delta as f64) > (2.0 * alone as f64 * growth as f64).sqrt()
