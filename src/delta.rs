@@ -272,7 +272,7 @@ impl BaseFinder {
     /// overlapping `[x − W, x + len + W]` (x the mapped offset, W = max(len / 4, 64 KiB)),
     /// an old delta replaced by those of its bases that fall in that window, nearest first up
     /// to `MAX_BASES` and `MAX_BASE_BYTES`, then in old-stream order. Beyond the nearest, only
-    /// those that overlap `[x, x + len]` by at least min(len / 8, 64 KiB). `current` says where a
+    /// those that overlap `[x, x + len]`. `current` says where a
     /// candidate is now, if it is usable (indexed, not condemned by a prune, a full chunk);
     /// unusable candidates are skipped.
     ///
@@ -346,10 +346,12 @@ impl BaseFinder {
         found.sort_by_key(|(d, s, _)| (*d, *s));
         let mut chosen: Vec<(u64, ChunkRef)> = Vec::new();
         let mut bytes = 0u64;
-        // Beyond the nearest, a base must hold a fair part of the chunk's own mapped range:
-        // a neighbour that only touches its edge saves a few KB of delta, and costs a whole
-        // base to read for every random read of the chunk.
-        let need = (len / 8).min(MIN_MARGIN);
+        // Beyond the nearest, a base must hold part of the chunk's own mapped range: a
+        // neighbour that only touches the window's margin costs a whole base to read for
+        // every random read of the chunk. (Any part: the shift is learnt from chunks sealed
+        // on other threads, so it can be off by a little, and a chunk whose base is missed
+        // costs as much as a whole copy.)
+        let need = 1;
         for (_, s, c) in found {
             if chosen.len() == MAX_BASES {
                 break;
@@ -515,8 +517,8 @@ mod tests {
         assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![10]);
         // 30 KB off: chunk 11 holds 30% of it, and is taken too, in stream order.
         assert_eq!(ids(&f, 1_030_000, LEN as u64), vec![10, 11]);
-        // 5 KB off: too little of chunk 9 to be worth reading it.
-        assert_eq!(ids(&f, 995_000, LEN as u64), vec![10]);
+        // 5 KB off: chunk 9 holds some of it too.
+        assert_eq!(ids(&f, 995_000, LEN as u64), vec![9, 10]);
         assert_eq!(ids(&f, 0, LEN as u64), vec![0]);
     }
 
