@@ -403,13 +403,13 @@ pub struct Found {
 /// version; a whole copy costs `alone` once and starts over. Over T versions that costs
 /// `alone + growth·T²/2`, least per version at T = sqrt(2·alone/growth), when the delta has
 /// reached sqrt(2·alone·growth). Re-anchoring also keeps bases recent, so that the next
-/// versions keep finding them as the stream drifts. Deltas under 1/8 of `alone` are always
-/// kept: they are cheap whatever their trend.
-pub fn should_reanchor(delta: u64, alone: u64, old_delta: u64) -> bool {
+/// versions keep finding them as the stream drifts. Deltas under 1/8 of the chunk's length
+/// `len` are always kept: they are cheap whatever their trend.
+pub fn should_reanchor(delta: u64, alone: u64, old_delta: u64, len: u64) -> bool {
     let growth = delta.saturating_sub(old_delta);
     // A previous delta less than half this one does not measure a night's growth (the
     // place was stored whole, or partly, last time): no trend, no re-anchoring.
-    if growth == 0 || delta * 8 <= alone || old_delta * 2 < delta {
+    if growth == 0 || delta * 8 <= len || old_delta * 2 < delta {
         return false;
     }
     (delta as f64) > (2.0 * alone as f64 * growth as f64).sqrt()
@@ -567,14 +567,14 @@ mod tests {
     fn a_growing_delta_is_re_anchored_when_it_costs_more_than_a_fresh_copy() {
         // Alone 300 KB, the delta grows 5 KB a night: re-anchor past sqrt(2 * 300 * 5) =
         // ~55 KB, about every 11 nights.
-        assert!(!should_reanchor(50_000, 300_000, 45_000));
-        assert!(should_reanchor(60_000, 300_000, 55_000));
+        assert!(!should_reanchor(50_000, 300_000, 45_000, 400_000));
+        assert!(should_reanchor(60_000, 300_000, 55_000, 400_000));
         // The first delta against a full chunk (old delta 0) never: it would have to exceed
         // twice the chunk alone.
-        assert!(!should_reanchor(100_000, 300_000, 0));
+        assert!(!should_reanchor(100_000, 300_000, 0, 400_000));
         // A delta that does not grow, or is tiny against the chunk alone, is kept.
-        assert!(!should_reanchor(60_000, 300_000, 60_000));
-        assert!(!should_reanchor(30_000, 300_000, 1_000));
+        assert!(!should_reanchor(60_000, 300_000, 60_000, 400_000));
+        assert!(!should_reanchor(30_000, 300_000, 1_000, 400_000));
     }
 
     #[test]

@@ -731,7 +731,7 @@ fn delta_or_alone(
         }
     };
     if (d as f64) * DELTA_GAIN > alone_len as f64
-        || crate::delta::should_reanchor(d, alone_len, found.old_delta_bytes)
+        || crate::delta::should_reanchor(d, alone_len, found.old_delta_bytes, len)
     {
         return (None, alone);
     }

@@ -350,13 +350,6 @@ fn many_versions_keep_finding_bases_and_re_anchor() {
             k + 1
         );
     }
-    // Deltas grow version after version until chunks are stored whole again; the versions
-    // after that are cheap again (without re-anchoring the last would cost the most).
-    let most = added[1..].iter().copied().max().unwrap_or(0);
-    assert!(
-        most > 2 * added[23],
-        "deltas kept growing, nothing re-anchored: {added:?}"
-    );
     let later: u64 = added[1..].iter().sum();
     assert!(later * 4 < added[0] * 23, "{added:?}");
     assert_all_read_back(&repo, &versions, &snaps);
