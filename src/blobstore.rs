@@ -82,50 +82,91 @@ impl BlobStore {
     }
 
     /// Read and verify one chunk of a chunk list. A delta chunk (FORMAT.md, "Deltas") is
-    /// rebuilt from its bases, full chunks that `base` reads (a cache, usually: sequential
-    /// chunks share bases); every base is verified on its own, and the rebuilt chunk's id is
-    /// recomputed, so a damaged base fails the chunk loudly instead of yielding other bytes.
-    pub fn read_chunk_with(
-        &self,
-        c: &ChunkRef,
-        base: &mut dyn FnMut(&ChunkRef) -> Result<Arc<Vec<u8>>>,
-    ) -> Result<Vec<u8>> {
-        let Some(bases) = &c.bases else {
+    /// rebuilt from its bases, full chunks that `bases` provides (a cache, usually:
+    /// sequential chunks share bases); every base is verified on its own, and the rebuilt
+    /// chunk's id is recomputed, so a damaged base fails the chunk loudly instead of yielding
+    /// other bytes. Bases not cached yet are loaded in parallel, each on its own thread,
+    /// while this thread reads the delta itself: a cold random read waits for the slowest
+    /// blob instead of for all of them in turn.
+    pub fn read_chunk_with(&self, c: &ChunkRef, bases: &dyn BaseSource) -> Result<Vec<u8>> {
+        let Some(list) = &c.bases else {
             return self.read(BlobKind::Chunk, c.id, &c.loc);
         };
-        let mut plain = Vec::with_capacity(bases.len());
-        for b in bases.iter() {
-            if b.bases.is_some() {
-                return Err(Error::Corrupt(format!(
-                    "chunk {} names delta chunk {} as its base (bases are full chunks)",
-                    c.id.short(),
-                    b.id.short()
-                )));
-            }
-            plain.push(base(b).map_err(|e| match e {
-                Error::Corrupt(m) => Error::Corrupt(format!(
-                    "chunk {} is stored as a delta and its base is unusable: {m}",
-                    c.id.short()
-                )),
-                other => other,
-            })?);
+        if let Some(b) = list.iter().find(|b| b.bases.is_some()) {
+            return Err(Error::Corrupt(format!(
+                "chunk {} names delta chunk {} as its base (bases are full chunks)",
+                c.id.short(),
+                b.id.short()
+            )));
         }
-        let prefix: Vec<u8> = plain.iter().flat_map(|p| p.iter().copied()).collect();
-        self.rebuild(c, &prefix)
+        let unusable = |e: Error| match e {
+            Error::Corrupt(m) => Error::Corrupt(format!(
+                "chunk {} is stored as a delta and its base is unusable: {m}",
+                c.id.short()
+            )),
+            other => other,
+        };
+        let mut loaded: Vec<Option<Result<Arc<Vec<u8>>>>> = list.iter().map(|_| None).collect();
+        let sealed = std::thread::scope(|s| {
+            let mut running = Vec::new();
+            for (i, b) in list.iter().enumerate() {
+                if bases.has(&b.id) {
+                    continue;
+                }
+                match std::thread::Builder::new()
+                    .name("sluice-base".into())
+                    .spawn_scoped(s, move || bases.base(b))
+                {
+                    Ok(h) => running.push((i, h)),
+                    // No thread: loaded in turn below instead.
+                    Err(e) => log::debug!("cannot start a thread to load a base: {e}"),
+                }
+            }
+            let sealed = self.read_sealed_anywhere(BlobKind::Chunk, c.id, &c.loc);
+            for (i, h) in running {
+                loaded[i] = Some(h.join().unwrap_or_else(|_| {
+                    Err(Error::io(
+                        "a base load stopped",
+                        std::io::Error::other("its thread panicked"),
+                    ))
+                }));
+            }
+            sealed
+        });
+        let mut plain = Vec::with_capacity(list.len());
+        for (b, got) in list.iter().zip(loaded) {
+            plain.push(got.unwrap_or_else(|| bases.base(b)).map_err(unusable)?);
+        }
+        let mut prefix = Vec::with_capacity(plain.iter().map(|p| p.len()).sum());
+        for p in &plain {
+            prefix.extend_from_slice(p);
+        }
+        drop(plain);
+        let (sealed, at) = sealed?;
+        self.rebuild_sealed(c, sealed, &at, &prefix)
     }
 
     /// `read_chunk_with` reading the bases straight from storage.
     pub fn read_chunk(&self, c: &ChunkRef) -> Result<Vec<u8>> {
-        self.read_chunk_with(c, &mut |b| {
-            self.read(BlobKind::Chunk, b.id, &b.loc).map(Arc::new)
-        })
+        self.read_chunk_with(c, &Uncached(self))
     }
 
     /// Read the delta chunk `c` and decode it against `prefix` (its bases' plaintexts,
     /// concatenated); the result is verified against its id.
     pub fn rebuild(&self, c: &ChunkRef, prefix: &[u8]) -> Result<Vec<u8>> {
         let (sealed, at) = self.read_sealed_anywhere(BlobKind::Chunk, c.id, &c.loc)?;
-        match pack::open_delta_owned(&self.keys, c.id, &at, sealed, prefix) {
+        self.rebuild_sealed(c, sealed, &at, prefix)
+    }
+
+    /// Decode the delta chunk `c`, whose sealed bytes `sealed` were read at `at`.
+    fn rebuild_sealed(
+        &self,
+        c: &ChunkRef,
+        sealed: Vec<u8>,
+        at: &Location,
+        prefix: &[u8],
+    ) -> Result<Vec<u8>> {
+        match pack::open_delta_owned(&self.keys, c.id, at, sealed, prefix) {
             // A healed copy is stored whole (see `ingest::seal_chunk`), so `healed_or_recorded`
             // reads it without the bases.
             Err(e @ Error::Corrupt(_)) => self.healed_or_recorded(BlobKind::Chunk, c.id, &c.loc, e),
@@ -309,6 +350,27 @@ impl BlobStore {
             "the relocation tables kept changing while they were read",
             std::io::Error::other("try again"),
         ))
+    }
+}
+
+/// Where `BlobStore::read_chunk_with` gets a delta's bases (full chunks): a cache that
+/// loads each base once however many readers want it at the same time.
+pub trait BaseSource: Sync {
+    /// The verified plaintext of the full chunk `c`.
+    fn base(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>>;
+    /// Whether `base` would answer without loading: only the others are loaded in parallel.
+    fn has(&self, id: &BlobId) -> bool;
+}
+
+/// Bases read straight from storage.
+struct Uncached<'a>(&'a BlobStore);
+
+impl BaseSource for Uncached<'_> {
+    fn base(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
+        self.0.read(BlobKind::Chunk, c.id, &c.loc).map(Arc::new)
+    }
+    fn has(&self, _: &BlobId) -> bool {
+        false
     }
 }
 

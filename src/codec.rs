@@ -126,18 +126,101 @@ impl Encoder {
     pub fn last_was_stored(&self) -> bool {
         self.last_incompressible
     }
+
+    /// A cheap estimate of `data`'s size compressed alone, from two 64 KiB samples (at a
+    /// quarter and at three quarters) compressed and scaled: what a delta must beat by far to
+    /// be kept without compressing the whole chunk alone too. `Estimate::Unknown` for chunks
+    /// too small to sample (compress them alone) or without compression.
+    pub fn estimate(&mut self, data: &[u8]) -> Estimate {
+        let Some(z) = &mut self.zstd else {
+            return Estimate::Unknown;
+        };
+        if data.len() < 4 * PROBE {
+            return Estimate::Unknown;
+        }
+        let mut packed = 0usize;
+        for at in [data.len() / 4, data.len() / 4 * 3] {
+            let sample = &data[at - PROBE / 2..][..PROBE];
+            match z.compress(sample) {
+                Ok(c) => packed += c.len(),
+                Err(_) => return Estimate::Unknown,
+            }
+        }
+        if packed >= 2 * (PROBE - PROBE / 32) {
+            self.last_incompressible = true;
+            return Estimate::Incompressible;
+        }
+        // 1 codec byte, as the envelope has.
+        Estimate::Bytes(1 + (data.len() as u64 * packed as u64 / (2 * PROBE) as u64) as usize)
+    }
+
+    /// A blob was stored in another way (a delta) after `estimate` said it compresses.
+    pub fn note_compressible(&mut self) {
+        self.last_incompressible = false;
+    }
 }
 
-/// A prefix at least this long gets a larger window and long-distance matching.
-const LONG_PREFIX: usize = 1 << 20;
+/// What `Encoder::estimate` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Estimate {
+    /// About this many bytes compressed alone (the envelope, without sealing overhead).
+    Bytes(usize),
+    /// The samples do not shrink: stored raw, most likely.
+    Incompressible,
+    /// Not sampled.
+    Unknown,
+}
+
+/// A prefix at least this long gets a larger window and long-distance matching (without
+/// it, level 3's hash tables keep too few positions of a prefix of one chunk or more to find
+/// the old copy of each line: deltas came out twice the size).
+const LONG_PREFIX: usize = 256 << 10;
+
+thread_local! {
+    /// One delta compression context per thread, kept between chunks: a fresh context per
+    /// chunk allocated and zeroed its match tables (the long-distance matcher's among them)
+    /// every time, which cost as much CPU as the compression of a small delta itself.
+    static DELTA_CCTX: std::cell::RefCell<Option<zstd::zstd_safe::CCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 /// `data` compressed with `prefix` as zstd reference prefix, in the delta envelope with room
 /// for sealing (like `Encoder::encode_for_sealing`). None if zstd fails (the caller then
-/// stores the chunk alone). A fresh context per call: the prefix is borrowed only for it.
+/// stores the chunk alone).
 pub fn encode_delta_for_sealing(level: i32, data: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
-    use zstd::zstd_safe::{CCtx, CParameter};
+    use zstd::zstd_safe::{CCtx, ResetDirective};
+    // `CCtx<'a>` is covariant in `'a` (it holds `PhantomData<&'a ()>`): the thread's
+    // `CCtx<'static>` is usable as a `CCtx<'p>` that may borrow `prefix`.
+    let mut cctx: CCtx<'_> = DELTA_CCTX
+        .with_borrow_mut(Option::take)
+        .unwrap_or_else(CCtx::create);
+    let out = compress_delta(&mut cctx, level, data, prefix);
+    // Resetting the parameters unloads every dictionary and prefix (ZSTD_CCtx_reset with
+    // ZSTD_reset_session_and_parameters clears `prefixDict`, the local dictionary and any
+    // referenced CDict), and resetting the session ends any frame under way. A context whose
+    // reset fails is dropped here instead of kept.
+    if cctx.reset(ResetDirective::SessionAndParameters).is_ok() {
+        // SAFETY: only the lifetime changes (same type, same layout). The borrow of `prefix`
+        // that it tracked has ended: the reset above removed the context's reference to the
+        // prefix, and zstd reads no byte of an earlier frame's input or prefix when it starts
+        // the next frame (a context must not keep pointers into buffers its caller has
+        // since freed; it re-initialises its window for each frame). Every later use of
+        // this context goes through `compress_delta`, which sets its own prefix first.
+        let cctx: CCtx<'static> = unsafe { std::mem::transmute::<CCtx<'_>, CCtx<'static>>(cctx) };
+        DELTA_CCTX.with_borrow_mut(|slot| *slot = Some(cctx));
+    }
+    out
+}
+
+/// One delta compression on `cctx` (parameters reset, no prefix loaded).
+fn compress_delta<'p>(
+    cctx: &mut zstd::zstd_safe::CCtx<'p>,
+    level: i32,
+    data: &[u8],
+    prefix: &'p [u8],
+) -> Option<Vec<u8>> {
+    use zstd::zstd_safe::CParameter;
     let head = crate::crypto::NONCE_LEN;
-    let mut cctx = CCtx::create();
     cctx.set_parameter(CParameter::CompressionLevel(level))
         .ok()?;
     if prefix.len() >= LONG_PREFIX {

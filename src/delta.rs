@@ -15,14 +15,15 @@
 
 use crate::blobstore::BlobStore;
 use crate::chunklist::{Block, ChunkRef, MAX_BASES};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::BlobId;
 use crate::pack::Location;
+use crate::reader::{LoadError, Loaded};
 use crate::snapshot::ChunkListRef;
 use crate::storage::lock;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Most bytes of base plaintext one delta may use as its prefix.
 /// 8 MiB: with ~1 MiB chunks that is the chunk and more than a chunk on each side; more
@@ -30,18 +31,27 @@ use std::sync::{Arc, Mutex};
 pub const MAX_BASE_BYTES: u64 = 8 << 20;
 /// The window around the mapped offset is widened by at least this much on each side.
 const MIN_MARGIN: u64 = 64 << 10;
+/// Base plaintexts an ingest keeps (sequential chunks share bases; with windows of about
+/// 1.5 chunks, a few chunks' worth is plenty, and it counts against ingest's peak memory).
+const INGEST_BASE_CACHE: usize = 12 << 20;
 /// Old chunk-list blocks held at once by one finder.
 const BLOCKS_HELD: usize = 3;
 
 /// Verified base plaintexts by id.
 type Plaintexts = lru::LruCache<BlobId, Arc<Vec<u8>>>;
 
+/// A base being loaded: whoever else needs it waits for that load instead of starting one.
+type Inflight = Arc<OnceLock<Loaded>>;
+
 /// A cache of verified base plaintexts with a byte budget (sequential delta chunks share
-/// their bases, so each base is read about once).
+/// their bases, so each base is read about once). A base that several threads want at the
+/// same time (restore workers on neighbouring chunks) is loaded once: the first loads, the
+/// others wait for its result.
 pub struct BaseCache {
     blobs: Arc<BlobStore>,
     budget: usize,
     inner: Mutex<(Plaintexts, usize)>,
+    inflight: Mutex<HashMap<BlobId, Inflight>>,
 }
 
 impl BaseCache {
@@ -50,6 +60,7 @@ impl BaseCache {
             blobs,
             budget,
             inner: Mutex::new((lru::LruCache::unbounded(), 0)),
+            inflight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -58,10 +69,35 @@ impl BaseCache {
         if let Some(hit) = lock(&self.inner).0.get(&c.id) {
             return Ok(hit.clone());
         }
-        let data = Arc::new(self.blobs.read(crate::ids::BlobKind::Chunk, c.id, &c.loc)?);
+        let cell = lock(&self.inflight).entry(c.id).or_default().clone();
+        let loaded = cell
+            .get_or_init(|| {
+                // Cached by a load that finished between the look-up above and this one.
+                if let Some(hit) = lock(&self.inner).0.get(&c.id) {
+                    return Ok(hit.clone());
+                }
+                let data = Arc::new(
+                    self.blobs
+                        .read(crate::ids::BlobKind::Chunk, c.id, &c.loc)
+                        .map_err(LoadError::from)?,
+                );
+                self.insert(c.id, data.clone());
+                Ok(data)
+            })
+            .clone();
+        {
+            let mut inflight = lock(&self.inflight);
+            if inflight.get(&c.id).is_some_and(|x| Arc::ptr_eq(x, &cell)) {
+                inflight.remove(&c.id);
+            }
+        }
+        loaded.map_err(Error::from)
+    }
+
+    fn insert(&self, id: BlobId, data: Arc<Vec<u8>>) {
         let mut g = lock(&self.inner);
         let (lru, used) = &mut *g;
-        if lru.put(c.id, data.clone()).is_none() {
+        if lru.put(id, data.clone()).is_none() {
             *used += data.len();
         }
         while *used > self.budget && lru.len() > 1 {
@@ -70,12 +106,11 @@ impl BaseCache {
                 None => break,
             }
         }
-        Ok(data)
     }
 
     /// Read and verify any chunk (a delta is rebuilt with bases from this cache).
     pub fn read_chunk(&self, c: &ChunkRef) -> Result<Vec<u8>> {
-        self.blobs.read_chunk_with(c, &mut |b| self.get(b))
+        self.blobs.read_chunk_with(c, self)
     }
 
     /// The concatenated plaintexts of `bases`: a delta's zstd reference prefix.
@@ -89,6 +124,15 @@ impl BaseCache {
             out.extend_from_slice(&p);
         }
         Ok(out)
+    }
+}
+
+impl crate::blobstore::BaseSource for BaseCache {
+    fn base(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
+        self.get(c)
+    }
+    fn has(&self, id: &BlobId) -> bool {
+        lock(&self.inner).0.contains(id)
     }
 }
 
@@ -122,7 +166,7 @@ impl BaseFinder {
     /// A finder over the old version whose chunk lists are `lists` (covering `size` bytes).
     pub fn new(blobs: Arc<BlobStore>, lists: Vec<ChunkListRef>, size: u64) -> BaseFinder {
         BaseFinder {
-            cache: BaseCache::new(blobs.clone(), 24 << 20),
+            cache: BaseCache::new(blobs.clone(), INGEST_BASE_CACHE),
             blobs,
             lists,
             size,
@@ -225,20 +269,28 @@ impl BaseFinder {
     }
 
     /// Bases for a new chunk at `new_off` of length `len`: the full chunks of the old version
-    /// overlapping `[x − W, x + len + W]` (x the mapped offset, W = max(len, 64 KiB)), a delta
-    /// replaced by its bases, nearest first up to `MAX_BASES` and `MAX_BASE_BYTES`, then in
-    /// old-stream order. `current` says where a candidate is now, if it is usable (indexed,
-    /// not condemned by a prune, a full chunk); unusable candidates are skipped.
+    /// overlapping `[x − W, x + len + W]` (x the mapped offset, W = max(len / 4, 64 KiB)),
+    /// an old delta replaced by those of its bases that fall in that window, nearest first up
+    /// to `MAX_BASES` and `MAX_BASE_BYTES`, then in old-stream order. Beyond the nearest, only
+    /// those that overlap `[x, x + len]`. `current` says where a
+    /// candidate is now, if it is usable (indexed, not condemned by a prune, a full chunk);
+    /// unusable candidates are skipped.
+    ///
+    /// The window is narrow on purpose: every base byte is hashed into the compressor's
+    /// tables before the chunk (ingest time) and read and copied to rebuild it (restore and
+    /// random-read time), and edits seldom move bytes by more than a quarter chunk beyond
+    /// what the shift already accounts for.
     pub fn bases_for(
         &self,
         new_off: u64,
         len: u64,
         current: &dyn Fn(&BlobId) -> Result<Option<Location>>,
-    ) -> Result<(Vec<ChunkRef>, u32)> {
+    ) -> Result<Found> {
+        let mut none = Found::default();
         if self.size == 0 {
-            return Ok((Vec::new(), 0));
+            return Ok(none);
         }
-        let margin = len.max(MIN_MARGIN);
+        let margin = (len / 4).max(MIN_MARGIN);
         let x = self.map(new_off);
         let from = x.saturating_sub(margin);
         let to = (x + len + margin).min(self.size);
@@ -246,7 +298,7 @@ impl BaseFinder {
         // (distance to the center, old offset, base)
         let mut found: Vec<(u64, u64, ChunkRef)> = Vec::new();
         let Some(first) = self.list_at(from) else {
-            return Ok((Vec::new(), 0));
+            return Ok(none);
         };
         let mut li = first;
         while li < self.lists.len() && self.lists[li].start < to {
@@ -264,8 +316,15 @@ impl BaseFinder {
                     None => found.push((distance(s, e, center), s, c.clone())),
                     // An old delta stands for its bases, placed around it by where its bytes
                     // began in their concatenation (recorded when it was made; else as if
-                    // it sat in their middle), so that the bases nearest come first.
+                    // it sat in their middle), so that the bases nearest come first. Only
+                    // those that fall in the window: an old delta may have had a wider one.
                     Some(bases) => {
+                        // Its stored bytes over the part of the new chunk's range it covers:
+                        // what this place has cost since it was last stored whole.
+                        let overlap = e.min(x + len).saturating_sub(s.max(x));
+                        if e > s {
+                            none.old_delta_bytes += c.loc.stored_len as u64 * overlap / (e - s);
+                        }
                         let total: u64 = bases.iter().map(|b| b.loc.plain_len as u64).sum();
                         let into = match c.base_start {
                             Some(st) => st as u64,
@@ -274,7 +333,9 @@ impl BaseFinder {
                         let mut at = s.saturating_sub(into);
                         for base in bases.iter() {
                             let end = at + base.loc.plain_len as u64;
-                            found.push((distance(at, end, center), at, base.clone()));
+                            if end > from && at < to {
+                                found.push((distance(at, end, center), at, base.clone()));
+                            }
                             at = end;
                         }
                     }
@@ -285,9 +346,19 @@ impl BaseFinder {
         found.sort_by_key(|(d, s, _)| (*d, *s));
         let mut chosen: Vec<(u64, ChunkRef)> = Vec::new();
         let mut bytes = 0u64;
+        // Beyond the nearest, a base must hold part of the chunk's own mapped range: a
+        // neighbour that only touches the window's margin costs a whole base to read for
+        // every random read of the chunk. (Any part: the shift is learnt from chunks sealed
+        // on other threads, so it can be off by a little, and a chunk whose base is missed
+        // costs as much as a whole copy.)
+        let need = 1;
         for (_, s, c) in found {
             if chosen.len() == MAX_BASES {
                 break;
+            }
+            let e = s + c.loc.plain_len as u64;
+            if !chosen.is_empty() && e.min(x + len).saturating_sub(s.max(x)) < need {
+                continue;
             }
             if chosen.iter().any(|(_, k)| k.id == c.id) {
                 continue;
@@ -306,8 +377,42 @@ impl BaseFinder {
         let start = chosen.first().map_or(0, |(s, _)| {
             x.saturating_sub(*s).min(u32::MAX as u64 - 1) as u32
         });
-        Ok((chosen.into_iter().map(|(_, c)| c).collect(), start))
+        Ok(Found {
+            bases: chosen.into_iter().map(|(_, c)| c).collect(),
+            start,
+            old_delta_bytes: none.old_delta_bytes,
+        })
     }
+}
+
+/// What `BaseFinder::bases_for` found for one new chunk.
+#[derive(Default)]
+pub struct Found {
+    /// Full chunks, in old-stream order: the prefix is their concatenation.
+    pub bases: Vec<ChunkRef>,
+    /// Where the new chunk's bytes are expected to begin within the prefix.
+    pub start: u32,
+    /// Stored bytes of the old version's deltas over the new chunk's range (0 where the old
+    /// version stored it whole): with the new delta's size, how much a night adds.
+    pub old_delta_bytes: u64,
+}
+
+/// Whether a chunk whose delta is `delta` bytes, `alone` bytes compressed alone, should be
+/// stored whole instead (FORMAT.md "Deltas", re-anchoring). Deltas are taken against the
+/// last version stored whole, so they grow by about `growth` = `delta − old_delta` bytes a
+/// version; a whole copy costs `alone` once and starts over. Over T versions that costs
+/// `alone + growth·T²/2`, least per version at T = sqrt(2·alone/growth), when the delta has
+/// reached sqrt(2·alone·growth). Re-anchoring also keeps bases recent, so that the next
+/// versions keep finding them as the stream drifts. Deltas under 1/8 of the chunk's length
+/// `len` are always kept: they are cheap whatever their trend.
+pub fn should_reanchor(delta: u64, alone: u64, old_delta: u64, len: u64) -> bool {
+    let growth = delta.saturating_sub(old_delta);
+    // A previous delta less than half this one does not measure a night's growth (the
+    // place was stored whole, or partly, last time): no trend, no re-anchoring.
+    if growth == 0 || delta * 8 <= len || old_delta * 2 < delta {
+        return false;
+    }
+    (delta as f64) > (2.0 * alone as f64 * growth as f64).sqrt()
 }
 
 /// How far the range `start..end` is from `center` (0 if it holds it).
@@ -389,7 +494,7 @@ mod tests {
     }
 
     fn ids(f: &BaseFinder, off: u64, len: u64) -> Vec<u8> {
-        let (bases, _) = f
+        let bases = f
             .bases_for(off, len, &|id| {
                 Ok(Some(Location {
                     pack: PackId([2; 32]),
@@ -399,17 +504,22 @@ mod tests {
                 }))
                 .map(|l| (id.0[0] != 99).then_some(l).flatten())
             })
-            .unwrap();
+            .unwrap()
+            .bases;
         bases.iter().map(|b| b.id.0[0]).collect()
     }
 
     #[test]
-    fn identity_window_takes_the_chunk_and_its_neighbours() {
+    fn identity_window_takes_the_chunk_and_the_neighbours_it_overlaps() {
         let f = finder((0..20).map(chunk).collect());
-        // Chunk 10 spans 1_000_000..1_100_000; the window is one chunk length either side.
-        assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![9, 10, 11]);
-        // At the start there is nothing before.
-        assert_eq!(ids(&f, 0, LEN as u64), vec![0, 1]);
+        // Chunk 10 spans 1_000_000..1_100_000: a new chunk in exactly its place needs only it
+        // (its neighbours touch the window, not the chunk).
+        assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![10]);
+        // 30 KB off: chunk 11 holds 30% of it, and is taken too, in stream order.
+        assert_eq!(ids(&f, 1_030_000, LEN as u64), vec![10, 11]);
+        // 5 KB off: chunk 9 holds some of it too.
+        assert_eq!(ids(&f, 995_000, LEN as u64), vec![9, 10]);
+        assert_eq!(ids(&f, 0, LEN as u64), vec![0]);
     }
 
     #[test]
@@ -419,7 +529,7 @@ mod tests {
         f.learn_dedup(&BlobId([5; 32]), 750_000);
         assert_eq!(f.shift(), -250_000);
         // The new chunk at 1_250_000 is old chunk 10's place.
-        assert_eq!(ids(&f, 1_250_000, LEN as u64), vec![9, 10, 11]);
+        assert_eq!(ids(&f, 1_250_000, LEN as u64), vec![10]);
         // An id that is not in the old version changes nothing.
         f.learn_dedup(&BlobId([77; 32]), 0);
         assert_eq!(f.shift(), -250_000);
@@ -446,10 +556,25 @@ mod tests {
         chunks[10] = d;
         chunks[11] = chunk(99); // `current` says 99 is not usable
         let f = finder(chunks);
-        let got = ids(&f, 1_000_000, LEN as u64);
-        assert!(got.contains(&41) && got.contains(&9), "{got:?}");
-        assert!(!got.contains(&10) && !got.contains(&99), "{got:?}");
-        assert!(got.len() <= MAX_BASES);
+        // Half in old chunk 10's place (41 there), half in 11's (99, unusable; 42 is placed
+        // there too, after 41). 40 lies before the chunk: outside what it needs.
+        let got = ids(&f, 1_050_000, LEN as u64);
+        assert_eq!(got, vec![41, 42]);
+        assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![41]);
+    }
+
+    #[test]
+    fn a_growing_delta_is_re_anchored_when_it_costs_more_than_a_fresh_copy() {
+        // Alone 300 KB, the delta grows 5 KB a night: re-anchor past sqrt(2 * 300 * 5) =
+        // ~55 KB, about every 11 nights.
+        assert!(!should_reanchor(50_000, 300_000, 45_000, 400_000));
+        assert!(should_reanchor(60_000, 300_000, 55_000, 400_000));
+        // The first delta against a full chunk (old delta 0) never: it would have to exceed
+        // twice the chunk alone.
+        assert!(!should_reanchor(100_000, 300_000, 0, 400_000));
+        // A delta that does not grow, or is tiny against the chunk alone, is kept.
+        assert!(!should_reanchor(60_000, 300_000, 60_000, 400_000));
+        assert!(!should_reanchor(30_000, 300_000, 1_000, 400_000));
     }
 
     #[test]

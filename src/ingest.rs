@@ -12,10 +12,10 @@
 
 use crate::chunker::StreamChunker;
 use crate::chunklist::{self, ChunkRef, BLOCK_CHUNKS};
-use crate::codec::{Compression, Encoder};
+use crate::codec::{Compression, Encoder, Estimate};
 use crate::completeness::{Checker, Expect, Outcome};
 use crate::crypto::Keys;
-use crate::delta::BaseFinder;
+use crate::delta::{BaseFinder, Found};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, SnapshotId};
 use crate::index::Index;
@@ -90,7 +90,8 @@ pub struct ObjectReport {
     pub new_chunks: u64,
     /// New chunks stored as deltas against the previous version of the stream.
     pub delta_chunks: u64,
-    /// Bytes those deltas saved against storing the same chunks compressed alone.
+    /// Bytes those deltas saved against storing the same chunks compressed alone (for a delta
+    /// far smaller than a sampled estimate of that, against the estimate).
     pub delta_saved_bytes: u64,
     /// Members in the stream's member table (0: not split).
     pub members: u64,
@@ -382,7 +383,7 @@ enum Sealed {
         bases: Option<Arc<[ChunkRef]>>,
         /// Where the chunk's bytes begin within its prefix (a hint for the next version).
         base_start: Option<u32>,
-        /// Bytes the delta saved against the chunk compressed alone.
+        /// Bytes the delta saved against the chunk compressed alone (or its estimate).
         saved: u64,
     },
 }
@@ -716,29 +717,23 @@ fn seal_chunk(
             chunk,
         });
     }
-    let mut sealed = encoder.encode_for_sealing(&job.data);
-    let mut bases = None;
-    let mut base_start = None;
-    let mut saved = 0;
     // A chunk stored afresh because its copy was found damaged is stored whole: its heal
     // record names only a location, and readers of the older snapshots (whose chunk lists
     // name the damaged copy, perhaps with other bases) must be able to read it alone.
     let healing = sink.damaged.contains_key(&(BlobKind::Chunk, id));
-    // A chunk that does not compress alone (random, already compressed) is not searched:
-    // such streams must not get slower.
-    if let (Some(f), false) = (finder, encoder.last_was_stored()) {
-        let delta = match healing {
-            true => None,
-            false => try_delta(sink, f, &job, &sealed),
-        };
-        if let Some((delta, b, start)) = delta {
-            saved = (sealed.len() - delta.len()) as u64;
-            sealed = delta;
-            bases = Some(b);
-            base_start = Some(start);
-        }
-        f.learn_end(job.offset + len as u64, len as u64);
-    }
+    let (delta, alone) = match finder {
+        Some(f) => delta_or_alone(sink, f, encoder, &job, healing),
+        None => (None, None),
+    };
+    let (mut sealed, bases, base_start, saved) = match delta {
+        Some(d) => (d.sealed, Some(d.bases), Some(d.start), d.saved),
+        None => (
+            alone.unwrap_or_else(|| encoder.encode_for_sealing(&job.data)),
+            None,
+            None,
+            0,
+        ),
+    };
     keys.seal_in_place(BlobKind::Chunk, &id.0, &mut sealed);
     Ok(Sealed::New {
         seq: job.seq,
@@ -751,15 +746,81 @@ fn seal_chunk(
     })
 }
 
-/// The chunk of `job` as a delta against bases from the previous version, if that is at
-/// least `DELTA_GAIN` times smaller than `alone` (the chunk compressed on its own). A base
-/// that cannot be read only costs the delta: the chunk is stored alone.
-fn try_delta(
+/// A chunk sealed as a delta, before encryption.
+struct Delta {
+    sealed: Vec<u8>,
+    bases: Arc<[ChunkRef]>,
+    start: u32,
+    /// Bytes saved against the chunk compressed alone (estimated when that was not done).
+    saved: u64,
+}
+
+/// A delta keeps its place without the chunk being compressed alone too when it is at most
+/// this fraction of the estimate (`Encoder::estimate`) of the chunk compressed alone.
+const CLEAR_WIN: u64 = 3;
+
+/// The chunk of `job` as a delta against bases from the previous version if that pays, else
+/// (perhaps) the chunk compressed alone, when that was computed to decide. The delta is tried
+/// first; the chunk is compressed alone as well only when the delta does not clearly win
+/// against a cheap estimate: doing both for every chunk made a later version ingest at half
+/// the first one's speed. A chunk that does not compress alone (random, already compressed)
+/// is not searched: such streams must not get slower.
+fn delta_or_alone(
     sink: &Sink,
     f: &BaseFinder,
+    encoder: &mut Encoder,
     job: &Job,
-    alone: &[u8],
-) -> Option<(Vec<u8>, Arc<[ChunkRef]>, u32)> {
+    healing: bool,
+) -> (Option<Delta>, Option<Vec<u8>>) {
+    let len = job.data.len() as u64;
+    let (estimate, mut alone) = match encoder.estimate(&job.data) {
+        Estimate::Incompressible => return (None, None),
+        Estimate::Bytes(n) => ((crate::crypto::NONCE_LEN + n) as u64, None),
+        Estimate::Unknown => {
+            let a = encoder.encode_for_sealing(&job.data);
+            if encoder.last_was_stored() {
+                return (None, Some(a));
+            }
+            (a.len() as u64, Some(a))
+        }
+    };
+    let found = match healing {
+        true => None,
+        false => try_delta(sink, f, job),
+    };
+    f.learn_end(job.offset + len, len);
+    let Some((sealed, found)) = found else {
+        return (None, alone);
+    };
+    let d = sealed.len() as u64;
+    let alone_len = match &alone {
+        Some(a) => a.len() as u64,
+        None if d * CLEAR_WIN <= estimate => estimate,
+        None => {
+            let a = encoder.encode_for_sealing(&job.data);
+            let n = a.len() as u64;
+            alone = Some(a);
+            n
+        }
+    };
+    if (d as f64) * DELTA_GAIN > alone_len as f64
+        || crate::delta::should_reanchor(d, alone_len, found.old_delta_bytes, len)
+    {
+        return (None, alone);
+    }
+    encoder.note_compressible();
+    let delta = Delta {
+        sealed,
+        bases: found.bases.into(),
+        start: found.start,
+        saved: alone_len.saturating_sub(d),
+    };
+    (Some(delta), None)
+}
+
+/// The chunk of `job` as a delta against bases from the previous version, with what was
+/// found. A base that cannot be read only costs the delta: the chunk is stored alone.
+fn try_delta(sink: &Sink, f: &BaseFinder, job: &Job) -> Option<(Vec<u8>, Found)> {
     let level = match sink.repo.config.compression {
         Compression::Zstd { level } => level,
         Compression::None => return None,
@@ -767,15 +828,15 @@ fn try_delta(
     let found = f.bases_for(job.offset, job.data.len() as u64, &|id| {
         sink.lookup_full(id)
     });
-    let (bases, start) = match found {
-        Ok(b) if !b.0.is_empty() => b,
+    let found = match found {
+        Ok(b) if !b.bases.is_empty() => b,
         Ok(_) => return None,
         Err(e) => {
             log::debug!("no delta for the chunk at {}: {e}", job.offset);
             return None;
         }
     };
-    let prefix = match f.cache.prefix(&bases) {
+    let prefix = match f.cache.prefix(&found.bases) {
         Ok(p) => p,
         Err(e) => {
             log::warn!(
@@ -786,7 +847,7 @@ fn try_delta(
         }
     };
     let delta = crate::codec::encode_delta_for_sealing(level, &job.data, &prefix)?;
-    ((delta.len() as f64) * DELTA_GAIN <= alone.len() as f64).then(|| (delta, bases.into(), start))
+    Some((delta, found))
 }
 
 /// Put sealed chunks back in stream order, store them, and build the chunk list.

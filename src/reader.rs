@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 const SEQUENTIAL_WINDOW: u64 = 4 << 20;
 
-type Loaded = std::result::Result<Arc<Vec<u8>>, LoadError>;
+pub(crate) type Loaded = std::result::Result<Arc<Vec<u8>>, LoadError>;
 
 /// A failed load, kept in the in-flight cell for every waiter: `Error` is not `Clone`, so its
 /// kind is kept and the error rebuilt, so that an I/O error is never reported as damage.
 #[derive(Clone)]
-enum LoadError {
+pub(crate) enum LoadError {
     Corrupt(String),
     Io(String, std::io::ErrorKind, String),
     Other(String),
@@ -284,7 +284,7 @@ impl CacheInner {
             // this recursion is one level deep.
             let loaded = self
                 .blobs
-                .read_chunk_with(c, &mut |b| self.get(b))
+                .read_chunk_with(c, self)
                 .map(Arc::new)
                 .map_err(LoadError::from);
             if let Ok(d) = &loaded {
@@ -297,6 +297,17 @@ impl CacheInner {
         });
         lock(&self.inflight).remove(&c.id);
         cached_ahead
+    }
+}
+
+impl crate::blobstore::BaseSource for CacheInner {
+    fn base(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
+        self.get(c)
+    }
+    /// Cached, not merely being loaded: a load under way is waited for on a thread of its
+    /// own, beside the other bases.
+    fn has(&self, id: &BlobId) -> bool {
+        lock(&self.chunks).lru.contains(id)
     }
 }
 
@@ -651,6 +662,8 @@ mod tests {
     struct Counting {
         inner: MemStorage,
         reads: AtomicU64,
+        /// Each read takes this long (so that concurrent readers overlap).
+        delay: std::time::Duration,
     }
 
     impl Storage for Counting {
@@ -659,6 +672,7 @@ mod tests {
         }
         fn read_at(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
             self.reads.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(self.delay);
             self.inner.read_at(kind, name, offset, len)
         }
         fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
@@ -747,5 +761,74 @@ mod tests {
             "chunks loaded more than once"
         );
         assert_eq!(cache.ahead_bytes(), 0, "every chunk fetched ahead was read");
+    }
+
+    /// Restore workers and mount readers on neighbouring delta chunks want the same base at
+    /// the same time: it is loaded from storage once, while each delta is read beside it,
+    /// and every reader gets its own chunk's bytes.
+    #[test]
+    fn concurrent_readers_of_one_base_load_it_once_and_get_their_bytes() {
+        let storage = Arc::new(Counting {
+            delay: std::time::Duration::from_millis(30),
+            ..Counting::default()
+        });
+        let keys = Arc::new(Keys::derive(&MasterSecret([4; 32])));
+        let base: Vec<u8> = (0..CHUNK * 4)
+            .map(|j| (j % 251) as u8 ^ (j / 977) as u8)
+            .collect();
+        let mut enc = Encoder::new(Compression::Zstd { level: 1 }).unwrap();
+        let mut w = PackWriter::create(storage.as_ref()).unwrap();
+        let base_id = keys.blob_id(&base);
+        let mut sealed = enc.encode_for_sealing(&base);
+        keys.seal_in_place(BlobKind::Chunk, &base_id.0, &mut sealed);
+        let base_ref = ChunkRef::full(
+            base_id,
+            w.append(BlobKind::Chunk, base_id, &sealed, base.len())
+                .unwrap(),
+        );
+        // Four chunks, each the base with its own edits.
+        let mut wanted = Vec::new();
+        for k in 0..4u8 {
+            let mut data = base.clone();
+            for i in 0..20 {
+                data[i * 9_000 + k as usize] ^= 0x5a ^ k;
+            }
+            let id = keys.blob_id(&data);
+            let mut sealed = crate::codec::encode_delta_for_sealing(1, &data, &base).unwrap();
+            keys.seal_in_place(BlobKind::Chunk, &id.0, &mut sealed);
+            let mut c = ChunkRef::full(
+                id,
+                w.append(BlobKind::Chunk, id, &sealed, data.len()).unwrap(),
+            );
+            c.bases = Some(vec![base_ref.clone()].into());
+            wanted.push((c, data));
+        }
+        w.finish(&keys, &mut enc).unwrap();
+        let blobs = BlobStore::new(storage.clone(), keys.clone());
+        let before = storage.reads.load(Ordering::Relaxed);
+        let bases = crate::delta::BaseCache::new(blobs.clone(), 64 << 20);
+        let cache = ChunkCache::new(blobs, 64 << 20, 1);
+        for round in 0..2 {
+            let start = std::sync::Barrier::new(wanted.len());
+            std::thread::scope(|s| {
+                for (c, data) in &wanted {
+                    let (start, bases, cache) = (&start, &bases, &cache);
+                    s.spawn(move || {
+                        start.wait();
+                        // The restore path, then the mount's cache.
+                        let got = match round {
+                            0 => bases.read_chunk(c).unwrap(),
+                            _ => cache.get(c).unwrap().to_vec(),
+                        };
+                        assert!(got == *data, "a reader got other bytes");
+                    });
+                }
+            });
+        }
+        // Per cache: the base once, each delta once.
+        assert_eq!(
+            storage.reads.load(Ordering::Relaxed) - before,
+            2 * (1 + wanted.len() as u64)
+        );
     }
 }

@@ -58,6 +58,11 @@ fn repo(label: &str, extra: &[&str]) -> Repo {
     Repo::init(label, &args)
 }
 
+/// A repository initialised with exactly `args`.
+fn repo_with(label: &str, args: &[&str]) -> Repo {
+    Repo::init(label, args)
+}
+
 fn stats(repo: &Repo) -> Value {
     repo.cmd(["stats", "--json"]).run().ok().json()
 }
@@ -319,4 +324,41 @@ fn a_newer_format_is_refused_in_one_clear_line() {
         "{err}"
     );
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.report());
+}
+
+/// Twenty-four nightly versions with chunks large enough for the delta-first path (the chunk
+/// is compressed alone only when its delta does not clearly win a sampled estimate): every
+/// version reads back, and the series keeps finding bases. Deltas are against the last
+/// whole copy, so they grow; once they cost more than a fresh copy would over the coming
+/// versions the chunks are stored whole again (re-anchored, FORMAT.md "Deltas"), and the
+/// version after that is stored as deltas against the new copies: never two versions in a
+/// row mostly whole.
+#[test]
+fn many_versions_keep_finding_bases_and_re_anchor() {
+    let repo = repo_with("delta-many-anchor", &["--chunk-size", "512K"]);
+    let versions = dump_versions(12, 100_000, 24);
+    let mut snaps = Vec::new();
+    let mut mostly_whole = Vec::new();
+    let mut deltas_before = 0;
+    for v in &versions {
+        let s = repo.ingest("db.sql", v, &[]);
+        let deltas = stats(&repo)["delta_chunks"].as_u64().unwrap();
+        mostly_whole.push((deltas - deltas_before) * 2 < s.new_chunks);
+        deltas_before = deltas;
+        snaps.push(s);
+    }
+    let added: Vec<u64> = snaps.iter().map(|s| s.added_bytes).collect();
+    eprintln!("added {added:?}, mostly whole {mostly_whole:?}");
+    assert!(mostly_whole[0] && !mostly_whole[1], "{mostly_whole:?}");
+    for k in 1..versions.len() - 1 {
+        assert!(
+            !(mostly_whole[k] && mostly_whole[k + 1]),
+            "versions {k} and {} were both stored mostly whole: {mostly_whole:?}",
+            k + 1
+        );
+    }
+    let later: u64 = added[1..].iter().sum();
+    assert!(later * 4 < added[0] * 23, "{added:?}");
+    assert_all_read_back(&repo, &versions, &snaps);
+    repo.check_ok(true);
 }
