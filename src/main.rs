@@ -41,7 +41,9 @@ impl log::Log for StderrLog {
 /// and a warning at every clean stop would teach users to ignore warnings.
 fn benign(r: &log::Record) -> bool {
     r.target().starts_with("fuser")
-        && r.args().to_string().starts_with("Failed to send FUSE reply")
+        && r.args()
+            .to_string()
+            .starts_with("Failed to send FUSE reply")
         && r.args().to_string().contains("(os error 2)")
 }
 
