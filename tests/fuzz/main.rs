@@ -171,13 +171,14 @@ fn save_finding(target: &str, input: &[u8]) -> PathBuf {
 
 fn main() {
     let a = args();
-    // Panics are expected findings: report them once, not with a backtrace each.
-    std::panic::set_hook(Box::new(|_| {}));
     let work = tempfile::Builder::new()
         .prefix("sluice-fuzz-")
         .tempdir()
         .expect("temporary directory");
+    // Built before the panic hook is silenced: a set-up failure says why.
     let mut targets = targets::all(work.path());
+    // Panics are expected findings from here on: report them once, not with a backtrace each.
+    std::panic::set_hook(Box::new(|_| {}));
     if !a.only.is_empty() {
         targets.retain(|t| a.only.iter().any(|o| o == t.name));
     }

@@ -177,19 +177,38 @@ fn make_repository(work: &Path) -> Made {
         &["ingest", "--name", "db/a.sql", "--expect", "none"],
         &data,
     );
-    // A second version with a few bytes changed in its text: its changed chunks are stored as
-    // deltas, so pack headers, chunk lists and index values with delta bases (format version 2)
-    // are among the seeds.
-    let mut second = data.clone();
-    let mut at = 1000;
-    while at + 8 < second.len() / 2 {
-        second[at..at + 8].copy_from_slice(b"CHANGED!");
-        at += 150_000;
+    // A text stream in two versions, the second with a few bytes changed: its changed chunks
+    // are stored as deltas, so pack headers, chunk lists and index values with delta bases
+    // (format version 2) are among the seeds. Text only: a chunk that does not compress is
+    // never stored as a delta.
+    let mut text = Vec::new();
+    let sql: Vec<Vec<u8>> = fixtures()
+        .into_iter()
+        .filter(|(name, _)| name.ends_with(".sql"))
+        .map(|(_, b)| b)
+        .collect();
+    let mut round = 0u32;
+    while text.len() < 3 * MIB && !sql.is_empty() {
+        for b in &sql {
+            text.extend_from_slice(format!("-- round {round}\n").as_bytes());
+            text.extend_from_slice(b);
+        }
+        round += 1;
     }
     sluice(
         &path,
-        &["ingest", "--name", "db/a.sql", "--expect", "none"],
-        &second,
+        &["ingest", "--name", "db/b.sql", "--expect", "none"],
+        &text,
+    );
+    let mut at = 1000;
+    while at + 8 < text.len() {
+        text[at..at + 8].copy_from_slice(b"CHANGED!");
+        at += 400_000;
+    }
+    sluice(
+        &path,
+        &["ingest", "--name", "db/b.sql", "--expect", "none"],
+        &text,
     );
     let repo = Repository::open(&path, PASSWORD.as_bytes()).expect("open the new repository");
     let keys = repo.keys.clone();
