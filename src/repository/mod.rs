@@ -366,28 +366,22 @@ impl Repository {
 }
 
 impl Repository {
-    /// Make sure the repository's format version announces deltas before one is written
-    /// (a version-1 repository is upgraded in place; see `config::upgrade`).
+    /// Make sure the repository's format version announces deltas before one is written.
     pub fn require_delta_format(&self) -> Result<()> {
-        if self.config.version >= DELTA_VERSION {
-            return Ok(());
-        }
-        config::upgrade(
-            self.storage.as_ref(),
-            &self.path,
-            &self.config,
-            &self.keys,
-            DELTA_VERSION,
-        )
+        self.require_format(DELTA_VERSION)
     }
-}
 
-impl Repository {
     /// Make sure the repository's format version announces member tables before a snapshot
     /// naming one is written: an older sluice would not see the table's chunks as referenced
     /// and its prune would delete them.
     pub fn require_members_format(&self) -> Result<()> {
-        if self.config.version >= MEMBERS_VERSION {
+        self.require_format(MEMBERS_VERSION)
+    }
+
+    /// Raise the format version to at least `version` (upgraded in place; see
+    /// `config::upgrade`).
+    fn require_format(&self, version: u32) -> Result<()> {
+        if self.config.version >= version {
             return Ok(());
         }
         config::upgrade(
@@ -395,7 +389,7 @@ impl Repository {
             &self.path,
             &self.config,
             &self.keys,
-            MEMBERS_VERSION,
+            version,
         )
     }
 }
