@@ -3,11 +3,20 @@
 //!
 //! The base of a new chunk of stream NAME is the previous version of NAME around the same
 //! stream offset. Offsets move when rows are inserted or deleted, so a running *shift*
-//! (old offset − new offset) is kept: set exactly whenever a new chunk deduplicates against
-//! a chunk of the old version, and nudged when a new chunk's end lands near an old chunk
-//! boundary (content-defined boundaries survive most edits, so a new boundary close to a
-//! predicted old one usually is that one). The old version's chunk lists are read one block
-//! at a time (at most a few are held): the old version is never loaded whole.
+//! (old offset − new offset) is kept: set exactly whenever a new chunk is a chunk of the old
+//! version, and nudged when a new chunk's end lands near an old chunk boundary
+//! (content-defined boundaries survive most edits, so a new boundary close to a predicted
+//! old one usually is that one). The old version's chunk lists are read one block at a time
+//! (at most a few are held): the old version is never loaded whole.
+//!
+//! What is learnt must not depend on which of the sealing threads runs first: the same
+//! input must give the same deltas (and repository sizes) on every run and machine. So
+//! chunks are *placed* (given their shift) in stream order by the thread that cuts them,
+//! from what is known in that order: the boundary snapping needs only offsets and lengths,
+//! and is applied at once; whether a chunk is a chunk of the old version needs its id,
+//! computed by a sealing thread, so chunk `k` uses that only for chunks before
+//! `k − LEARN_LAG`, waiting for them if one is still being worked on (with a lag larger
+//! than the chunks in flight it seldom waits) and redoing the snapping from there.
 //!
 //! Bases are always full chunks: an old chunk that is itself a delta is replaced by its own
 //! bases. So rebuilding any chunk reads at most 1 + `MAX_BASES` blobs, whatever the number of
@@ -21,9 +30,9 @@ use crate::pack::Location;
 use crate::reader::{LoadError, Loaded};
 use crate::snapshot::ChunkListRef;
 use crate::storage::lock;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// Most bytes of base plaintext one delta may use as its prefix.
 /// 8 MiB: with ~1 MiB chunks that is the chunk and more than a chunk on each side; more
@@ -36,6 +45,14 @@ const MIN_MARGIN: u64 = 64 << 10;
 const INGEST_BASE_CACHE: usize = 12 << 20;
 /// Old chunk-list blocks held at once by one finder.
 const BLOCKS_HELD: usize = 3;
+/// Chunk `k` is mapped with what chunks before `k − LEARN_LAG` learnt (module comment).
+/// A constant, not the number of threads, so that the result is the same on every machine;
+/// larger than the chunks an ingest has in flight on a few cores, so that it seldom waits,
+/// and small, since a shift learnt late is applied to that many chunks late.
+pub const LEARN_LAG: u64 = 8;
+/// Learnt shifts kept by sequence number; older ones are folded into one value. Far more
+/// than the chunks in flight, so that no chunk ever asks for a folded one.
+const SHIFTS_KEPT: u64 = 1 << 16;
 
 /// Verified base plaintexts by id.
 type Plaintexts = lru::LruCache<BlobId, Arc<Vec<u8>>>;
@@ -145,10 +162,107 @@ struct OldBlock {
     offsets: HashMap<BlobId, u64>,
 }
 
-/// The shared state of one stream's finder: the shift and the old blocks held.
+/// The shared state of one stream's finder: the old blocks held.
 struct FinderState {
-    shift: i64,
     blocks: lru::LruCache<usize, Arc<OldBlock>>,
+}
+
+/// What the chunks of the new stream learnt about the shift, by sequence number.
+#[derive(Default)]
+struct Learnt {
+    /// Every chunk before this one has reported.
+    reported: u64,
+    /// Chunks at or after `reported` that have reported (out of order).
+    early: BTreeSet<u64>,
+    /// The exact shift of the chunks found in the old version.
+    shifts: BTreeMap<u64, i64>,
+    /// A sealing thread stopped without working off its chunks (the ingest is failing):
+    /// nobody waits any more.
+    abandoned: bool,
+}
+
+impl Learnt {
+    fn report(&mut self, seq: u64, shift: Option<i64>) {
+        if let Some(s) = shift {
+            self.shifts.insert(seq, s);
+        }
+        self.early.insert(seq);
+        while self.early.remove(&self.reported) {
+            self.reported += 1;
+        }
+        // Only the newest one before the chunks still to be placed is ever asked for.
+        let keep_from = self.reported.saturating_sub(SHIFTS_KEPT);
+        while self.shifts.len() > 1
+            && self
+                .shifts
+                .first_key_value()
+                .is_some_and(|(k, _)| *k < keep_from)
+        {
+            self.shifts.pop_first();
+        }
+    }
+}
+
+/// Where a new chunk is expected in the old version, as its finder placed it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Placed {
+    /// Old offset − new offset for this chunk.
+    pub shift: i64,
+}
+
+/// Places the chunks of the new stream, in stream order (one per stream, owned by the
+/// thread that cuts the chunks).
+pub struct Placer<'a> {
+    finder: &'a BaseFinder,
+    /// The shift for the next chunk.
+    next: i64,
+    /// The chunk whose exact placement the current chain starts from.
+    anchor: Option<u64>,
+    /// The last chunks placed: (sequence number, new offset, length).
+    recent: std::collections::VecDeque<(u64, u64, u64)>,
+}
+
+impl Placer<'_> {
+    /// The place of chunk `seq`, `len` bytes at new offset `new_off`; chunks must be placed
+    /// in order. Waits until every chunk before `seq − LEARN_LAG` has been reported
+    /// ([`BaseFinder::learn_same`]).
+    pub fn place(&mut self, seq: u64, new_off: u64, len: u64) -> Placed {
+        let f = self.finder;
+        let upto = seq.saturating_sub(LEARN_LAG);
+        let mut learnt = lock(&f.learnt);
+        while learnt.reported < upto && !learnt.abandoned {
+            learnt = f
+                .reported
+                .wait(learnt)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let anchor = learnt
+            .shifts
+            .range(..upto)
+            .next_back()
+            .map(|(j, s)| (*j, *s));
+        drop(learnt);
+        if let Some((j, exact)) = anchor {
+            if self.anchor != Some(j) {
+                // Chunk j is a chunk of the old version: the shift is `exact` from there;
+                // snap the chunks placed since then again from it.
+                self.anchor = Some(j);
+                self.next = exact;
+                for &(_, off, l) in self.recent.iter().filter(|(i, _, _)| *i > j) {
+                    self.next = f.learn_end(off + l, l, self.next).unwrap_or(self.next);
+                }
+            }
+        }
+        let placed = Placed { shift: self.next };
+        self.next = f
+            .learn_end(new_off + len, len, self.next)
+            .unwrap_or(self.next);
+        self.recent.push_back((seq, new_off, len));
+        if self.recent.len() > LEARN_LAG as usize + 2 {
+            self.recent.pop_front();
+        }
+        placed
+    }
 }
 
 /// Chooses bases for the chunks of one stream from the previous version of that stream.
@@ -158,6 +272,9 @@ pub struct BaseFinder {
     lists: Vec<ChunkListRef>,
     size: u64,
     state: Mutex<FinderState>,
+    learnt: Mutex<Learnt>,
+    /// Signalled whenever a chunk reports what it learnt.
+    reported: Condvar,
     /// Plaintexts of recently used bases.
     pub cache: BaseCache,
 }
@@ -171,21 +288,73 @@ impl BaseFinder {
             lists,
             size,
             state: Mutex::new(FinderState {
-                shift: 0,
                 blocks: lru::LruCache::new(
                     NonZeroUsize::new(BLOCKS_HELD).expect("BLOCKS_HELD is not zero"),
                 ),
             }),
+            learnt: Mutex::new(Learnt::default()),
+            reported: Condvar::new(),
         }
     }
 
-    fn shift(&self) -> i64 {
-        lock(&self.state).shift
+    /// The placer of the new stream's chunks (one per stream).
+    pub fn placer(&self) -> Placer<'_> {
+        Placer {
+            finder: self,
+            next: 0,
+            anchor: None,
+            recent: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Report whether chunk `seq` (id `id`, at new offset `new_off`, placed at `placed`) is a
+    /// chunk of the old version where it was placed (in the old block there, or a
+    /// neighbour): then the shift is known exactly, for the chunks placed after
+    /// `seq + LEARN_LAG`. Every chunk of the stream must be reported, in any order, each
+    /// once; a sealing thread that stops calls [`BaseFinder::abandon`]. Only blocks at the
+    /// placed offset are searched, never whatever blocks happen to be held, so that the
+    /// answer does not depend on other threads.
+    pub fn learn_same(&self, seq: u64, id: &BlobId, new_off: u64, placed: Placed) {
+        // Reports (nothing learnt) even if this thread panics below, so none waits forever.
+        struct Report<'a> {
+            finder: &'a BaseFinder,
+            seq: u64,
+            shift: Option<i64>,
+        }
+        impl Drop for Report<'_> {
+            fn drop(&mut self) {
+                lock(&self.finder.learnt).report(self.seq, self.shift);
+                self.finder.reported.notify_all();
+            }
+        }
+        let mut report = Report {
+            finder: self,
+            seq,
+            shift: None,
+        };
+        let Some(li) = self.list_at(self.map(new_off, placed.shift)) else {
+            return;
+        };
+        let near = [Some(li), li.checked_sub(1), Some(li + 1)];
+        for i in near.into_iter().flatten().filter(|&i| i < self.lists.len()) {
+            let Ok(b) = self.block(i) else { continue };
+            if let Some(old) = b.offsets.get(id) {
+                report.shift = Some(*old as i64 - new_off as i64);
+                return;
+            }
+        }
+    }
+
+    /// A sealing thread stopped before working off every chunk it could have taken (the
+    /// ingest is failing): stop waiting for them.
+    pub fn abandon(&self) {
+        lock(&self.learnt).abandoned = true;
+        self.reported.notify_all();
     }
 
     /// Map a new-stream offset to the old stream.
-    fn map(&self, new_off: u64) -> u64 {
-        (new_off as i64 + self.shift()).clamp(0, self.size as i64) as u64
+    fn map(&self, new_off: u64, shift: i64) -> u64 {
+        (new_off as i64 + shift).clamp(0, self.size as i64) as u64
     }
 
     /// The old block with index `li`, loaded if needed (outside the lock).
@@ -223,49 +392,22 @@ impl BaseFinder {
         Some(i.min(self.lists.len() - 1))
     }
 
-    /// A new chunk at `new_off` deduplicated: if it is a chunk of the old version near where
-    /// we are, the shift is now known exactly.
-    pub fn learn_dedup(&self, id: &BlobId, new_off: u64) {
-        let held: Vec<Arc<OldBlock>> = lock(&self.state)
-            .blocks
-            .iter()
-            .map(|(_, b)| b.clone())
-            .collect();
-        let mut found = held.iter().find_map(|b| b.offsets.get(id).copied());
-        if found.is_none() {
-            if let Some(li) = self.list_at(self.map(new_off)) {
-                if let Ok(b) = self.block(li) {
-                    found = b.offsets.get(id).copied();
-                }
-            }
-        }
-        if let Some(old) = found {
-            lock(&self.state).shift = old as i64 - new_off as i64;
-        }
-    }
-
-    /// A new chunk ending at `new_end` (of length `len`) was stored: if its mapped end is
-    /// within a quarter chunk of an old chunk boundary, assume it is that boundary.
-    pub fn learn_end(&self, new_end: u64, len: u64) {
-        let mapped = new_end as i64 + self.shift();
+    /// A new chunk ends at `new_end` (of length `len`): if its mapped end is within a quarter
+    /// chunk of an old chunk boundary, assume it is that boundary.
+    fn learn_end(&self, new_end: u64, len: u64, shift: i64) -> Option<i64> {
+        let mapped = new_end as i64 + shift;
         if mapped < 0 || mapped as u64 > self.size {
-            return;
+            return None;
         }
-        let Some(li) = self.list_at(mapped as u64) else {
-            return;
-        };
-        let Ok(b) = self.block(li) else { return };
+        let li = self.list_at(mapped as u64)?;
+        let b = self.block(li).ok()?;
         let i = b.starts.partition_point(|&s| s < mapped as u64);
         let nearest = [i.checked_sub(1), Some(i)]
             .into_iter()
             .flatten()
             .filter_map(|i| b.starts.get(i).copied())
-            .min_by_key(|s| s.abs_diff(mapped as u64));
-        if let Some(s) = nearest {
-            if s.abs_diff(mapped as u64) <= len / 4 {
-                lock(&self.state).shift = s as i64 - new_end as i64;
-            }
-        }
+            .min_by_key(|s| s.abs_diff(mapped as u64))?;
+        (nearest.abs_diff(mapped as u64) <= len / 4).then(|| nearest as i64 - new_end as i64)
     }
 
     /// Bases for a new chunk at `new_off` of length `len`: the full chunks of the old version
@@ -284,6 +426,7 @@ impl BaseFinder {
         &self,
         new_off: u64,
         len: u64,
+        placed: Placed,
         current: &dyn Fn(&BlobId) -> Result<Option<Location>>,
     ) -> Result<Found> {
         let mut none = Found::default();
@@ -291,7 +434,7 @@ impl BaseFinder {
             return Ok(none);
         }
         let margin = (len / 4).max(MIN_MARGIN);
-        let x = self.map(new_off);
+        let x = self.map(new_off, placed.shift);
         let from = x.saturating_sub(margin);
         let to = (x + len + margin).min(self.size);
         let center = x + len / 2;
@@ -348,8 +491,8 @@ impl BaseFinder {
         let mut bytes = 0u64;
         // Beyond the nearest, a base must hold part of the chunk's own mapped range: a
         // neighbour that only touches the window's margin costs a whole base to read for
-        // every random read of the chunk. (Any part: the shift is learnt from chunks sealed
-        // on other threads, so it can be off by a little, and a chunk whose base is missed
+        // every random read of the chunk. (Any part: the shift is learnt from chunks
+        // `LEARN_LAG` back, so it can be off by a little, and a chunk whose base is missed
         // costs as much as a whole copy.)
         let need = 1;
         for (_, s, c) in found {
@@ -494,8 +637,12 @@ mod tests {
     }
 
     fn ids(f: &BaseFinder, off: u64, len: u64) -> Vec<u8> {
+        ids_shifted(f, off, len, 0)
+    }
+
+    fn ids_shifted(f: &BaseFinder, off: u64, len: u64, shift: i64) -> Vec<u8> {
         let bases = f
-            .bases_for(off, len, &|id| {
+            .bases_for(off, len, Placed { shift }, &|id| {
                 Ok(Some(Location {
                     pack: PackId([2; 32]),
                     offset: 0,
@@ -522,28 +669,86 @@ mod tests {
         assert_eq!(ids(&f, 0, LEN as u64), vec![0]);
     }
 
+    /// Place the chunks `(offset, length, id)` of a new version in order, while `threads`
+    /// threads report them in whatever order they get to them.
+    fn place_all(f: &Arc<BaseFinder>, chunks: &[(u64, u64, u8)], threads: usize) -> Vec<i64> {
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, u64, Placed, u8)>();
+        let rx = Arc::new(Mutex::new(rx));
+        let reporters: Vec<_> = (0..threads)
+            .map(|t| {
+                let (f, rx) = (f.clone(), rx.clone());
+                std::thread::spawn(move || loop {
+                    let Ok((seq, off, placed, id)) = lock(&rx).recv() else {
+                        break;
+                    };
+                    // Threads get to their chunks at different speeds.
+                    std::thread::sleep(std::time::Duration::from_millis((seq + t as u64) % 3));
+                    f.learn_same(seq, &BlobId([id; 32]), off, placed);
+                })
+            })
+            .collect();
+        let mut placer = f.placer();
+        let mut out = Vec::new();
+        for (seq, &(off, len, id)) in chunks.iter().enumerate() {
+            let placed = placer.place(seq as u64, off, len);
+            out.push(placed.shift);
+            tx.send((seq as u64, off, placed, id)).unwrap();
+        }
+        drop(tx);
+        for r in reporters {
+            r.join().unwrap();
+        }
+        out
+    }
+
     #[test]
-    fn a_deduplicated_chunk_sets_the_shift() {
+    fn a_chunk_of_the_old_version_sets_the_shift_for_the_chunks_after_the_lag() {
+        // 230 KB were inserted at the start: a new chunk of 230_000 bytes, then the old
+        // chunks 0..20 in order.
+        let mut new = vec![(0u64, 230_000u64, 200u8)];
+        new.extend((0..20u8).map(|i| (230_000 + i as u64 * LEN as u64, LEN as u64, i)));
+        let mut expected = vec![0i64];
+        // The first chunk's end snaps to the old boundary at 200_000: shift −30_000, which
+        // the old chunks' ends confirm; their ids tell the truth, LEARN_LAG chunks late.
+        let first_exact = 1 + LEARN_LAG as usize + 1;
+        expected.extend((1..first_exact).map(|_| -30_000));
+        expected.extend((first_exact..new.len()).map(|_| -230_000));
+        for threads in [1, 2, 3, 5] {
+            let f = Arc::new(finder((0..20).map(chunk).collect()));
+            assert_eq!(place_all(&f, &new, threads), expected, "{threads} threads");
+        }
         let f = finder((0..20).map(chunk).collect());
-        // 250 KB were inserted before: old chunk 5 (at 500_000) is now at 750_000.
-        f.learn_dedup(&BlobId([5; 32]), 750_000);
-        assert_eq!(f.shift(), -250_000);
-        // The new chunk at 1_250_000 is old chunk 10's place.
-        assert_eq!(ids(&f, 1_250_000, LEN as u64), vec![10]);
-        // An id that is not in the old version changes nothing.
-        f.learn_dedup(&BlobId([77; 32]), 0);
-        assert_eq!(f.shift(), -250_000);
+        // The new chunk at 1_230_000 is old chunk 10's place.
+        assert_eq!(ids_shifted(&f, 1_230_000, LEN as u64, -230_000), vec![10]);
     }
 
     #[test]
     fn an_end_near_an_old_boundary_snaps_the_shift() {
         let f = finder((0..20).map(chunk).collect());
         // A new chunk of 100_300 bytes ending at 700_300: 300 bytes were inserted in it.
-        f.learn_end(700_300, 100_300);
-        assert_eq!(f.shift(), -300);
+        assert_eq!(f.learn_end(700_300, 100_300, 0), Some(-300));
         // An end far from any boundary (a boundary moved) leaves the shift alone.
-        f.learn_end(1_050_000, 100_000);
-        assert_eq!(f.shift(), -300);
+        assert_eq!(f.learn_end(1_050_000, 100_000, -300), None);
+        // The placer applies it to the next chunk at once.
+        let mut p = f.placer();
+        assert_eq!(p.place(0, 600_000, 100_300).shift, 0);
+        assert_eq!(p.place(1, 700_300, 100_000).shift, -300);
+    }
+
+    #[test]
+    fn an_abandoned_finder_stops_waiting() {
+        let f = Arc::new(finder((0..20).map(chunk).collect()));
+        let g = f.clone();
+        // Chunk LEARN_LAG + 1 waits for chunk 0, which nobody will report.
+        let waiter = std::thread::spawn(move || {
+            let mut p = g.placer();
+            p.place(0, 0, 10);
+            p.place(LEARN_LAG + 1, 10, 10)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished());
+        f.abandon();
+        assert_eq!(waiter.join().unwrap().shift, 0);
     }
 
     #[test]

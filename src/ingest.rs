@@ -15,7 +15,7 @@ use crate::chunklist::{self, ChunkRef, BLOCK_CHUNKS};
 use crate::codec::{Compression, Encoder, Estimate};
 use crate::completeness::{Checker, Expect, Outcome};
 use crate::crypto::Keys;
-use crate::delta::{BaseFinder, Found};
+use crate::delta::{BaseFinder, Found, Placed};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, SnapshotId};
 use crate::index::Index;
@@ -369,6 +369,8 @@ struct Job {
     offset: u64,
     /// Shared with the stream hasher.
     data: Arc<Vec<u8>>,
+    /// Where the chunk lies in the previous version (when it has one and deltas are on).
+    placed: Option<Placed>,
 }
 
 enum Sealed {
@@ -465,6 +467,8 @@ fn ingest_one(
             // the member table.
             let splitter = std::cell::RefCell::new(split.then(Splitter::default));
             let mut table = TableStore::new(table_name)?;
+            // Chunks are placed in the previous version here, in stream order (delta.rs).
+            let mut placer = finder.map(BaseFinder::placer);
             let mut total = 0u64;
             let mut seq = 0u64;
             let mut chunked = 0u64;
@@ -512,9 +516,16 @@ fn ingest_one(
                         // `total` counts bytes read, which run ahead of the chunks.
                         let offset = chunked;
                         chunked += data.len() as u64;
-                        if hash_tx.send(data.clone()).is_err()
-                            || job_tx.send(Job { seq, offset, data }).is_err()
-                        {
+                        let placed = placer
+                            .as_mut()
+                            .map(|p| p.place(seq, offset, data.len() as u64));
+                        let job = Job {
+                            seq,
+                            offset,
+                            data: data.clone(),
+                            placed,
+                        };
+                        if hash_tx.send(data).is_err() || job_tx.send(job).is_err() {
                             // The assembler stopped on an error; it reports it.
                             break;
                         }
@@ -555,6 +566,17 @@ fn ingest_one(
             let res_tx = res_tx.clone();
             let job_rx = job_rx.clone();
             spawn_in(s, "sluice-seal", move || {
+                // However this thread ends, the chunks it would have taken are not its to
+                // report any more: placing must not wait for them.
+                struct Abandon<'a>(Option<&'a BaseFinder>);
+                impl Drop for Abandon<'_> {
+                    fn drop(&mut self) {
+                        if let Some(f) = self.0 {
+                            f.abandon();
+                        }
+                    }
+                }
+                let _abandon = Abandon(finder);
                 let mut encoder = match Encoder::new(compression) {
                     Ok(e) => e,
                     Err(e) => {
@@ -708,10 +730,12 @@ fn seal_chunk(
 ) -> Result<Sealed> {
     let id = keys.blob_id(&job.data);
     let len = job.data.len();
+    // Reported before anything else: the placing of later chunks may be waiting for it.
+    let placed = finder.zip(job.placed);
+    if let Some((f, p)) = placed {
+        f.learn_same(job.seq, &id, job.offset, p);
+    }
     if let Some(chunk) = sink.lookup_chunk(&id)? {
-        if let Some(f) = finder {
-            f.learn_dedup(&id, job.offset);
-        }
         return Ok(Sealed::Known {
             seq: job.seq,
             chunk,
@@ -721,8 +745,8 @@ fn seal_chunk(
     // record names only a location, and readers of the older snapshots (whose chunk lists
     // name the damaged copy, perhaps with other bases) must be able to read it alone.
     let healing = sink.damaged.contains_key(&(BlobKind::Chunk, id));
-    let (delta, alone) = match finder {
-        Some(f) => delta_or_alone(sink, f, encoder, &job, healing),
+    let (delta, alone) = match placed {
+        Some((f, placed)) => delta_or_alone(sink, f, placed, encoder, &job, healing),
         None => (None, None),
     };
     let (mut sealed, bases, base_start, saved) = match delta {
@@ -768,6 +792,7 @@ const CLEAR_WIN: u64 = 3;
 fn delta_or_alone(
     sink: &Sink,
     f: &BaseFinder,
+    placed: Placed,
     encoder: &mut Encoder,
     job: &Job,
     healing: bool,
@@ -786,9 +811,8 @@ fn delta_or_alone(
     };
     let found = match healing {
         true => None,
-        false => try_delta(sink, f, job),
+        false => try_delta(sink, f, placed, job),
     };
-    f.learn_end(job.offset + len, len);
     let Some((sealed, found)) = found else {
         return (None, alone);
     };
@@ -820,12 +844,12 @@ fn delta_or_alone(
 
 /// The chunk of `job` as a delta against bases from the previous version, with what was
 /// found. A base that cannot be read only costs the delta: the chunk is stored alone.
-fn try_delta(sink: &Sink, f: &BaseFinder, job: &Job) -> Option<(Vec<u8>, Found)> {
+fn try_delta(sink: &Sink, f: &BaseFinder, placed: Placed, job: &Job) -> Option<(Vec<u8>, Found)> {
     let level = match sink.repo.config.compression {
         Compression::Zstd { level } => level,
         Compression::None => return None,
     };
-    let found = f.bases_for(job.offset, job.data.len() as u64, &|id| {
+    let found = f.bases_for(job.offset, job.data.len() as u64, placed, &|id| {
         sink.lookup_full(id)
     });
     let found = match found {

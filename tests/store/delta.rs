@@ -122,8 +122,6 @@ fn many_versions_cost_their_changes_and_read_back() {
         snaps.iter().map(|s| s.added_bytes).collect::<Vec<_>>()
     );
     // Without deltas every 64 KiB chunk holds changed rows: each version would add about
-    // as much as the first.
-    // Without deltas every 64 KiB chunk holds changed rows: each version would add about
     // as much as the first. Deltas are against full chunks only, so they grow with the
     // distance to the version that holds the bases (1% of rows more each night).
     for (i, s) in snaps.iter().enumerate().skip(1) {
@@ -133,10 +131,10 @@ fn many_versions_cost_their_changes_and_read_back() {
             s.added_bytes
         );
     }
-    // Without deltas the later versions together would cost ~6x the first. Which bases a
-    // chunk finds can vary a little with thread order (the finder learns from parallel
-    // workers), so the bound leaves room: a CI run saw 0.34x.
-    assert!(later * 2 < first, "{later} vs {first}");
+    // Without deltas the later versions together would cost ~6x the first (they come to
+    // 0.22-0.24x; the bases found no longer depend on thread order, only on the
+    // repository's chunker key).
+    assert!(later * 3 < first, "{later} vs {first}");
     assert_all_read_back(&repo, &versions, &snaps);
     let st = stats(&repo);
     assert!(st["delta_chunks"].as_u64().unwrap() > 0, "{st}");
