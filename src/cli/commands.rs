@@ -535,9 +535,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
     let show_progress = !quiet && std::io::stderr().is_terminal();
     let ticker =
         show_progress.then(|| progress_thread(progress.clone(), running.clone(), size_hint));
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let cores = worker_threads()?;
     let tee: Option<Box<dyn Write + Send>> = if a.tee {
         Some(Box::new(std::io::stdout()))
     } else {
@@ -981,9 +979,7 @@ fn cat(cli: &Cli, spec: &str, name: &str, salvage: bool) -> Result<i32> {
             sluice::repository::partial_reason(&snap, Some(name))
         );
     }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let cores = worker_threads()?;
     let mut out = std::io::stdout().lock();
     let (mut damaged_ranges, mut damaged_bytes) = (0u64, 0u64);
     // Neighbouring damaged chunks with the same cause (a lost or truncated pack) are named as
@@ -1454,9 +1450,7 @@ fn copy_cmd(cli: &Cli, a: &CopyArgs) -> Result<i32> {
     wanted.dedup_by_key(|s| s.id);
     let session = sluice::session::WriteSession::begin(&dst, &mut |_| {}, None)?;
     let have = sluice::copy::already_copied(&dst)?;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let cores = worker_threads()?;
     let _handling = sluice::interrupt::Handling::start();
     let mut out = Vec::new();
     for s in &wanted {
@@ -1808,5 +1802,23 @@ mod parse_duration_tests {
             assert!(e.contains("invalid duration"), "{bad}: {e}");
             assert!(!e.contains('\n'), "{bad}: one line, got {e}");
         }
+    }
+}
+
+/// Threads that seal chunks (ingest, copy) or rebuild them (cat): `SLUICE_THREADS` when set
+/// (to leave cores to a busy database server), else one per core. Neither changes what is
+/// stored: the bases a chunk finds do not depend on thread order.
+fn worker_threads() -> Result<usize> {
+    match std::env::var("SLUICE_THREADS") {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => Err(Error::InvalidInput(format!(
+                "SLUICE_THREADS={v:?} is not a number of threads from 1 to 1024; set it to one or unset it"
+            ))
+            .into()),
+        },
+        Err(_) => Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)),
     }
 }

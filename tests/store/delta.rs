@@ -363,3 +363,58 @@ fn many_versions_keep_finding_bases_and_re_anchor() {
     assert_all_read_back(&repo, &versions, &snaps);
     repo.check_ok(true);
 }
+
+/// The bases a chunk finds depend on the input and the repository, never on the number of
+/// threads or their timing: the same later version ingested into copies of one repository
+/// with 1 to 4 sealing threads stores exactly the same deltas.
+#[test]
+fn the_same_input_stores_the_same_deltas_whatever_the_threads() {
+    let repo = repo("delta-same", &[]);
+    let versions = dump_versions(3, 60_000, 2);
+    repo.ingest("db.sql", &versions[0], &[]);
+    // (threads, chunks, their stored bytes, delta chunks, their stored bytes): the bytes
+    // added also count the snapshot, whose time compresses a few bytes differently.
+    let mut seen: Vec<(&str, [u64; 4])> = Vec::new();
+    for threads in ["1", "4", "2", "3", "4"] {
+        let dir = crate::support::TestDir::new("delta-same-copy");
+        let path = dir.join("repo");
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&repo.path)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let copy = Repo {
+            dir,
+            path,
+            password: repo.password.clone(),
+        };
+        copy.cmd(["ingest", "--json", "--name", "db.sql"])
+            .env("SLUICE_THREADS", threads)
+            .stdin_bytes(versions[1].clone())
+            .run()
+            .ok();
+        let st = stats(&copy);
+        let n = |k: &str| st[k].as_u64().unwrap();
+        assert!(n("delta_chunks") > 0, "{st}");
+        seen.push((
+            threads,
+            [
+                n("chunks"),
+                n("stored_chunk_bytes"),
+                n("delta_chunks"),
+                n("delta_stored_bytes"),
+            ],
+        ));
+    }
+    eprintln!("threads, [chunks, stored bytes, delta chunks, delta bytes]: {seen:?}");
+    assert!(seen.iter().all(|s| s.1 == seen[0].1), "{seen:?}");
+    // A bad thread count is refused in one line.
+    repo.cmd(["ingest", "--name", "x"])
+        .env("SLUICE_THREADS", "0")
+        .stdin_bytes(b"x".to_vec())
+        .run()
+        .fails()
+        .stderr_has(&["SLUICE_THREADS"]);
+}
