@@ -218,15 +218,17 @@ pub struct Placer<'a> {
     next: i64,
     /// The chunk whose exact placement the current chain starts from.
     anchor: Option<u64>,
-    /// The last chunks placed: (sequence number, new offset, length).
-    recent: std::collections::VecDeque<(u64, u64, u64)>,
+    /// The last chunks placed: (sequence number, new offset, length, known old offset).
+    recent: std::collections::VecDeque<(u64, u64, u64, Option<u64>)>,
 }
 
 impl Placer<'_> {
     /// The place of chunk `seq`, `len` bytes at new offset `new_off`; chunks must be placed
-    /// in order. Waits until every chunk before `seq − LEARN_LAG` has been reported
-    /// ([`BaseFinder::learn_same`]).
-    pub fn place(&mut self, seq: u64, new_off: u64, len: u64) -> Placed {
+    /// in order. `known` is where the chunk's first byte lay in the old version when the
+    /// caller knows it (the same member of a container at the same member offset): that
+    /// wins over the shift. Waits until every chunk before `seq − LEARN_LAG` has been
+    /// reported ([`BaseFinder::learn_same`]).
+    pub fn place(&mut self, seq: u64, new_off: u64, len: u64, known: Option<u64>) -> Placed {
         let f = self.finder;
         let upto = seq.saturating_sub(LEARN_LAG);
         let mut learnt = lock(&f.learnt);
@@ -245,23 +247,35 @@ impl Placer<'_> {
         if let Some((j, exact)) = anchor {
             if self.anchor != Some(j) {
                 // Chunk j is a chunk of the old version: the shift is `exact` from there;
-                // snap the chunks placed since then again from it.
+                // place the chunks placed since then again from it.
                 self.anchor = Some(j);
                 self.next = exact;
-                for &(_, off, l) in self.recent.iter().filter(|(i, _, _)| *i > j) {
-                    self.next = f.learn_end(off + l, l, self.next).unwrap_or(self.next);
+                let since: Vec<_> = self.recent.iter().filter(|r| r.0 > j).copied().collect();
+                for (_, off, l, k) in since {
+                    self.step(off, l, k);
                 }
             }
         }
-        let placed = Placed { shift: self.next };
-        self.next = f
-            .learn_end(new_off + len, len, self.next)
-            .unwrap_or(self.next);
-        self.recent.push_back((seq, new_off, len));
+        let placed = self.step(new_off, len, known);
+        self.recent.push_back((seq, new_off, len, known));
         if self.recent.len() > LEARN_LAG as usize + 2 {
             self.recent.pop_front();
         }
         placed
+    }
+
+    /// Place one chunk from the running shift (or where it is known to be) and move the
+    /// running shift past it.
+    fn step(&mut self, new_off: u64, len: u64, known: Option<u64>) -> Placed {
+        let shift = match known {
+            Some(old) => old as i64 - new_off as i64,
+            None => self.next,
+        };
+        self.next = self
+            .finder
+            .learn_end(new_off + len, len, shift)
+            .unwrap_or(shift);
+        Placed { shift }
     }
 }
 
@@ -690,7 +704,7 @@ mod tests {
         let mut placer = f.placer();
         let mut out = Vec::new();
         for (seq, &(off, len, id)) in chunks.iter().enumerate() {
-            let placed = placer.place(seq as u64, off, len);
+            let placed = placer.place(seq as u64, off, len, None);
             out.push(placed.shift);
             tx.send((seq as u64, off, placed, id)).unwrap();
         }
@@ -731,8 +745,11 @@ mod tests {
         assert_eq!(f.learn_end(1_050_000, 100_000, -300), None);
         // The placer applies it to the next chunk at once.
         let mut p = f.placer();
-        assert_eq!(p.place(0, 600_000, 100_300).shift, 0);
-        assert_eq!(p.place(1, 700_300, 100_000).shift, -300);
+        assert_eq!(p.place(0, 600_000, 100_300, None).shift, 0);
+        assert_eq!(p.place(1, 700_300, 100_000, None).shift, -300);
+        // A chunk whose old place is known is put there, and the next follows it.
+        assert_eq!(p.place(2, 800_300, 50_000, Some(1_400_000)).shift, 599_700);
+        assert_eq!(p.place(3, 850_300, 50_000, None).shift, 599_700);
     }
 
     #[test]
@@ -742,8 +759,8 @@ mod tests {
         // Chunk LEARN_LAG + 1 waits for chunk 0, which nobody will report.
         let waiter = std::thread::spawn(move || {
             let mut p = g.placer();
-            p.place(0, 0, 10);
-            p.place(LEARN_LAG + 1, 10, 10)
+            p.place(0, 0, 10, None);
+            p.place(LEARN_LAG + 1, 10, 10, None)
         });
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!waiter.is_finished());

@@ -518,7 +518,7 @@ fn ingest_one(
                         chunked += data.len() as u64;
                         let placed = placer
                             .as_mut()
-                            .map(|p| p.place(seq, offset, data.len() as u64));
+                            .map(|p| p.place(seq, offset, data.len() as u64, None));
                         let job = Job {
                             seq,
                             offset,
