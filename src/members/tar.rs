@@ -8,7 +8,7 @@
 //! and GNU sparse maps (type `S` with its extension headers). A pax sparse file
 //! (`GNU.sparse.*`) is not mapped yet: such an archive is stored without a member table.
 
-use super::{Extent, Kind, Member, TableWriter, OWN_CHUNKS_FROM};
+use super::{Extent, Kind, Member, Recent, TableWriter, OWN_CHUNKS_FROM};
 use crate::completeness::tar::{checksum_ok, member_name, octal, padded, size_field, sniff, BLOCK};
 use crate::completeness::walk::{Step, Walk, Walker};
 use crate::completeness::Sniff;
@@ -40,6 +40,7 @@ struct Parser {
     cuts: VecDeque<u64>,
     table: TableWriter,
     pieces: Vec<Vec<u8>>,
+    recent: Recent,
 }
 
 fn cstr(f: &[u8]) -> String {
@@ -92,6 +93,12 @@ fn pax_time(s: &str) -> Option<(i64, u32)> {
 
 impl Parser {
     fn emit(&mut self, m: &Member) {
+        if m.extents.iter().map(|e| e.len).sum::<u64>() >= OWN_CHUNKS_FROM {
+            let path: std::sync::Arc<str> = m.path.as_str().into();
+            for e in &m.extents {
+                self.recent.push(*e, &path);
+            }
+        }
         if let Some(p) = self.table.push(m) {
             self.pieces.push(p);
         }
@@ -351,6 +358,7 @@ impl Default for TarSplitter {
                     cuts: VecDeque::new(),
                     table: TableWriter::default(),
                     pieces: Vec::new(),
+                    recent: Recent::default(),
                 },
                 Step::want(BLOCK),
             ),
@@ -377,6 +385,11 @@ impl TarSplitter {
     /// Finished pieces of the member table, to store now.
     pub fn take_pieces(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.walker.w.pieces)
+    }
+
+    /// The large members' extents seen last (see [`super::Splitter::member_at`]).
+    pub fn recent(&self) -> &Recent {
+        &self.walker.w.recent
     }
 
     /// Why the stream cannot be split (not a tar, or a framing this does not follow), once known.
@@ -456,6 +469,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn member_at_names_large_members_of_a_tar() {
+        let data = fixture("gnu_sparse.tar");
+        let (_, members) = split(data, data.len());
+        let mut s = super::super::Splitter::default();
+        s.feed(data);
+        let mut found = 0;
+        for m in &members {
+            let large = m.extents.iter().map(|e| e.len).sum::<u64>() >= OWN_CHUNKS_FROM;
+            for e in &m.extents {
+                let got = s.member_at(e.at + e.len - 1);
+                if large {
+                    assert_eq!(got, Some((m.path.as_str().into(), e.off + e.len - 1)));
+                    found += 1;
+                } else {
+                    assert_eq!(got, None);
+                }
+            }
+        }
+        assert!(found > 0);
     }
 
     #[test]
