@@ -282,9 +282,10 @@ fn is_zero(v: &u32) -> bool {
 /// Where a stream's member table is stored: an optional field of the snapshot's object.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MemberTable {
-    /// The container format the table describes (`tar`).
+    /// The container format the table describes (`tar` or `xbstream`).
     pub format: String,
-    /// Number of members.
+    /// Number of members (an xbstream table may hold more lines than files: see
+    /// [`xbstream`]).
     pub count: u64,
     /// Length of the table (JSON lines).
     pub bytes: u64,

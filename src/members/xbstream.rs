@@ -64,6 +64,8 @@ struct Parser {
     cuts: VecDeque<u64>,
     open: HashMap<Arc<str>, Open>,
     pending: usize,
+    /// Files ended (the table's member count; it may hold more lines).
+    files: u64,
     /// Why no table will be written (the framing is still followed for the cuts).
     no_table: Option<String>,
     table: TableWriter,
@@ -156,6 +158,7 @@ impl Parser {
         }
         let f = self.open.remove(&self.path).unwrap_or_default();
         self.pending -= f.extents.len();
+        self.files += 1;
         let m = file(&self.path, f.size, f.extents);
         self.emit(&m);
     }
@@ -284,6 +287,7 @@ impl Default for XbstreamSplitter {
                     cuts: VecDeque::new(),
                     open: HashMap::new(),
                     pending: 0,
+                    files: 0,
                     no_table: None,
                     table: TableWriter::absolute(),
                     pieces: Vec::new(),
@@ -346,7 +350,7 @@ impl XbstreamSplitter {
             ));
         }
         let last = p.table.finish();
-        Ok((last, p.table.count, p.table.bytes))
+        Ok((last, p.files, p.table.bytes))
     }
 }
 
@@ -395,7 +399,7 @@ mod tests {
                 .filter(|l| !l.is_empty())
                 .map(|l| serde_json::from_slice(l).unwrap())
                 .collect();
-            assert_eq!(lines.len() as u64, count);
+            assert!(lines.len() as u64 >= count);
             lines
         });
         (cuts, lines)
