@@ -58,7 +58,11 @@ fn the_d_tree_equals_tar_x_and_the_stream_is_the_archive() {
     let src = repo.dir.join("src");
     make_tree(&src, 400, 7);
     let mut snaps = Vec::new();
-    for (name, opts) in [("gnu.tar", "--format=gnu -S"), ("pax.tar", "--format=pax")] {
+    for (name, opts) in [
+        ("gnu.tar", "--format=gnu -S"),
+        ("pax.tar", "--format=pax"),
+        ("pax-sparse.tar", "--format=pax -S"),
+    ] {
         let tar = repo.dir.join(name);
         tar_of(&src, &tar, opts);
         let out = repo
@@ -117,7 +121,7 @@ fn the_d_tree_equals_tar_x_and_the_stream_is_the_archive() {
         }
     }
     // `latest` shows the newest stream's members too.
-    assert!(mnt.path("latest/pax.tar.d/linked.txt").is_file());
+    assert!(mnt.path("latest/pax-sparse.tar.d/linked.txt").is_file());
 }
 
 /// An xbstream chunk (`P`) of `path` holding `payload` at file offset `offset`.

@@ -134,7 +134,13 @@ fn tars_of_a_real_tree_round_trip_and_list_their_members() {
     let src = dir.join("src");
     make_tree(&src, 300, 1);
     let repo = Repo::init("members-roundtrip-repo", &[]);
-    for (name, opts) in [("gnu.tar", "--format=gnu -S"), ("pax.tar", "--format=pax")] {
+    for (name, opts) in [
+        ("gnu.tar", "--format=gnu -S"),
+        ("pax.tar", "--format=pax"),
+        // pax sparse files: format 1.0 (the map in the data), and 0.1 (a GNU.sparse.map record).
+        ("pax-sparse.tar", "--format=pax -S"),
+        ("pax-sparse-0.1.tar", "--format=pax -S --sparse-version=0.1"),
+    ] {
         let tar = dir.join(name);
         tar_of(&src, &tar, opts);
         let json = ingest_file(&repo, name, &tar, &[]);
@@ -172,6 +178,12 @@ fn tars_of_a_real_tree_round_trip_and_list_their_members() {
         assert_eq!(find("d01/link-to-d00")["type"], "symlink");
         assert_eq!(find("d01/link-to-d00")["link"], "../d00/s0");
         assert_eq!(find("sparse.img")["size"], 3 << 20);
+        assert!(
+            !find("sparse.img")["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("GNUSparseFile")),
+            "{name}: the sparse file is listed under its real name"
+        );
         let f = find("file-00007.dat");
         assert_eq!(f["mode"], 0o600);
         assert_eq!(f["mtime"], 1_600_000_007);
@@ -193,7 +205,7 @@ fn tars_of_a_real_tree_round_trip_and_list_their_members() {
         .as_str()
         .expect("id")
         .to_string();
-    assert!(members_of(&repo, &last, "pax.tar").len() > 305);
+    assert!(members_of(&repo, &last, "pax-sparse-0.1.tar").len() > 305);
 }
 
 /// Sum of the sizes of files under `root`.
