@@ -662,3 +662,56 @@ mod tests {
         assert_eq!(lines[5].extents[0].at, 1024 - 3);
     }
 }
+
+#[cfg(test)]
+mod mutation_tests {
+    use super::*;
+    use crate::completeness::testutil::fixture;
+
+    /// Damaged containers (bytes flipped, cut anywhere) never panic the splitter, keep its
+    /// cuts increasing, and give a table only when the walk ended properly.
+    #[test]
+    fn damaged_containers_do_not_panic_the_splitter() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for name in [
+            "mariabackup_subset.xbstream",
+            "mbstream_files.xbstream",
+            "gnu_sparse.tar",
+            "pax_posix.tar",
+            "gnu_longnames.tar",
+        ] {
+            let orig = fixture(name);
+            // The whole fixture gives a table.
+            let mut s = Splitter::default();
+            s.feed(orig);
+            assert!(s.finish().is_ok(), "{name}");
+            for _ in 0..300 {
+                let mut data = orig.to_vec();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() % data.len() as u64) as usize;
+                    data[i] = next() as u8;
+                }
+                let cut = (next() % (data.len() as u64 + 1)) as usize;
+                data.truncate(cut);
+                let mut s = Splitter::default();
+                let mut last = 0;
+                for piece in data.chunks(1 + (next() % 5000) as usize) {
+                    s.feed(piece);
+                    while let Some(c) = s.next_cut(last) {
+                        assert!(c > last);
+                        last = c;
+                    }
+                    s.take_pieces();
+                    let _ = s.member_at(next() % (cut as u64 + 1));
+                }
+                let _ = s.finish();
+            }
+        }
+    }
+}
