@@ -537,11 +537,11 @@ fn ingest_one(
                 let _ = w.flush();
             }
             let members = match splitter.into_inner().map(Splitter::finish) {
-                Some(Ok((last, count, bytes, format))) => {
-                    if let Some(piece) = last {
-                        table.piece(keys, sink, &piece)?;
+                Some(Ok(end)) => {
+                    if let Some(piece) = &end.last {
+                        table.piece(keys, sink, piece)?;
                     }
-                    table.finish(keys, sink, count, bytes, format)?
+                    table.finish(keys, sink, end.count, end.bytes, end.format)?
                 }
                 Some(Err(why)) => {
                     log::debug!("{table_name:?} is stored without a member table: {why}");

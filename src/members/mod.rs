@@ -89,17 +89,36 @@ impl Splitter {
             .or_else(|| self.xbstream.as_ref().and_then(|x| x.recent().find(at)))
     }
 
-    /// At end of stream: the last table piece, (member count, table bytes) and the table's
-    /// format name, or why there is no table.
-    pub fn finish(self) -> std::result::Result<(Option<Vec<u8>>, u64, u64, &'static str), String> {
+    /// At end of stream: the table's end, or why there is no table.
+    pub fn finish(self) -> std::result::Result<TableEnd, String> {
+        let end = |format| {
+            move |(last, count, bytes)| TableEnd {
+                last,
+                count,
+                bytes,
+                format,
+            }
+        };
         if let Some(t) = self.tar.filter(|t| t.failed().is_none()) {
-            return t.finish().map(|(p, c, b)| (p, c, b, "tar"));
+            return t.finish().map(end("tar"));
         }
         match self.xbstream {
-            Some(x) => x.finish().map(|(p, c, b)| (p, c, b, "xbstream")),
+            Some(x) => x.finish().map(end("xbstream")),
             None => Err("neither a tar nor an xbstream".into()),
         }
     }
+}
+
+/// The end of a member table written during ingest.
+pub struct TableEnd {
+    /// The last piece, to store after the others.
+    pub last: Option<Vec<u8>>,
+    /// Members (files).
+    pub count: u64,
+    /// Length of the whole table.
+    pub bytes: u64,
+    /// `tar` or `xbstream`.
+    pub format: &'static str,
 }
 
 /// How many extents [`Splitter::member_at`] remembers.
@@ -154,6 +173,14 @@ impl OldMembers {
             .as_ref()
             .is_some_and(|t| t.format == "xbstream");
         OldMembers::from_members(members, merge).map(Some)
+    }
+
+    /// [`OldMembers::load`] through a small cache of its own over `repo`'s blobs.
+    pub fn load_from_repo(
+        repo: &crate::repository::Repository,
+        object: &Object,
+    ) -> Result<Option<OldMembers>> {
+        OldMembers::load(ChunkCache::new(repo.blobs.clone(), 8 << 20, 2), object)
     }
 
     /// From table lines (`at` absolute); `merge`: lines of one path are pieces of one file

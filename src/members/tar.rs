@@ -353,7 +353,7 @@ impl Parser {
                 .ok_or_else(bad)?;
             nums.push(n);
             let pairs = nums.len() as u64 - 1;
-            if pairs % 2 == 0 && pairs / 2 == nums[0] {
+            if pairs.is_multiple_of(2) && pairs / 2 == nums[0] {
                 complete = true;
                 break;
             }
