@@ -13,7 +13,7 @@
 #   SLUICE_BIN         sluice binary to use (default: cargo build --release, target/release/sluice)
 #   BENCH_WORK         work directory (default /tmp/sluice-bench)
 #   BENCH_TOOLS        tools to run (default "sluice restic borg")
-#   BENCH_PHASES       phases to run (default "ingest mount memory parallel lifecycle delta";
+#   BENCH_PHASES       phases to run (default "ingest mount memory parallel lifecycle delta members";
 #                      memory is full-run only; "prune-scale" runs only when named: it writes a
 #                      synthetic repository of millions of chunks and takes tens of minutes)
 #   BENCH_GIB          size of the SQL dump, the random input and each parallel input (default 1)
@@ -35,6 +35,7 @@
 #   BENCH_NIGHTS       nights of the uniform series (default 5)
 #   BENCH_MARIA_MB     approximate size of the MariaDB server in the delta phase (default 650;
 #                      40 with --quick); BENCH_MARIA=0 skips that series
+#                      members: xbstream/tar members, see scripts/bench-members.sh
 #   BENCH_SCALE_CHUNKS chunks of the prune-scale phase's synthetic repository (default 10000000;
 #                      1000000 with --quick); BENCH_SCALE_SNAPSHOTS snapshots (default 10)
 #   BENCH_KEEP=1       keep the repositories afterwards
@@ -46,7 +47,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$here/lib/common.sh"
 
-usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 for arg in "$@"; do
@@ -66,7 +67,7 @@ gib_bytes() { awk -v g="$1" 'BEGIN { printf "%.0f", g * 1073741824 }'; }
 
 WORK=${BENCH_WORK:-/tmp/sluice-bench}
 TOOLS=${BENCH_TOOLS:-sluice restic borg}
-PHASES=${BENCH_PHASES:-ingest mount memory parallel lifecycle delta}
+PHASES=${BENCH_PHASES:-ingest mount memory parallel lifecycle delta members}
 LC_VERSIONS=${BENCH_LC_VERSIONS:-20}
 LC_KEEP=${BENCH_LC_KEEP:-3}
 UNIFORM_PCT=${BENCH_UNIFORM_PCT:-1}
@@ -1137,6 +1138,9 @@ if has_phase delta; then
         delta_series maria "three nights of \`mariadb-backup --backup --stream=xbstream --parallel=1\` of a ~$MARIA_MB MB MariaDB server, 1% of rows updated between nights" db.xb "$IN/maria/night1.xb" "$IN/maria/night2.xb" "$IN/maria/night3.xb"
     fi
 fi
+
+# shellcheck source-path=SCRIPTDIR source=bench-members.sh
+source "$here/bench-members.sh"
 
 # ---- prune at scale: memory with millions of chunks --------------------------------------
 # A synthetic repository written directly through the library (examples/synth_repo.rs: tiny

@@ -463,8 +463,8 @@ fn ingest_one(
         let reader_thread = spawn_in(s, "sluice-read", move || -> Result<(u64, Table)> {
             let gear = crate::chunker::Gear::for_repo(&params, keys)?;
             let mut chunker = StreamChunker::new(reader, params, gear);
-            // Follows the tar or xbstream framing in the bytes read: where to cut, and (tar)
-            // the member table.
+            // Follows the tar or xbstream framing in the bytes read: where to cut, and the
+            // member table.
             let splitter = std::cell::RefCell::new(split.then(Splitter::default));
             let mut table = TableStore::new(table_name)?;
             // Chunks are placed in the previous version here, in stream order (delta.rs).
@@ -548,11 +548,11 @@ fn ingest_one(
                 let _ = w.flush();
             }
             let members = match splitter.into_inner().map(Splitter::finish) {
-                Some(Ok((last, count, bytes))) => {
-                    if let Some(piece) = last {
-                        table.piece(keys, sink, &piece)?;
+                Some(Ok(end)) => {
+                    if let Some(piece) = &end.last {
+                        table.piece(keys, sink, piece)?;
                     }
-                    table.finish(keys, sink, count, bytes)?
+                    table.finish(keys, sink, end.count, end.bytes, end.format)?
                 }
                 Some(Err(why)) => {
                     log::debug!("{table_name:?} is stored without a member table: {why}");
@@ -679,12 +679,14 @@ fn ingest_one(
             problem = Some(why.clone());
         }
     }
-    // The member table describes a whole, valid tar only: a stream that merely looked like one
+    // The member table describes a whole, valid tar or xbstream only: a stream that merely looked like one
     // is stored plain (its verdict says why).
     let members = match (members, &verdict.outcome, verdict.format) {
-        (Some(t), Outcome::Complete, Some(crate::completeness::Format::Tar))
-            if problem.is_none() =>
-        {
+        (
+            Some(t),
+            Outcome::Complete,
+            Some(crate::completeness::Format::Tar | crate::completeness::Format::Xbstream),
+        ) if problem.is_none() && verdict.format.map(|f| f.name()) == Some(t.format.as_str()) => {
             repo.require_members_format()?;
             Some(t)
         }
@@ -1010,7 +1012,14 @@ impl<'n> TableStore<'n> {
         Ok(())
     }
 
-    fn finish(mut self, keys: &Keys, sink: &Sink, count: u64, bytes: u64) -> Result<Table> {
+    fn finish(
+        mut self,
+        keys: &Keys,
+        sink: &Sink,
+        count: u64,
+        bytes: u64,
+        format: &str,
+    ) -> Result<Table> {
         self.flush(keys, sink)?;
         if self.offset != bytes {
             return Err(Error::StreamFailed(
@@ -1018,7 +1027,7 @@ impl<'n> TableStore<'n> {
             ));
         }
         Ok(Some(crate::members::MemberTable {
-            format: "tar".into(),
+            format: format.into(),
             count,
             bytes,
             chunk_lists: self.lists,

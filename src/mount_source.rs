@@ -72,7 +72,7 @@ impl StoreSource {
             .0
             .object(name)
             .ok_or_else(|| SourceError::NotFound(format!("{name} in snapshot {}", id.short())))?;
-        let table = crate::members::read_table(self.cache.clone(), object).ok_or_else(|| {
+        let table = crate::members::read_members(self.cache.clone(), object).ok_or_else(|| {
             SourceError::NotFound(format!("{name} in snapshot {} has no members", id.short()))
         })?;
         let list = Arc::new(

@@ -650,7 +650,7 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool, producers: bool) -> 
                 0 => "no chunks (empty stream)".to_string(),
                 n => format!(
                     "{:.1}% of chunks already stored",
-                    (n - o.new_chunks) as f64 / n as f64 * 100.0
+                    n.saturating_sub(o.new_chunks) as f64 / n as f64 * 100.0
                 ),
             };
             let status = if o.complete {

@@ -65,20 +65,168 @@ impl Splitter {
         }
     }
 
-    /// Finished member-table pieces to store now (tar only).
+    /// Finished member-table pieces to store now.
     pub fn take_pieces(&mut self) -> Vec<Vec<u8>> {
-        match &mut self.tar {
+        let mut out = match &mut self.tar {
             Some(t) if t.failed().is_none() => t.take_pieces(),
             _ => Vec::new(),
+        };
+        if let Some(x) = &mut self.xbstream {
+            out.extend(x.take_pieces());
         }
+        out
     }
 
-    /// At end of stream: see [`tar::TarSplitter::finish`]. An xbstream gets no table yet.
-    pub fn finish(self) -> std::result::Result<(Option<Vec<u8>>, u64, u64), String> {
-        match self.tar {
-            Some(t) => t.finish(),
-            None => Err("not a tar".into()),
+    /// The member (path, member offset) whose bytes lie at stream offset `at`, for offsets
+    /// of the stream's recent past: the last [`RECENT_EXTENTS`] extents seen (tar: members
+    /// with at least [`OWN_CHUNKS_FROM`] bytes of data; xbstream: every payload piece).
+    /// Meant for the chunk being sealed right now: the splitter has seen its bytes, and it
+    /// runs at most one chunk ahead of the chunker. `None` for framing (headers, padding),
+    /// small tar members, streams that are no container, and offsets too old.
+    pub fn member_at(&self, at: u64) -> Option<(Arc<str>, u64)> {
+        let t = self.tar.as_ref().filter(|t| t.failed().is_none());
+        t.and_then(|t| t.recent().find(at))
+            .or_else(|| self.xbstream.as_ref().and_then(|x| x.recent().find(at)))
+    }
+
+    /// At end of stream: the table's end, or why there is no table.
+    pub fn finish(self) -> std::result::Result<TableEnd, String> {
+        let end = |format| {
+            move |(last, count, bytes)| TableEnd {
+                last,
+                count,
+                bytes,
+                format,
+            }
+        };
+        if let Some(t) = self.tar.filter(|t| t.failed().is_none()) {
+            return t.finish().map(end("tar"));
         }
+        match self.xbstream {
+            Some(x) => x.finish().map(end("xbstream")),
+            None => Err("neither a tar nor an xbstream".into()),
+        }
+    }
+}
+
+/// The end of a member table written during ingest.
+pub struct TableEnd {
+    /// The last piece, to store after the others.
+    pub last: Option<Vec<u8>>,
+    /// Members (files).
+    pub count: u64,
+    /// Length of the whole table.
+    pub bytes: u64,
+    /// `tar` or `xbstream`.
+    pub format: &'static str,
+}
+
+/// How many extents [`Splitter::member_at`] remembers.
+pub const RECENT_EXTENTS: usize = 8192;
+
+/// The last [`RECENT_EXTENTS`] extents of a stream being split, in stream order, each with
+/// its member's path.
+#[derive(Default)]
+pub struct Recent {
+    ring: std::collections::VecDeque<(Extent, Arc<str>)>,
+}
+
+impl Recent {
+    /// Remember an extent; extents come in increasing stream offsets.
+    pub fn push(&mut self, e: Extent, path: &Arc<str>) {
+        if e.len == 0 {
+            return;
+        }
+        if self.ring.len() == RECENT_EXTENTS {
+            self.ring.pop_front();
+        }
+        self.ring.push_back((e, path.clone()));
+    }
+
+    /// The (path, member offset) of stream offset `at`, if a remembered extent covers it.
+    pub fn find(&self, at: u64) -> Option<(Arc<str>, u64)> {
+        let i = self.ring.partition_point(|(e, _)| e.at + e.len <= at);
+        let (e, p) = self.ring.get(i)?;
+        (e.at <= at).then(|| (p.clone(), e.off + (at - e.at)))
+    }
+}
+
+/// The previous version's members, for finding where a member's bytes were: member path →
+/// extents in member order. Only members with at least [`OWN_CHUNKS_FROM`] bytes of data
+/// are kept (smaller ones share chunks with their neighbours and are not worth a lookup),
+/// so memory is a few dozen bytes per such member, whatever the number of small ones.
+#[derive(Default, Debug)]
+pub struct OldMembers {
+    by_path: std::collections::HashMap<Arc<str>, Vec<Extent>>,
+}
+
+impl OldMembers {
+    /// Read `object`'s member table (tar or xbstream) through `cache`. `Ok(None)` when the
+    /// object has none. An xbstream file listed on several lines is merged; a tar member
+    /// replaced by a later one of the same path is the later one, as `tar -x` gives.
+    pub fn load(cache: Arc<ChunkCache>, object: &Object) -> Result<Option<OldMembers>> {
+        let Some(members) = read_table(cache, object) else {
+            return Ok(None);
+        };
+        let merge = object
+            .members
+            .as_ref()
+            .is_some_and(|t| t.format == "xbstream");
+        OldMembers::from_members(members, merge).map(Some)
+    }
+
+    /// [`OldMembers::load`] through a small cache of its own over `repo`'s blobs.
+    pub fn load_from_repo(
+        repo: &crate::repository::Repository,
+        object: &Object,
+    ) -> Result<Option<OldMembers>> {
+        OldMembers::load(ChunkCache::new(repo.blobs.clone(), 8 << 20, 2), object)
+    }
+
+    /// From table lines (`at` absolute); `merge`: lines of one path are pieces of one file
+    /// (xbstream), else a later line replaces an earlier one (tar).
+    pub fn from_members(
+        members: impl Iterator<Item = Result<Member>>,
+        merge: bool,
+    ) -> Result<OldMembers> {
+        let mut out = OldMembers::default();
+        for m in members {
+            let m = m?;
+            if !matches!(m.kind, Kind::File) {
+                continue;
+            }
+            let path: Arc<str> = m.path.as_str().into();
+            match out.by_path.get_mut(&path) {
+                Some(ext) if merge => ext.extend(m.extents),
+                _ => {
+                    out.by_path.insert(path, m.extents);
+                }
+            }
+        }
+        out.by_path.retain(|_, ext| {
+            ext.sort_by_key(|e| e.off);
+            ext.iter().map(|e| e.len).sum::<u64>() >= OWN_CHUNKS_FROM
+        });
+        out.by_path.shrink_to_fit();
+        Ok(out)
+    }
+
+    /// Stream offset, in the previous version, of member `path`'s byte at `member_off`; `None`
+    /// when that member is not kept or the offset is a hole or past its end.
+    pub fn old_offset(&self, path: &str, member_off: u64) -> Option<u64> {
+        let ext = self.by_path.get(path)?;
+        let i = ext.partition_point(|e| e.off + e.len <= member_off);
+        let e = ext.get(i)?;
+        (e.off <= member_off).then(|| e.at + (member_off - e.off))
+    }
+
+    /// Members kept.
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
     }
 }
 
@@ -161,9 +309,10 @@ fn is_zero(v: &u32) -> bool {
 /// Where a stream's member table is stored: an optional field of the snapshot's object.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MemberTable {
-    /// The container format the table describes (`tar`).
+    /// The container format the table describes (`tar` or `xbstream`).
     pub format: String,
-    /// Number of members.
+    /// Number of members (an xbstream table may hold more lines than files: see
+    /// [`xbstream`]).
     pub count: u64,
     /// Length of the table (JSON lines).
     pub bytes: u64,
@@ -201,6 +350,7 @@ pub fn read_table(
     let table = object.members.as_ref()?;
     let reader = ObjectReader::new(cache, &table.as_object(&object.name), 4 << 20);
     let name = object.name.clone();
+    let absolute = table.format == "xbstream";
     let lines = std::io::BufReader::with_capacity(1 << 20, ReadAt { r: reader, pos: 0 }).lines();
     let mut cursor = 0u64;
     Some(lines.map(move |line| {
@@ -213,7 +363,8 @@ pub fn read_table(
             ))
         })?;
         for e in &mut m.extents {
-            e.at = cursor
+            let base = if absolute { 0 } else { cursor };
+            e.at = base
                 .checked_add(e.at)
                 .and_then(|at| Some((at, at.checked_add(e.len)?)))
                 .map(|(at, end)| {
@@ -231,12 +382,58 @@ pub fn read_table(
     }))
 }
 
+/// The members of `object` as files, `None` without a member table. A tar's are its table's
+/// lines, read as needed. An xbstream's lines are merged: a file whose pieces were written
+/// on several lines (see [`xbstream`]) is one member, extents in member order, size the
+/// largest seen; and as xbstream carries no metadata, its members are files of mode 0640,
+/// owned by 0:0, with the ingest's start time as mtime. Merging holds the list in memory
+/// (one entry per file; the mount holds it anyway).
+pub fn read_members(
+    cache: Arc<ChunkCache>,
+    object: &Object,
+) -> Option<Box<dyn Iterator<Item = Result<Member>>>> {
+    let lines = read_table(cache, object)?;
+    if object
+        .members
+        .as_ref()
+        .is_some_and(|t| t.format != "xbstream")
+    {
+        return Some(Box::new(lines));
+    }
+    let mut out: Vec<Member> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for m in lines {
+        let mut m = match m {
+            Ok(m) => m,
+            Err(e) => return Some(Box::new(std::iter::once(Err(e)))),
+        };
+        match index.get(&m.path) {
+            Some(&i) => {
+                let prev: &mut Member = &mut out[i];
+                prev.size = prev.size.max(m.size);
+                prev.extents.append(&mut m.extents);
+            }
+            None => {
+                index.insert(m.path.clone(), out.len());
+                out.push(m);
+            }
+        }
+    }
+    for m in &mut out {
+        m.extents.sort_by_key(|e| e.off);
+        if m.mtime == 0 {
+            m.mtime = object.started;
+        }
+    }
+    Some(Box::new(out.into_iter().map(Ok)))
+}
+
 /// The members of `object` read from `repo` (for `ls`): `None` without a member table.
 pub fn list(
     repo: &crate::repository::Repository,
     object: &Object,
 ) -> Option<impl Iterator<Item = Result<Member>>> {
-    read_table(ChunkCache::new(repo.blobs.clone(), 32 << 20, 2), object)
+    read_members(ChunkCache::new(repo.blobs.clone(), 32 << 20, 2), object)
 }
 
 /// `drwxr-xr-x` style: the type letter and the permission bits (with setuid, setgid, sticky).
@@ -286,6 +483,8 @@ pub struct TableWriter {
     /// End of the previous extent written: extents are stored relative to it, so that a
     /// member's line does not change when an earlier member grows (see src/FORMAT.md).
     cursor: u64,
+    /// xbstream tables store `at` as is (see [`TableWriter::absolute`]).
+    absolute: bool,
     pub count: u64,
     pub bytes: u64,
 }
@@ -298,8 +497,21 @@ impl Default for TableWriter {
         TableWriter {
             piece: Vec::with_capacity(MAX_PIECE),
             cursor: 0,
+            absolute: false,
             count: 0,
             bytes: 0,
+        }
+    }
+}
+
+impl TableWriter {
+    /// A writer that stores extents' `at` as stream offsets, not relative to the previous
+    /// extent: an xbstream file's line is written when the file ends, after lines of files
+    /// whose pieces came later, so table order is not stream order.
+    pub fn absolute() -> TableWriter {
+        TableWriter {
+            absolute: true,
+            ..TableWriter::default()
         }
     }
 }
@@ -309,7 +521,7 @@ impl TableWriter {
     pub fn push(&mut self, m: &Member) -> Option<Vec<u8>> {
         let start = self.piece.len();
         let mut rel = m.clone();
-        for e in &mut rel.extents {
+        for e in rel.extents.iter_mut().filter(|_| !self.absolute) {
             let at = e.at;
             e.at = at.saturating_sub(self.cursor);
             self.cursor = at + e.len;
@@ -390,6 +602,56 @@ mod tests {
     }
 
     #[test]
+    fn old_members_find_offsets_and_keep_only_large_members() {
+        let big = |path: &str, at: u64, off: u64| Member {
+            size: off + 20_000,
+            extents: vec![Extent {
+                at,
+                len: 20_000,
+                off,
+            }],
+            ..member(path, 0)
+        };
+        let lines = vec![
+            big("x.ibd", 1000, 0),
+            member("small", 50_000),
+            big("x.ibd", 90_000, 20_000),
+        ];
+        let merged = OldMembers::from_members(lines.clone().into_iter().map(Ok), true).unwrap();
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged.old_offset("x.ibd", 0), Some(1000));
+        assert_eq!(merged.old_offset("x.ibd", 19_999), Some(20_999));
+        assert_eq!(merged.old_offset("x.ibd", 20_005), Some(90_005));
+        assert_eq!(merged.old_offset("x.ibd", 40_000), None);
+        assert_eq!(merged.old_offset("small", 0), None);
+        // tar: the later member of a path replaces the earlier.
+        let replaced = OldMembers::from_members(lines.into_iter().map(Ok), false).unwrap();
+        assert_eq!(replaced.old_offset("x.ibd", 0), None);
+        assert_eq!(replaced.old_offset("x.ibd", 20_000), Some(90_000));
+    }
+
+    #[test]
+    fn recent_extents_are_found_and_bounded() {
+        let mut r = Recent::default();
+        let p: Arc<str> = "f".into();
+        for i in 0..(RECENT_EXTENTS as u64 + 10) {
+            r.push(
+                Extent {
+                    at: i * 100,
+                    len: 50,
+                    off: i * 50,
+                },
+                &p,
+            );
+        }
+        assert_eq!(r.ring.len(), RECENT_EXTENTS);
+        let last = RECENT_EXTENTS as u64 + 9;
+        assert_eq!(r.find(last * 100 + 7), Some((p.clone(), last * 50 + 7)));
+        assert_eq!(r.find(last * 100 + 50), None);
+        assert_eq!(r.find(0), None, "forgotten");
+    }
+
+    #[test]
     fn mode_strings() {
         assert_eq!(mode_string(Kind::Dir, 0o755), "drwxr-xr-x");
         assert_eq!(mode_string(Kind::File, 0o4754), "-rwsr-xr--");
@@ -425,5 +687,58 @@ mod tests {
         // Stored relative to the previous extent's end: position-independent lines.
         assert_eq!(lines[5].path, "dir/file-5");
         assert_eq!(lines[5].extents[0].at, 1024 - 3);
+    }
+}
+
+#[cfg(test)]
+mod mutation_tests {
+    use super::*;
+    use crate::completeness::testutil::fixture;
+
+    /// Damaged containers (bytes flipped, cut anywhere) never panic the splitter, keep its
+    /// cuts increasing, and give a table only when the walk ended properly.
+    #[test]
+    fn damaged_containers_do_not_panic_the_splitter() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for name in [
+            "mariabackup_subset.xbstream",
+            "mbstream_files.xbstream",
+            "gnu_sparse.tar",
+            "pax_posix.tar",
+            "gnu_longnames.tar",
+        ] {
+            let orig = fixture(name);
+            // The whole fixture gives a table.
+            let mut s = Splitter::default();
+            s.feed(orig);
+            assert!(s.finish().is_ok(), "{name}");
+            for _ in 0..300 {
+                let mut data = orig.to_vec();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() % data.len() as u64) as usize;
+                    data[i] = next() as u8;
+                }
+                let cut = (next() % (data.len() as u64 + 1)) as usize;
+                data.truncate(cut);
+                let mut s = Splitter::default();
+                let mut last = 0;
+                for piece in data.chunks(1 + (next() % 5000) as usize) {
+                    s.feed(piece);
+                    while let Some(c) = s.next_cut(last) {
+                        assert!(c > last);
+                        last = c;
+                    }
+                    s.take_pieces();
+                    let _ = s.member_at(next() % (cut as u64 + 1));
+                }
+                let _ = s.finish();
+            }
+        }
     }
 }

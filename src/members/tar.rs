@@ -5,10 +5,12 @@
 //! base-256 numbers, ustar prefixes) driven by the same [`Walker`], so the two agree on where
 //! each header lies. On top of it this reads what the table needs: pax records (`path`,
 //! `linkpath`, `size`, `mtime`, `uid`, `gid`, `uname`, `gname`), GNU long names (`L`, `K`)
-//! and GNU sparse maps (type `S` with its extension headers). A pax sparse file
-//! (`GNU.sparse.*`) is not mapped yet: such an archive is stored without a member table.
+//! and sparse maps: GNU (type `S` with its extension headers) and pax (`GNU.sparse.*`, formats
+//! 1.0 — the map at the start of the data, `tar --format=pax -S` — and 0.1 — a
+//! `GNU.sparse.map` record). Pax format 0.0 (repeated offset records) is not mapped: such an
+//! archive is stored without a member table.
 
-use super::{Extent, Kind, Member, TableWriter, OWN_CHUNKS_FROM};
+use super::{Extent, Kind, Member, Recent, TableWriter, OWN_CHUNKS_FROM};
 use crate::completeness::tar::{checksum_ok, member_name, octal, padded, size_field, sniff, BLOCK};
 use crate::completeness::walk::{Step, Walk, Walker};
 use crate::completeness::Sniff;
@@ -22,6 +24,9 @@ enum St {
     Header,
     /// GNU sparse extension headers follow the member's header.
     SparseExt,
+    /// A pax sparse file (format 1.0): its map, decimal numbers one a line, fills the first
+    /// blocks of its data.
+    PaxSparseMap,
 }
 
 struct Parser {
@@ -35,11 +40,15 @@ struct Parser {
     pax: HashMap<String, String>,
     long_name: Option<String>,
     long_link: Option<String>,
-    /// A sparse member waiting for its extension headers: extents relative to its data.
+    /// A sparse member waiting for its extension headers or (pax) its map: extents
+    /// relative to its data, and its stored data length.
     sparse: Option<(Member, u64)>,
+    /// The pax sparse map's text read so far.
+    pax_map: Vec<u8>,
     cuts: VecDeque<u64>,
     table: TableWriter,
     pieces: Vec<Vec<u8>>,
+    recent: Recent,
 }
 
 fn cstr(f: &[u8]) -> String {
@@ -92,6 +101,12 @@ fn pax_time(s: &str) -> Option<(i64, u32)> {
 
 impl Parser {
     fn emit(&mut self, m: &Member) {
+        if m.extents.iter().map(|e| e.len).sum::<u64>() >= OWN_CHUNKS_FROM {
+            let path: std::sync::Arc<str> = m.path.as_str().into();
+            for e in &m.extents {
+                self.recent.push(*e, &path);
+            }
+        }
         if let Some(p) = self.table.push(m) {
             self.pieces.push(p);
         }
@@ -153,9 +168,13 @@ impl Parser {
                 observe,
             });
         }
-        let pax = std::mem::take(&mut self.pax);
-        if pax.keys().any(|k| k.starts_with("GNU.sparse.")) {
-            return Err("pax sparse files (GNU.sparse.*) are not split yet".into());
+        let mut pax = std::mem::take(&mut self.pax);
+        let pax_sparse = pax.keys().any(|k| k.starts_with("GNU.sparse."));
+        if pax_sparse {
+            // The real name; the header's is `GNUSparseFile.<pid>/<name>`.
+            if let Some(n) = pax.remove("GNU.sparse.name") {
+                pax.insert("path".into(), n);
+            }
         }
         let num = |key: &str, f: &[u8]| match pax.get(key) {
             Some(v) => v.parse::<u64>().ok(),
@@ -236,6 +255,39 @@ impl Parser {
             return Ok(Step::skip_then(padded(data), BLOCK));
         }
         let start = pos + BLOCK as u64;
+        if pax_sparse && matches!(kind, b'0' | 0 | b'7') {
+            let real = pax
+                .get("GNU.sparse.realsize")
+                .or_else(|| pax.get("GNU.sparse.size"))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or("a pax sparse file has no valid GNU.sparse.realsize")?;
+            m.size = real;
+            m.kind = Kind::File;
+            let version = (
+                pax.get("GNU.sparse.major").map(String::as_str),
+                pax.get("GNU.sparse.minor").map(String::as_str),
+            );
+            if version == (Some("1"), Some("0")) {
+                self.sparse = Some((m, data));
+                self.pax_map.clear();
+                self.st = St::PaxSparseMap;
+                return Ok(Step::want(BLOCK));
+            }
+            // Format 0.1: the map is one record, `offset,size,offset,size...`.
+            let map = pax
+                .get("GNU.sparse.map")
+                .ok_or("pax sparse format 0.0 (repeated GNU.sparse.offset records) is not split")?;
+            let nums = map
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(|t| t.parse::<u64>().ok())
+                .collect::<Option<Vec<u64>>>()
+                .filter(|v| v.len() % 2 == 0)
+                .ok_or("a pax GNU.sparse.map record is malformed: the archive is corrupt")?;
+            push_pairs(&mut m, &nums);
+            self.finish_sparse(m, start, data)?;
+            return Ok(Step::skip_then(padded(data), BLOCK));
+        }
         if kind == b'S' {
             m.size = size_field(&h[483..495]).unwrap_or(0);
             self.sparse_entries(&mut m, &h[386..386 + 4 * 24], 0)?;
@@ -277,6 +329,46 @@ impl Parser {
         Ok(())
     }
 
+    /// A block of a pax sparse map (format 1.0): the number of entries, then an offset and a
+    /// size per entry, each on its own line; the data follows the block the map ends in.
+    fn pax_map_block(&mut self, b: &[u8], pos: u64) -> Result<Step, String> {
+        self.pax_map.extend_from_slice(b);
+        let Some((mut m, stored)) = self.sparse.take() else {
+            return Err("internal error: sparse state lost".into());
+        };
+        let used = self.pax_map.len() as u64;
+        let bad = || "a pax sparse map is malformed: the archive is corrupt".to_string();
+        if used > stored || used > MAX_META {
+            return Err(bad());
+        }
+        let mut nums = Vec::new();
+        let mut complete = false;
+        for line in self.pax_map.split_inclusive(|&c| c == b'\n') {
+            if line.last() != Some(&b'\n') {
+                break;
+            }
+            let n = std::str::from_utf8(&line[..line.len() - 1])
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(bad)?;
+            nums.push(n);
+            let pairs = nums.len() as u64 - 1;
+            if pairs.is_multiple_of(2) && pairs / 2 == nums[0] {
+                complete = true;
+                break;
+            }
+        }
+        if !complete {
+            self.sparse = Some((m, stored));
+            return Ok(Step::want(BLOCK));
+        }
+        push_pairs(&mut m, &nums[1..]);
+        self.st = St::Header;
+        let data = stored - used;
+        self.finish_sparse(m, pos + BLOCK as u64, data)?;
+        Ok(Step::skip_then(padded(data), BLOCK))
+    }
+
     fn finish_sparse(&mut self, mut m: Member, start: u64, stored: u64) -> Result<(), String> {
         let mapped: u64 = m.extents.iter().map(|e| e.len).sum();
         let ends_inside = m
@@ -295,6 +387,20 @@ impl Parser {
         self.cut_around(start, stored);
         self.emit(&m);
         Ok(())
+    }
+}
+
+/// (offset, size) pairs of a sparse map as extents, `at` relative to the stored data.
+fn push_pairs(m: &mut Member, nums: &[u64]) {
+    for p in nums.chunks_exact(2) {
+        let at = m.extents.last().map_or(0, |x| x.at + x.len);
+        if p[1] > 0 {
+            m.extents.push(Extent {
+                at,
+                len: p[1],
+                off: p[0],
+            });
+        }
     }
 }
 
@@ -318,6 +424,7 @@ impl Walk for Parser {
                 self.finish_sparse(m, pos + BLOCK as u64, stored)?;
                 Ok(Step::skip_then(padded(stored), BLOCK))
             }
+            St::PaxSparseMap => self.pax_map_block(h, pos),
         }
     }
 
@@ -348,9 +455,11 @@ impl Default for TarSplitter {
                     long_name: None,
                     long_link: None,
                     sparse: None,
+                    pax_map: Vec::new(),
                     cuts: VecDeque::new(),
                     table: TableWriter::default(),
                     pieces: Vec::new(),
+                    recent: Recent::default(),
                 },
                 Step::want(BLOCK),
             ),
@@ -377,6 +486,11 @@ impl TarSplitter {
     /// Finished pieces of the member table, to store now.
     pub fn take_pieces(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.walker.w.pieces)
+    }
+
+    /// The large members' extents seen last (see [`super::Splitter::member_at`]).
+    pub fn recent(&self) -> &Recent {
+        &self.walker.w.recent
     }
 
     /// Why the stream cannot be split (not a tar, or a framing this does not follow), once known.
@@ -456,6 +570,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn member_at_names_large_members_of_a_tar() {
+        let data = fixture("gnu_sparse.tar");
+        let (_, members) = split(data, data.len());
+        let mut s = super::super::Splitter::default();
+        s.feed(data);
+        let mut found = 0;
+        for m in &members {
+            let large = m.extents.iter().map(|e| e.len).sum::<u64>() >= OWN_CHUNKS_FROM;
+            for e in &m.extents {
+                let got = s.member_at(e.at + e.len - 1);
+                if large {
+                    assert_eq!(got, Some((m.path.as_str().into(), e.off + e.len - 1)));
+                    found += 1;
+                } else {
+                    assert_eq!(got, None);
+                }
+            }
+        }
+        assert!(found > 0);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! xbstream pieces chunked on their own: two `mariadb-backup --parallel=4` backups of an
 //! unchanged server interleave their 10 MiB pieces differently, yet the second adds little;
-//! the stream still comes back byte for byte and unpacks with `mbstream -x`.
+//! the stream still comes back byte for byte and unpacks with `mbstream -x`. The backup's
+//! files, listed by `ls -l` and shown under the mount's `db.xb.d/`, equal what `mbstream -x`
+//! unpacks, and a copy of that tree prepares and serves the same rows.
 
 use super::fixtures::*;
 use crate::support::{Repo, TestDir};
@@ -89,6 +91,133 @@ fn parallel_backups_of_an_unchanged_server_deduplicate_their_pieces() {
         added[1],
         plain_added[1]
     );
+}
+
+#[test]
+fn the_d_tree_of_a_parallel_backup_prepares_to_a_working_server() {
+    let m = shared_maria();
+    let source = m.table_sums(MARIA_DB);
+    let repo = Repo::init("maria-xb-tree", &[]);
+    let work = TestDir::new("maria-xb-tree-work");
+    let file = work.join("backup.xb");
+    bash_ok(
+        None,
+        &format!(
+            "{} --parallel=4 2>{}/backup.log > {}",
+            xbstream_sh(m, &work.join("bk")),
+            s(work.path()),
+            s(&file)
+        ),
+    );
+    let out = bash_ok(
+        Some(&repo),
+        &format!("\"$SLUICE\" ingest --json --name db.xb < {}", s(&file)),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ingest --json");
+    assert_eq!(v["objects"][0]["format"], "xbstream", "{v:#}");
+    let members = v["objects"][0]["members"].as_u64().unwrap_or(0);
+    assert!(members > 10, "{v:#}");
+
+    let mbstream = s(&tool("mbstream"));
+    let direct = work.join("direct");
+    let from_cat = work.join("from-cat");
+    let from_mount = work.join("from-mount");
+    let tree = work.join("tree");
+    for d in [&direct, &from_cat, &from_mount] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    bash_ok(
+        None,
+        &format!("{mbstream} -x -C {} < {}", s(&direct), s(&file)),
+    );
+    bash_ok(
+        Some(&repo),
+        &format!(
+            "\"$SLUICE\" cat latest db.xb | {mbstream} -x -C {}",
+            s(&from_cat)
+        ),
+    );
+    let mut mount = Mount::new(&repo);
+    bash_ok(
+        None,
+        &format!(
+            "{mbstream} -x -C {} < {}",
+            s(&from_mount),
+            s(&mount.latest().join("db.xb"))
+        ),
+    );
+    // The `.d` tree copied out, as one would copy it into a datadir.
+    bash_ok(
+        None,
+        &format!(
+            "cp -r {} {} && chmod -R u+w {}",
+            s(&mount.latest().join("db.xb.d")),
+            s(&tree),
+            s(&tree)
+        ),
+    );
+    let d_files = bash_ok(
+        None,
+        &format!(
+            "cd {} && find . -type f | wc -l",
+            s(&mount.latest().join("db.xb.d"))
+        ),
+    );
+    mount.unmount();
+    for (what, dir) in [
+        ("`sluice cat`", &from_cat),
+        ("the mount's stream file", &from_mount),
+        ("the mount's db.xb.d/", &tree),
+    ] {
+        let diff = bash(None, &format!("diff -r {} {}", s(&direct), s(dir)));
+        assert!(
+            diff.status.success() && diff.stdout.is_empty(),
+            "the files from {what} differ from `mbstream -x` of the backup{}",
+            diff.report()
+        );
+    }
+    assert_eq!(
+        d_files.trim().parse::<u64>().ok(),
+        Some(members),
+        "{d_files}"
+    );
+    // A table created since the last checkpoint comes as `.new`, renamed by --prepare.
+    let orders = ["shop/orders.ibd", "shop/orders.new"]
+        .into_iter()
+        .find(|p| tree.join(p).is_file())
+        .expect("the tree holds shop/orders");
+    assert!(tree.join("ibdata1").is_file());
+
+    // `ls -l` lists them, with their sizes.
+    let ls = bash_ok(Some(&repo), "\"$SLUICE\" ls -l latest");
+    let size = std::fs::metadata(direct.join(orders))
+        .expect("orders")
+        .len();
+    assert!(
+        ls.lines().any(|l| l.starts_with("-rw-r-----")
+            && l.contains(&format!(" {size} "))
+            && l.ends_with(&format!("db.xb.d/{orders}"))),
+        "{ls}"
+    );
+
+    bash_ok(
+        None,
+        &format!(
+            "{} --prepare --target-dir={} 2>{}/prepare.log",
+            s(&tool("mariadb-backup")),
+            s(&tree),
+            s(work.path())
+        ),
+    );
+    let restored = Maria::start_on(TestDir::new("maria-xb-tree-restored"), tree.clone());
+    assert_eq!(
+        restored.table_sums(MARIA_DB),
+        source,
+        "the server started on the prepared copy of db.xb.d/ returns different data"
+    );
+    restored.stop();
+    drop(work);
+    repo.check_ok(true);
 }
 
 /// Total size of the files under `new` that are not byte-identical under `old`.

@@ -134,7 +134,13 @@ fn tars_of_a_real_tree_round_trip_and_list_their_members() {
     let src = dir.join("src");
     make_tree(&src, 300, 1);
     let repo = Repo::init("members-roundtrip-repo", &[]);
-    for (name, opts) in [("gnu.tar", "--format=gnu -S"), ("pax.tar", "--format=pax")] {
+    for (name, opts) in [
+        ("gnu.tar", "--format=gnu -S"),
+        ("pax.tar", "--format=pax"),
+        // pax sparse files: format 1.0 (the map in the data), and 0.1 (a GNU.sparse.map record).
+        ("pax-sparse.tar", "--format=pax -S"),
+        ("pax-sparse-0.1.tar", "--format=pax -S --sparse-version=0.1"),
+    ] {
         let tar = dir.join(name);
         tar_of(&src, &tar, opts);
         let json = ingest_file(&repo, name, &tar, &[]);
@@ -172,6 +178,12 @@ fn tars_of_a_real_tree_round_trip_and_list_their_members() {
         assert_eq!(find("d01/link-to-d00")["type"], "symlink");
         assert_eq!(find("d01/link-to-d00")["link"], "../d00/s0");
         assert_eq!(find("sparse.img")["size"], 3 << 20);
+        assert!(
+            !find("sparse.img")["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("GNUSparseFile")),
+            "{name}: the sparse file is listed under its real name"
+        );
         let f = find("file-00007.dat");
         assert_eq!(f["mode"], 0o600);
         assert_eq!(f["mtime"], 1_600_000_007);
@@ -193,7 +205,7 @@ fn tars_of_a_real_tree_round_trip_and_list_their_members() {
         .as_str()
         .expect("id")
         .to_string();
-    assert!(members_of(&repo, &last, "pax.tar").len() > 305);
+    assert!(members_of(&repo, &last, "pax-sparse-0.1.tar").len() > 305);
 }
 
 /// Sum of the sizes of files under `root`.
@@ -323,4 +335,88 @@ fn a_truncated_tar_is_stored_plain_with_the_reason() {
         .expect("a partial snapshot")
         .to_string();
     assert!(repo.cat(&snap, "fake.tar") == fake);
+}
+
+/// `mbstream -c` of every file under `src` (paths `./d00/...`), as bytes.
+fn xbstream_of(src: &Path) -> Vec<u8> {
+    shell(&format!(
+        "cd {} && find . -type f | sort | xargs mbstream -c",
+        quote(src)
+    ))
+}
+
+#[test]
+fn an_xbstream_lists_its_files_and_a_damaged_one_is_stored_plain() {
+    let dir = TestDir::new("members-xb");
+    let src = dir.join("src");
+    make_tree(&src, 120, 11);
+    let xb = xbstream_of(&src);
+    let files = shell(&format!("cd {} && find . -type f | sort", quote(&src)));
+    let files: Vec<String> = String::from_utf8_lossy(&files)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let repo = Repo::init("members-xb-repo", &[]);
+    let json = repo
+        .cmd(["ingest", "--json", "--name", "f.xb"])
+        .stdin_bytes(xb.clone())
+        .run()
+        .ok()
+        .json();
+    assert_eq!(json["objects"][0]["format"], "xbstream", "{json}");
+    assert_eq!(json["objects"][0]["members"], files.len() as u64, "{json}");
+    let snap = json["snapshot"].as_str().expect("snapshot").to_string();
+    assert!(repo.cat(&snap, "f.xb") == xb);
+    let listed = members_of(&repo, &snap, "f.xb");
+    assert_eq!(listed.len(), files.len());
+    for (m, f) in listed.iter().zip(&files) {
+        assert_eq!(m["path"], f.as_str(), "{m}");
+        assert_eq!(m["type"], "file");
+        assert_eq!(m["mode"], 0o640);
+        let len = std::fs::metadata(src.join(f)).expect("stat").len();
+        assert_eq!(m["size"], len, "{m}");
+        assert!(m.get("extents").is_none(), "extents are internal: {m}");
+    }
+    repo.check_ok(true);
+
+    // Cut inside a payload: stored whole, plain, with the verdict's reason.
+    let cut = &xb[..xb.len() / 2 + 7];
+    let json = repo
+        .cmd(["ingest", "--json", "--allow-partial", "--name", "cut.xb"])
+        .stdin_bytes(cut.to_vec())
+        .run()
+        .json();
+    let obj = &json["objects"][0];
+    assert_eq!(obj["complete"], false, "{json}");
+    assert!(
+        obj["problem"].as_str().is_some_and(|p| !p.is_empty()),
+        "{json}"
+    );
+    assert_eq!(obj["members"], 0, "{json}");
+    let snap = json["snapshot"].as_str().expect("a partial snapshot");
+    assert!(repo.cat(snap, "cut.xb") == cut);
+    assert!(members_of(&repo, snap, "cut.xb").is_empty());
+
+    // A chunk header damaged in the middle: not an xbstream from there on.
+    let mut bad = xb.clone();
+    let at = xb
+        .windows(8)
+        .enumerate()
+        .filter(|(_, w)| *w == b"XBSTCK01")
+        .map(|(i, _)| i)
+        .nth(files.len() / 2)
+        .expect("a chunk in the middle");
+    bad[at] ^= 0xff;
+    let json = repo
+        .cmd(["ingest", "--json", "--allow-partial", "--name", "bad.xb"])
+        .stdin_bytes(bad.clone())
+        .run()
+        .json();
+    let obj = &json["objects"][0];
+    assert_eq!(obj["complete"], false, "{json}");
+    assert_eq!(obj["members"], 0, "{json}");
+    assert!(
+        obj["problem"].as_str().is_some_and(|p| !p.is_empty()),
+        "{json}"
+    );
 }
