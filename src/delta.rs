@@ -291,6 +291,9 @@ pub struct BaseFinder {
     reported: Condvar,
     /// Plaintexts of recently used bases.
     pub cache: BaseCache,
+    /// The old version's members (when it was a container with a member table): where each
+    /// member's bytes lay, to place the new version's members.
+    pub members: Option<crate::members::OldMembers>,
 }
 
 impl BaseFinder {
@@ -308,6 +311,7 @@ impl BaseFinder {
             }),
             learnt: Mutex::new(Learnt::default()),
             reported: Condvar::new(),
+            members: None,
         }
     }
 

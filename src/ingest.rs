@@ -516,9 +516,15 @@ fn ingest_one(
                         // `total` counts bytes read, which run ahead of the chunks.
                         let offset = chunked;
                         chunked += data.len() as u64;
-                        let placed = placer
-                            .as_mut()
-                            .map(|p| p.place(seq, offset, data.len() as u64, None));
+                        let len = data.len() as u64;
+                        let placed = match (placer.as_mut(), finder) {
+                            (Some(p), Some(f)) => {
+                                let sp = splitter.borrow();
+                                let known = old_place_of_member(sp.as_ref(), f, offset, len);
+                                Some(p.place(seq, offset, len, known))
+                            }
+                            _ => None,
+                        };
                         let job = Job {
                             seq,
                             offset,
@@ -716,8 +722,45 @@ fn base_finder(repo: &Repository, name: &str, host: &str) -> Result<Option<BaseF
         return Ok(None);
     }
     let snaps = repo.snapshots()?;
-    Ok(crate::delta::previous_version(&snaps, name, host)
-        .map(|o| BaseFinder::new(repo.blobs.clone(), o.chunk_lists.clone(), o.size)))
+    let Some(old) = crate::delta::previous_version(&snaps, name, host) else {
+        return Ok(None);
+    };
+    let mut finder = BaseFinder::new(repo.blobs.clone(), old.chunk_lists.clone(), old.size);
+    // A container's members are placed where the same member's bytes were (their order
+    // and interleaving change from one version to the next). Without its table the
+    // running shift still works, so a table that cannot be read only costs that.
+    if old.members.is_some() {
+        match crate::members::OldMembers::load_from_repo(repo, old) {
+            Ok(m) => finder.members = m,
+            Err(e) => log::warn!(
+                "the member table of the previous version of {name:?} cannot be read ({e}); \
+                 its members are compressed against the same stream offsets instead"
+            ),
+        }
+    }
+    Ok(Some(finder))
+}
+
+/// Where the chunk of `len` bytes at stream offset `offset` lay in the previous version, if
+/// it is part of a member that version held too (the same path at the same member offset).
+/// A chunk that begins on a header is placed by its last byte.
+fn old_place_of_member(
+    splitter: Option<&Splitter>,
+    finder: &BaseFinder,
+    offset: u64,
+    len: u64,
+) -> Option<u64> {
+    let (members, sp) = (finder.members.as_ref()?, splitter?);
+    if let Some((path, moff)) = sp.member_at(offset) {
+        if let Some(old) = members.old_offset(&path, moff) {
+            return Some(old);
+        }
+    }
+    let last = offset + len.checked_sub(1)?;
+    let (path, moff) = sp.member_at(last)?;
+    members
+        .old_offset(&path, moff)
+        .map(|old| old.saturating_sub(len - 1))
 }
 
 /// A delta must be at least this much smaller than the chunk compressed alone to be kept.
