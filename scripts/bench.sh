@@ -37,6 +37,7 @@
 #                      40 with --quick); BENCH_MARIA=0 skips that series
 #   BENCH_SCALE_CHUNKS chunks of the prune-scale phase's synthetic repository (default 10000000;
 #                      1000000 with --quick); BENCH_SCALE_SNAPSHOTS snapshots (default 10)
+#   BENCH_PHASES=s3    object storage (scripts/bench-s3.sh): sluice, restic and the aws CLI on one SeaweedFS
 #   BENCH_KEEP=1       keep the repositories afterwards
 #   BENCH_PAGE_REPORTING=keep  leave the VM's free page reporting on (default: paused for the
 #                      run and restored on exit; see steady_vm_memory)
@@ -46,7 +47,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$here/lib/common.sh"
 
-usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo pipefail/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 for arg in "$@"; do
@@ -1209,6 +1210,9 @@ for x in s[: len(s) // 2]:
     say "  phase took $(($(date +%s) - t_phase)) s"
     [[ ${BENCH_KEEP:-0} == 1 ]] || rm -rf "$repo"
 fi
+
+# shellcheck source-path=SCRIPTDIR source=bench-s3.sh
+has_phase s3 && source "$here/bench-s3.sh"
 
 section_end
 out "_load average at end: $(cut -d' ' -f1-3 /proc/loadavg); total bench time $(elapsed_total)_"
