@@ -153,8 +153,42 @@ impl FastPath {
         }))
     }
 
-    /// Send `object`'s bytes in order, each chunk from the destination when it holds it (a
-    /// copy there that cannot be read is read from the source instead), else from the source.
+    /// One chunk's plaintext: from the destination when it holds it (a copy there that
+    /// cannot be read is read from the source instead), else from the source.
+    fn read(
+        &self,
+        src: &crate::blobstore::BlobStore,
+        c: &ChunkRef,
+        from_src: &AtomicU64,
+    ) -> Result<Vec<u8>> {
+        let here = match self.lookup(&c.id)? {
+            Some(r) => self.dst.read_chunk(&r).ok(),
+            None => None,
+        };
+        let data = match here {
+            Some(d) => {
+                self.from_dst.fetch_add(d.len() as u64, Ordering::Relaxed);
+                d
+            }
+            None => {
+                let d = src.read_chunk(c)?;
+                from_src.fetch_add(d.len() as u64, Ordering::Relaxed);
+                d
+            }
+        };
+        if data.len() != c.loc.plain_len as usize {
+            return Err(Error::Corrupt(format!(
+                "chunk {} is {} bytes, its chunk list says {}",
+                c.id.short(),
+                data.len(),
+                c.loc.plain_len
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Send `object`'s bytes in order. Chunks are read `PARALLEL` at a time (each on a
+    /// thread of its own), so that reads from object storage overlap their latency.
     fn send_object(
         &self,
         src: &crate::blobstore::BlobStore,
@@ -162,36 +196,31 @@ impl FastPath {
         from_src: &AtomicU64,
         tx: &SyncSender<std::io::Result<Vec<u8>>>,
     ) -> Result<()> {
+        const PARALLEL: usize = 4;
         let mut sent = 0u64;
         for list in &object.chunk_lists {
-            for c in crate::reader::read_block(src, list)? {
-                let here = match self.lookup(&c.id)? {
-                    Some(r) => self.dst.read_chunk(&r).ok(),
-                    None => None,
-                };
-                let data = match here {
-                    Some(d) => {
-                        self.from_dst.fetch_add(d.len() as u64, Ordering::Relaxed);
-                        d
+            let chunks = crate::reader::read_block(src, list)?;
+            for group in chunks.chunks(PARALLEL) {
+                let read: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
+                    let running: Vec<_> = group
+                        .iter()
+                        .map(|c| s.spawn(move || self.read(src, c, from_src)))
+                        .collect();
+                    running
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(Error::StreamFailed("a chunk reader panicked".into()))
+                            })
+                        })
+                        .collect()
+                });
+                for data in read {
+                    let data = data?;
+                    sent += data.len() as u64;
+                    if tx.send(Ok(data)).is_err() {
+                        return Err(Error::StreamStopped("the copy stopped reading".into()));
                     }
-                    None => {
-                        let d = src.read_chunk(&c)?;
-                        from_src.fetch_add(d.len() as u64, Ordering::Relaxed);
-                        d
-                    }
-                };
-                if data.len() != c.loc.plain_len as usize {
-                    return Err(Error::Corrupt(format!(
-                        "chunk {} of {:?} is {} bytes, its chunk list says {}",
-                        c.id.short(),
-                        object.name,
-                        data.len(),
-                        c.loc.plain_len
-                    )));
-                }
-                sent += data.len() as u64;
-                if tx.send(Ok(data)).is_err() {
-                    return Err(Error::StreamStopped("the copy stopped reading".into()));
                 }
             }
         }

@@ -1019,12 +1019,17 @@ fn cat(cli: &Cli, spec: &str, name: &str, salvage: bool) -> Result<i32> {
         false => sluice::reader::OnDamage::Stop,
     };
     // More workers than cores: a cold restore waits on the disk, and parallel reads keep it busy.
+    // Object storage waits longer per read (a ranged GET each): twice as many in flight.
     // The library checks the whole stream against its recorded BLAKE3 digest.
+    let (workers, window) = match repo.storage.local_dir() {
+        Some(_) => (cores.max(4), 16),
+        None => (cores.max(8), 32),
+    };
     let end = sluice::reader::restore(
         &repo.blobs,
         object,
-        cores.max(4),
-        16,
+        workers,
+        window,
         on_damage,
         &mut |data| out.write_all(data),
     );
