@@ -78,6 +78,11 @@ fn a_repository_sharing_chunking_dedups_with_its_source_and_copies_without_rerea
     // the chunks the destination lacks.
     let b = src.ingest("db.sql", &data2, &["--host", "db1"]);
     assert!(b.added_bytes < 400_000, "{}", b.json);
+    let st = src.cmd(["stats", "--json"]).run().ok().json();
+    assert!(
+        field(&st, "delta_chunks") > 0,
+        "no delta in the source: {st}"
+    );
     let r = copy_json(&dst, &src);
     let second = r
         .iter()
@@ -170,4 +175,19 @@ fn a_wrong_source_passphrase_creates_nothing() {
     // With its own passphrase it works.
     init("the source's own passphrase").ok();
     assert!(config(&dst)["shared_chunking"].is_string());
+}
+
+/// A repository of the previous format (3) opens and works unchanged: nothing it holds needs
+/// version 4, so it is never raised to it.
+#[test]
+fn a_version_3_repository_stays_version_3() {
+    let repo = Repo::init("shc-v3", &["--format-version", "3"]);
+    let data = sql_text(13, 1_000_000);
+    repo.ingest("db.sql", &data, &[]);
+    repo.ingest("db.sql", &data, &[]);
+    assert!(repo.cat("latest", "db.sql") == data);
+    repo.check_ok(true);
+    let c = config(&repo);
+    assert_eq!(c["version"], 3, "{c}");
+    assert!(c.get("shared_chunking").is_none(), "{c}");
 }
