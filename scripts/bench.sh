@@ -15,7 +15,8 @@
 #   BENCH_TOOLS        tools to run (default "sluice restic borg")
 #   BENCH_PHASES       phases to run (default "ingest mount memory parallel lifecycle delta members";
 #                      memory is full-run only; "prune-scale" runs only when named: it writes a
-#                      synthetic repository of millions of chunks and takes tens of minutes)
+#                      synthetic repository of millions of chunks and takes tens of minutes;
+#                      "members" is xbstream/tar members, scripts/bench-members.sh)
 #   BENCH_GIB          size of the SQL dump, the random input and each parallel input (default 1)
 #   BENCH_BIG_GIB      size of the large stream for memory flatness (default 8)
 #   BENCH_PG_SCALE     pgbench scale for the pg_dump input (default 30, a ~300 MB dump)
@@ -35,9 +36,9 @@
 #   BENCH_NIGHTS       nights of the uniform series (default 5)
 #   BENCH_MARIA_MB     approximate size of the MariaDB server in the delta phase (default 650;
 #                      40 with --quick); BENCH_MARIA=0 skips that series
-#                      members: xbstream/tar members, see scripts/bench-members.sh
 #   BENCH_SCALE_CHUNKS chunks of the prune-scale phase's synthetic repository (default 10000000;
 #                      1000000 with --quick); BENCH_SCALE_SNAPSHOTS snapshots (default 10)
+#   BENCH_PHASES=s3    object storage (scripts/bench-s3.sh): sluice, restic and the aws CLI on one SeaweedFS
 #   BENCH_KEEP=1       keep the repositories afterwards
 #   BENCH_PAGE_REPORTING=keep  leave the VM's free page reporting on (default: paused for the
 #                      run and restored on exit; see steady_vm_memory)
@@ -47,7 +48,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$here/lib/common.sh"
 
-usage() { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo pipefail/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 for arg in "$@"; do
@@ -1213,6 +1214,9 @@ for x in s[: len(s) // 2]:
     say "  phase took $(($(date +%s) - t_phase)) s"
     [[ ${BENCH_KEEP:-0} == 1 ]] || rm -rf "$repo"
 fi
+
+# shellcheck source-path=SCRIPTDIR source=bench-s3.sh
+has_phase s3 && source "$here/bench-s3.sh"
 
 section_end
 out "_load average at end: $(cut -d' ' -f1-3 /proc/loadavg); total bench time $(elapsed_total)_"

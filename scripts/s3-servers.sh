@@ -71,10 +71,15 @@ start() {
         log "SeaweedFS did not start"
         return 1
     }
-    # The bucket appears a moment after the S3 port opens.
+    # The bucket appears a moment after the S3 port opens. Asked with a signed HEAD (boto3
+    # is in the venv, with moto): an unsigned request is refused (AccessDenied) whether the
+    # bucket exists or not, so it cannot tell.
     local i
     for ((i = 0; i < 120; i++)); do
-        if curl -s --max-time 2 "http://127.0.0.1:$weed_port/$bucket" | grep -qv NoSuchBucket; then
+        if AWS_ACCESS_KEY_ID=$key_id AWS_SECRET_ACCESS_KEY=$secret "$venv/bin/python" -c '
+import sys, boto3
+boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1").head_bucket(Bucket=sys.argv[2])
+' "http://127.0.0.1:$weed_port" "$bucket" >/dev/null 2>&1; then
             break
         fi
         sleep 0.5

@@ -15,6 +15,10 @@ pub const TAG_LEN: usize = 16;
 /// Bytes a sealed blob adds to its plaintext.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 const AAD_PREFIX: &[u8] = b"sluice-blob-v1";
+/// Associated data of a sealed chunking secret (`Keys::seal_chunking`).
+const CHUNKING_AAD: &[u8] = b"sluice-shared-chunking-v1";
+/// `Keys::chunking_secret`: id key, seed, gear table.
+const CHUNKING_SECRET_LEN: usize = 32 + 8 + 256 * 8;
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -189,6 +193,67 @@ impl Keys {
     /// The chunker's gear table for chunker version 2 (see `chunker::Gear`).
     pub fn chunker_gear(&self) -> &[u64; 256] {
         &self.chunker_gear
+    }
+
+    /// What decides chunk boundaries and chunk ids (the id key, the version-1 seed and the
+    /// version-2 gear table), as the plaintext `init --copy-chunker-params-from` seals into
+    /// the new repository's config: `id key [32] | seed u64 | gear u64 * 256`.
+    pub fn chunking_secret(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(CHUNKING_SECRET_LEN));
+        out.extend_from_slice(&self.id_key);
+        out.extend_from_slice(&self.chunker_seed.to_le_bytes());
+        for g in &self.chunker_gear {
+            out.extend_from_slice(&g.to_le_bytes());
+        }
+        out
+    }
+
+    /// Seal a `chunking_secret` (another repository's) under this repository's blob key, for
+    /// its config; the associated data is its own, so no blob can pass for it.
+    pub fn seal_chunking(&self, secret: &[u8]) -> Vec<u8> {
+        seal_with(&self.cipher, CHUNKING_AAD, secret)
+    }
+
+    /// Chunk and name blobs as the repository whose sealed `chunking_secret` this is: replace
+    /// the id key, seed and gear table derived from this repository's master secret.
+    pub fn adopt_chunking(&mut self, sealed: &[u8]) -> Result<()> {
+        let plain = Zeroizing::new(open_with(&self.cipher, CHUNKING_AAD, sealed).ok_or_else(
+            || {
+                Error::Corrupt(
+                    "the shared chunking secret in the repository config failed authentication"
+                        .into(),
+                )
+            },
+        )?);
+        if plain.len() != CHUNKING_SECRET_LEN {
+            return Err(Error::Corrupt(format!(
+                "the shared chunking secret in the repository config is {} bytes, not {}",
+                plain.len(),
+                CHUNKING_SECRET_LEN
+            )));
+        }
+        self.id_key.copy_from_slice(&plain[..32]);
+        let mut le = [0u8; 8];
+        le.copy_from_slice(&plain[32..40]);
+        self.chunker_seed = u64::from_le_bytes(le);
+        for (v, b) in self
+            .chunker_gear
+            .iter_mut()
+            .zip(plain[40..].chunks_exact(8))
+        {
+            le.copy_from_slice(b);
+            *v = u64::from_le_bytes(le);
+        }
+        le.zeroize();
+        Ok(())
+    }
+
+    /// Whether `other` cuts and names chunks exactly as this does (same chunk ids for the
+    /// same plaintext): then a chunk can be looked up by its id in either repository.
+    pub fn same_chunking(&self, other: &Keys) -> bool {
+        self.id_key == other.id_key
+            && self.chunker_seed == other.chunker_seed
+            && self.chunker_gear == other.chunker_gear
     }
 
     /// Seal an index value stored under `key` in sled tree `tree`: nonce || ct || tag, the
@@ -434,6 +499,31 @@ fn key_aad(key_id: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_adopted_chunking_secret_names_and_cuts_as_its_source() {
+        let src = Keys::derive(&MasterSecret([1; 32]));
+        let mut dst = Keys::derive(&MasterSecret([2; 32]));
+        assert!(!dst.same_chunking(&src));
+        assert_ne!(dst.blob_id(b"x"), src.blob_id(b"x"));
+        let sealed = dst.seal_chunking(&src.chunking_secret());
+        // Sealed, not in the clear.
+        let secret = src.chunking_secret();
+        assert!(!sealed.windows(32).any(|w| w == &secret[..32]));
+        // Another repository's key cannot open it, and an altered copy is refused.
+        let mut other = Keys::derive(&MasterSecret([3; 32]));
+        assert!(other.adopt_chunking(&sealed).is_err());
+        let mut bad = sealed.clone();
+        bad[40] ^= 1;
+        assert!(dst.adopt_chunking(&bad).is_err());
+        dst.adopt_chunking(&sealed).unwrap();
+        assert!(dst.same_chunking(&src));
+        assert_eq!(dst.blob_id(b"x"), src.blob_id(b"x"));
+        assert_eq!(dst.chunker_gear(), src.chunker_gear());
+        // Its own sealing key stays its own.
+        let blob = dst.seal(BlobKind::Chunk, &[7; 32], b"data");
+        assert!(src.open(BlobKind::Chunk, &[7; 32], &blob).is_err());
+    }
 
     /// Known answers (computed with argon2 0.5.3, the version that wrote the first key files):
     /// a change of KDF crate or settings must still open every existing key file.

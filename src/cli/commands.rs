@@ -244,12 +244,22 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
         );
     }
     let pw = passwords(cli).get(true)?;
+    // The repository whose chunking the new one shares: opened before anything is created.
+    let chunking_from = match &a.copy_chunker_params_from {
+        Some(src) => Some(open_source(
+            src,
+            a.from_password_file.as_deref(),
+            "--copy-chunker-params-from",
+            || Ok(pw.clone()),
+        )?),
+        None => None,
+    };
     let mut kdf = KdfParams::DEFAULT;
     if let Some(m) = a.kdf_memory_kib {
         kdf.m_kib = m.max(64);
         kdf.t = 1;
     }
-    let repo = Repository::init(
+    let repo = Repository::init_sharing(
         &path,
         &pw,
         InitOptions {
@@ -262,7 +272,9 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<i32> {
                 .format_version
                 .unwrap_or(sluice::repository::FORMAT_VERSION),
         },
+        chunking_from.as_ref(),
     )?;
+    let avg = u64::from(repo.config.chunker.avg_size);
     if !cli.quiet {
         eprintln!(
             "created sluice repository {} (key {}, chunks ~{}, {}{})",
@@ -1003,12 +1015,17 @@ fn cat(cli: &Cli, spec: &str, name: &str, salvage: bool) -> Result<i32> {
         false => sluice::reader::OnDamage::Stop,
     };
     // More workers than cores: a cold restore waits on the disk, and parallel reads keep it busy.
+    // Object storage waits longer per read (a ranged GET each): twice as many in flight.
     // The library checks the whole stream against its recorded BLAKE3 digest.
+    let (workers, window) = match repo.storage.local_dir() {
+        Some(_) => (cores.max(4), 16),
+        None => (cores.max(8), 32),
+    };
     let end = sluice::reader::restore(
         &repo.blobs,
         object,
-        cores.max(4),
-        16,
+        workers,
+        window,
         on_damage,
         &mut |data| out.write_all(data),
     );
@@ -1419,25 +1436,12 @@ fn copy_cmd(cli: &Cli, a: &CopyArgs) -> Result<i32> {
     let dst = open(cli)?;
     dst.require_config()?;
     // The source: its own passphrase if one is given, else the destination's.
-    match Repository::read_config(&a.from_repo) {
-        Ok(_) | Err(Error::Corrupt(_)) => {}
-        Err(e) => return Err(anyhow!("the source repository (--from-repo): {e}")),
-    }
-    let src_pw = if let Some(f) = &a.from_password_file {
-        super::password::read_file(f)?
-    } else if let Ok(p) = std::env::var("SLUICE_FROM_PASSWORD") {
-        zeroize::Zeroizing::new(p.into_bytes())
-    } else {
-        passwords(cli).get(false)?
-    };
-    let src = Repository::open(&a.from_repo, &src_pw).map_err(|e| match e {
-        Error::WrongKey { .. } => anyhow!(
-            "the source repository (--from-repo) does not open with that passphrase: give its \
-             own with --from-password-file or SLUICE_FROM_PASSWORD"
-        ),
-        other => anyhow!("the source repository (--from-repo): {other}"),
-    })?;
-    drop(src_pw);
+    let src = open_source(
+        &a.from_repo,
+        a.from_password_file.as_deref(),
+        "--from-repo",
+        || passwords(cli).get(false),
+    )?;
     let mut wanted: Vec<sluice::snapshot::Snapshot> = if a.snapshots.is_empty() {
         src.snapshots()?
     } else {
@@ -1476,7 +1480,8 @@ fn copy_cmd(cli: &Cli, a: &CopyArgs) -> Result<i32> {
             edit_snapshot: None,
             split: true,
         };
-        let r = sluice::copy::copy_snapshot(&src, &dst, &session.index, s, template)?;
+        let copied = sluice::copy::copy_snapshot(&src, &dst, &session.index, s, template)?;
+        let r = &copied.report;
         let id = r.snapshot.map(|i| i.to_hex()).unwrap_or_default();
         if !cli.quiet && !a.json {
             eprintln!(
@@ -1494,12 +1499,43 @@ fn copy_cmd(cli: &Cli, a: &CopyArgs) -> Result<i32> {
             "snapshot": id,
             "bytes": r.bytes(),
             "added_bytes": r.added_bytes(),
+            "read_from_source_bytes": copied.read_from_source,
+            "read_from_destination_bytes": copied.read_from_destination,
         }));
     }
     if a.json {
         print_json(&serde_json::Value::Array(out));
     }
     Ok(0)
+}
+
+/// Open another repository than --repo (`copy --from-repo`, `init
+/// --copy-chunker-params-from`, named `flag` in messages): with the passphrase from
+/// `password_file`, else SLUICE_FROM_PASSWORD, else `fallback`.
+fn open_source(
+    path: &std::path::Path,
+    password_file: Option<&std::path::Path>,
+    flag: &str,
+    fallback: impl FnOnce() -> Result<super::password::Passphrase>,
+) -> Result<Repository> {
+    match Repository::read_config(path) {
+        Ok(_) | Err(Error::Corrupt(_)) => {}
+        Err(e) => return Err(anyhow!("the source repository ({flag}): {e}")),
+    }
+    let pw = if let Some(f) = password_file {
+        super::password::read_file(f)?
+    } else if let Ok(p) = std::env::var("SLUICE_FROM_PASSWORD") {
+        zeroize::Zeroizing::new(p.into_bytes())
+    } else {
+        fallback()?
+    };
+    Repository::open(path, &pw).map_err(|e| match e {
+        Error::WrongKey { .. } => anyhow!(
+            "the source repository ({flag}) does not open with that passphrase: give its \
+             own with --from-password-file or SLUICE_FROM_PASSWORD"
+        ),
+        other => anyhow!("the source repository ({flag}): {other}"),
+    })
 }
 
 fn prune_cmd(cli: &Cli, a: &PruneArgs) -> Result<i32> {

@@ -221,6 +221,15 @@ pub struct InitArgs {
     /// Create a repository of an older format version (1: before deltas). For tests.
     #[arg(long, hide = true)]
     pub format_version: Option<u32>,
+    /// Cut and name chunks exactly as repository SRC does (its chunker settings and chunking
+    /// secret, kept sealed in the new config), so that the same data deduplicates between
+    /// the two and `sluice copy --from-repo SRC` skips every chunk already here.
+    #[arg(long, value_name = "SRC")]
+    pub copy_chunker_params_from: Option<PathBuf>,
+    /// Read SRC's passphrase from this file (its first line); else SLUICE_FROM_PASSWORD, else
+    /// the new repository's passphrase.
+    #[arg(long, env = "SLUICE_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

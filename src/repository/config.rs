@@ -16,13 +16,19 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::Path;
 
-/// 2: chunks may be stored as deltas (chunk-list blocks v2, pack headers v2; FORMAT.md
-/// "Deltas"). A version-1 repository is upgraded when the first delta is written into it.
-pub const FORMAT_VERSION: u32 = 3;
+/// The newest format this sluice reads and the one `init` makes. 2: chunks may be stored as
+/// deltas (chunk-list blocks v2, pack headers v2; FORMAT.md "Deltas"); a version-1 repository
+/// is upgraded when the first delta is written into it. 3: member tables. 4: a shared
+/// chunking secret in the config (FORMAT.md "Shared chunking").
+pub const FORMAT_VERSION: u32 = 4;
 /// The version a repository needs once it holds a delta.
 pub const DELTA_VERSION: u32 = 2;
 /// The version a repository needs once a snapshot holds a member table (`members`).
 pub const MEMBERS_VERSION: u32 = 3;
+/// The version a repository needs to name a shared chunking secret in its config (`init
+/// --copy-chunker-params-from`): an older sluice would cut and name chunks with keys of its
+/// own and store every chunk again under ids the repository does not use.
+pub const SHARED_CHUNKING_VERSION: u32 = 4;
 pub(super) const CONFIG_FORMAT: &str = "sluice-repository";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -45,6 +51,11 @@ pub struct ConfigBody {
     /// Left out of the JSON when absent, so that such a config's MAC still matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<bool>,
+    /// Made with `init --copy-chunker-params-from SRC` (format version 4): SRC's chunk id
+    /// key and gear table (`Keys::chunking_secret`), sealed under this repository's blob key
+    /// (`Keys::seal_chunking`), hex. Absent otherwise, and then left out of the JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_chunking: Option<String>,
 }
 
 impl ConfigBody {
@@ -220,7 +231,24 @@ pub(super) fn placeholder_config() -> ConfigBody {
         pack_size: 16 << 20,
         group_access: false,
         delta: Some(false),
+        shared_chunking: None,
     }
+}
+
+/// Give `keys` the chunking of the repository the config names as its chunking source, if
+/// any (`shared_chunking`). Called once the config's MAC has been verified under `keys`.
+pub(super) fn apply_shared_chunking(body: &ConfigBody, keys: &mut Keys) -> Result<()> {
+    let Some(sealed) = &body.shared_chunking else {
+        return Ok(());
+    };
+    let sealed = hex::decode(sealed).map_err(|_| {
+        Error::Corrupt(
+            "the shared chunking secret in the repository config is not hex; copy config back \
+             from a backup"
+                .into(),
+        )
+    })?;
+    keys.adopt_chunking(&sealed)
 }
 
 pub(super) fn config_mac_input(body: &ConfigBody) -> Result<Vec<u8>> {

@@ -7,7 +7,9 @@
 //! packs the repository lists every time a writer opens it, and rebuilt when it is missing,
 //! damaged or of another version (`Index::open`), so an empty cache — a new machine, a
 //! deleted `~/.cache` — costs one read of each pack's header and loses nothing. Caches of
-//! repositories this machine has not used for 30 days are removed (`stamp_and_clean`).
+//! repositories this machine has not used for 30 days are removed, and when all of them
+//! together take more than a size limit (2 GiB by default) the least recently used go first,
+//! never the one in use (`stamp_and_clean`).
 
 use super::Repository;
 use crate::error::{Error, IoContext, Result};
@@ -50,6 +52,83 @@ fn max_age() -> Option<std::time::Duration> {
     (days > 0).then(|| std::time::Duration::from_secs(days * 86_400))
 }
 
+/// The most the caches of every repository may take together: `SLUICE_CACHE_MAX_SIZE`
+/// (bytes, or with a K/M/G/T suffix; 0: no limit), 2 GiB by default. An unreadable value
+/// keeps the default (said once in the log).
+fn max_size() -> Option<u64> {
+    const DEFAULT: u64 = 2 << 30;
+    let size = match std::env::var("SLUICE_CACHE_MAX_SIZE") {
+        Err(_) => DEFAULT,
+        Ok(v) => crate::chunker::parse_size(&v).unwrap_or_else(|e| {
+            log::warn!("SLUICE_CACHE_MAX_SIZE: {e}; the default (2G) applies");
+            DEFAULT
+        }),
+    };
+    (size > 0).then_some(size)
+}
+
+/// Bytes the files under `dir` take on disk (best effort: what cannot be read counts 0).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Whether a writer holds the cache `dir` now: its write lock file is flock'd. Such a cache
+/// is never removed (its sled index is open).
+fn in_use(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::File::open(dir.join("locks").join("write")) else {
+        return false;
+    };
+    // SAFETY: flock on a file descriptor we own and keep open for the call; no memory is shared.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+        return true;
+    }
+    // Closing `f` releases the shared lock just taken.
+    false
+}
+
+/// Remove the least recently used of `caches` (path, last use) until all of them together
+/// with `this` (the cache in use, never removed) take at most `limit` bytes.
+fn trim_to_size(this: &Path, caches: Vec<(PathBuf, std::time::SystemTime)>, limit: u64) {
+    let mut sizes: Vec<u64> = caches.iter().map(|(p, _)| disk_usage(p)).collect();
+    let mut total: u64 = disk_usage(this) + sizes.iter().sum::<u64>();
+    if total <= limit {
+        return;
+    }
+    let mut order: Vec<usize> = (0..caches.len()).collect();
+    order.sort_by_key(|&i| caches[i].1);
+    for i in order {
+        if total <= limit {
+            break;
+        }
+        let path = &caches[i].0;
+        if in_use(path) {
+            continue;
+        }
+        if std::fs::remove_dir_all(path).is_ok() {
+            log::info!(
+                "removed the cache {} ({} bytes; the caches exceeded SLUICE_CACHE_MAX_SIZE, \
+                 {limit} bytes)",
+                path.display(),
+                sizes[i]
+            );
+            total = total.saturating_sub(sizes[i]);
+            sizes[i] = 0;
+        }
+    }
+}
+
 /// Mark `dir` (this repository's cache) as used now, and remove the caches beside it that
 /// no sluice has used for `max_age`: repositories this machine stopped backing up to would
 /// otherwise keep their indexes (a few hundred MB for a large repository) forever. Only
@@ -57,13 +136,16 @@ fn max_age() -> Option<std::time::Duration> {
 /// one costs at most a rebuild from the pack headers. Best effort: errors are ignored.
 fn stamp_and_clean(dir: &Path) {
     let _ = std::fs::write(dir.join("last-used"), b"");
-    let (Some(max), Some(parent)) = (max_age(), dir.parent()) else {
+    let Some(parent) = dir.parent() else {
         return;
     };
+    let max = max_age();
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     let now = std::time::SystemTime::now();
+    // The caches kept, with their last use, for the size limit.
+    let mut kept = Vec::new();
     for e in entries.flatten() {
         let path = e.path();
         let name = e.file_name();
@@ -77,14 +159,24 @@ fn stamp_and_clean(dir: &Path) {
         let used = std::fs::metadata(path.join("last-used"))
             .or_else(|_| std::fs::metadata(&path))
             .and_then(|m| m.modified());
-        let old = used.is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > max));
-        if old && std::fs::remove_dir_all(&path).is_ok() {
-            log::info!(
-                "removed the cache {} (unused for {} days or more)",
-                path.display(),
-                max.as_secs() / 86_400
-            );
+        let old = |max: std::time::Duration| {
+            used.as_ref()
+                .is_ok_and(|t| now.duration_since(*t).is_ok_and(|age| age > max))
+        };
+        match max {
+            Some(max) if old(max) && std::fs::remove_dir_all(&path).is_ok() => {
+                log::info!(
+                    "removed the cache {} (unused for {} days or more)",
+                    path.display(),
+                    max.as_secs() / 86_400
+                );
+            }
+            // A cache whose last use cannot be read goes first.
+            _ => kept.push((path, used.unwrap_or(std::time::UNIX_EPOCH))),
         }
+    }
+    if let Some(limit) = max_size() {
+        trim_to_size(dir, kept, limit);
     }
 }
 

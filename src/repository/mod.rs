@@ -29,7 +29,9 @@ mod local_state;
 mod locks;
 
 pub use catalog::{complete_for, object_partial_reason, partial_reason, Resolved, Unreadable};
-pub use config::{ConfigBody, DELTA_VERSION, FORMAT_VERSION, MEMBERS_VERSION};
+pub use config::{
+    ConfigBody, DELTA_VERSION, FORMAT_VERSION, MEMBERS_VERSION, SHARED_CHUNKING_VERSION,
+};
 pub use keys::KeyInfo;
 pub use local_state::cache_dir_for;
 pub use locks::WriteLock;
@@ -123,8 +125,31 @@ fn config_exists(storage: &dyn Storage) -> Result<bool> {
 
 impl Repository {
     pub fn init(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+        Self::init_sharing(path, passphrase, opts, None)
+    }
+
+    /// `init`; with `chunking_from`, a repository that cuts and names chunks as that one
+    /// does (`init --copy-chunker-params-from`): its chunker settings and its chunking secret
+    /// (sealed in the new config), so the same data gives the same chunks in both.
+    pub fn init_sharing(
+        path: &Path,
+        passphrase: &[u8],
+        mut opts: InitOptions,
+        chunking_from: Option<&Repository>,
+    ) -> Result<Repository> {
+        if let Some(src) = chunking_from {
+            src.require_config()?;
+            opts.chunker = src.config.chunker;
+            if opts.format_version < SHARED_CHUNKING_VERSION {
+                return Err(Error::InvalidInput(format!(
+                    "a repository sharing another's chunking needs format version \
+                     {SHARED_CHUNKING_VERSION} or later"
+                )));
+            }
+        }
+        let shared = chunking_from.map(|s| s.keys.as_ref());
         if is_remote(path) {
-            return Self::init_remote(path, passphrase, opts);
+            return Self::init_remote(path, passphrase, opts, shared);
         }
         if path.join("config").exists() {
             return Err(Error::InvalidInput(format!(
@@ -156,7 +181,7 @@ impl Repository {
         check_format_version(opts.format_version)?;
         let existed = path.exists();
         let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(path));
-        Self::create(path, storage, passphrase, opts).inspect_err(|_| {
+        Self::create(path, storage, passphrase, opts, shared).inspect_err(|_| {
             // Leave nothing half-built behind: a directory with keys/ but no config would
             // refuse the next `init` ("not empty") and every other command ("not a repository").
             for entry in INIT_ENTRIES.iter().chain(&["config", "config.tmp"]) {
@@ -173,7 +198,12 @@ impl Repository {
     /// an interrupted `init` leaves there (key objects, no config, no data) is cleared first,
     /// as in a directory. The config is created with a conditional write, so of two `init`s
     /// racing for one prefix exactly one wins.
-    fn init_remote(path: &Path, passphrase: &[u8], opts: InitOptions) -> Result<Repository> {
+    fn init_remote(
+        path: &Path,
+        passphrase: &[u8],
+        opts: InitOptions,
+        shared: Option<&Keys>,
+    ) -> Result<Repository> {
         opts.chunker.validate()?;
         check_format_version(opts.format_version)?;
         let storage = storage_for(path)?;
@@ -193,7 +223,7 @@ impl Repository {
         for k in storage.list(FileKind::Key)? {
             storage.remove(FileKind::Key, &k)?;
         }
-        Self::create(path, storage, passphrase, opts)
+        Self::create(path, storage, passphrase, opts, shared)
     }
 
     /// The body of `init`, on a directory or prefix known to be new or empty.
@@ -202,6 +232,7 @@ impl Repository {
         storage: Arc<dyn Storage>,
         passphrase: &[u8],
         opts: InitOptions,
+        shared: Option<&Keys>,
     ) -> Result<Repository> {
         let storage: Arc<dyn Storage> = match storage.local_dir() {
             None => storage,
@@ -219,8 +250,8 @@ impl Repository {
             }
         };
         let master = MasterSecret(crypto::random_bytes());
-        let keys = Keys::derive(&master);
-        let body = ConfigBody {
+        let mut keys = Keys::derive(&master);
+        let mut body = ConfigBody {
             format: CONFIG_FORMAT.into(),
             version: opts.format_version,
             id: hex::encode(crypto::random_bytes::<16>()),
@@ -231,7 +262,13 @@ impl Repository {
             group_access: opts.group_access,
             // A version-1 config had no such field.
             delta: (opts.format_version >= DELTA_VERSION).then_some(opts.delta),
+            shared_chunking: None,
         };
+        if let Some(src) = shared {
+            let sealed = keys.seal_chunking(&src.chunking_secret());
+            keys.adopt_chunking(&sealed)?;
+            body.shared_chunking = Some(hex::encode(sealed));
+        }
         let key_id = write_key_file(storage.as_ref(), &master, passphrase, opts.kdf)?;
         config::write_new(storage.as_ref(), path, &body, &keys)?;
         if storage.local_dir().is_some() {
@@ -303,12 +340,13 @@ impl Repository {
                 }
             };
             if let Some(master) = opened {
-                let keys = Keys::derive(&master);
+                let mut keys = Keys::derive(&master);
                 let mac = hex::encode(keys.config_mac(&config_mac_input(&config)?));
                 if config_mac.as_ref().is_some_and(|m| *m != mac) {
                     foreign.push(name);
                     continue;
                 }
+                config::apply_shared_chunking(&config, &mut keys)?;
                 // Skipped, each in one line: `key list` shows it, `key remove` removes it.
                 for (u, _) in &unusable {
                     log::warn!("skipped key file {u}");

@@ -26,3 +26,4 @@ pub(crate) mod s3;
 pub(crate) mod s3_faults;
 mod scripted;
 mod secrets;
+mod shared_chunking;

@@ -135,6 +135,12 @@ impl S3Repo {
     /// `sluice init` at a new prefix of `server`'s bucket.
     #[track_caller]
     pub fn init(server: &Server, label: &str) -> S3Repo {
+        Self::init_with(server, label, &[])
+    }
+
+    /// `sluice init EXTRA` at a new prefix of `server`'s bucket.
+    #[track_caller]
+    pub fn init_with(server: &Server, label: &str, extra: &[&str]) -> S3Repo {
         let dir = TestDir::new(label);
         let unique = dir
             .path()
@@ -147,7 +153,10 @@ impl S3Repo {
             cache: dir.join("cache-a"),
             dir,
         };
-        r.cmd(["init", "--kdf-memory-kib", TEST_KDF_KIB]).run().ok();
+        r.cmd(["init", "--kdf-memory-kib", TEST_KDF_KIB])
+            .args(extra)
+            .run()
+            .ok();
         r
     }
 
@@ -548,6 +557,97 @@ fn copy_from_local_to_s3_and_back() {
             "{who}: copied back differs"
         );
         assert_eq!(listed[0]["tags"][0], "offsite", "{who}: {listed}");
+        back.check_ok(true);
+    }
+}
+
+/// `init --copy-chunker-params-from` from a local repository into a bucket: the same data
+/// makes the same chunks on both sides (ingesting it into the bucket after a copy adds
+/// nothing), and a third, local repository sharing the bucket's chunking (shared in turn)
+/// takes from itself every chunk it holds when copying from the bucket.
+#[test]
+fn a_bucket_shares_chunking_with_a_local_repository() {
+    for server in servers() {
+        let who = server.name;
+        let local = crate::support::Repo::init("s3-shc-local", &["--chunk-size", "256K"]);
+        let v1 = text(3_000_000, 41);
+        let mut v2 = v1.clone();
+        v2[1_500_000..1_500_040].copy_from_slice(&[b'z'; 40]);
+        local.ingest("db.sql", &v1, &[]);
+        let local_path = local.path.to_str().expect("utf-8 path");
+        let remote = S3Repo::init_with(
+            &server,
+            "s3-shc",
+            &["--copy-chunker-params-from", local_path],
+        );
+        let r = remote
+            .cmd(["copy", "--json", "--from-repo", local_path])
+            .run()
+            .ok()
+            .json();
+        assert_eq!(r.as_array().map(|a| a.len()), Some(1), "{who}: {r}");
+        // Same chunks: the same data ingested straight into the bucket adds nothing.
+        let o = remote.ingest_on(&remote.cache, "db.sql", &v1).json();
+        assert_eq!(o["added_bytes"].as_u64(), Some(0), "{who}: {o}");
+        let v2_id = remote.ingest_on(&remote.cache, "db.sql", &v2).json()["snapshot"]
+            .as_str()
+            .expect("snapshot id")
+            .to_string();
+
+        // Back into a local repository that shares the chunking and already holds v1.
+        let back_dir = TestDir::new("s3-shc-back");
+        let back_path = back_dir.join("repo");
+        let back = crate::support::Repo::init_at(
+            back_dir,
+            back_path,
+            &["--copy-chunker-params-from", local_path],
+            true,
+        );
+        back.ingest("db.sql", &v1, &[]);
+        let r = back
+            .cmd(["copy", "--json", "--from-repo", &remote.url])
+            .env("AWS_ACCESS_KEY_ID", &server.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &server.secret)
+            .env("XDG_CACHE_HOME", remote.dir.join("cache-back"))
+            .env("SLUICE_S3_RETRIES", "2")
+            .run()
+            .ok()
+            .json();
+        let copies = r.as_array().cloned().unwrap_or_default();
+        assert_eq!(copies.len(), 3, "{who}: {r}");
+        let from_src: u64 = copies
+            .iter()
+            .map(|x| {
+                x["read_from_source_bytes"]
+                    .as_u64()
+                    .expect("read_from_source_bytes")
+            })
+            .sum();
+        let from_dst: u64 = copies
+            .iter()
+            .map(|x| {
+                x["read_from_destination_bytes"]
+                    .as_u64()
+                    .expect("read_from_destination_bytes")
+            })
+            .sum();
+        // Three streams of 3 MB; all but the changed chunk of v2 are here already.
+        assert_eq!(from_src + from_dst, 9_000_000, "{who}: {r}");
+        assert!(
+            from_src < 1_500_000,
+            "{who}: read {from_src} bytes from the bucket: {r}"
+        );
+        let listed = back.cmd(["snapshots", "--json"]).run().ok().json();
+        let v2_here = listed
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["original"] == v2_id.as_str()))
+            .and_then(|x| x["id"].as_str())
+            .unwrap_or_else(|| panic!("{who}: no copy of {v2_id} in {listed}"))
+            .to_string();
+        assert!(
+            back.cat(&v2_here, "db.sql") == v2,
+            "{who}: copied back differs"
+        );
         back.check_ok(true);
     }
 }

@@ -417,3 +417,94 @@ fn caches_of_repositories_unused_for_30_days_are_removed() {
         .collect();
     assert_eq!(own.len(), 3, "this repository's own cache is kept");
 }
+
+/// Bytes the files under `dir` take on disk.
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => disk_usage(&e.path()),
+                    Ok(m) => m.blocks() * 512,
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// When the caches together exceed SLUICE_CACHE_MAX_SIZE, the least recently used go first
+/// until they fit; the cache in use and one a writer holds (its write lock flock'd) stay,
+/// and so does a folder not named like a cache.
+#[test]
+fn caches_over_the_size_limit_lose_the_least_recently_used() {
+    let Some(server) = seaweed() else { return };
+    let repo = S3Repo::init(&server, "s3-cache-size");
+    let d = data::random_bytes(0x5b_0802, 200_000);
+    repo.ingest("d", &d);
+    let base = repo.cache.join("sluice");
+    let own = disk_usage(&base);
+    let cache = |c: char| base.join(std::iter::repeat_n(c, 32).collect::<String>());
+    let (held, oldest, older, newer) = (cache('d'), cache('a'), cache('b'), cache('c'));
+    let not_ours = base.join("notes");
+    let now = std::time::SystemTime::now();
+    for (dir, days_ago) in [
+        (&held, 4),
+        (&oldest, 3),
+        (&older, 2),
+        (&newer, 1),
+        (&not_ours, 5),
+    ] {
+        std::fs::create_dir_all(dir.join("index")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("locks")).expect("mkdir");
+        std::fs::write(dir.join("index").join("db"), vec![7u8; 1 << 20]).expect("fill");
+        std::fs::write(dir.join("locks").join("write"), b"").expect("lock file");
+        std::fs::File::create(dir.join("last-used"))
+            .and_then(|f| f.set_modified(now - Duration::from_secs(days_ago * 86_400)))
+            .expect("stamp");
+    }
+    // A writer holds the oldest cache: flock'd by a process of its own.
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(held.join("locks").join("write"))
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock");
+    let lock_seen = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(held.join("locks").join("write"))
+            .arg("true")
+            .status()
+            .is_ok_and(|s| !s.success())
+    });
+    assert!(lock_seen, "the test's flock was not taken");
+    // Room for this repository's cache and two of the others: the two least recently used
+    // that no writer holds go.
+    let limit = own + (2 << 20) + (512 << 10);
+    repo.cmd(["ingest", "--name", "d"])
+        .env("SLUICE_CACHE_MAX_SIZE", limit.to_string())
+        .stdin_bytes(d.clone())
+        .run()
+        .ok();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(held.exists(), "a cache a writer holds was removed");
+    assert!(
+        !oldest.exists(),
+        "the least recently used cache is still there"
+    );
+    assert!(!older.exists(), "the caches still exceed the limit");
+    assert!(newer.exists(), "a cache was removed although the rest fit");
+    assert!(
+        not_ours.exists(),
+        "a folder not named like a cache was removed"
+    );
+    // This repository's own cache stays, and with no limit reached nothing more goes.
+    repo.ingest("d", &d);
+    assert!(newer.exists() && held.exists());
+    assert!(repo.cat("latest", "d") == d);
+}
