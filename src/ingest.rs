@@ -693,7 +693,7 @@ fn ingest_one(
             Outcome::Complete,
             Some(crate::completeness::Format::Tar | crate::completeness::Format::Xbstream),
         ) if problem.is_none() && verdict.format.map(|f| f.name()) == Some(t.format.as_str()) => {
-            repo.require_members_format()?;
+            repo.require_members_format(&t.format)?;
             Some(t)
         }
         _ => None,

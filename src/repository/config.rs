@@ -19,7 +19,7 @@ use std::path::Path;
 /// The newest format this sluice reads and the one `init` makes. 2: chunks may be stored as
 /// deltas (chunk-list blocks v2, pack headers v2; FORMAT.md "Deltas"); a version-1 repository
 /// is upgraded when the first delta is written into it. 3: member tables. 4: a shared
-/// chunking secret in the config (FORMAT.md "Shared chunking").
+/// chunking secret in the config (FORMAT.md "Shared chunking"); xbstream member tables.
 pub const FORMAT_VERSION: u32 = 4;
 /// The version a repository needs once it holds a delta.
 pub const DELTA_VERSION: u32 = 2;
@@ -29,6 +29,10 @@ pub const MEMBERS_VERSION: u32 = 3;
 /// --copy-chunker-params-from`): an older sluice would cut and name chunks with keys of its
 /// own and store every chunk again under ids the repository does not use.
 pub const SHARED_CHUNKING_VERSION: u32 = 4;
+/// The version a repository needs once a snapshot holds an xbstream member table: its
+/// extents are absolute stream offsets, where a version-3 sluice reads every table's as
+/// relative (tar) and would show wrong bytes in the mount's `.d` tree.
+pub const XBSTREAM_MEMBERS_VERSION: u32 = 4;
 pub(super) const CONFIG_FORMAT: &str = "sluice-repository";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -31,6 +31,7 @@ mod locks;
 pub use catalog::{complete_for, object_partial_reason, partial_reason, Resolved, Unreadable};
 pub use config::{
     ConfigBody, DELTA_VERSION, FORMAT_VERSION, MEMBERS_VERSION, SHARED_CHUNKING_VERSION,
+    XBSTREAM_MEMBERS_VERSION,
 };
 pub use keys::KeyInfo;
 pub use local_state::cache_dir_for;
@@ -412,8 +413,12 @@ impl Repository {
     /// Make sure the repository's format version announces member tables before a snapshot
     /// naming one is written: an older sluice would not see the table's chunks as referenced
     /// and its prune would delete them.
-    pub fn require_members_format(&self) -> Result<()> {
-        self.require_format(MEMBERS_VERSION)
+    /// An xbstream table (`format` "xbstream") needs more: see `XBSTREAM_MEMBERS_VERSION`.
+    pub fn require_members_format(&self, format: &str) -> Result<()> {
+        match format {
+            "xbstream" => self.require_format(XBSTREAM_MEMBERS_VERSION),
+            _ => self.require_format(MEMBERS_VERSION),
+        }
     }
 
     /// Raise the format version to at least `version` (upgraded in place; see
