@@ -1784,6 +1784,24 @@ fn stats(cli: &Cli, json: bool) -> Result<i32> {
     Ok(status)
 }
 
+/// Threads that seal chunks (ingest, copy) or rebuild them (cat): `SLUICE_THREADS` when set
+/// (to leave cores to a busy database server), else one per core. Neither changes what is
+/// stored: the bases a chunk finds do not depend on thread order.
+fn worker_threads() -> Result<usize> {
+    match std::env::var("SLUICE_THREADS") {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => Err(Error::InvalidInput(format!(
+                "SLUICE_THREADS={v:?} is not a number of threads from 1 to 1024; set it to one or unset it"
+            ))
+            .into()),
+        },
+        Err(_) => Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)),
+    }
+}
+
 #[cfg(test)]
 mod parse_duration_tests {
     use super::parse_duration;
@@ -1838,23 +1856,5 @@ mod parse_duration_tests {
             assert!(e.contains("invalid duration"), "{bad}: {e}");
             assert!(!e.contains('\n'), "{bad}: one line, got {e}");
         }
-    }
-}
-
-/// Threads that seal chunks (ingest, copy) or rebuild them (cat): `SLUICE_THREADS` when set
-/// (to leave cores to a busy database server), else one per core. Neither changes what is
-/// stored: the bases a chunk finds do not depend on thread order.
-fn worker_threads() -> Result<usize> {
-    match std::env::var("SLUICE_THREADS") {
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=1024).contains(&n) => Ok(n),
-            _ => Err(Error::InvalidInput(format!(
-                "SLUICE_THREADS={v:?} is not a number of threads from 1 to 1024; set it to one or unset it"
-            ))
-            .into()),
-        },
-        Err(_) => Ok(std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)),
     }
 }
