@@ -222,9 +222,8 @@ fn the_d_tree_of_a_parallel_backup_prepares_to_a_working_server() {
 
 /// Three nights of a real `mariadb-backup --parallel=4` of a private server with 1% of the
 /// rows updated between nights: each file is compressed against the same file of the night
-/// before (found through the member table, wherever the interleaving put it), so a night
-/// costs its changed pages and its redo log, not a backup; every night reads back byte for
-/// byte and checks.
+/// before (found through the member table, wherever the interleaving put it); every night
+/// reads back byte for byte and checks.
 #[test]
 fn nights_with_one_percent_of_rows_updated_cost_their_changes() {
     let m = Maria::start("xb-nights");
@@ -266,34 +265,19 @@ fn nights_with_one_percent_of_rows_updated_cost_their_changes() {
         );
     }
     m.stop();
-    // The same three nights without deltas (members still split): what the nights would
-    // cost if each changed file were stored anew.
-    let whole = Repo::init("maria-xb-nights-nodelta", &["--no-delta"]);
-    let mut whole_added = Vec::new();
-    for night in 0..3u64 {
-        let out = bash_ok(
-            Some(&whole),
-            &format!(
-                "\"$SLUICE\" ingest --json --name db.xb < {}",
-                s(&work.join(format!("night{night}.xb")))
-            ),
-        );
-        let v: serde_json::Value = serde_json::from_str(&out).expect("ingest --json");
-        whole_added.push(v["added_bytes"].as_u64().expect("added_bytes"));
-    }
     let stats: serde_json::Value =
         serde_json::from_str(&bash_ok(Some(&repo), "\"$SLUICE\" stats --json"))
             .expect("stats --json");
-    eprintln!("added per night: {added:?}; without deltas: {whole_added:?}; {stats}");
+    eprintln!("added per night: {added:?}; {stats}");
+    // The later nights' changed files were stored as deltas against the night before.
+    // Their size is not compared here: on a server this small a night is mostly the redo
+    // log copied during the backup (new bytes), and what InnoDB has flushed by then varies
+    // from run to run, so a CI run saw the nights cost 1.08x to 0.43x of the same nights
+    // without deltas. The sizes are measured by `BENCH_PHASES=members` and `delta` on 200
+    // and 650 MB servers (nights at 0.03x and 0.08x of restic's);
+    // `store::members::reordered_xbstream_files_are_deltas_against_the_same_file` asserts
+    // them on a deterministic stream.
     assert!(stats["delta_chunks"].as_u64().unwrap_or(0) > 0, "{stats}");
-    let (with, without): (u64, u64) = (added[1..].iter().sum(), whole_added[1..].iter().sum());
-    // On a server this small most of a night is the redo log copied during the backup (new
-    // bytes, ~2.3 MB of its 2.4 MB differ): seen 0.43-0.63 of the cost without deltas. The
-    // bench's 200 and 650 MB servers show nights at 0.03-0.08x restic's.
-    assert!(
-        with * 5 < without * 4,
-        "nights 2 and 3 added {with} bytes with deltas, {without} without: members are not deltas"
-    );
     bash_ok(Some(&repo), "\"$SLUICE\" check --read-data");
 }
 
