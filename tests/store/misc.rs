@@ -94,17 +94,33 @@ fn json_listings_agree_on_time() {
 /// running fails at once, without starting its producer; with the repository free it ingests.
 #[test]
 fn lock_wait_zero_does_not_wait() {
-    use std::os::fd::AsRawFd;
     let repo = Repo::init("lock-wait-zero", &[]);
     repo.ingest("first.sql", b"INSERT 1;\n", &[]);
-    // This test process holds the write lock, as another ingest would.
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(repo.path.join("locks").join("write"))
-        .expect("open locks/write");
-    // SAFETY: flock(2) on a descriptor this test owns and keeps open.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    // A child process holds the write lock, as another ingest would. Not this test process:
+    // a child that another test forks at that moment would share its lock until its exec,
+    // and could still hold it when the repository should be free (seen once in CI).
+    // `flock -o` keeps the lock in flock(1) itself, not in its `sleep`.
+    let ready = repo.dir.join("lock-held");
+    use std::os::unix::process::CommandExt;
+    let mut holder = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(repo.path.join("locks").join("write"))
+        .args([
+            "sh",
+            "-c",
+            &format!("touch '{}'; exec sleep 60", ready.display()),
+        ])
+        .process_group(0)
+        .spawn()
+        .expect("start flock(1)");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < until,
+            "flock(1) never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let marker = repo.dir.join("producer-ran");
     let o = repo
         .cmd(["ingest", "--name", "late.sql", "--lock-wait", "0", "--"])
@@ -114,7 +130,12 @@ fn lock_wait_zero_does_not_wait() {
     assert!(o.error_line().contains("--lock-wait"), "{}", o.report());
     assert!(!o.stderr.contains("waiting"), "{}", o.report());
     assert!(!marker.exists(), "the producer ran without the lock");
-    drop(lock);
+    // The whole group: flock(1) and its sleep.
+    let group = format!("-{}", holder.id());
+    let _ = std::process::Command::new("kill")
+        .args(["-9", "--", &group])
+        .status();
+    let _ = holder.wait();
     repo.cmd([
         "ingest",
         "--name",
