@@ -41,6 +41,9 @@ pub const MAX_BASE_BYTES: u64 = 8 << 20;
 /// A neighbouring base is used only if it holds at least this fraction (1/N) of the new
 /// chunk's mapped range (see `BaseFinder::bases_for`).
 const BASE_SHARE: u64 = 16;
+/// Bytes of a new chunk searched for in its bases to learn the shift from content
+/// ([`BaseFinder::shift_from_content`]).
+const CONTENT_PROBE: usize = 64;
 /// The window around the mapped offset is widened by at least this much on each side.
 const MIN_MARGIN: u64 = 64 << 10;
 /// Base plaintexts an ingest keeps (sequential chunks share bases; with windows of about
@@ -214,6 +217,40 @@ pub struct Placed {
     pub shift: i64,
 }
 
+/// What one chunk taught about the shift, for the placer ([`BaseFinder::learn_same`]).
+/// Reported by [`ShiftReport::finish`], or when dropped (also when its thread panics), so
+/// that no placer waits forever.
+pub struct ShiftReport<'a> {
+    finder: &'a BaseFinder,
+    seq: u64,
+    shift: Option<i64>,
+    done: bool,
+}
+
+impl ShiftReport<'_> {
+    /// The chunk was found unchanged in the old version: its shift is exact already.
+    pub fn known(&self) -> bool {
+        self.shift.is_some()
+    }
+
+    /// Report now: the exact shift if known, else `learnt` (from the chunk's bytes, or
+    /// nothing).
+    pub fn finish(&mut self, learnt: Option<i64>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        lock(&self.finder.learnt).report(self.seq, self.shift.or(learnt));
+        self.finder.reported.notify_all();
+    }
+}
+
+impl Drop for ShiftReport<'_> {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
 /// Places the chunks of the new stream, in stream order (one per stream, owned by the
 /// thread that cuts the chunks).
 pub struct Placer<'a> {
@@ -336,35 +373,68 @@ impl BaseFinder {
     /// once; a sealing thread that stops calls [`BaseFinder::abandon`]. Only blocks at the
     /// placed offset are searched, never whatever blocks happen to be held, so that the
     /// answer does not depend on other threads.
-    pub fn learn_same(&self, seq: u64, id: &BlobId, new_off: u64, placed: Placed) {
+    pub fn learn_same(
+        &self,
+        seq: u64,
+        id: &BlobId,
+        new_off: u64,
+        placed: Placed,
+    ) -> ShiftReport<'_> {
         // Reports (nothing learnt) even if this thread panics below, so none waits forever.
-        struct Report<'a> {
-            finder: &'a BaseFinder,
-            seq: u64,
-            shift: Option<i64>,
-        }
-        impl Drop for Report<'_> {
-            fn drop(&mut self) {
-                lock(&self.finder.learnt).report(self.seq, self.shift);
-                self.finder.reported.notify_all();
-            }
-        }
-        let mut report = Report {
+        let mut report = ShiftReport {
             finder: self,
             seq,
             shift: None,
+            done: false,
         };
         let Some(li) = self.list_at(self.map(new_off, placed.shift)) else {
-            return;
+            return report;
         };
         let near = [Some(li), li.checked_sub(1), Some(li + 1)];
         for i in near.into_iter().flatten().filter(|&i| i < self.lists.len()) {
             let Ok(b) = self.block(i) else { continue };
             if let Some(old) = b.offsets.get(id) {
                 report.shift = Some(*old as i64 - new_off as i64);
-                return;
+                return report;
             }
         }
+        report
+    }
+
+    /// Where the end of a new chunk (`data`, at new offset `new_off`) lies in the old
+    /// version, read from the bytes themselves: a probe of its last bytes found exactly once
+    /// in `prefix` (the plaintexts of `found.bases`). Only when the bases are full chunks of
+    /// the old version lying end to end, whose old offsets are exact. Returns the shift at
+    /// the probe (old offset − new offset).
+    ///
+    /// This is what keeps the placement right when every chunk of a version changed (1% of
+    /// rows updated uniformly, or a night skipped): no chunk is found unchanged in the old
+    /// version to say where it is, and the shift estimated from chunk boundaries drifted a
+    /// chunk or more within a few dozen chunks, after which bases were whole chunks off
+    /// and deltas failed (a version two nights of uniform churn away added 104 MB instead
+    /// of a few).
+    pub fn shift_from_content(
+        found: &Found,
+        prefix: &[u8],
+        new_off: u64,
+        data: &[u8],
+    ) -> Option<i64> {
+        let start = found.exact_old_start?;
+        // Probes near the end first: the shift there is the one the next chunks need. An
+        // edit under a probe makes it miss; a probe found twice (repetitive data) says
+        // nothing.
+        for back in [0usize, 4 << 10, 32 << 10] {
+            let Some(at) = data.len().checked_sub(back + CONTENT_PROBE) else {
+                break;
+            };
+            let probe = &data[at..at + CONTENT_PROBE];
+            let finder = memchr::memmem::Finder::new(probe);
+            let mut hits = finder.find_iter(prefix);
+            if let (Some(p), None) = (hits.next(), hits.next()) {
+                return Some((start + p as u64) as i64 - (new_off + at as u64) as i64);
+            }
+        }
+        None
     }
 
     /// A sealing thread stopped before working off every chunk it could have taken (the
@@ -460,8 +530,8 @@ impl BaseFinder {
         let from = x.saturating_sub(margin);
         let to = (x + len + margin).min(self.size);
         let center = x + len / 2;
-        // (distance to the center, old offset, base)
-        let mut found: Vec<(u64, u64, ChunkRef)> = Vec::new();
+        // (distance to the center, old offset, base, whether the old offset is exact)
+        let mut found: Vec<(u64, u64, ChunkRef, bool)> = Vec::new();
         let Some(first) = self.list_at(from) else {
             return Ok(none);
         };
@@ -478,7 +548,7 @@ impl BaseFinder {
                     continue;
                 }
                 match &c.bases {
-                    None => found.push((distance(s, e, center), s, c.clone())),
+                    None => found.push((distance(s, e, center), s, c.clone(), true)),
                     // An old delta stands for its bases, placed around it by where its bytes
                     // began in their concatenation (recorded when it was made; else as if
                     // it sat in their middle), so that the bases nearest come first. Only
@@ -499,7 +569,7 @@ impl BaseFinder {
                         for base in bases.iter() {
                             let end = at + base.loc.plain_len as u64;
                             if end > from && at < to {
-                                found.push((distance(at, end, center), at, base.clone()));
+                                found.push((distance(at, end, center), at, base.clone(), false));
                             }
                             at = end;
                         }
@@ -508,8 +578,8 @@ impl BaseFinder {
             }
             li += 1;
         }
-        found.sort_by_key(|(d, s, _)| (*d, *s));
-        let mut chosen: Vec<(u64, ChunkRef)> = Vec::new();
+        found.sort_by_key(|(d, s, _, _)| (*d, *s));
+        let mut chosen: Vec<(u64, ChunkRef, bool)> = Vec::new();
         let mut bytes = 0u64;
         // Beyond the nearest, a base must hold at least 1/`BASE_SHARE` of the chunk's own
         // mapped range. Every base costs a whole chunk to read and decompress for each
@@ -518,11 +588,11 @@ impl BaseFinder {
         // before), deltas of a clustered SQL series named 1.95 bases each, mostly
         // neighbours that the mapped range grazed; with 1/16 they name 1.02, and the later
         // version added 1.58 MB instead of 1.79, ingested in 2.12 s instead of 2.27 and
-        // restored in 1.10 s instead of 1.16 (a pgbench dump: 0.69 s instead of 0.86). A neighbour left out holds less than 1/16 of the
-        // chunk (plus the shift's error, learnt `LEARN_LAG` chunks back), which is then
-        // stored as new bytes, compressed.
+        // restored in 1.10 s instead of 1.16 (a pgbench dump: 0.69 s instead of 0.86). A
+        // neighbour left out holds less than 1/16 of the chunk (plus the shift's error),
+        // which is then stored as new bytes, compressed.
         let need = len / BASE_SHARE;
-        for (_, s, c) in found {
+        for (_, s, c, exact) in found {
             if chosen.len() == MAX_BASES {
                 break;
             }
@@ -530,7 +600,7 @@ impl BaseFinder {
             if !chosen.is_empty() && e.min(x + len).saturating_sub(s.max(x)) < need {
                 continue;
             }
-            if chosen.iter().any(|(_, k)| k.id == c.id) {
+            if chosen.iter().any(|(_, k, _)| k.id == c.id) {
                 continue;
             }
             if bytes + c.loc.plain_len as u64 > MAX_BASE_BYTES {
@@ -540,17 +610,26 @@ impl BaseFinder {
                 continue;
             };
             bytes += loc.plain_len as u64;
-            chosen.push((s, ChunkRef::full(c.id, loc)));
+            chosen.push((s, ChunkRef::full(c.id, loc), exact));
         }
-        chosen.sort_by_key(|(s, _)| *s);
+        chosen.sort_by_key(|(s, _, _)| *s);
         // Where the new chunk's bytes are expected within the prefix.
-        let start = chosen.first().map_or(0, |(s, _)| {
+        let start = chosen.first().map_or(0, |(s, _, _)| {
             x.saturating_sub(*s).min(u32::MAX as u64 - 1) as u32
         });
+        // Full chunks of the old version lying end to end: the prefix's old offsets are known.
+        let end_to_end = chosen
+            .windows(2)
+            .all(|w| w[0].0 + w[0].1.loc.plain_len as u64 == w[1].0);
+        let exact_old_start = match chosen.first() {
+            Some((s, _, _)) if end_to_end && chosen.iter().all(|(_, _, e)| *e) => Some(*s),
+            _ => None,
+        };
         Ok(Found {
-            bases: chosen.into_iter().map(|(_, c)| c).collect(),
+            bases: chosen.into_iter().map(|(_, c, _)| c).collect(),
             start,
             old_delta_bytes: none.old_delta_bytes,
+            exact_old_start,
         })
     }
 }
@@ -565,6 +644,9 @@ pub struct Found {
     /// Stored bytes of the old version's deltas over the new chunk's range (0 where the old
     /// version stored it whole): with the new delta's size, how much a night adds.
     pub old_delta_bytes: u64,
+    /// The old offset of the prefix's first byte, when it is exact: every base a full chunk
+    /// of the old version, end to end (see `BaseFinder::shift_from_content`).
+    pub exact_old_start: Option<u64>,
 }
 
 /// Whether a chunk whose delta is `delta` bytes, `alone` bytes compressed alone, should be

@@ -15,7 +15,7 @@ use crate::chunklist::{self, ChunkRef, BLOCK_CHUNKS};
 use crate::codec::{Compression, Encoder, Estimate};
 use crate::completeness::{Checker, Expect, Outcome};
 use crate::crypto::Keys;
-use crate::delta::{BaseFinder, Found, Placed};
+use crate::delta::{BaseFinder, Found, Placed, ShiftReport};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, SnapshotId};
 use crate::index::Index;
@@ -775,10 +775,14 @@ fn seal_chunk(
 ) -> Result<Sealed> {
     let id = keys.blob_id(&job.data);
     let len = job.data.len();
-    // Reported before anything else: the placing of later chunks may be waiting for it.
+    // Reported as soon as it is known: the placing of later chunks may be waiting for it.
+    // A chunk found unchanged in the old version says where it is at once; another says it
+    // after its bases are read, from its bytes (`BaseFinder::shift_from_content`), or when
+    // this function returns.
     let placed = finder.zip(job.placed);
-    if let Some((f, p)) = placed {
-        f.learn_same(job.seq, &id, job.offset, p);
+    let mut report = placed.map(|(f, p)| f.learn_same(job.seq, &id, job.offset, p));
+    if let Some(r) = report.as_mut().filter(|r| r.known()) {
+        r.finish(None);
     }
     if let Some(chunk) = sink.lookup_chunk(&id)? {
         return Ok(Sealed::Known {
@@ -791,7 +795,9 @@ fn seal_chunk(
     // name the damaged copy, perhaps with other bases) must be able to read it alone.
     let healing = sink.damaged.contains_key(&(BlobKind::Chunk, id));
     let (delta, alone) = match placed {
-        Some((f, placed)) => delta_or_alone(sink, f, placed, encoder, &job, healing),
+        Some((f, placed)) => {
+            delta_or_alone(sink, f, placed, encoder, &job, healing, report.as_mut())
+        }
         None => (None, None),
     };
     let (mut sealed, bases, base_start, saved) = match delta {
@@ -841,6 +847,7 @@ fn delta_or_alone(
     encoder: &mut Encoder,
     job: &Job,
     healing: bool,
+    report: Option<&mut ShiftReport>,
 ) -> (Option<Delta>, Option<Vec<u8>>) {
     let len = job.data.len() as u64;
     let (estimate, mut alone) = match encoder.estimate(&job.data) {
@@ -856,7 +863,7 @@ fn delta_or_alone(
     };
     let found = match healing {
         true => None,
-        false => try_delta(sink, f, placed, job),
+        false => try_delta(sink, f, placed, job, report),
     };
     let Some((sealed, found)) = found else {
         return (None, alone);
@@ -889,7 +896,13 @@ fn delta_or_alone(
 
 /// The chunk of `job` as a delta against bases from the previous version, with what was
 /// found. A base that cannot be read only costs the delta: the chunk is stored alone.
-fn try_delta(sink: &Sink, f: &BaseFinder, placed: Placed, job: &Job) -> Option<(Vec<u8>, Found)> {
+fn try_delta(
+    sink: &Sink,
+    f: &BaseFinder,
+    placed: Placed,
+    job: &Job,
+    report: Option<&mut ShiftReport>,
+) -> Option<(Vec<u8>, Found)> {
     let level = match sink.repo.config.compression {
         Compression::Zstd { level } => level,
         Compression::None => return None,
@@ -915,6 +928,11 @@ fn try_delta(sink: &Sink, f: &BaseFinder, placed: Placed, job: &Job) -> Option<(
             return None;
         }
     };
+    if let Some(r) = report {
+        r.finish(BaseFinder::shift_from_content(
+            &found, &prefix, job.offset, &job.data,
+        ));
+    }
     let delta = crate::codec::encode_delta_for_sealing(level, &job.data, &prefix)?;
     Some((delta, found))
 }

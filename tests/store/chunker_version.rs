@@ -2,7 +2,7 @@
 //! key (chunker version 2, recorded in the config); repositories made before keep version 1
 //! (fastcdc's table XORed with a 64-bit seed), their boundaries and their deduplication.
 
-use crate::support::{data, Repo, TestDir};
+use crate::support::{copy_dir, data, Repo, TestDir};
 use std::path::Path;
 
 /// The stream stored in `tests/fixtures/repo-v1` (made by sluice before chunker version 2,
@@ -15,19 +15,6 @@ fn fixture_stream() -> Vec<u8> {
 #[ignore = "writes the stream the fixture was made from; run once by hand"]
 fn write_fixture_stream() {
     std::fs::write("/tmp/sluice-fixture-v1-stream", fixture_stream()).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
 }
 
 #[test]

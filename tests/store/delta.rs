@@ -4,7 +4,7 @@
 //! and a version-1 repository is upgraded only when it receives its first delta.
 
 use crate::support::data::Prng;
-use crate::support::{Ingested, Repo};
+use crate::support::{copy_dir, Ingested, Repo, TestDir};
 use serde_json::Value;
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
@@ -149,6 +149,81 @@ fn many_versions_cost_their_changes_and_read_back() {
     assert_eq!(json["added_bytes"].as_u64(), Some(0), "{json}");
     repo.check_ok(true);
     assert_eq!(config(&repo)["version"], sluice::repository::FORMAT_VERSION);
+}
+
+/// A dump of `rows` rows and the same dump two nights later, each night updating ~1% of
+/// the rows and lengthening ~1% of them by a word: every 64 KiB chunk changes, and the
+/// stream grows all along its length, so old and new offsets drift apart steadily.
+fn uniformly_grown_versions(seed: u64, rows: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = Prng::new(seed);
+    let word = |rng: &mut Prng| -> String {
+        (0..6 + rng.below(10))
+            .map(|_| (b'a' + rng.below(26) as u8) as char)
+            .collect()
+    };
+    let mut table: Vec<(u64, String, u64)> = (0..rows as u64)
+        .map(|id| (id, word(&mut rng), rng.below(1_000_000)))
+        .collect();
+    let dump = |table: &[(u64, String, u64)]| {
+        let mut text =
+            b"-- dump\nCREATE TABLE public.orders (id int, note text, amount int);\n".to_vec();
+        for (id, note, amount) in table {
+            text.extend_from_slice(
+                format!("INSERT INTO public.orders VALUES ({id}, '{note}', {amount});\n")
+                    .as_bytes(),
+            );
+        }
+        text
+    };
+    let first = dump(&table);
+    for _night in 0..2 {
+        for row in table.iter_mut() {
+            match rng.below(100) {
+                0 => row.2 = rng.below(1_000_000),
+                1 => {
+                    let w = word(&mut rng);
+                    row.1.push(' ');
+                    row.1.push_str(&w);
+                }
+                _ => {}
+            }
+        }
+    }
+    (first, dump(&table))
+}
+
+/// The night in between was never stored (a failed job, a weekly copy): every chunk of the
+/// new version differs from the old one, none is found unchanged to say where it lies, and
+/// the stream grew by 105 KB spread over its 29 MB. Placed from chunk boundaries alone, the
+/// new chunks drifted whole chunks away from their old bytes and 71% were stored whole (5.0
+/// MB added against 7.4 MB for the first version); placed from their own bytes
+/// (`BaseFinder::shift_from_content`) they are deltas (0.34 MB).
+///
+/// Whether the boundaries drift that far depends on where the chunks are cut, that is on the
+/// repository's chunker key: the repository shares that of `tests/fixtures/chunker-64k`
+/// (64 KiB chunks), one with which the drift shows (seen with half of 8 random keys).
+#[test]
+fn a_version_two_nights_of_uniform_churn_away_costs_its_changes() {
+    let dir = TestDir::new("delta-two-nights");
+    let params = dir.join("chunker-64k");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chunker-64k"),
+        &params,
+    );
+    let path = dir.join("repo");
+    let params = params.to_str().expect("utf-8 path");
+    let repo = Repo::init_at(dir, path, &["--copy-chunker-params-from", params], true);
+    let (first, later) = uniformly_grown_versions(7, 450_000);
+    let a = repo.ingest("db.sql", &first, &[]);
+    let b = repo.ingest("db.sql", &later, &[]);
+    assert!(
+        b.added_bytes * 10 < a.added_bytes,
+        "two nights later added {} bytes, the first version {}: the placement lost its way",
+        b.added_bytes,
+        a.added_bytes
+    );
+    assert_eq!(repo.cat(&b.snapshot, "db.sql"), later);
+    assert_eq!(repo.cat(&a.snapshot, "db.sql"), first);
 }
 
 #[test]

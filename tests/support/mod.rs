@@ -789,3 +789,17 @@ pub fn du(dir: &Path) -> u64 {
 pub fn hex_digest(data: &[u8]) -> String {
     blake3::hash(data).to_hex().to_string()
 }
+
+/// Copy the tree `from` to `to` (a fixture repository into a test's own folder).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
