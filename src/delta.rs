@@ -60,13 +60,13 @@ pub const LEARN_LAG: u64 = 8;
 /// than the chunks in flight, so that no chunk ever asks for a folded one.
 const SHIFTS_KEPT: u64 = 1 << 16;
 
-/// Authenticated base plaintexts by id.
+/// Verified base plaintexts by id.
 type Plaintexts = lru::LruCache<BlobId, Arc<Vec<u8>>>;
 
 /// A base being loaded: whoever else needs it waits for that load instead of starting one.
 type Inflight = Arc<OnceLock<Loaded>>;
 
-/// A cache of authenticated base plaintexts with a byte budget (sequential delta chunks share
+/// A cache of verified base plaintexts with a byte budget (sequential delta chunks share
 /// their bases, so each base is read about once). A base that several threads want at the
 /// same time (restore workers on neighbouring chunks) is loaded once: the first loads, the
 /// others wait for its result.
@@ -87,8 +87,7 @@ impl BaseCache {
         }
     }
 
-    /// The plaintext of the full chunk `c`, authenticated (`BlobStore::read_base`: only for
-    /// rebuilding deltas, whose own ids are recomputed).
+    /// The plaintext of the full chunk `c`, verified.
     pub fn get(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
         if let Some(hit) = lock(&self.inner).0.get(&c.id) {
             return Ok(hit.clone());
@@ -100,7 +99,11 @@ impl BaseCache {
                 if let Some(hit) = lock(&self.inner).0.get(&c.id) {
                     return Ok(hit.clone());
                 }
-                let data = Arc::new(self.blobs.read_base(c).map_err(LoadError::from)?);
+                let data = Arc::new(
+                    self.blobs
+                        .read(crate::ids::BlobKind::Chunk, c.id, &c.loc)
+                        .map_err(LoadError::from)?,
+                );
                 self.insert(c.id, data.clone());
                 Ok(data)
             })
@@ -312,10 +315,18 @@ impl Placer<'_> {
             Some(old) => old as i64 - new_off as i64,
             None => self.next,
         };
-        self.next = self
-            .finder
-            .learn_end(new_off + len, len, shift)
-            .unwrap_or(shift);
+        // An end cut by length is not matched to the old boundaries: snapped to the one
+        // nearest (within a quarter of this long chunk, one whole average chunk) it set the
+        // shift a chunk off, and the chunks after it kept snapping to the wrong boundaries
+        // (a 64 KiB-chunk series stored 60% of one version whole).
+        if self.finder.max_chunk != Some(len) {
+            self.next = self
+                .finder
+                .learn_end(new_off + len, len, shift)
+                .unwrap_or(shift);
+        } else {
+            self.next = shift;
+        }
         Placed { shift }
     }
 }
@@ -335,6 +346,9 @@ pub struct BaseFinder {
     /// The old version's members (when it was a container with a member table): where each
     /// member's bytes lay, to place the new version's members.
     pub members: Option<crate::members::OldMembers>,
+    /// The chunker's largest chunk: a chunk of this length was cut by its length, not by its
+    /// content, so its end says nothing about where the old boundaries are.
+    pub max_chunk: Option<u64>,
 }
 
 impl BaseFinder {
@@ -353,6 +367,7 @@ impl BaseFinder {
             learnt: Mutex::new(Learnt::default()),
             reported: Condvar::new(),
             members: None,
+            max_chunk: None,
         }
     }
 
@@ -847,6 +862,23 @@ mod tests {
         // A chunk whose old place is known is put there, and the next follows it.
         assert_eq!(p.place(2, 800_300, 50_000, Some(1_400_000)).shift, 599_700);
         assert_eq!(p.place(3, 850_300, 50_000, None).shift, 599_700);
+    }
+
+    #[test]
+    fn a_chunk_cut_by_its_length_does_not_snap_the_shift() {
+        let mut f = finder((0..20).map(chunk).collect());
+        f.max_chunk = Some(130_000);
+        // Its end maps 30 KB short of the old boundary at 700_000: within a quarter of its
+        // length, but the cut was made by length, not content.
+        let mut p = f.placer();
+        assert_eq!(p.place(0, 540_000, 130_000, None).shift, 0);
+        assert_eq!(p.place(1, 670_000, 50_000, None).shift, 0);
+        // A content-defined chunk ending at the same place snaps.
+        let mut f = finder((0..20).map(chunk).collect());
+        f.max_chunk = Some(130_000);
+        let mut p = f.placer();
+        assert_eq!(p.place(0, 541_000, 129_000, None).shift, 0);
+        assert_eq!(p.place(1, 670_000, 50_000, None).shift, 30_000);
     }
 
     #[test]

@@ -726,6 +726,7 @@ fn base_finder(repo: &Repository, name: &str, host: &str) -> Result<Option<BaseF
         return Ok(None);
     };
     let mut finder = BaseFinder::new(repo.blobs.clone(), old.chunk_lists.clone(), old.size);
+    finder.max_chunk = Some(u64::from(repo.config.chunker.max_size));
     // A container's members are placed where the same member's bytes were (their order
     // and interleaving change from one version to the next). Without its table the
     // running shift still works, so a table that cannot be read only costs that.

@@ -365,33 +365,7 @@ pub fn open_blob_owned(
     kind: BlobKind,
     id: BlobId,
     loc: &Location,
-    sealed: Vec<u8>,
-) -> Result<Vec<u8>> {
-    open_blob_owned_as(keys, kind, id, loc, sealed, IdCheck::Recompute)
-}
-
-/// How far `open_blob_owned_as` verifies a blob.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IdCheck {
-    /// Authenticate, and recompute the keyed id from the plaintext: every blob handed out
-    /// as data.
-    Recompute,
-    /// Authenticate only. For a delta's base, whose bytes only ever feed the rebuilding of
-    /// another chunk whose own id is then recomputed: the AEAD binds kind and id (its
-    /// associated data), so without the key no other blob can pass for this one, and any
-    /// wrong byte in a base makes the rebuilt chunk fail its id. Hashing the base as well
-    /// cost a sixth of the CPU of restoring a version made of deltas.
-    AuthenticateOnly,
-}
-
-/// `open_blob_owned` with the id recomputed or not (see [`IdCheck`]).
-pub fn open_blob_owned_as(
-    keys: &Keys,
-    kind: BlobKind,
-    id: BlobId,
-    loc: &Location,
     mut sealed: Vec<u8>,
-    check: IdCheck,
 ) -> Result<Vec<u8>> {
     loc.check_lengths()?;
     let range = keys
@@ -399,9 +373,7 @@ pub fn open_blob_owned_as(
         .map_err(|_| blob_damaged(kind, id, loc, "authentication failed"))?;
     let data = codec::decode_owned(sealed, range, loc.plain_len as usize)
         .map_err(|e| blob_damaged(kind, id, loc, &e.to_string()))?;
-    if data.len() != loc.plain_len as usize
-        || (check == IdCheck::Recompute && keys.blob_id(&data) != id)
-    {
+    if data.len() != loc.plain_len as usize || keys.blob_id(&data) != id {
         return Err(blob_damaged(kind, id, loc, "content does not match its id"));
     }
     Ok(data)

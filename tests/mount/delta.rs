@@ -9,7 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 
 #[test]
 fn delta_versions_read_back_through_the_mount() {
-    let repo = small_chunk_repo("mount-delta");
+    let repo = crate::support::fixed_chunking_repo("mount-delta", &[]);
     let versions = dump_versions(11, 50_000, 6);
     let snaps: Vec<_> = versions
         .iter()

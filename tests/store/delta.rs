@@ -4,7 +4,7 @@
 //! and a version-1 repository is upgraded only when it receives its first delta.
 
 use crate::support::data::Prng;
-use crate::support::{copy_dir, Ingested, Repo, TestDir};
+use crate::support::{fixed_chunking_repo, Ingested, Repo};
 use serde_json::Value;
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
@@ -112,7 +112,7 @@ fn flip_byte(path: &Path, at: u64) {
 
 #[test]
 fn many_versions_cost_their_changes_and_read_back() {
-    let repo = repo("delta-many", &[]);
+    let repo = fixed_chunking_repo("delta-many", &[]);
     let versions = dump_versions(1, 60_000, 7);
     let snaps = ingest_all(&repo, &versions);
     let first = snaps[0].added_bytes;
@@ -132,8 +132,8 @@ fn many_versions_cost_their_changes_and_read_back() {
         );
     }
     // Without deltas the later versions together would cost ~6x the first (they come to
-    // 0.22-0.24x; the bases found no longer depend on thread order, only on the
-    // repository's chunker key).
+    // 0.22-0.24x; the bases found depend neither on thread order nor, with the fixture's
+    // chunking, on a chunker key drawn at random).
     assert!(later * 3 < first, "{later} vs {first}");
     assert_all_read_back(&repo, &versions, &snaps);
     let st = stats(&repo);
@@ -204,15 +204,7 @@ fn uniformly_grown_versions(seed: u64, rows: usize) -> (Vec<u8>, Vec<u8>) {
 /// (64 KiB chunks), one with which the drift shows (seen with half of 8 random keys).
 #[test]
 fn a_version_two_nights_of_uniform_churn_away_costs_its_changes() {
-    let dir = TestDir::new("delta-two-nights");
-    let params = dir.join("chunker-64k");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chunker-64k"),
-        &params,
-    );
-    let path = dir.join("repo");
-    let params = params.to_str().expect("utf-8 path");
-    let repo = Repo::init_at(dir, path, &["--copy-chunker-params-from", params], true);
+    let repo = fixed_chunking_repo("delta-two-nights", &[]);
     let (first, later) = uniformly_grown_versions(7, 450_000);
     let a = repo.ingest("db.sql", &first, &[]);
     let b = repo.ingest("db.sql", &later, &[]);
