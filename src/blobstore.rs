@@ -14,7 +14,7 @@ use crate::codec;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, PackId};
-use crate::pack::{self, Location};
+use crate::pack::{self, IdCheck, Location};
 use crate::storage::{lock, FileKind, Storage};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,15 +60,32 @@ impl BlobStore {
     /// Read, authenticate, decompress and verify the blob `(kind, id)` recorded at `loc`; if
     /// its pack is gone (prune repacked it), read it where the relocation tables say.
     pub fn read(&self, kind: BlobKind, id: BlobId, loc: &Location) -> Result<Vec<u8>> {
+        self.read_as(kind, id, loc, IdCheck::Recompute)
+    }
+
+    /// Read the full chunk `c` as a delta's base: authenticated and decompressed, its id not
+    /// recomputed (see [`IdCheck::AuthenticateOnly`]: the chunk rebuilt from it is). Only
+    /// for bytes that feed a delta, never for bytes handed out as a chunk.
+    pub fn read_base(&self, c: &ChunkRef) -> Result<Vec<u8>> {
+        self.read_as(BlobKind::Chunk, c.id, &c.loc, IdCheck::AuthenticateOnly)
+    }
+
+    fn read_as(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        loc: &Location,
+        check: IdCheck,
+    ) -> Result<Vec<u8>> {
         let read = match self.read_sealed(loc) {
-            Ok(sealed) => pack::open_blob_owned(&self.keys, kind, id, loc, sealed),
+            Ok(sealed) => pack::open_blob_owned_as(&self.keys, kind, id, loc, sealed, check),
             Err(Missing::Pack(e)) => {
                 // A pack that is gone is not damage to record: its blobs were moved (found
                 // here, heal records included) or are lost with it.
                 return match self.relocated(kind, id, loc.pack)? {
                     Some(moved) => {
                         let sealed = self.read_sealed(&moved).map_err(Missing::into_error)?;
-                        pack::open_blob_owned(&self.keys, kind, id, &moved, sealed)
+                        pack::open_blob_owned_as(&self.keys, kind, id, &moved, sealed, check)
                     }
                     None => Err(e),
                 };
@@ -83,9 +100,9 @@ impl BlobStore {
 
     /// Read and verify one chunk of a chunk list. A delta chunk (FORMAT.md, "Deltas") is
     /// rebuilt from its bases, full chunks that `bases` provides (a cache, usually:
-    /// sequential chunks share bases); every base is verified on its own, and the rebuilt
-    /// chunk's id is recomputed, so a damaged base fails the chunk loudly instead of yielding
-    /// other bytes. Bases not cached yet are loaded in parallel, each on its own thread,
+    /// sequential chunks share bases); every base is authenticated, and the rebuilt chunk's
+    /// id is recomputed, so a damaged base fails the chunk loudly instead of yielding other
+    /// bytes. Bases not cached yet are loaded in parallel, each on its own thread,
     /// while this thread reads the delta itself: a cold random read waits for the slowest
     /// blob instead of for all of them in turn.
     pub fn read_chunk_with(&self, c: &ChunkRef, bases: &dyn BaseSource) -> Result<Vec<u8>> {
@@ -360,7 +377,7 @@ impl BlobStore {
 /// Where `BlobStore::read_chunk_with` gets a delta's bases (full chunks): a cache that
 /// loads each base once however many readers want it at the same time.
 pub trait BaseSource: Sync {
-    /// The verified plaintext of the full chunk `c`.
+    /// The plaintext of the full chunk `c`, at least authenticated (`BlobStore::read_base`).
     fn base(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>>;
     /// Whether `base` would answer without loading: only the others are loaded in parallel.
     fn has(&self, id: &BlobId) -> bool;
@@ -371,7 +388,7 @@ struct Uncached<'a>(&'a BlobStore);
 
 impl BaseSource for Uncached<'_> {
     fn base(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
-        self.0.read(BlobKind::Chunk, c.id, &c.loc).map(Arc::new)
+        self.0.read_base(c).map(Arc::new)
     }
     fn has(&self, _: &BlobId) -> bool {
         false

@@ -60,13 +60,13 @@ pub const LEARN_LAG: u64 = 8;
 /// than the chunks in flight, so that no chunk ever asks for a folded one.
 const SHIFTS_KEPT: u64 = 1 << 16;
 
-/// Verified base plaintexts by id.
+/// Authenticated base plaintexts by id.
 type Plaintexts = lru::LruCache<BlobId, Arc<Vec<u8>>>;
 
 /// A base being loaded: whoever else needs it waits for that load instead of starting one.
 type Inflight = Arc<OnceLock<Loaded>>;
 
-/// A cache of verified base plaintexts with a byte budget (sequential delta chunks share
+/// A cache of authenticated base plaintexts with a byte budget (sequential delta chunks share
 /// their bases, so each base is read about once). A base that several threads want at the
 /// same time (restore workers on neighbouring chunks) is loaded once: the first loads, the
 /// others wait for its result.
@@ -87,7 +87,8 @@ impl BaseCache {
         }
     }
 
-    /// The plaintext of the full chunk `c`, verified.
+    /// The plaintext of the full chunk `c`, authenticated (`BlobStore::read_base`: only for
+    /// rebuilding deltas, whose own ids are recomputed).
     pub fn get(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
         if let Some(hit) = lock(&self.inner).0.get(&c.id) {
             return Ok(hit.clone());
@@ -99,11 +100,7 @@ impl BaseCache {
                 if let Some(hit) = lock(&self.inner).0.get(&c.id) {
                     return Ok(hit.clone());
                 }
-                let data = Arc::new(
-                    self.blobs
-                        .read(crate::ids::BlobKind::Chunk, c.id, &c.loc)
-                        .map_err(LoadError::from)?,
-                );
+                let data = Arc::new(self.blobs.read_base(c).map_err(LoadError::from)?);
                 self.insert(c.id, data.clone());
                 Ok(data)
             })

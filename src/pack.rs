@@ -365,7 +365,35 @@ pub fn open_blob_owned(
     kind: BlobKind,
     id: BlobId,
     loc: &Location,
+    sealed: Vec<u8>,
+) -> Result<Vec<u8>> {
+    open_blob_owned_as(keys, kind, id, loc, sealed, IdCheck::Recompute)
+}
+
+/// How far `open_blob_owned_as` verifies a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdCheck {
+    /// Authenticate, and recompute the keyed id from the plaintext: every blob handed out
+    /// as data.
+    Recompute,
+    /// Authenticate only. For a delta's base, whose bytes only ever feed the rebuilding of
+    /// another chunk whose own id is then recomputed: the AEAD binds kind and id (its
+    /// associated data), so without the key no other blob can pass for this one, and any
+    /// wrong byte in a base makes the rebuilt chunk fail its id. Hashing the base as well
+    /// made restoring a version whose every chunk is a delta (the fifth night of 1% uniform
+    /// churn of a 1.08 GB dump) 10% slower: median 1.32-1.41 s against 1.21-1.22 s, five
+    /// cold runs each, same repository.
+    AuthenticateOnly,
+}
+
+/// `open_blob_owned` with the id recomputed or not (see [`IdCheck`]).
+pub fn open_blob_owned_as(
+    keys: &Keys,
+    kind: BlobKind,
+    id: BlobId,
+    loc: &Location,
     mut sealed: Vec<u8>,
+    check: IdCheck,
 ) -> Result<Vec<u8>> {
     loc.check_lengths()?;
     let range = keys
@@ -373,7 +401,9 @@ pub fn open_blob_owned(
         .map_err(|_| blob_damaged(kind, id, loc, "authentication failed"))?;
     let data = codec::decode_owned(sealed, range, loc.plain_len as usize)
         .map_err(|e| blob_damaged(kind, id, loc, &e.to_string()))?;
-    if data.len() != loc.plain_len as usize || keys.blob_id(&data) != id {
+    if data.len() != loc.plain_len as usize
+        || (check == IdCheck::Recompute && keys.blob_id(&data) != id)
+    {
         return Err(blob_damaged(kind, id, loc, "content does not match its id"));
     }
     Ok(data)
