@@ -4,9 +4,10 @@
 //! The base of a new chunk of stream NAME is the previous version of NAME around the same
 //! stream offset. Offsets move when rows are inserted or deleted, so a running *shift*
 //! (old offset − new offset) is kept: set exactly whenever a new chunk is a chunk of the old
-//! version, and nudged when a new chunk's end lands near an old chunk boundary
-//! (content-defined boundaries survive most edits, so a new boundary close to a predicted
-//! old one usually is that one). The old version's chunk lists are read one block at a time
+//! version or the last bytes of a changed one are found once in its bases (full old chunks,
+//! whose old offsets are exact), and nudged when a new chunk's content-defined end lands
+//! near an old chunk boundary (such boundaries survive most edits, so a new boundary close
+//! to a predicted old one usually is that one). The old version's chunk lists are read one block at a time
 //! (at most a few are held): the old version is never loaded whole.
 //!
 //! What is learnt must not depend on which of the sealing threads runs first: the same
@@ -14,7 +15,8 @@
 //! chunks are *placed* (given their shift) in stream order by the thread that cuts them,
 //! from what is known in that order: the boundary snapping needs only offsets and lengths,
 //! and is applied at once; whether a chunk is a chunk of the old version needs its id,
-//! computed by a sealing thread, so chunk `k` uses that only for chunks before
+//! and where its bytes lie needs its bases, both in a sealing thread, so chunk `k` uses
+//! those only for chunks before
 //! `k − LEARN_LAG`, waiting for them if one is still being worked on (with a lag larger
 //! than the chunks in flight it seldom waits) and redoing the snapping from there.
 //!
@@ -378,11 +380,13 @@ impl BaseFinder {
         }
     }
 
-    /// Report whether chunk `seq` (id `id`, at new offset `new_off`, placed at `placed`) is a
-    /// chunk of the old version where it was placed (in the old block there, or a
-    /// neighbour): then the shift is known exactly, for the chunks placed after
-    /// `seq + LEARN_LAG`. Every chunk of the stream must be reported, in any order, each
-    /// once; a sealing thread that stops calls [`BaseFinder::abandon`]. Only blocks at the
+    /// Whether chunk `seq` (id `id`, at new offset `new_off`, placed at `placed`) is a chunk
+    /// of the old version where it was placed (in the old block there, or a neighbour):
+    /// then the shift is known exactly, for the chunks placed after `seq + LEARN_LAG`. The
+    /// returned report goes to the placer when finished or dropped; the caller finishes it
+    /// at once if the shift is known, else after `shift_from_content`. Every chunk of the
+    /// stream must be reported, in any order, each once; a sealing thread that stops calls
+    /// [`BaseFinder::abandon`]. Only blocks at the
     /// placed offset are searched, never whatever blocks happen to be held, so that the
     /// answer does not depend on other threads.
     pub fn learn_same(
