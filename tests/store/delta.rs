@@ -10,18 +10,40 @@ use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// One row of the `orders` table: id, note, amount.
+type Row = (u64, String, u64);
+
+/// A random lowercase word of 6 to 15 letters.
+fn word(rng: &mut Prng) -> String {
+    (0..6 + rng.below(10))
+        .map(|_| (b'a' + rng.below(26) as u8) as char)
+        .collect()
+}
+
+/// `rows` random rows with ids 0..rows.
+fn orders(rng: &mut Prng, rows: usize) -> Vec<Row> {
+    (0..rows as u64)
+        .map(|id| (id, word(rng), rng.below(1_000_000)))
+        .collect()
+}
+
+/// The table as a SQL dump.
+fn dump_text(table: &[Row]) -> Vec<u8> {
+    let mut text =
+        b"-- dump\nCREATE TABLE public.orders (id int, note text, amount int);\n".to_vec();
+    for (id, note, amount) in table {
+        text.extend_from_slice(
+            format!("INSERT INTO public.orders VALUES ({id}, '{note}', {amount});\n").as_bytes(),
+        );
+    }
+    text
+}
+
 /// `count` versions of a SQL-like dump of `rows` rows: each version updates ~1% of the
 /// rows, deletes ~0.2% and inserts ~0.2% (so offsets shift through the stream).
 pub fn dump_versions(seed: u64, rows: usize, count: usize) -> Vec<Vec<u8>> {
     let mut rng = Prng::new(seed);
-    let word = |rng: &mut Prng| -> String {
-        (0..6 + rng.below(10))
-            .map(|_| (b'a' + rng.below(26) as u8) as char)
-            .collect()
-    };
-    let mut table: Vec<(u64, String, u64)> = (0..rows as u64)
-        .map(|id| (id, word(&mut rng), rng.below(1_000_000)))
-        .collect();
+    let mut table = orders(&mut rng, rows);
     let mut next_id = rows as u64;
     let mut out = Vec::new();
     for v in 0..count {
@@ -38,15 +60,7 @@ pub fn dump_versions(seed: u64, rows: usize, count: usize) -> Vec<Vec<u8>> {
                 next_id += 1;
             }
         }
-        let mut text =
-            b"-- dump\nCREATE TABLE public.orders (id int, note text, amount int);\n".to_vec();
-        for (id, note, amount) in &table {
-            text.extend_from_slice(
-                format!("INSERT INTO public.orders VALUES ({id}, '{note}', {amount});\n")
-                    .as_bytes(),
-            );
-        }
-        out.push(text);
+        out.push(dump_text(&table));
     }
     out
 }
@@ -156,26 +170,8 @@ fn many_versions_cost_their_changes_and_read_back() {
 /// stream grows all along its length, so old and new offsets drift apart steadily.
 fn uniformly_grown_versions(seed: u64, rows: usize) -> (Vec<u8>, Vec<u8>) {
     let mut rng = Prng::new(seed);
-    let word = |rng: &mut Prng| -> String {
-        (0..6 + rng.below(10))
-            .map(|_| (b'a' + rng.below(26) as u8) as char)
-            .collect()
-    };
-    let mut table: Vec<(u64, String, u64)> = (0..rows as u64)
-        .map(|id| (id, word(&mut rng), rng.below(1_000_000)))
-        .collect();
-    let dump = |table: &[(u64, String, u64)]| {
-        let mut text =
-            b"-- dump\nCREATE TABLE public.orders (id int, note text, amount int);\n".to_vec();
-        for (id, note, amount) in table {
-            text.extend_from_slice(
-                format!("INSERT INTO public.orders VALUES ({id}, '{note}', {amount});\n")
-                    .as_bytes(),
-            );
-        }
-        text
-    };
-    let first = dump(&table);
+    let mut table = orders(&mut rng, rows);
+    let first = dump_text(&table);
     for _night in 0..2 {
         for row in table.iter_mut() {
             match rng.below(100) {
@@ -189,7 +185,7 @@ fn uniformly_grown_versions(seed: u64, rows: usize) -> (Vec<u8>, Vec<u8>) {
             }
         }
     }
-    (first, dump(&table))
+    (first, dump_text(&table))
 }
 
 /// The night in between was never stored (a failed job, a weekly copy): every chunk of the
