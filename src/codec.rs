@@ -177,6 +177,9 @@ pub enum Estimate {
 const LONG_PREFIX: usize = 256 << 10;
 
 thread_local! {
+    /// One match-finding delta encoder per thread (its index and zstd context are reused).
+    static MATCH_ENCODER: std::cell::RefCell<Option<crate::delta_match::MatchEncoder>> =
+        const { std::cell::RefCell::new(None) };
     /// One delta compression context per thread, kept between chunks: a fresh context per
     /// chunk allocated and zeroed its match tables (the long-distance matcher's among them)
     /// every time, which cost as much CPU as the compression of a small delta itself.
@@ -188,9 +191,36 @@ thread_local! {
 /// for sealing (like `Encoder::encode_for_sealing`). None if zstd fails (the caller then
 /// stores the chunk alone).
 pub fn encode_delta_for_sealing(level: i32, data: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
+    use crate::delta_match::Matched;
+    // A chunk that is mostly its bases is encoded from the matches found by comparing it
+    // with them (crate::delta_match), at a fraction of the cost of zstd's own search.
+    let matched = MATCH_ENCODER.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = crate::delta_match::MatchEncoder::new();
+        }
+        match slot.as_mut() {
+            Some(m) => m.encode(
+                level,
+                data,
+                prefix,
+                crate::crypto::NONCE_LEN,
+                CODEC_ZSTD_DELTA,
+                crate::crypto::TAG_LEN,
+            ),
+            None => Matched::Search,
+        }
+    });
+    match matched {
+        Matched::Encoded(v) => Some(v),
+        Matched::New => None,
+        Matched::Search => encode_delta_searched(level, data, prefix),
+    }
+}
+
+/// `data` compressed by zstd's own search with `prefix` as reference prefix (long-distance
+/// matching on for long prefixes), in the delta envelope with room for sealing.
+pub fn encode_delta_searched(level: i32, data: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
     use zstd::zstd_safe::{CCtx, ResetDirective};
-    // `CCtx<'a>` is covariant in `'a` (it holds `PhantomData<&'a ()>`): the thread's
-    // `CCtx<'static>` is usable as a `CCtx<'p>` that may borrow `prefix`.
     let mut cctx: CCtx<'_> = DELTA_CCTX
         .with_borrow_mut(Option::take)
         .unwrap_or_else(CCtx::create);
@@ -241,7 +271,7 @@ fn compress_delta<'p>(
 }
 
 /// The smallest window log (at least 25, at most 30) that spans `n` bytes.
-fn window_log(n: usize) -> u32 {
+pub(crate) fn window_log(n: usize) -> u32 {
     let mut log = 25;
     while log < 30 && (1usize << log) < n {
         log += 1;
@@ -415,12 +445,14 @@ mod tests {
         assert!(decode(&delta[n..], data.len()).is_err());
         let other = vec![b'x'; base.len()];
         assert!(decode_delta(&delta[n..], data.len(), &other).map_or(true, |d| d != data));
-        // A short prefix (no long-distance mode) round-trips too.
-        let small = encode_delta_for_sealing(3, &data[..1000], &base[..4000]).unwrap();
+        // zstd's own search with a short prefix (no long-distance mode) round-trips too.
+        let small = encode_delta_searched(3, &data[..1000], &base[..4000]).unwrap();
         assert_eq!(
             decode_delta(&small[n..], 1000, &base[..4000]).unwrap(),
             &data[..1000]
         );
+        // A chunk that has nothing in common with its prefix is not made a delta.
+        assert!(encode_delta_for_sealing(3, &data[..100_000], &base[..100_000]).is_none());
     }
 
     #[test]

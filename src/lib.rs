@@ -12,6 +12,7 @@ pub mod completeness;
 pub mod copy;
 pub mod crypto;
 pub mod delta;
+pub mod delta_match;
 pub mod error;
 pub mod failpoint;
 pub mod forget;
