@@ -11,8 +11,9 @@
 //!
 //! The output is an ordinary zstd frame against the same reference prefix, so readers
 //! decode it as they decode every other delta (FORMAT.md, "Deltas"): nothing in the format
-//! changes. When the chunk is not mostly its bases (too many literal bytes), the encoder
-//! gives up early and the caller uses zstd's own search.
+//! changes. When more than a sixteenth of the chunk is left as literals, zstd's own search
+//! (which also finds the short matches inside edited rows) is used instead; when hardly any
+//! of it is in its bases, no delta is searched for at all.
 
 use std::ptr::NonNull;
 
@@ -537,17 +538,19 @@ impl RawCctx {
         };
         // SAFETY: the reset drops the context's reference to the dictionary (parameters and
         // dictionaries are reset together), so freeing the dictionary next leaves nothing
-        // pointing at it. A context whose reset fails cannot be trusted: it is replaced.
+        // pointing at it. Should the reset fail (zstd documents no case where resetting the
+        // session and parameters together does), the dictionary is leaked rather than freed
+        // under the context; the context then still names it (and through it `prefix`), but
+        // never reads it again: every use of the context starts with a reset, and stops
+        // there if that fails too.
         unsafe {
-            if sys::ZSTD_isError(sys::ZSTD_CCtx_reset(
+            let reset = sys::ZSTD_CCtx_reset(
                 c,
                 sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
-            )) != 0
-            {
-                sys::ZSTD_freeCCtx(c);
-                self.0 = NonNull::new(sys::ZSTD_createCCtx()).unwrap_or(self.0);
+            );
+            if sys::ZSTD_isError(reset) == 0 {
+                sys::ZSTD_freeCDict(dict.as_ptr());
             }
-            sys::ZSTD_freeCDict(dict.as_ptr());
         }
         out
     }
