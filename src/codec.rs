@@ -194,6 +194,11 @@ pub fn encode_delta_for_sealing(level: i32, data: &[u8], prefix: &[u8]) -> Optio
     use crate::delta_match::Matched;
     // A chunk that is mostly its bases is encoded from the matches found by comparing it
     // with them (crate::delta_match), at a fraction of the cost of zstd's own search.
+    // Below LONG_PREFIX zstd's own search is cheap (no long-distance matching), and on the
+    // small pieces of a split container it made smaller deltas than the matches.
+    if prefix.len() < LONG_PREFIX {
+        return encode_delta_searched(level, data, prefix);
+    }
     let matched = MATCH_ENCODER.with_borrow_mut(|slot| {
         if slot.is_none() {
             *slot = crate::delta_match::MatchEncoder::new();
@@ -451,8 +456,8 @@ mod tests {
             decode_delta(&small[n..], 1000, &base[..4000]).unwrap(),
             &data[..1000]
         );
-        // A chunk that has nothing in common with its prefix is not made a delta.
-        assert!(encode_delta_for_sealing(3, &data[..100_000], &base[..100_000]).is_none());
+        // A chunk that has nothing in common with its (long) prefix is not made a delta.
+        assert!(encode_delta_for_sealing(3, &data[..400_000], &base[800_000..1_200_000]).is_none());
     }
 
     #[test]

@@ -50,6 +50,8 @@ const CONTENT_PROBE: usize = 64;
 /// A chunk end is snapped to the nearest old boundary only when the next nearest is at
 /// least this many times as far (see `BaseFinder::learn_end`).
 const SNAP_CLEAR: u64 = 4;
+/// A snap may always move the shift this far (see `Placer::step`).
+const SNAP_MIN: u64 = 64 << 10;
 const MIN_MARGIN: u64 = 64 << 10;
 /// Base plaintexts an ingest keeps (sequential chunks share bases; with windows of about
 /// 1.5 chunks, a few chunks' worth is plenty, and it counts against ingest's peak memory).
@@ -266,6 +268,10 @@ pub struct Placer<'a> {
     anchor: Option<u64>,
     /// The last chunks placed: (sequence number, new offset, length, known old offset).
     recent: std::collections::VecDeque<(u64, u64, u64, Option<u64>)>,
+    /// The new offset where the running shift was last confirmed (an end snapped to an old
+    /// boundary, a chunk of the old version, a member's known place): how far it may have
+    /// drifted since bounds how far the next snap may move it.
+    confirmed_at: u64,
 }
 
 impl Placer<'_> {
@@ -296,6 +302,9 @@ impl Placer<'_> {
                 // place the chunks placed since then again from it.
                 self.anchor = Some(j);
                 self.next = exact;
+                if let Some(r) = self.recent.iter().find(|r| r.0 == j) {
+                    self.confirmed_at = r.1 + r.2;
+                }
                 let since: Vec<_> = self.recent.iter().filter(|r| r.0 > j).copied().collect();
                 for (_, off, l, k) in since {
                     self.step(off, l, k);
@@ -314,7 +323,10 @@ impl Placer<'_> {
     /// running shift past it.
     fn step(&mut self, new_off: u64, len: u64, known: Option<u64>) -> Placed {
         let shift = match known {
-            Some(old) => old as i64 - new_off as i64,
+            Some(old) => {
+                self.confirmed_at = new_off;
+                old as i64 - new_off as i64
+            }
             None => self.next,
         };
         // An end cut by length is not matched to the old boundaries: snapped to the one
@@ -322,10 +334,17 @@ impl Placer<'_> {
         // shift a chunk off, and the chunks after it kept snapping to the wrong boundaries
         // (a 64 KiB-chunk series stored 60% of one version whole).
         if self.finder.max_chunk != Some(len) {
-            self.next = self
+            // The shift drifts by the net length of the edits since it was last confirmed:
+            // an eighth of those bytes is far more than any series here showed (0.5%), and
+            // a snap further than that is to a boundary that is not this end's counterpart.
+            let drift = (new_off + len).saturating_sub(self.confirmed_at) / 8;
+            let snapped = self
                 .finder
-                .learn_end(new_off + len, len, shift)
-                .unwrap_or(shift);
+                .learn_end(new_off + len, len, shift, drift.max(SNAP_MIN));
+            if snapped.is_some() {
+                self.confirmed_at = new_off + len;
+            }
+            self.next = snapped.unwrap_or(shift);
         } else {
             self.next = shift;
         }
@@ -380,6 +399,7 @@ impl BaseFinder {
             next: 0,
             anchor: None,
             recent: std::collections::VecDeque::new(),
+            confirmed_at: 0,
         }
     }
 
@@ -514,7 +534,7 @@ impl BaseFinder {
     /// offsets to anchor the content probe): with one chunker key of 27 tried, a 1.08 GB
     /// dump's third night was placed 0.6-1.2 MB off from its ninth chunk on and added 300 MB
     /// instead of 1.8.
-    fn learn_end(&self, new_end: u64, len: u64, shift: i64) -> Option<i64> {
+    fn learn_end(&self, new_end: u64, len: u64, shift: i64, max_move: u64) -> Option<i64> {
         let mapped = new_end as i64 + shift;
         if mapped < 0 || mapped as u64 > self.size {
             return None;
@@ -532,7 +552,7 @@ impl BaseFinder {
         let clear = near
             .get(1)
             .is_none_or(|s| s.abs_diff(mapped) >= d.saturating_mul(SNAP_CLEAR));
-        (d <= len / 4 && clear).then(|| nearest as i64 - new_end as i64)
+        (d <= (len / 4).min(max_move) && clear).then(|| nearest as i64 - new_end as i64)
     }
 
     /// Bases for a new chunk at `new_off` of length `len`: the full chunks of the old version
@@ -870,9 +890,9 @@ mod tests {
     fn an_end_near_an_old_boundary_snaps_the_shift() {
         let f = finder((0..20).map(chunk).collect());
         // A new chunk of 100_300 bytes ending at 700_300: 300 bytes were inserted in it.
-        assert_eq!(f.learn_end(700_300, 100_300, 0), Some(-300));
+        assert_eq!(f.learn_end(700_300, 100_300, 0, u64::MAX), Some(-300));
         // An end far from any boundary (a boundary moved) leaves the shift alone.
-        assert_eq!(f.learn_end(1_050_000, 100_000, -300), None);
+        assert_eq!(f.learn_end(1_050_000, 100_000, -300, u64::MAX), None);
         // The placer applies it to the next chunk at once.
         let mut p = f.placer();
         assert_eq!(p.place(0, 600_000, 100_300, None).shift, 0);
@@ -900,15 +920,40 @@ mod tests {
     }
 
     #[test]
+    fn a_snap_moves_the_shift_no_further_than_the_drift_since_it_was_confirmed() {
+        // Old chunks of 1 MB. The shift was confirmed at 2 MB (two ends snapped); a chunk of
+        // 1.15 MB then ends 150 KB past the old boundary at 3 MB. That boundary is clearly
+        // the nearest, but 150 KB is more than an eighth of the 1.15 MB since the shift was
+        // confirmed: not this end's counterpart (an edit moved the cut). Snapping to it set
+        // a third night 430 KB off for one chunker key (257 MB stored instead of 1.8 MB).
+        let big = |i: u8| {
+            let mut c = chunk(i);
+            c.loc.plain_len = 1_000_000;
+            c
+        };
+        let f = finder((0..10).map(big).collect());
+        let mut p = f.placer();
+        assert_eq!(p.place(0, 0, 1_000_000, None).shift, 0);
+        assert_eq!(p.place(1, 1_000_000, 1_000_000, None).shift, 0);
+        assert_eq!(p.place(2, 2_000_000, 1_150_000, None).shift, 0);
+        assert_eq!(p.place(3, 3_150_000, 500_000, None).shift, 0);
+        // Without the bound it would have snapped.
+        assert_eq!(
+            f.learn_end(3_150_000, 1_150_000, 0, u64::MAX),
+            Some(-150_000)
+        );
+    }
+
+    #[test]
     fn an_end_between_two_old_boundaries_does_not_snap_the_shift() {
         // Old boundaries every 100 KB. An end mapped 45 KB past one and 55 KB before the
         // next has no counterpart in the old version (an edit moved the cut): snapping it to
         // the nearer one would set the shift 45 KB off, and in a version whose old one was
         // stored as deltas nothing would correct it.
         let f = finder((0..20).map(chunk).collect());
-        assert_eq!(f.learn_end(745_000, 400_000, 0), None);
+        assert_eq!(f.learn_end(745_000, 400_000, 0, u64::MAX), None);
         // 10 KB from one and 90 KB from the other: that one is meant.
-        assert_eq!(f.learn_end(710_000, 400_000, 0), Some(-10_000));
+        assert_eq!(f.learn_end(710_000, 400_000, 0, u64::MAX), Some(-10_000));
     }
 
     #[test]

@@ -59,8 +59,6 @@ pub struct MatchEncoder {
     table: Vec<u32>,
     /// The chunk's literal positions so far, by the same hash.
     own: Vec<u32>,
-    /// The frame as zstd writes it.
-    out: Vec<u8>,
     seqs: Vec<sys::ZSTD_Sequence>,
     cctx: RawCctx,
 }
@@ -70,7 +68,6 @@ impl MatchEncoder {
         Some(MatchEncoder {
             table: Vec::new(),
             own: Vec::new(),
-            out: Vec::new(),
             seqs: Vec::new(),
             cctx: RawCctx::new()?,
         })
@@ -118,27 +115,27 @@ impl MatchEncoder {
             .next_power_of_two()
             .trailing_zeros()
             .clamp(10, 31);
-        let bound = zstd::zstd_safe::compress_bound(data.len());
-        self.out.clear();
-        self.out.reserve(bound);
+        // A delta is kept only when much smaller than the chunk compressed alone: room for
+        // a frame of a quarter of the chunk is plenty (zstd reports a frame that does not
+        // fit as an error, and the chunk is then searched by zstd itself). The buffer is
+        // sized for the frame afterwards: capacity travelling down the pipeline with every
+        // chunk in flight stays resident.
+        let room = data.len() / 4 + 4096;
+        let mut buf = Vec::with_capacity(head + 1 + room + tail);
+        buf.resize(head, 0);
+        buf.push(codec);
         let n = self.cctx.compress_sequences(
             level,
             window,
             prefix,
             data,
             &self.seqs,
-            &mut self.out.spare_capacity_mut()[..bound],
+            &mut buf.spare_capacity_mut()[..room],
         )?;
         // SAFETY: zstd wrote the first `n` bytes of the spare capacity (it returns how many
-        // it wrote, at most the `bound` it was given), so they are initialised.
-        unsafe { self.out.set_len(n) };
-        // The frame is copied out of the reused buffer into one of its own size: a buffer of
-        // the chunk's bound travelling down the pipeline for a delta of a few kilobytes kept
-        // megabytes resident per chunk in flight.
-        let mut buf = Vec::with_capacity(head + 1 + n + tail);
-        buf.resize(head, 0);
-        buf.push(codec);
-        buf.extend_from_slice(&self.out);
+        // it wrote, at most the `room` it was given), so they are initialised.
+        unsafe { buf.set_len(head + 1 + n) };
+        buf.shrink_to(head + 1 + n + tail);
         Some(buf)
     }
 
@@ -520,6 +517,15 @@ impl RawCctx {
                 ok(sys::ZSTD_CCtx_setParameter(
                     c,
                     P::ZSTD_c_experimentalParam12,
+                    1,
+                ))
+            })
+            // ZSTD_c_stableInBuffer: the whole chunk is given at once, so zstd needs no
+            // window-sized input buffer of its own.
+            .and_then(|_| {
+                ok(sys::ZSTD_CCtx_setParameter(
+                    c,
+                    P::ZSTD_c_experimentalParam9,
                     1,
                 ))
             })
