@@ -226,6 +226,8 @@ pub fn encode_delta_for_sealing(level: i32, data: &[u8], prefix: &[u8]) -> Optio
 /// matching on for long prefixes), in the delta envelope with room for sealing.
 pub fn encode_delta_searched(level: i32, data: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
     use zstd::zstd_safe::{CCtx, ResetDirective};
+    // `CCtx<'a>` is covariant in `'a` (it holds `PhantomData<&'a ()>`): the thread's
+    // `CCtx<'static>` is usable as a `CCtx<'p>` that may borrow `prefix`.
     let mut cctx: CCtx<'_> = DELTA_CCTX
         .with_borrow_mut(Option::take)
         .unwrap_or_else(CCtx::create);
@@ -276,7 +278,7 @@ fn compress_delta<'p>(
 }
 
 /// The smallest window log (at least 25, at most 30) that spans `n` bytes.
-pub(crate) fn window_log(n: usize) -> u32 {
+fn window_log(n: usize) -> u32 {
     let mut log = 25;
     while log < 30 && (1usize << log) < n {
         log += 1;
