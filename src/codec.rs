@@ -188,38 +188,49 @@ thread_local! {
 }
 
 /// `data` compressed with `prefix` as zstd reference prefix, in the delta envelope with room
-/// for sealing (like `Encoder::encode_for_sealing`). None if zstd fails (the caller then
-/// stores the chunk alone).
-pub fn encode_delta_for_sealing(level: i32, data: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
-    use crate::delta_match::Matched;
+/// for sealing (like `Encoder::encode_for_sealing`), or None if that does not pay (hardly
+/// any of it is in the prefix) or zstd fails (the caller then stores the chunk alone); and
+/// where `data`'s bytes were found in `prefix`, if they were.
+pub fn encode_delta_for_sealing(
+    level: i32,
+    data: &[u8],
+    prefix: &[u8],
+) -> (Option<Vec<u8>>, Option<crate::delta_match::Located>) {
+    use crate::delta_match::{Located, Matched};
     // A chunk that is mostly its bases is encoded from the matches found by comparing it
     // with them (crate::delta_match), at a fraction of the cost of zstd's own search.
     // Below LONG_PREFIX zstd's own search is cheap (no long-distance matching), and on the
     // small pieces of a split container it made smaller deltas than the matches.
     if prefix.len() < LONG_PREFIX {
-        return encode_delta_searched(level, data, prefix);
+        let frame = encode_delta_searched(level, data, prefix);
+        return (frame, Located::probe(data, prefix));
     }
-    let matched = MATCH_ENCODER.with_borrow_mut(|slot| {
+    let (matched, located) = MATCH_ENCODER.with_borrow_mut(|slot| {
         if slot.is_none() {
             *slot = crate::delta_match::MatchEncoder::new();
         }
         match slot.as_mut() {
-            Some(m) => m.encode(
-                level,
-                data,
-                prefix,
-                crate::crypto::NONCE_LEN,
-                CODEC_ZSTD_DELTA,
-                crate::crypto::TAG_LEN,
-            ),
-            None => Matched::Search,
+            Some(m) => {
+                let matched = m.encode(
+                    level,
+                    data,
+                    prefix,
+                    crate::crypto::NONCE_LEN,
+                    CODEC_ZSTD_DELTA,
+                    crate::crypto::TAG_LEN,
+                );
+                (matched, m.located())
+            }
+            None => (Matched::Search, None),
         }
     });
-    match matched {
+    let located = located.or_else(|| Located::probe(data, prefix));
+    let frame = match matched {
         Matched::Encoded(v) => Some(v),
         Matched::New => None,
         Matched::Search => encode_delta_searched(level, data, prefix),
-    }
+    };
+    (frame, located)
 }
 
 /// `data` compressed by zstd's own search with `prefix` as reference prefix (long-distance
@@ -439,7 +450,13 @@ mod tests {
         let mut enc = Encoder::new(Compression::Zstd { level: 3 }).unwrap();
         let alone = enc.encode_for_sealing(&data);
         assert!(!enc.last_was_stored());
-        let delta = encode_delta_for_sealing(3, &data, &base).unwrap();
+        let (delta, located) = encode_delta_for_sealing(3, &data, &base);
+        let delta = delta.unwrap();
+        // The chunk's bytes were found where they came from: from the first unedited byte,
+        // and after the insertion 13 bytes further on.
+        let located = located.unwrap();
+        assert_eq!(located.start(), 300_000);
+        assert_eq!(located.last.1 as i64 - located.last.0 as i64, 300_000 - 13);
         let n = crate::crypto::NONCE_LEN;
         assert!(is_delta(&delta[n..]));
         assert!(
@@ -459,7 +476,11 @@ mod tests {
             &data[..1000]
         );
         // A chunk that has nothing in common with its (long) prefix is not made a delta.
-        assert!(encode_delta_for_sealing(3, &data[..400_000], &base[800_000..1_200_000]).is_none());
+        assert!(
+            encode_delta_for_sealing(3, &data[..400_000], &base[800_000..1_200_000])
+                .0
+                .is_none()
+        );
     }
 
     #[test]

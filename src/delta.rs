@@ -4,8 +4,8 @@
 //! The base of a new chunk of stream NAME is the previous version of NAME around the same
 //! stream offset. Offsets move when rows are inserted or deleted, so a running *shift*
 //! (old offset − new offset) is kept: set exactly whenever a new chunk is a chunk of the old
-//! version or the last bytes of a changed one are found once in its bases (full old chunks,
-//! whose old offsets are exact), and nudged when a new chunk's content-defined end lands
+//! version or where the bytes of a changed one were found in its bases (whose old offsets
+//! are exact for full old chunks, and were measured for an old delta's bases), and nudged when a new chunk's content-defined end lands
 //! near an old chunk boundary (such boundaries survive most edits, so a new boundary close
 //! to a predicted old one usually is that one). The old version's chunk lists are read one block at a time
 //! (at most a few are held): the old version is never loaded whole.
@@ -43,9 +43,6 @@ pub const MAX_BASE_BYTES: u64 = 8 << 20;
 /// A neighbouring base is used only if it holds at least this fraction (1/N) of the new
 /// chunk's mapped range (see `BaseFinder::bases_for`).
 const BASE_SHARE: u64 = 16;
-/// Bytes of a new chunk searched for in its bases to learn the shift from content
-/// ([`BaseFinder::shift_from_content`]).
-const CONTENT_PROBE: usize = 64;
 /// The window around the mapped offset is widened by at least this much on each side.
 /// A chunk end is snapped to the nearest old boundary only when the next nearest is at
 /// least this many times as far (see `BaseFinder::learn_end`).
@@ -407,7 +404,8 @@ impl BaseFinder {
     /// of the old version where it was placed (in the old block there, or a neighbour):
     /// then the shift is known exactly, for the chunks placed after `seq + LEARN_LAG`. The
     /// returned report goes to the placer when finished or dropped; the caller finishes it
-    /// at once if the shift is known, else after `shift_from_content`. Every chunk of the
+    /// at once if the shift is known, else once the chunk's bytes were found in its bases
+    /// (`Found::shift_at`). Every chunk of the
     /// stream must be reported, in any order, each once; a sealing thread that stops calls
     /// [`BaseFinder::abandon`]. Only blocks at the
     /// placed offset are searched, never whatever blocks happen to be held, so that the
@@ -438,42 +436,6 @@ impl BaseFinder {
             }
         }
         report
-    }
-
-    /// Where the end of a new chunk (`data`, at new offset `new_off`) lies in the old
-    /// version, read from the bytes themselves: a probe of its last bytes found exactly once
-    /// in `prefix` (the plaintexts of `found.bases`). Only when the bases are full chunks of
-    /// the old version lying end to end, whose old offsets are exact. Returns the shift at
-    /// the probe (old offset − new offset).
-    ///
-    /// This is what keeps the placement right when every chunk of a version changed (1% of
-    /// rows updated uniformly, or a night skipped): no chunk is found unchanged in the old
-    /// version to say where it is, and the shift estimated from chunk boundaries drifted a
-    /// chunk or more within a few dozen chunks, after which bases were whole chunks off
-    /// and deltas failed (a version two nights of uniform churn away added 104 MB instead
-    /// of a few).
-    pub fn shift_from_content(
-        found: &Found,
-        prefix: &[u8],
-        new_off: u64,
-        data: &[u8],
-    ) -> Option<i64> {
-        let start = found.exact_old_start?;
-        // Probes near the end first: the shift there is the one the next chunks need. An
-        // edit under a probe makes it miss; a probe found twice (repetitive data) says
-        // nothing.
-        for back in [0usize, 4 << 10, 32 << 10] {
-            let Some(at) = data.len().checked_sub(back + CONTENT_PROBE) else {
-                break;
-            };
-            let probe = &data[at..at + CONTENT_PROBE];
-            let finder = memchr::memmem::Finder::new(probe);
-            let mut hits = finder.find_iter(prefix);
-            if let (Some(p), None) = (hits.next(), hits.next()) {
-                return Some((start + p as u64) as i64 - (new_off + at as u64) as i64);
-            }
-        }
-        None
     }
 
     /// A sealing thread stopped before working off every chunk it could have taken (the
@@ -530,8 +492,9 @@ impl BaseFinder {
     /// The second condition: a new chunk whose end has no counterpart in the old version
     /// (an edit made or moved the cut) still found some boundary within a quarter of a long
     /// chunk, and snapped to it. In a series whose old version was stored as deltas nothing
-    /// corrects such a shift (no chunk is unchanged, and a delta's bases have no exact old
-    /// offsets to anchor the content probe): with one chunker key of 27 tried, a 1.08 GB
+    /// corrected such a shift (no chunk is unchanged, and until deltas recorded where their
+    /// bytes were found, their bases had no old offsets to read a shift from): with one
+    /// chunker key of 27 tried, a 1.08 GB
     /// dump's third night was placed 0.6-1.2 MB off from its ninth chunk on and added 300 MB
     /// instead of 1.8.
     fn learn_end(&self, new_end: u64, len: u64, shift: i64, max_move: u64) -> Option<i64> {
@@ -583,7 +546,9 @@ impl BaseFinder {
         let from = x.saturating_sub(margin);
         let to = (x + len + margin).min(self.size);
         let center = x + len / 2;
-        // (distance to the center, old offset, base, whether the old offset is exact)
+        // (distance to the center, old offset, base, whether the old offset is known: exact
+        // for a full chunk of the old version, measured for the bases of an old delta that
+        // recorded where its bytes began in them)
         let mut found: Vec<(u64, u64, ChunkRef, bool)> = Vec::new();
         let Some(first) = self.list_at(from) else {
             return Ok(none);
@@ -618,11 +583,12 @@ impl BaseFinder {
                             Some(st) => st as u64,
                             None => total.saturating_sub(e - s) / 2,
                         };
+                        let known = c.base_start.is_some() && into <= s;
                         let mut at = s.saturating_sub(into);
                         for base in bases.iter() {
                             let end = at + base.loc.plain_len as u64;
                             if end > from && at < to {
-                                found.push((distance(at, end, center), at, base.clone(), false));
+                                found.push((distance(at, end, center), at, base.clone(), known));
                             }
                             at = end;
                         }
@@ -645,7 +611,7 @@ impl BaseFinder {
         // neighbour left out holds less than 1/16 of the chunk (plus the shift's error),
         // which is then stored as new bytes, compressed.
         let need = len / BASE_SHARE;
-        for (_, s, c, exact) in found {
+        for (_, s, c, known) in found {
             if chosen.len() == MAX_BASES {
                 break;
             }
@@ -663,26 +629,18 @@ impl BaseFinder {
                 continue;
             };
             bytes += loc.plain_len as u64;
-            chosen.push((s, ChunkRef::full(c.id, loc), exact));
+            chosen.push((s, ChunkRef::full(c.id, loc), known));
         }
         chosen.sort_by_key(|(s, _, _)| *s);
         // Where the new chunk's bytes are expected within the prefix.
         let start = chosen.first().map_or(0, |(s, _, _)| {
             x.saturating_sub(*s).min(u32::MAX as u64 - 1) as u32
         });
-        // Full chunks of the old version lying end to end: the prefix's old offsets are known.
-        let end_to_end = chosen
-            .windows(2)
-            .all(|w| w[0].0 + w[0].1.loc.plain_len as u64 == w[1].0);
-        let exact_old_start = match chosen.first() {
-            Some((s, _, _)) if end_to_end && chosen.iter().all(|(_, _, e)| *e) => Some(*s),
-            _ => None,
-        };
         Ok(Found {
+            old_starts: chosen.iter().map(|(s, _, k)| k.then_some(*s)).collect(),
             bases: chosen.into_iter().map(|(_, c, _)| c).collect(),
             start,
             old_delta_bytes: none.old_delta_bytes,
-            exact_old_start,
         })
     }
 }
@@ -697,9 +655,38 @@ pub struct Found {
     /// Stored bytes of the old version's deltas over the new chunk's range (0 where the old
     /// version stored it whole): with the new delta's size, how much a night adds.
     pub old_delta_bytes: u64,
-    /// The old offset of the prefix's first byte, when it is exact: every base a full chunk
-    /// of the old version, end to end (see `BaseFinder::shift_from_content`).
-    pub exact_old_start: Option<u64>,
+    /// Where each base's first byte lay in the old version, when known: exact for a full
+    /// chunk of the old version, measured (to within the edits of one chunk) for the bases
+    /// of an old delta (see `Found::shift_at`).
+    pub old_starts: Vec<Option<u64>>,
+}
+
+impl Found {
+    /// The shift (old offset − new offset) read from where a byte of the new chunk at
+    /// `new_off` was found in the prefix (`at`: chunk position, prefix position), when the
+    /// old offset of the base holding it is known.
+    ///
+    /// This keeps the placement right when every chunk of a version changed (1% of rows
+    /// updated uniformly, or a night skipped): no chunk is found unchanged in the old
+    /// version to say where it is, and the shift estimated from chunk boundaries drifted a
+    /// chunk or more within a few dozen chunks, after which bases were whole chunks off and
+    /// deltas failed (a version two nights of uniform churn away added 104 MB instead of a
+    /// few). Over an old version stored as deltas it is their bases' measured places that
+    /// say where the bytes were: without them, a drift went uncorrected and one chunker key
+    /// in four stored 160-260 MB of a 1.08 GB dump's third and fourth nights (instead of
+    /// ~1.5 MB).
+    pub fn shift_at(&self, at: (usize, usize), new_off: u64) -> Option<i64> {
+        let (chunk_pos, mut prefix_pos) = (at.0 as u64, at.1 as u64);
+        for (base, old) in self.bases.iter().zip(&self.old_starts) {
+            let len = base.loc.plain_len as u64;
+            if prefix_pos < len {
+                let old = (*old)? + prefix_pos;
+                return Some(old as i64 - (new_off + chunk_pos) as i64);
+            }
+            prefix_pos -= len;
+        }
+        None
+    }
 }
 
 /// Whether a chunk whose delta is `delta` bytes, `alone` bytes compressed alone, should be
@@ -987,6 +974,60 @@ mod tests {
         let got = ids(&f, 1_050_000, LEN as u64);
         assert_eq!(got, vec![41, 42]);
         assert_eq!(ids(&f, 1_000_000, LEN as u64), vec![41]);
+    }
+
+    /// Where a chunk's bytes were found in its prefix gives the shift, through the old
+    /// offset of the base holding them: exact for a full old chunk, as recorded for an old
+    /// delta's bases, unknown for the bases of a delta that recorded nothing.
+    #[test]
+    fn the_shift_is_read_from_where_the_bytes_were_found_in_the_bases() {
+        let usable = |_: &BlobId| {
+            Ok(Some(Location {
+                pack: PackId([2; 32]),
+                offset: 0,
+                stored_len: 1,
+                plain_len: LEN,
+            }))
+        };
+        let mut chunks: Vec<ChunkRef> = (0..20).map(chunk).collect();
+        // Old chunk 10 (old offsets 1_000_000..1_100_000) is a delta whose bytes were found
+        // 30_000 bytes into its bases 40, 41: base 40 lay at old offset 970_000.
+        let mut d = chunk(10);
+        d.bases = Some(vec![chunk(40), chunk(41)].into());
+        d.base_start = Some(30_000);
+        chunks[10] = d.clone();
+        // Old chunk 12 is a delta that recorded nothing: its bases' places are guesses.
+        d.bases = Some(vec![chunk(50)].into());
+        d.base_start = None;
+        chunks[12] = d;
+        let f = finder(chunks);
+        // A new chunk at 1_000_000 placed 2_000 bytes off (old = new − 2_000).
+        let found = f
+            .bases_for(1_000_000, LEN as u64, Placed { shift: -2_000 }, &usable)
+            .unwrap();
+        assert_eq!(
+            found.bases.iter().map(|b| b.id.0[0]).collect::<Vec<_>>(),
+            [40, 41]
+        );
+        assert_eq!(found.old_starts, [Some(970_000), Some(1_070_000)]);
+        // Its byte 5_000 was found at prefix position 40_000 (base 40): old 1_010_000, so
+        // the shift is +5_000, not the −2_000 it was placed with.
+        assert_eq!(found.shift_at((5_000, 40_000), 1_000_000), Some(5_000));
+        // Its byte 90_000 in base 41: old 1_070_000 + 25_000.
+        assert_eq!(found.shift_at((90_000, 125_000), 1_000_000), Some(5_000));
+        // Past the prefix: nothing.
+        assert_eq!(found.shift_at((0, 200_000), 1_000_000), None);
+        // Around old chunk 2, full: exact; around 12, the guessed bases say nothing.
+        let found = f
+            .bases_for(200_000, LEN as u64, Placed { shift: 0 }, &usable)
+            .unwrap();
+        assert_eq!(found.bases[0].id.0[0], 2);
+        assert_eq!(found.shift_at((10, 20), 200_000), Some(10));
+        let found = f
+            .bases_for(1_200_000, LEN as u64, Placed { shift: 0 }, &usable)
+            .unwrap();
+        assert_eq!(found.bases[0].id.0[0], 50);
+        assert_eq!(found.shift_at((10, 20), 1_200_000), None);
     }
 
     #[test]

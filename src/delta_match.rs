@@ -42,6 +42,64 @@ const MATCHED_SHARE: usize = 8;
 /// region of a chunk then costs little to cross.
 const SLOW_RUN: usize = 512;
 
+/// A match at least this long in the prefix says where the chunk's bytes lie in it
+/// (`Located`): shorter ones may be a row that repeats elsewhere.
+const ANCHOR_MATCH: usize = 1024;
+
+/// Where a chunk's bytes were found in its prefix: (chunk position, prefix position) of the
+/// first and of the last place found, from matches too long to be chance, or from probes.
+///
+/// Why: the next version places its chunks in this one through these positions (a delta
+/// records where its bytes begin in its prefix, FORMAT.md "base start"), and the chunks
+/// after this one are placed from where its end was found. Estimated from the placement
+/// instead, a placement that had drifted was recorded as if it were right, and the version
+/// after it had nothing to correct it with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub first: (usize, usize),
+    pub last: (usize, usize),
+}
+
+impl Located {
+    /// Where the chunk's first byte lies in the prefix (negative: before it), as its first
+    /// place found says (the bytes before that are edits of unknown length).
+    pub fn start(&self) -> i64 {
+        self.first.1 as i64 - self.first.0 as i64
+    }
+
+    /// The places of a few probes of `data` (64 bytes near its start and near its end) found
+    /// exactly once in `prefix`; None if none is. For the deltas that zstd searches itself.
+    pub fn probe(data: &[u8], prefix: &[u8]) -> Option<Located> {
+        let found_once = |at: usize| {
+            let probe = data.get(at..at + PROBE)?;
+            let finder = memchr::memmem::Finder::new(probe);
+            let mut hits = finder.find_iter(prefix);
+            match (hits.next(), hits.next()) {
+                (Some(p), None) => Some((at, p)),
+                _ => None,
+            }
+        };
+        // An edit under a probe makes it miss; a probe found twice says nothing.
+        let backs = [0usize, 4 << 10, 32 << 10];
+        let first = backs.iter().find_map(|&b| found_once(b));
+        let last = backs
+            .iter()
+            .filter_map(|&b| data.len().checked_sub(b + PROBE))
+            .find_map(found_once);
+        match (first, last) {
+            (Some(first), Some(last)) => Some(Located { first, last }),
+            (Some(one), None) | (None, Some(one)) => Some(Located {
+                first: one,
+                last: one,
+            }),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Bytes of one probe (`Located::probe`).
+const PROBE: usize = 64;
+
 /// What `MatchEncoder::encode` made of a chunk.
 pub enum Matched {
     /// The chunk as a delta: a zstd frame in the envelope asked for.
@@ -61,6 +119,8 @@ pub struct MatchEncoder {
     own: Vec<u32>,
     seqs: Vec<sys::ZSTD_Sequence>,
     cctx: RawCctx,
+    /// Where the last chunk's bytes were found in its prefix.
+    located: Option<Located>,
 }
 
 impl MatchEncoder {
@@ -70,7 +130,14 @@ impl MatchEncoder {
             own: Vec::new(),
             seqs: Vec::new(),
             cctx: RawCctx::new()?,
+            located: None,
         })
+    }
+
+    /// Where the last chunk given to `encode` was found in its prefix, whatever `encode`
+    /// returned (from its matches of at least ANCHOR_MATCH bytes).
+    pub fn located(&self) -> Option<Located> {
+        self.located
     }
 
     /// `data` as a zstd frame against `prefix`, after `head` zeroed bytes and the `codec`
@@ -84,6 +151,7 @@ impl MatchEncoder {
         codec: u8,
         tail: usize,
     ) -> Matched {
+        self.located = None;
         // Positions are u32 in the index; prefixes are a few chunks long.
         if prefix.len() >= u32::MAX as usize || data.len() >= u32::MAX as usize {
             return Matched::Search;
@@ -237,6 +305,14 @@ impl MatchEncoder {
                     i = reach;
                     lit_start = reach;
                     if src < window.prefix.len() {
+                        if reach - start >= ANCHOR_MATCH {
+                            let at = (start, src - back);
+                            let l = self.located.get_or_insert(Located {
+                                first: at,
+                                last: at,
+                            });
+                            l.last = at;
+                        }
                         last = Some(offset);
                         from_prefix += reach - start;
                         prefix_end = reach;

@@ -778,8 +778,8 @@ fn seal_chunk(
     let len = job.data.len();
     // Reported as soon as it is known: the placing of later chunks may be waiting for it.
     // A chunk found unchanged in the old version says where it is at once; another says it
-    // after its bases are read, from its bytes (`BaseFinder::shift_from_content`), or when
-    // this function returns.
+    // once its bytes were found in its bases (`Found::shift_at`), or when this function
+    // returns.
     let placed = finder.zip(job.placed);
     let mut report = placed.map(|(f, p)| f.learn_same(job.seq, &id, job.offset, p));
     if let Some(r) = report.as_mut().filter(|r| r.known()) {
@@ -911,7 +911,7 @@ fn try_delta(
     let found = f.bases_for(job.offset, job.data.len() as u64, placed, &|id| {
         sink.lookup_full(id)
     });
-    let found = match found {
+    let mut found = match found {
         Ok(b) if !b.bases.is_empty() => b,
         Ok(_) => return None,
         Err(e) => {
@@ -929,13 +929,17 @@ fn try_delta(
             return None;
         }
     };
+    let (delta, located) = crate::codec::encode_delta_for_sealing(level, &job.data, &prefix);
     if let Some(r) = report {
-        r.finish(BaseFinder::shift_from_content(
-            &found, &prefix, job.offset, &job.data,
-        ));
+        // Where the last bytes found lie: the shift there is the one the next chunks need.
+        r.finish(located.and_then(|l| found.shift_at(l.last, job.offset)));
     }
-    let delta = crate::codec::encode_delta_for_sealing(level, &job.data, &prefix)?;
-    Some((delta, found))
+    // Where the chunk's bytes begin in the prefix, for the next version's placement: as
+    // found, else as placed.
+    if let Some(l) = located {
+        found.start = l.start().clamp(0, u32::MAX as i64 - 1) as u32;
+    }
+    Some((delta?, found))
 }
 
 /// Put sealed chunks back in stream order, store them, and build the chunk list.

@@ -794,7 +794,9 @@ mod tests {
                 data[i * 9_000 + k as usize] ^= 0x5a ^ k;
             }
             let id = keys.blob_id(&data);
-            let mut sealed = crate::codec::encode_delta_for_sealing(1, &data, &base).unwrap();
+            let mut sealed = crate::codec::encode_delta_for_sealing(1, &data, &base)
+                .0
+                .unwrap();
             keys.seal_in_place(BlobKind::Chunk, &id.0, &mut sealed);
             let mut c = ChunkRef::full(
                 id,

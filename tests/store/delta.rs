@@ -165,27 +165,33 @@ fn many_versions_cost_their_changes_and_read_back() {
     assert_eq!(config(&repo)["version"], sluice::repository::FORMAT_VERSION);
 }
 
-/// A dump of `rows` rows and the same dump two nights later, each night updating ~1% of
-/// the rows and lengthening ~1% of them by a word: every 64 KiB chunk changes, and the
-/// stream grows all along its length, so old and new offsets drift apart steadily.
-fn uniformly_grown_versions(seed: u64, rows: usize) -> (Vec<u8>, Vec<u8>) {
+/// A dump of `rows` rows and the same dump after each count of nights in `nights` (counted
+/// from the first), each night updating ~1% of the rows and lengthening ~1% of them by a
+/// word: every 64 KiB chunk changes, and the stream grows all along its length, so old and
+/// new offsets drift apart steadily.
+fn uniformly_grown_versions(seed: u64, rows: usize, nights: &[usize]) -> Vec<Vec<u8>> {
     let mut rng = Prng::new(seed);
     let mut table = orders(&mut rng, rows);
-    let first = dump_text(&table);
-    for _night in 0..2 {
-        for row in table.iter_mut() {
-            match rng.below(100) {
-                0 => row.2 = rng.below(1_000_000),
-                1 => {
-                    let w = word(&mut rng);
-                    row.1.push(' ');
-                    row.1.push_str(&w);
+    let mut versions = vec![dump_text(&table)];
+    let mut night = 0;
+    for &upto in nights {
+        while night < upto {
+            night += 1;
+            for row in table.iter_mut() {
+                match rng.below(100) {
+                    0 => row.2 = rng.below(1_000_000),
+                    1 => {
+                        let w = word(&mut rng);
+                        row.1.push(' ');
+                        row.1.push_str(&w);
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
+        versions.push(dump_text(&table));
     }
-    (first, dump_text(&table))
+    versions
 }
 
 /// The night in between was never stored (a failed job, a weekly copy): every chunk of the
@@ -193,7 +199,7 @@ fn uniformly_grown_versions(seed: u64, rows: usize) -> (Vec<u8>, Vec<u8>) {
 /// the stream grew by 105 KB spread over its 29 MB. Placed from chunk boundaries alone, the
 /// new chunks drifted whole chunks away from their old bytes and 71% were stored whole (5.0
 /// MB added against 7.4 MB for the first version); placed from their own bytes
-/// (`BaseFinder::shift_from_content`) they are deltas (0.34 MB).
+/// (where their bytes are found in their bases, `Found::shift_at`) they are deltas (0.34 MB).
 ///
 /// Whether the boundaries drift that far depends on where the chunks are cut, that is on the
 /// repository's chunker key: the repository shares that of `tests/fixtures/chunker-64k`
@@ -201,7 +207,7 @@ fn uniformly_grown_versions(seed: u64, rows: usize) -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn a_version_two_nights_of_uniform_churn_away_costs_its_changes() {
     let repo = fixed_chunking_repo("delta-two-nights", &[]);
-    let (first, later) = uniformly_grown_versions(7, 450_000);
+    let [first, later] = <[_; 2]>::try_from(uniformly_grown_versions(7, 450_000, &[2])).unwrap();
     let a = repo.ingest("db.sql", &first, &[]);
     let b = repo.ingest("db.sql", &later, &[]);
     assert!(
@@ -212,6 +218,45 @@ fn a_version_two_nights_of_uniform_churn_away_costs_its_changes() {
     );
     assert_eq!(repo.cat(&b.snapshot, "db.sql"), later);
     assert_eq!(repo.cat(&a.snapshot, "db.sql"), first);
+}
+
+/// Over a version stored as deltas, none of the old version's chunks is stored whole: no
+/// chunk of the new version is found unchanged, and its only old offsets are what the
+/// deltas recorded of where their bytes lay in their bases. Until that was the place found
+/// rather than the place estimated from the (drifted) placement, nothing could correct a
+/// drift over such a version: a 1.08 GB dump's third and fourth nights added 161 and 258 MB
+/// with one chunker key in four, instead of ~2 MB each. Here the third version also gains
+/// 100 KB of new rows a third of the way in (more than the bases' margin around a chunk);
+/// with the estimate, the rest of it was placed 100 KB off and it added 3.3 MB of its 29.
+#[test]
+fn a_shift_is_learnt_over_a_version_stored_as_deltas() {
+    let repo = fixed_chunking_repo("delta-over-deltas", &[]);
+    let mut versions = uniformly_grown_versions(11, 450_000, &[1, 2]);
+    let mut rng = Prng::new(12);
+    let new_rows = dump_text(&orders(&mut rng, 1_600));
+    let third = &mut versions[2];
+    let at = third.len() / 3;
+    let at = at + third[at..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    third.splice(at..at, new_rows);
+    let snaps = ingest_all(&repo, &versions);
+    // The second version is stored as deltas (nearly every chunk).
+    let deltas = snaps[1].json["objects"][0]["delta_chunks"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        deltas * 10 > snaps[1].new_chunks * 9,
+        "{deltas} of {}",
+        snaps[1].new_chunks
+    );
+    for (i, s) in snaps.iter().enumerate().skip(1) {
+        assert!(
+            s.added_bytes * 10 < snaps[0].added_bytes,
+            "version {i} added {} bytes, the first version {}: the placement lost its way",
+            s.added_bytes,
+            snaps[0].added_bytes
+        );
+    }
+    assert_all_read_back(&repo, &versions, &snaps);
 }
 
 #[test]
