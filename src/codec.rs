@@ -224,7 +224,9 @@ pub fn encode_delta_for_sealing(
             None => (Matched::Search, None),
         }
     });
-    let located = located.or_else(|| Located::probe(data, prefix));
+    // No probes here when the matches found nothing long: the matcher walked the chunk
+    // (a probe would find what it missed only by chance), and a chunk of new data would
+    // pay six scans of a prefix of megabytes for nothing.
     let frame = match matched {
         Matched::Encoded(v) => Some(v),
         Matched::New => None,

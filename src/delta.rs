@@ -559,11 +559,10 @@ impl BaseFinder {
     }
 
     /// A shift at which the new chunk ends `ends` (in order, consecutive, content-defined)
-    /// match consecutive old boundaries, each distance between them within
-    /// `length_slack`, when at most one of them lies near an old boundary at `shift` (a snap
-    /// may have put it there) and exactly one
-    /// such place lies within `RELOCATE_REACH` times their span of where `shift` puts them.
-    /// See `Placer::relocate`.
+    /// match consecutive old boundaries, each distance between them within `length_slack`:
+    /// only when at most one of them lies near an old boundary at `shift` (a snap may have
+    /// put it there), and exactly one such place lies within `RELOCATE_REACH` times their
+    /// span of where `shift` puts them. See `Placer::relocate`.
     fn relocate(&self, ends: &[u64], shift: i64) -> Option<i64> {
         let (first, last) = (*ends.first()?, *ends.last()?);
         let reach = (last - first).saturating_mul(RELOCATE_REACH);
@@ -586,10 +585,11 @@ impl BaseFinder {
         }
         let mut found = None;
         for i in 0..old.len().saturating_sub(gaps.len()) {
-            let fits = gaps
-                .iter()
-                .enumerate()
-                .all(|(k, &g)| (old[i + k + 1] - old[i + k]).abs_diff(g) <= length_slack(g));
+            let fits = gaps.iter().enumerate().all(|(k, &g)| {
+                // Saturating: chunk lists read from disk are not trusted to be in order.
+                let old_gap = old[i + k + 1].saturating_sub(old[i + k]);
+                old_gap.abs_diff(g) <= length_slack(g)
+            });
             if fits {
                 if found.is_some() {
                     return None;
