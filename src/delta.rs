@@ -565,17 +565,22 @@ impl BaseFinder {
     /// span of where `shift` puts them. See `Placer::relocate`.
     fn relocate(&self, ends: &[u64], shift: i64) -> Option<i64> {
         let (first, last) = (*ends.first()?, *ends.last()?);
-        let reach = (last - first).saturating_mul(RELOCATE_REACH);
-        let from = self.map(first, shift).saturating_sub(reach);
-        let to = self.map(last, shift).saturating_add(reach).min(self.size);
-        let old = self.boundaries(from, to).ok()?;
-        let near = |at: u64, slack: u64| {
-            let i = old.partition_point(|&b| b < at.saturating_sub(slack));
-            old.get(i).is_some_and(|&b| b <= at + slack)
-        };
         let gaps: Vec<u64> = ends.windows(2).map(|w| w[1] - w[0]).collect();
         // The chunk ending at `ends[k]` is `gaps[k - 1]` long (the first: about as long).
         let slack = |k: usize| length_slack(gaps.get(k.saturating_sub(1)).copied().unwrap_or(0));
+        // Whether they are lost is asked for every chunk placed: only the old boundaries
+        // around the ends themselves are read for it, the wide search only when they are.
+        let most = (0..ends.len()).map(slack).max().unwrap_or(0);
+        let around = self
+            .boundaries(
+                self.map(first, shift).saturating_sub(most),
+                self.map(last, shift).saturating_add(most),
+            )
+            .ok()?;
+        let near = |at: u64, slack: u64| {
+            let i = around.partition_point(|&b| b < at.saturating_sub(slack));
+            around.get(i).is_some_and(|&b| b <= at + slack)
+        };
         // One end may lie on an old boundary by chance: a snap put it there.
         let fit = (0..ends.len())
             .filter(|&k| near(self.map(ends[k], shift), slack(k)))
@@ -583,6 +588,10 @@ impl BaseFinder {
         if fit > 1 {
             return None;
         }
+        let reach = (last - first).saturating_mul(RELOCATE_REACH);
+        let from = self.map(first, shift).saturating_sub(reach);
+        let to = self.map(last, shift).saturating_add(reach).min(self.size);
+        let old = self.boundaries(from, to).ok()?;
         let mut found = None;
         for i in 0..old.len().saturating_sub(gaps.len()) {
             let fits = gaps.iter().enumerate().all(|(k, &g)| {
