@@ -207,23 +207,38 @@ impl MatchEncoder {
         Some(buf)
     }
 
+    /// Index every STRIDE-th position of `prefix` by the hash of its HASH_LEN bytes (runs
+    /// of one byte left out); the index's bits.
+    fn index(&mut self, prefix: &[u8]) -> u32 {
+        let bits = table_bits(prefix.len());
+        self.table.clear();
+        self.table.resize(1 << bits, 0);
+        // The prefix is read as 8-byte words: position 8k hashes words k and k + 1. Read so,
+        // the loop runs twice as fast as one that slices the prefix at every position (the
+        // index is most of a delta's cost when the chunk differs little).
+        const _: () = assert!(STRIDE == 8 && HASH_LEN == 16);
+        let mut words = prefix
+            .chunks_exact(STRIDE)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        if let Some(mut a) = words.next() {
+            for (k, b) in words.enumerate() {
+                // Later positions overwrite earlier ones: the newest copy wins, which is as
+                // good as any for an index that only proposes candidates.
+                if !is_run_words(a, b) {
+                    self.table[hash_words(a, b, bits)] = (k * STRIDE) as u32 + 1;
+                }
+                a = b;
+            }
+        }
+        bits
+    }
+
     /// Fill `self.seqs` with matches of `data` in `prefix` and in its own earlier bytes
     /// (zstd's offsets: the distance back from the match's start in the window
     /// prefix ++ data); the number of literal bytes and of bytes matched in the prefix.
     fn find_matches(&mut self, data: &[u8], prefix: &[u8]) -> (usize, usize) {
         self.seqs.clear();
-        let bits = table_bits(prefix.len());
-        self.table.clear();
-        self.table.resize(1 << bits, 0);
-        if prefix.len() >= HASH_LEN {
-            for p in (0..=prefix.len() - HASH_LEN).step_by(STRIDE) {
-                // Later positions overwrite earlier ones: the newest copy wins, which is as
-                // good as any for an index that only proposes candidates.
-                if !is_run(&prefix[p..]) {
-                    self.table[hash(&prefix[p..], bits)] = p as u32 + 1;
-                }
-            }
-        }
+        let bits = self.index(prefix);
         // Cleared for every chunk: what a chunk becomes must not depend on the chunks this
         // thread encoded before it (the same input stores the same bytes, whatever the
         // threads).
@@ -547,14 +562,27 @@ fn table_bits(prefix_len: usize) -> u32 {
 /// window occurs everywhere, so it anchors nothing, and a match found through it would tie
 /// the chunk to a random place of the prefix.
 fn is_run(at: &[u8]) -> bool {
-    let a = u64::from_le_bytes(at[..8].try_into().expect("8 bytes"));
-    let b = u64::from_le_bytes(at[8..16].try_into().expect("8 bytes"));
+    let (a, b) = words_at(at);
+    is_run_words(a, b)
+}
+
+fn is_run_words(a: u64, b: u64) -> bool {
     a == b && a == (a & 0xff) * 0x0101_0101_0101_0101
 }
 
-fn hash(at: &[u8], bits: u32) -> usize {
+/// The HASH_LEN bytes at `at` as two words.
+fn words_at(at: &[u8]) -> (u64, u64) {
     let a = u64::from_le_bytes(at[..8].try_into().expect("8 bytes"));
     let b = u64::from_le_bytes(at[8..16].try_into().expect("8 bytes"));
+    (a, b)
+}
+
+fn hash(at: &[u8], bits: u32) -> usize {
+    let (a, b) = words_at(at);
+    hash_words(a, b, bits)
+}
+
+fn hash_words(a: u64, b: u64, bits: u32) -> usize {
     let h = a.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F).rotate_left(31);
     (h.wrapping_mul(0xFF51_AFD7_ED55_8CCD) >> (64 - bits)) as usize
@@ -744,6 +772,39 @@ mod tests {
 
     fn encode(m: &mut MatchEncoder, data: &[u8], prefix: &[u8]) -> Matched {
         m.encode(3, data, prefix, HEAD, DELTA, 16)
+    }
+
+    #[test]
+    fn the_index_holds_the_newest_of_every_strided_position() {
+        // Text with runs of blanks (left out) and repeats (the newest copy wins), and a
+        // length that is not a multiple of STRIDE.
+        let mut prefix = Vec::new();
+        for k in 0..5_000u64 {
+            prefix.extend_from_slice(&row(k % 700, (k * 7919 % 1000) as i64));
+        }
+        prefix.extend_from_slice(b"tail");
+        let mut m = MatchEncoder::new().expect("zstd context");
+        let bits = m.index(&prefix);
+        let mut last = 0;
+        for p in (0..=prefix.len() - HASH_LEN).step_by(STRIDE) {
+            let entry = m.table[hash(&prefix[p..], bits)] as usize;
+            if is_run(&prefix[p..]) {
+                continue;
+            }
+            // Held, or overwritten by a later position with the same slot.
+            assert!(entry > p, "position {p} lost (entry {entry})");
+            last = p;
+        }
+        assert!(
+            last + HASH_LEN + STRIDE > prefix.len(),
+            "the last positions were indexed"
+        );
+        for &entry in m.table.iter().filter(|&&e| e != 0) {
+            let p = entry as usize - 1;
+            assert_eq!(p % STRIDE, 0);
+            assert!(!is_run(&prefix[p..]));
+            assert_eq!(m.table[hash(&prefix[p..], bits)], entry);
+        }
     }
 
     #[test]
