@@ -243,15 +243,20 @@ fn a_shift_is_learnt_over_a_version_stored_as_deltas() {
         "{deltas} of {}",
         snaps[1].new_chunks
     );
+    assert_later_versions_add_less_than(&snaps, 10, "the placement lost its way");
+    assert_all_read_back(&repo, &versions, &snaps);
+}
+
+/// Every version after the first added less than 1/`share` of what the first one did.
+fn assert_later_versions_add_less_than(snaps: &[Ingested], share: u64, else_what: &str) {
     for (i, s) in snaps.iter().enumerate().skip(1) {
         assert!(
-            s.added_bytes * 10 < snaps[0].added_bytes,
-            "version {i} added {} bytes, the first version {}: the placement lost its way",
+            s.added_bytes * share < snaps[0].added_bytes,
+            "version {i} added {} bytes, the first {}: {else_what}",
             s.added_bytes,
             snaps[0].added_bytes
         );
     }
-    assert_all_read_back(&repo, &versions, &snaps);
 }
 
 /// `rows` new rows (random, `seed`) inserted at the first line break a third of the way
@@ -277,14 +282,7 @@ fn a_night_that_inserts_megabytes_mid_stream_costs_its_changes() {
     let mut versions = uniformly_grown_versions(13, 450_000, &[1, 2]);
     insert_rows_a_third_in(&mut versions[1], 14, 16_000);
     let snaps = ingest_all(&repo, &versions);
-    for (i, s) in snaps.iter().enumerate().skip(1) {
-        assert!(
-            s.added_bytes * 5 < snaps[0].added_bytes,
-            "version {i} added {} bytes, the first {}: the rest of the stream lost its place",
-            s.added_bytes,
-            snaps[0].added_bytes
-        );
-    }
+    assert_later_versions_add_less_than(&snaps, 5, "the rest of the stream lost its place");
     assert_all_read_back(&repo, &versions, &snaps);
 }
 
