@@ -23,8 +23,108 @@ const MIB: usize = 1 << 20;
 pub fn all(work: &Path) -> Vec<Target> {
     let mut v = Vec::new();
     v.extend(completeness());
+    v.push(deltas());
     v.extend(repository(work));
     v
+}
+
+/// The codec byte of a delta envelope (codec.rs): what `decode_delta` reads first.
+const DELTA_CODEC: u8 = 2;
+
+/// The delta encoders and decoder. A chunk made from its prefix with edits (the input is the
+/// prefix, the fuzzer's random numbers choose the edits: runs kept, bytes changed, deleted,
+/// inserted, rows copied from elsewhere) must decode back byte for byte from whatever delta
+/// is made of it: the match encoder hands zstd matches it found itself, and zstd checks
+/// their offsets and lengths but not that their bytes are the chunk's, so a wrong match
+/// would store wrong bytes with nothing to tell until a read fails. Any input given to the
+/// decoder as a delta must decode or fail cleanly.
+fn deltas() -> Target {
+    let mut seeds = seeds_of(Some(Format::PgDumpPlain));
+    seeds.extend(seeds_of(Some(Format::MysqlDump)));
+    Target {
+        name: "delta",
+        seeds,
+        alloc_cap: 64 * MIB,
+        run: Box::new(|b, rng| {
+            if !sluice::codec::is_delta(&[DELTA_CODEC]) {
+                return Err("DELTA_CODEC is not the delta codec byte".into());
+            }
+            // A long prefix (the match encoder's usual case in an ingest): the input repeated
+            // with a changing first byte, so that every copy looks like its neighbours.
+            let prefix: Vec<u8> = match rng.below(4) {
+                0 if !b.is_empty() => (0..(300 << 10) / b.len() + 1)
+                    .flat_map(|k| std::iter::once(k as u8).chain(b.iter().copied()))
+                    .collect(),
+                _ => b.to_vec(),
+            };
+            let data = edited(&prefix, rng);
+            let mut m = sluice::delta_match::MatchEncoder::new().ok_or("no zstd context")?;
+            let head = rng.below(32);
+            if let sluice::delta_match::Matched::Encoded(e) =
+                m.encode(3, &data, &prefix, head, DELTA_CODEC, 16)
+            {
+                round_trip("the match encoder", &e[head..], &data, &prefix)?;
+            }
+            let (sealed, _) = sluice::codec::encode_delta_for_sealing(3, &data, &prefix);
+            if let Some(e) = sealed {
+                round_trip(
+                    "encode_delta_for_sealing",
+                    &e[sluice::crypto::NONCE_LEN..],
+                    &data,
+                    &prefix,
+                )?;
+            }
+            // The input as a delta of the edited chunk's length: decodes or fails, no more.
+            let mut garbage = vec![DELTA_CODEC];
+            garbage.extend_from_slice(b);
+            let _ = sluice::codec::decode_delta(&garbage, data.len(), &prefix);
+            Ok(())
+        }),
+    }
+}
+
+fn round_trip(what: &str, envelope: &[u8], data: &[u8], prefix: &[u8]) -> Verdict {
+    match sluice::codec::decode_delta(envelope, data.len(), prefix) {
+        Ok(got) if got == data => Ok(()),
+        Ok(got) => Err(format!(
+            "{what}: a delta of {} bytes decodes to {} other bytes",
+            data.len(),
+            got.len()
+        )),
+        Err(e) => Err(format!("{what}: its own delta does not decode: {e}")),
+    }
+}
+
+/// `prefix` edited as a night edits a dump: long runs kept, values changed, bytes deleted
+/// and inserted, runs copied from elsewhere in the prefix (rows moved).
+fn edited(prefix: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 1024);
+    let mut at = 0;
+    while at < prefix.len() {
+        let run = 1 + rng.below(4096);
+        let end = (at + run).min(prefix.len());
+        out.extend_from_slice(&prefix[at..end]);
+        at = end;
+        match rng.below(6) {
+            0 => at += rng.below(200),
+            1 => {
+                for _ in 0..1 + rng.below(16) {
+                    out.push(rng.next() as u8);
+                }
+            }
+            2 => {
+                let from = rng.below(prefix.len());
+                let len = rng.below(300).min(prefix.len() - from);
+                out.extend_from_slice(&prefix[from..from + len]);
+            }
+            3 if at < prefix.len() => {
+                out.push(prefix[at] ^ (1 + rng.below(255) as u8));
+                at += 1;
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
