@@ -791,14 +791,8 @@ fn seal_chunk(
             chunk,
         });
     }
-    // A chunk stored afresh because its copy was found damaged is stored whole: its heal
-    // record names only a location, and readers of the older snapshots (whose chunk lists
-    // name the damaged copy, perhaps with other bases) must be able to read it alone.
-    let healing = sink.damaged.contains_key(&(BlobKind::Chunk, id));
     let (delta, alone) = match placed {
-        Some((f, placed)) => {
-            delta_or_alone(sink, f, placed, encoder, &job, healing, report.as_mut())
-        }
+        Some((f, placed)) => delta_or_alone(sink, f, placed, encoder, &job, &id, report.as_mut()),
         None => (None, None),
     };
     let (mut sealed, bases, base_start, saved) = match delta {
@@ -847,10 +841,9 @@ fn delta_or_alone(
     placed: Placed,
     encoder: &mut Encoder,
     job: &Job,
-    healing: bool,
+    id: &BlobId,
     report: Option<&mut ShiftReport>,
 ) -> (Option<Delta>, Option<Vec<u8>>) {
-    let len = job.data.len() as u64;
     let (estimate, mut alone) = match encoder.estimate(&job.data) {
         Estimate::Incompressible => return (None, None),
         Estimate::Bytes(n) => ((crate::crypto::NONCE_LEN + n) as u64, None),
@@ -862,6 +855,10 @@ fn delta_or_alone(
             (a.len() as u64, Some(a))
         }
     };
+    // A chunk stored afresh because its copy was found damaged is stored whole: its heal
+    // record names only a location, and readers of the older snapshots (whose chunk lists
+    // name the damaged copy, perhaps with other bases) must be able to read it alone.
+    let healing = sink.damaged.contains_key(&(BlobKind::Chunk, *id));
     let found = match healing {
         true => None,
         false => try_delta(sink, f, placed, job, report),
@@ -881,7 +878,12 @@ fn delta_or_alone(
         }
     };
     if (d as f64) * DELTA_GAIN > alone_len as f64
-        || crate::delta::should_reanchor(d, alone_len, found.old_delta_bytes, len)
+        || crate::delta::should_reanchor(
+            d,
+            alone_len,
+            found.old_delta_bytes,
+            crate::delta::reanchor_stagger(id),
+        )
     {
         return (None, alone);
     }

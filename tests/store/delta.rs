@@ -286,6 +286,41 @@ fn a_night_that_inserts_megabytes_mid_stream_costs_its_changes() {
     assert_all_read_back(&repo, &versions, &snaps);
 }
 
+/// Deltas are against the last whole copy, so a chunk's delta grows by a night's changes
+/// every night; it is stored whole again once a fresh copy costs less per night than letting
+/// its delta grow (`delta::should_reanchor`). Until the bound on small deltas was taken
+/// against the chunk compressed alone instead of its uncompressed length, a dump that
+/// compresses 3x or better was never re-anchored: each night cost more than the one before,
+/// for ever (90 nights of a 210 MB dump with 1% of rows changed: 613 MB added, 15 MB on the
+/// last night; 380 MB and 5.6 MB now).
+#[test]
+fn growing_deltas_are_stored_whole_again_when_a_fresh_copy_costs_less() {
+    let repo = fixed_chunking_repo("delta-reanchor", &[]);
+    let nights: Vec<usize> = (1..=24).collect();
+    let versions = uniformly_grown_versions(23, 60_000, &nights);
+    let snaps = ingest_all(&repo, &versions);
+    // Chunks stored whole although they had a base (every chunk of these versions does).
+    let whole =
+        |s: &Ingested| s.new_chunks - s.json["objects"][0]["delta_chunks"].as_u64().unwrap();
+    // The first nights' deltas are small and show no trend yet: all kept.
+    for (i, s) in snaps.iter().enumerate().take(7).skip(1) {
+        assert_eq!(whole(s), 0, "version {i} re-anchored chunks already");
+    }
+    // Later, chunks are stored whole again, spread over several nights (the stagger) rather
+    // than all on one. Measured: the first on version 8, then some on every version
+    // (1-9 of ~41); before, none in 24 versions, each adding ~10 KB more than the last.
+    let later: Vec<u64> = snaps[7..].iter().map(whole).collect();
+    assert!(
+        later.iter().filter(|&&w| w > 0).count() >= 3,
+        "chunks stored whole again on versions 7-24: {later:?}"
+    );
+    assert!(
+        later.iter().all(|&w| w * 2 < snaps[1].new_chunks),
+        "half of the chunks stored whole on one night: {later:?}"
+    );
+    assert_all_read_back(&repo, &versions, &snaps);
+}
+
 #[test]
 fn no_delta_repository_stores_full_chunks() {
     let repo = repo("delta-off", &["--no-delta"]);
