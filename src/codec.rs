@@ -6,8 +6,9 @@ use crate::error::{Error, Result};
 const CODEC_STORED: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 /// zstd with the concatenated plaintexts of the blob's bases (FORMAT.md, "Deltas") as a
-/// reference prefix: the payload cannot be decoded without them.
-const CODEC_ZSTD_DELTA: u8 = 2;
+/// reference prefix: the payload cannot be decoded without them. Public for the encoders
+/// that write such a payload themselves (`delta_match::MatchEncoder::encode`'s callers).
+pub const CODEC_ZSTD_DELTA: u8 = 2;
 
 /// The repository's compression setting, recorded in its config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

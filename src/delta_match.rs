@@ -755,7 +755,7 @@ mod tests {
     use super::*;
 
     const HEAD: usize = 24;
-    const DELTA: u8 = 2;
+    const DELTA: u8 = crate::codec::CODEC_ZSTD_DELTA;
 
     /// Fixed-width rows, as pg_dump writes a table of fixed-width columns and blank filler:
     /// 96 bytes, a multiple of STRIDE, so one alignment of the index repeats row after row.

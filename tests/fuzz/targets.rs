@@ -28,9 +28,6 @@ pub fn all(work: &Path) -> Vec<Target> {
     v
 }
 
-/// The codec byte of a delta envelope (codec.rs): what `decode_delta` reads first.
-const DELTA_CODEC: u8 = 2;
-
 /// The delta encoders and decoder. A chunk made from its prefix with edits (the input is the
 /// prefix, the fuzzer's random numbers choose the edits: runs kept, bytes changed, deleted,
 /// inserted, rows copied from elsewhere) must decode back byte for byte from whatever delta
@@ -46,9 +43,6 @@ fn deltas() -> Target {
         seeds,
         alloc_cap: 64 * MIB,
         run: Box::new(|b, rng| {
-            if !sluice::codec::is_delta(&[DELTA_CODEC]) {
-                return Err("DELTA_CODEC is not the delta codec byte".into());
-            }
             // A long prefix (the match encoder's usual case in an ingest): the input repeated
             // with a changing first byte, so that every copy looks like its neighbours.
             let prefix: Vec<u8> = match rng.below(4) {
@@ -61,7 +55,7 @@ fn deltas() -> Target {
             let mut m = sluice::delta_match::MatchEncoder::new().ok_or("no zstd context")?;
             let head = rng.below(32);
             if let sluice::delta_match::Matched::Encoded(e) =
-                m.encode(3, &data, &prefix, head, DELTA_CODEC, 16)
+                m.encode(3, &data, &prefix, head, sluice::codec::CODEC_ZSTD_DELTA, 16)
             {
                 round_trip("the match encoder", &e[head..], &data, &prefix)?;
             }
@@ -75,7 +69,7 @@ fn deltas() -> Target {
                 )?;
             }
             // The input as a delta of the edited chunk's length: decodes or fails, no more.
-            let mut garbage = vec![DELTA_CODEC];
+            let mut garbage = vec![sluice::codec::CODEC_ZSTD_DELTA];
             garbage.extend_from_slice(b);
             let _ = sluice::codec::decode_delta(&garbage, data.len(), &prefix);
             Ok(())
