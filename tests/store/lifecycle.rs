@@ -3,7 +3,7 @@
 //! (`SLUICE_TEST_HOLD`, see src/failpoint.rs) instead of hoping a race happens.
 
 use crate::support::data::{random_bytes, GatedReader, RandomReader};
-use crate::support::{du, hex_digest, Repo};
+use crate::support::{du, hex_digest, Repo, Running};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
@@ -33,10 +33,19 @@ impl Hold {
         PathBuf::from(format!("{}.{ext}", self.prefix.display()))
     }
 
+    /// Wait until `by` is held at the point. If it ends first, fail with what it printed:
+    /// a point that is never reached is a finding about the process, not a hang.
     #[track_caller]
-    fn wait_reached(&self) {
+    fn wait_reached(&self, by: &mut Running) {
         let t0 = Instant::now();
         while !self.file("reached").exists() {
+            if let Ok(Some(status)) = by.child.try_wait() {
+                panic!(
+                    "{} was never reached: the process ended ({status}) first; stderr:\n{}",
+                    self.point,
+                    by.stderr_so_far()
+                );
+            }
             assert!(t0.elapsed() < HANG, "{} was never reached", self.point);
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -347,11 +356,11 @@ fn an_ingest_after_the_mark_stores_condemned_chunks_afresh() {
     let s1 = repo.ingest("a.bin", &a, &[]);
     repo.cmd(["forget", &s1.snapshot]).run().ok();
     let hold = Hold::new(&repo, "prune-after-mark");
-    let pruner = repo
+    let mut pruner = repo
         .cmd(["prune", "--json"])
         .env("SLUICE_TEST_HOLD", hold.env())
         .spawn();
-    hold.wait_reached();
+    hold.wait_reached(&mut pruner);
     let again = repo.ingest("a.bin", &a, &[]);
     assert!(
         again.added_bytes > 19_000_000,
@@ -377,12 +386,12 @@ fn an_ingest_between_lease_and_marks_is_waited_for() {
     let s1 = repo.ingest("a.bin", &a, &[]);
     repo.cmd(["forget", &s1.snapshot]).run().ok();
     let hold = Hold::new(&repo, "ingest-after-lease");
-    let writer = repo
+    let mut writer = repo
         .cmd(["ingest", "--json", "--name", "a.bin"])
         .env("SLUICE_TEST_HOLD", hold.env())
         .stdin_bytes(a.clone())
         .spawn();
-    hold.wait_reached();
+    hold.wait_reached(&mut writer);
     let r = prune_json(&repo, &[]);
     assert_eq!(r["packs_deleted"], 0, "{r}");
     assert!(r["packs_waiting"].as_u64() > Some(0), "{r}");
@@ -422,8 +431,18 @@ fn prune_killed_at_any_phase_loses_nothing_and_resumes() {
             }
             trials += 1;
             let repo = Repo::init(&format!("prune-kill-{trials}"), &[]);
-            let a = random_bytes(50 + trials, 20_000_000);
-            let b = random_bytes(60 + trials, 20_000_000);
+            // With repacking, `ab` = `a` + `b` is forgotten and `a` kept. `a` is smaller than a
+            // pack (16 MiB) and `ab` larger, so the first pack of `ab` always holds chunks of
+            // both and is repacked, wherever the chunk ends fall. (With `a` as large as a
+            // pack, about one key in twelve ended a pack just before `ab`'s first chunk that
+            // `a` lacks: nothing was mixed, nothing repacked, the point never reached.)
+            let (a_len, b_len) = if repack {
+                (8_000_000, 32_000_000)
+            } else {
+                (20_000_000, 20_000_000)
+            };
+            let a = random_bytes(50 + trials, a_len);
+            let b = random_bytes(60 + trials, b_len);
             let kept = if repack {
                 let mut ab = a.clone();
                 ab.extend_from_slice(&b);
@@ -439,11 +458,11 @@ fn prune_killed_at_any_phase_loses_nothing_and_resumes() {
             };
             let before = du(&repo.path.join("packs"));
             let hold = Hold::new(&repo, point);
-            let pruner = repo
+            let mut pruner = repo
                 .cmd(["prune"])
                 .env("SLUICE_TEST_HOLD", hold.env())
                 .spawn();
-            hold.wait_reached();
+            hold.wait_reached(&mut pruner);
             let out = pruner.kill9();
             assert_eq!(out.code(), None, "prune was not killed at {point}");
             assert!(
@@ -527,11 +546,11 @@ fn a_second_prune_is_refused_while_one_runs() {
     let repo = Repo::init("prune-twice", &[]);
     repo.ingest("x", &random_bytes(81, 100_000), &[]);
     let hold = Hold::new(&repo, "prune-after-walk");
-    let first = repo
+    let mut first = repo
         .cmd(["prune"])
         .env("SLUICE_TEST_HOLD", hold.env())
         .spawn();
-    hold.wait_reached();
+    hold.wait_reached(&mut first);
     repo.cmd(["prune"])
         .run()
         .fails()
@@ -643,11 +662,11 @@ fn a_prune_taken_over_while_paused_stops_and_leaves_the_new_holder_alone() {
     let (kept, snap) = with_garbage(&repo, 300);
     let before = du(&repo.path.join("packs"));
     let hold = Hold::new(&repo, "prune-before-sweep");
-    let pruner = repo
+    let mut pruner = repo
         .cmd(["prune"])
         .env("SLUICE_TEST_HOLD", hold.env())
         .spawn();
-    hold.wait_reached();
+    hold.wait_reached(&mut pruner);
     let lock = repo.path.join("locks").join("prune");
     let other = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     std::fs::write(&lock, other).expect("take the lock over");
@@ -680,12 +699,12 @@ fn a_prune_paused_past_its_lease_stops_before_deleting() {
     let before = du(&repo.path.join("packs"));
     let hold = Hold::new(&repo, "prune-before-sweep");
     // Refreshed every 100 ms, given up after 500 ms without a refresh.
-    let pruner = repo
+    let mut pruner = repo
         .cmd(["prune"])
         .env("SLUICE_TEST_HOLD", hold.env())
         .env("SLUICE_TEST_LEASE_REFRESH_MS", "100")
         .spawn();
-    hold.wait_reached();
+    hold.wait_reached(&mut pruner);
     let pid = pruner.pid() as libc::pid_t;
     // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
