@@ -204,6 +204,7 @@ pub fn encode_delta_for_sealing(
     // small pieces of a split container it made smaller deltas than the matches.
     if prefix.len() < LONG_PREFIX {
         let frame = encode_delta_searched(level, data, prefix);
+        let frame = frame.filter(|f| decodes_back(f, data, prefix));
         return (frame, Located::probe(data, prefix));
     }
     let (matched, located) = MATCH_ENCODER.with_borrow_mut(|slot| {
@@ -233,7 +234,43 @@ pub fn encode_delta_for_sealing(
         Matched::New => None,
         Matched::Search => encode_delta_searched(level, data, prefix),
     };
-    (frame, located)
+    (frame.filter(|f| decodes_back(f, data, prefix)), located)
+}
+
+thread_local! {
+    /// What `decodes_back` decodes into, kept between chunks: a fresh buffer of a chunk's
+    /// size per delta would be mapped and faulted in afresh every time.
+    static DECODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `sealable` (a delta as `encode_delta_for_sealing` makes it: room for the nonce,
+/// then the envelope) decodes against `prefix` to exactly `data`; logs an error if not.
+///
+/// Why: zstd checks the offsets and lengths of the matches it is given
+/// (`delta_match::MatchEncoder`), not that their bytes are the chunk's. A wrong match would
+/// be sealed under the chunk's id and found only when the chunk is read, perhaps on the day
+/// it is needed; decoded here, at a few per cent of a later version's ingest, such a chunk
+/// is stored whole instead and nothing is lost.
+fn decodes_back(sealable: &[u8], data: &[u8], prefix: &[u8]) -> bool {
+    #[cfg(test)]
+    let tampered = tests::tampered(sealable);
+    #[cfg(test)]
+    let sealable = tampered.as_deref().unwrap_or(sealable);
+    let envelope = sealable.get(crate::crypto::NONCE_LEN..).unwrap_or_default();
+    let same = DECODED.with_borrow_mut(|out| {
+        // One byte more than the chunk: a frame that decodes longer is told from one that
+        // fills the buffer exactly.
+        decode_delta_into(envelope, prefix, data.len() + 1, out).is_ok() && out[..] == data[..]
+    });
+    if !same {
+        log::error!(
+            "a delta made for a chunk of {} bytes did not decode back to the chunk; it is \
+             stored whole instead (nothing is lost; this is a bug in sluice's delta encoder, \
+             please report it)",
+            data.len()
+        );
+    }
+    same
 }
 
 /// `data` compressed by zstd's own search with `prefix` as reference prefix (long-distance
@@ -307,6 +344,18 @@ pub fn is_delta(envelope: &[u8]) -> bool {
 
 /// Undo `encode_delta_for_sealing` (the envelope, codec byte first) with the same prefix.
 pub fn decode_delta(envelope: &[u8], expected_len: usize, prefix: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_delta_into(envelope, prefix, expected_len, &mut out)?;
+    Ok(out)
+}
+
+/// `decode_delta` into `out` (replacing what it held), decoding at most `max_len` bytes.
+fn decode_delta_into(
+    envelope: &[u8],
+    prefix: &[u8],
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     use zstd::zstd_safe::{DCtx, DParameter};
     let Some((&CODEC_ZSTD_DELTA, rest)) = envelope.split_first() else {
         return Err(Error::Corrupt("not a delta payload".into()));
@@ -317,10 +366,11 @@ pub fn decode_delta(envelope: &[u8], expected_len: usize, prefix: &[u8]) -> Resu
         .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
     dctx.ref_prefix(prefix)
         .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
-    let mut out = Vec::with_capacity(expected_len);
-    dctx.decompress(&mut out, rest)
+    out.clear();
+    out.reserve_exact(max_len);
+    dctx.decompress(out, rest)
         .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
-    Ok(out)
+    Ok(())
 }
 
 /// Undo `encode` on an owned buffer whose `range` holds the envelope (as `open_in_place`
@@ -484,6 +534,48 @@ mod tests {
                 .0
                 .is_none()
         );
+    }
+
+    thread_local! {
+        /// Set by a test: the next deltas are damaged before `decodes_back` checks them.
+        static TAMPER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// `sealable` with one byte of its frame changed, if this thread's test asked for it.
+    pub(super) fn tampered(sealable: &[u8]) -> Option<Vec<u8>> {
+        let mut v = TAMPER.get().then(|| sealable.to_vec())?;
+        let at = crate::crypto::NONCE_LEN + 1 + (v.len() - crate::crypto::NONCE_LEN - 1) / 2;
+        v[at] ^= 0x10;
+        Some(v)
+    }
+
+    /// A delta that does not decode back to its chunk is never returned (the chunk is then
+    /// stored whole), whichever encoder made it: the match encoder (long prefix) or zstd's
+    /// own search (short prefix). Fails if `encode_delta_for_sealing` stops checking.
+    #[test]
+    fn a_delta_that_does_not_decode_back_is_not_used() {
+        let base: Vec<u8> = (0u32..400_000)
+            .flat_map(|i| format!("{i:08},row {},{}\n", i * 7 % 1013, i % 17).into_bytes())
+            .take(2 << 20)
+            .collect();
+        let mut data = base[100_000..1_100_000].to_vec();
+        for i in 0..30 {
+            data[i * 30_000 + 11] = b'#';
+        }
+        for prefix in [&base[..], &base[90_000..200_000]] {
+            let data = &data[..data.len().min(prefix.len() - 20_000)];
+            let n = crate::crypto::NONCE_LEN;
+            let (good, _) = encode_delta_for_sealing(3, data, prefix);
+            let good = good.expect("an honest delta is used");
+            assert_eq!(decode_delta(&good[n..], data.len(), prefix).unwrap(), data);
+            assert!(decodes_back(&good, data, prefix));
+            assert!(!decodes_back(&good, &data[1..], prefix));
+            assert!(!decodes_back(&good, &data[..data.len() - 1], prefix));
+            TAMPER.set(true);
+            let (bad, _) = encode_delta_for_sealing(3, data, prefix);
+            TAMPER.set(false);
+            assert!(bad.is_none(), "a damaged delta was used");
+        }
     }
 
     #[test]
