@@ -32,9 +32,11 @@ pub fn all(work: &Path) -> Vec<Target> {
 /// prefix, the fuzzer's random numbers choose the edits: runs kept, bytes changed, deleted,
 /// inserted, rows copied from elsewhere) must decode back byte for byte from whatever delta
 /// is made of it: the match encoder hands zstd matches it found itself, and zstd checks
-/// their offsets and lengths but not that their bytes are the chunk's, so a wrong match
-/// would store wrong bytes with nothing to tell until a read fails. Any input given to the
-/// decoder as a delta must decode or fail cleanly.
+/// their offsets and lengths but not that their bytes are the chunk's. An ingest decodes
+/// every delta back and stores such a chunk whole (`codec::encode_delta_for_sealing`), so
+/// a wrong match costs space there, not data; this target finds it before a user does, by
+/// checking the match encoder's own output too. Any input given to the decoder as a delta
+/// must decode or fail cleanly.
 fn deltas() -> Target {
     let mut seeds = seeds_of(Some(Format::PgDumpPlain));
     seeds.extend(seeds_of(Some(Format::MysqlDump)));
