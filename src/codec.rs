@@ -237,12 +237,6 @@ pub fn encode_delta_for_sealing(
     (frame.filter(|f| decodes_back(f, data, prefix)), located)
 }
 
-thread_local! {
-    /// What `decodes_back` decodes into, kept between chunks: a fresh buffer of a chunk's
-    /// size per delta would be mapped and faulted in afresh every time.
-    static DECODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Whether `sealable` (a delta as `encode_delta_for_sealing` makes it: room for the nonce,
 /// then the envelope) decodes against `prefix` to exactly `data`; logs an error if not.
 ///
@@ -257,11 +251,9 @@ fn decodes_back(sealable: &[u8], data: &[u8], prefix: &[u8]) -> bool {
     #[cfg(test)]
     let sealable = tampered.as_deref().unwrap_or(sealable);
     let envelope = sealable.get(crate::crypto::NONCE_LEN..).unwrap_or_default();
-    let same = DECODED.with_borrow_mut(|out| {
-        // One byte more than the chunk: a frame that decodes longer is told from one that
-        // fills the buffer exactly.
-        decode_delta_into(envelope, prefix, data.len() + 1, out).is_ok() && out[..] == data[..]
-    });
+    // One byte more than the chunk: a frame that decodes longer is told from one that fills
+    // the buffer exactly.
+    let same = decode_delta(envelope, data.len() + 1, prefix).is_ok_and(|out| out == data);
     if !same {
         log::error!(
             "a delta made for a chunk of {} bytes did not decode back to the chunk; it is \
@@ -344,18 +336,6 @@ pub fn is_delta(envelope: &[u8]) -> bool {
 
 /// Undo `encode_delta_for_sealing` (the envelope, codec byte first) with the same prefix.
 pub fn decode_delta(envelope: &[u8], expected_len: usize, prefix: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    decode_delta_into(envelope, prefix, expected_len, &mut out)?;
-    Ok(out)
-}
-
-/// `decode_delta` into `out` (replacing what it held), decoding at most `max_len` bytes.
-fn decode_delta_into(
-    envelope: &[u8],
-    prefix: &[u8],
-    max_len: usize,
-    out: &mut Vec<u8>,
-) -> Result<()> {
     use zstd::zstd_safe::{DCtx, DParameter};
     let Some((&CODEC_ZSTD_DELTA, rest)) = envelope.split_first() else {
         return Err(Error::Corrupt("not a delta payload".into()));
@@ -366,11 +346,10 @@ fn decode_delta_into(
         .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
     dctx.ref_prefix(prefix)
         .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
-    out.clear();
-    out.reserve_exact(max_len);
-    dctx.decompress(out, rest)
+    let mut out = Vec::with_capacity(expected_len);
+    dctx.decompress(&mut out, rest)
         .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
-    Ok(())
+    Ok(out)
 }
 
 /// Undo `encode` on an owned buffer whose `range` holds the envelope (as `open_in_place`
