@@ -245,9 +245,9 @@ pub fn encode_delta_for_sealing(
 /// be sealed under the chunk's id and found only when the chunk is read, perhaps on the day
 /// it is needed; decoded here, such a chunk is stored whole instead and nothing is lost.
 /// The cost (~9% of a pgbench dump's later ingest, README "Deltas") is kept on purpose: the
-/// matches reach zstd through `ZSTD_compressSequences`, its least-used encoding path, which
-/// had output-corrupting bugs fixed as late as 2022-2023 (facebook/zstd#3361, #3439), so the
-/// frame is checked end to end, not only the matches.
+/// matches reach zstd through `ZSTD_compressSequences`, its least-used encoding path, whose
+/// validation and bounds bugs zstd's fuzzing found as late as 2023 (facebook/zstd#3439), so
+/// the frame is checked end to end, not only the matches.
 fn decodes_back(sealable: &[u8], data: &[u8], prefix: &[u8]) -> bool {
     #[cfg(test)]
     let tampered = tests::tampered(sealable);
