@@ -135,7 +135,8 @@ impl MatchEncoder {
     }
 
     /// Where the last chunk given to `encode` was found in its prefix, whatever `encode`
-    /// returned (from its matches of at least ANCHOR_MATCH bytes).
+    /// returned (from its matches of at least ANCHOR_MATCH bytes; when the walk stopped
+    /// early, its end from a probe).
     pub fn located(&self) -> Option<Located> {
         self.located
     }
@@ -975,24 +976,22 @@ mod tests {
     #[test]
     fn a_chunk_settled_for_zstd_search_is_not_walked_to_its_end() {
         let old: Vec<u8> = (0..30_000u64).flat_map(|k| row(k, 0)).collect();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut junk = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect()
+        // Random bytes (BLAKE3's output stream), different for each `seed`.
+        let junk = |n: usize, seed: &[u8]| -> Vec<u8> {
+            let mut v = vec![0; n];
+            blake3::Hasher::new()
+                .update(seed)
+                .finalize_xof()
+                .fill(&mut v);
+            v
         };
         // Two regions of new bytes, the first alone more than a sixteenth of the chunk.
         let third = old.len() / 3;
         let new = [
             &old[..third],
-            &junk(old.len() / 10),
+            &junk(old.len() / 10, b"first"),
             &old[third..2 * third],
-            &junk(old.len() / 10),
+            &junk(old.len() / 10, b"second"),
             &old[2 * third..],
         ]
         .concat();
