@@ -1035,8 +1035,8 @@ delta_series() {
                 setr "d-$key" "$tool" "restore$k" FAIL
                 continue
             fi
-            ((rounds > 1)) && say "  v$k restore rounds: ${secs}s"
             T_SECS=$(median_secs "$secs")
+            ((rounds > 1)) && say "  v$k restore rounds: ${secs}s (median $T_SECS s)"
             setr "d-$key" "$tool" "restore$k" "$(mbps "$(stat -c %s "${files[k - 1]}")" "$T_SECS")"
         done
         say "  restore (cold): v1 $(getr "d-$key" "$tool" restore1) MB/s, v$n $(getr "d-$key" "$tool" "restore$n") MB/s"
