@@ -75,6 +75,9 @@ pub struct IngestOptions {
     /// Split container streams (tar) into members: chunk boundaries at member data and a
     /// member table (see `crate::members`). Off with `--no-split`.
     pub split: bool,
+    /// Store changed chunks as deltas against the previous version of their stream, when the
+    /// repository does (`IngestOptions::delta` false: `ingest --no-delta`).
+    pub delta: bool,
 }
 
 /// See `IngestOptions::edit_snapshot`.
@@ -432,7 +435,10 @@ fn ingest_one(
     let compression = repo.config.compression;
     let params = repo.config.chunker;
     let name = spec.name.clone();
-    let finder = base_finder(repo, &name, &opts.host)?;
+    let finder = match opts.delta {
+        true => base_finder(repo, &name, &opts.host)?,
+        false => None,
+    };
     let finder = finder.as_ref();
 
     // The whole-stream digest and the completeness check run on their own thread: the reader

@@ -576,6 +576,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
             terminal_to_producer: single_producer,
             edit_snapshot: None,
             split: !a.no_split,
+            delta: !a.no_delta,
         },
     );
     running.store(false, Ordering::Relaxed);
@@ -665,13 +666,22 @@ fn report_ingest(r: &IngestReport, json: bool, quiet: bool, producers: bool) -> 
                     n.saturating_sub(o.new_chunks) as f64 / n as f64 * 100.0
                 ),
             };
+            // What deltas did, when they did anything: "0.0% of chunks already stored" alone
+            // reads as if every changed chunk had been stored whole.
+            let deltas = match o.delta_chunks {
+                0 => String::new(),
+                n => format!(
+                    ", {n} stored as deltas against the previous version ({} saved)",
+                    bytes(o.delta_saved_bytes)
+                ),
+            };
             let status = if o.complete {
                 String::new()
             } else {
                 format!("  INCOMPLETE: {}", o.problem.as_deref().unwrap_or(""))
             };
             eprintln!(
-                "{}: {} read, {} added, {reused}, blake3 {}, {}{status}",
+                "{}: {} read, {} added, {reused}{deltas}, blake3 {}, {}{status}",
                 o.name,
                 bytes(o.bytes),
                 bytes(o.added_bytes),
@@ -1479,6 +1489,7 @@ fn copy_cmd(cli: &Cli, a: &CopyArgs) -> Result<i32> {
             terminal_to_producer: false,
             edit_snapshot: None,
             split: true,
+            delta: true,
         };
         let copied = sluice::copy::copy_snapshot(&src, &dst, &session.index, s, template)?;
         let r = &copied.report;

@@ -278,6 +278,12 @@ pub struct IngestArgs {
     /// member table (no `NAME.d/` in the mount, no members in `ls -l`).
     #[arg(long)]
     pub no_split: bool,
+    /// Store no chunk of this ingest as a delta against the previous version of its stream,
+    /// whatever the repository's setting (`init --no-delta` turns deltas off for good): for
+    /// a stream whose versions share little, or a night when the ingest must be fastest.
+    /// Its chunks are stored whole, and later ingests may use them as bases.
+    #[arg(long)]
+    pub no_delta: bool,
     /// Pass the stream through to stdout while storing it.
     #[arg(long)]
     pub tee: bool,

@@ -54,6 +54,7 @@ fn build(repo: &crate::support::Repo) -> Vec<(String, String, usize)> {
                 terminal_to_producer: false,
                 edit_snapshot: None,
                 split: true,
+                delta: true,
             },
         )
         .expect("ingest");

@@ -337,6 +337,46 @@ fn no_delta_repository_stores_full_chunks() {
     assert_all_read_back(&repo, &versions, &snaps);
 }
 
+/// `ingest --no-delta` stores one version whole in a repository that stores deltas, and the
+/// next version uses it as its base; an ingest that stored deltas says so in its summary.
+#[test]
+fn ingest_no_delta_stores_one_version_whole_and_the_next_uses_it_as_base() {
+    let repo = repo("delta-off-once", &[]);
+    let versions = dump_versions(4, 30_000, 3);
+    let first = repo.ingest("db.sql", &versions[0], &[]);
+    let whole = repo.ingest("db.sql", &versions[1], &["--no-delta"]);
+    let deltas = |i: &Ingested| i.json["objects"][0]["delta_chunks"].as_u64().unwrap();
+    assert_eq!(deltas(&whole), 0, "--no-delta stored deltas");
+    assert!(
+        whole.added_bytes * 2 > first.added_bytes,
+        "--no-delta: the second version added {} bytes, the first {}",
+        whole.added_bytes,
+        first.added_bytes
+    );
+    // Not --json: the human summary names the deltas (its chunks are mostly changed, so
+    // "0% of chunks already stored" alone would read as if each had been stored whole).
+    let out = repo
+        .cmd(["ingest", "--name", "db.sql"])
+        .stdin_bytes(versions[2].clone())
+        .run()
+        .ok()
+        .stderr_has(&["stored as deltas against the previous version", " saved)"]);
+    let snaps = repo.cmd(["snapshots", "--json"]).run().ok().json();
+    let third = snaps.as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        repo.cat(&third, "db.sql") == versions[2],
+        "{}",
+        out.report()
+    );
+    assert!(repo.cat(&whole.snapshot, "db.sql") == versions[1]);
+    // Every delta in the repository is the third version's, against the second (the newest
+    // earlier version), which was stored whole.
+    assert!(stats(&repo)["delta_chunks"].as_u64().unwrap() > 0);
+}
+
 #[test]
 fn a_damaged_base_fails_every_dependent_chunk_loudly() {
     let repo = repo("delta-damaged-base", &[]);
