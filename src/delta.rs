@@ -83,6 +83,8 @@ type Inflight = Arc<OnceLock<Loaded>>;
 pub struct BaseCache {
     blobs: Arc<BlobStore>,
     budget: usize,
+    /// Stored bytes of the bases read from the repository so far (`read_bytes`).
+    read: std::sync::atomic::AtomicU64,
     inner: Mutex<(Plaintexts, usize)>,
     inflight: Mutex<HashMap<BlobId, Inflight>>,
 }
@@ -92,6 +94,7 @@ impl BaseCache {
         BaseCache {
             blobs,
             budget,
+            read: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new((lru::LruCache::unbounded(), 0)),
             inflight: Mutex::new(HashMap::new()),
         }
@@ -111,6 +114,10 @@ impl BaseCache {
                     return Ok(hit.clone());
                 }
                 let data = Arc::new(self.blobs.read_base(c).map_err(LoadError::from)?);
+                self.read.fetch_add(
+                    u64::from(c.loc.stored_len),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 self.insert(c.id, data.clone());
                 Ok(data)
             })
@@ -136,6 +143,13 @@ impl BaseCache {
                 None => break,
             }
         }
+    }
+
+    /// Stored bytes of the bases this cache has read from the repository (a base evicted and
+    /// read again counts twice). Why: on object storage every one of them is downloaded, and
+    /// a nightly delta ingest reads most of the previous version's changed chunks.
+    pub fn read_bytes(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Read and verify any chunk (a delta is rebuilt with bases from this cache).

@@ -96,6 +96,9 @@ pub struct ObjectReport {
     /// Bytes those deltas saved against storing the same chunks compressed alone (for a delta
     /// far smaller than a sampled estimate of that, against the estimate).
     pub delta_saved_bytes: u64,
+    /// Stored bytes of the previous version's chunks read from the repository as delta bases
+    /// (downloaded, on object storage).
+    pub delta_base_read_bytes: u64,
     /// Members in the stream's member table (0: not split).
     pub members: u64,
     /// Empty for a stream that was stopped before it ended.
@@ -257,6 +260,7 @@ pub fn ingest(
                 new_chunks: st.new_chunks,
                 delta_chunks: st.delta_chunks,
                 delta_saved_bytes: st.delta_saved_bytes,
+                delta_base_read_bytes: st.delta_base_read_bytes,
                 members: o.members.as_ref().map_or(0, |m| m.count),
                 blake3: o.blake3.clone(),
                 complete: o.complete,
@@ -284,6 +288,7 @@ pub fn ingest(
                 new_chunks: 0,
                 delta_chunks: 0,
                 delta_saved_bytes: 0,
+                delta_base_read_bytes: 0,
                 members: 0,
                 blake3: String::new(),
                 complete: false,
@@ -677,6 +682,9 @@ fn ingest_one(
         }
     };
     let (chunk_lists, chunks) = assembled?;
+    if let Some(f) = finder {
+        sink.note_base_reads(&name, f.cache.read_bytes());
+    }
     let (hasher, checker) =
         digest.ok_or_else(|| Error::StreamFailed("the digest thread panicked".into()))?;
     let verdict = checker.finish();
@@ -1154,6 +1162,7 @@ struct ObjectStats {
     new_chunks: u64,
     delta_chunks: u64,
     delta_saved_bytes: u64,
+    delta_base_read_bytes: u64,
 }
 
 /// Shared by all streams of one ingest: the open pack, the blobs stored in this session, and
@@ -1194,6 +1203,15 @@ struct Finisher {
 }
 
 impl<'a> Sink<'a> {
+    /// Record the stored bytes of the delta bases stream `object` read.
+    fn note_base_reads(&self, object: &str, bytes: u64) {
+        let mut st = lock(&self.state);
+        st.stats
+            .entry(object.to_string())
+            .or_default()
+            .delta_base_read_bytes += bytes;
+    }
+
     fn new(repo: &'a Repository, index: &Index) -> Result<Sink<'a>> {
         let state = Arc::new(Mutex::new(SinkState {
             data_pack: None,

@@ -338,43 +338,58 @@ fn no_delta_repository_stores_full_chunks() {
 }
 
 /// `ingest --no-delta` stores one version whole in a repository that stores deltas, and the
-/// next version uses it as its base; an ingest that stored deltas says so in its summary.
+/// next version uses it as its base; an ingest says how many bytes of bases it read (on
+/// object storage, downloaded) and, in its summary line, what its deltas saved.
 #[test]
 fn ingest_no_delta_stores_one_version_whole_and_the_next_uses_it_as_base() {
     let repo = repo("delta-off-once", &[]);
-    let versions = dump_versions(4, 30_000, 3);
+    let versions = dump_versions(4, 30_000, 4);
     let first = repo.ingest("db.sql", &versions[0], &[]);
     let whole = repo.ingest("db.sql", &versions[1], &["--no-delta"]);
-    let deltas = |i: &Ingested| i.json["objects"][0]["delta_chunks"].as_u64().unwrap();
-    assert_eq!(deltas(&whole), 0, "--no-delta stored deltas");
+    let field = |i: &Ingested, k: &str| i.json["objects"][0][k].as_u64().unwrap();
+    assert_eq!(field(&whole, "delta_chunks"), 0, "--no-delta stored deltas");
+    assert_eq!(field(&whole, "delta_base_read_bytes"), 0);
+    assert_eq!(field(&first, "delta_base_read_bytes"), 0);
     assert!(
         whole.added_bytes * 2 > first.added_bytes,
         "--no-delta: the second version added {} bytes, the first {}",
         whole.added_bytes,
         first.added_bytes
     );
-    // Not --json: the human summary names the deltas (its chunks are mostly changed, so
-    // "0% of chunks already stored" alone would read as if each had been stored whole).
+    let third = repo.ingest("db.sql", &versions[2], &[]);
+    assert!(
+        field(&third, "delta_chunks") > 0,
+        "no deltas against the version stored whole"
+    );
+    assert!(third.added_bytes * 5 < whole.added_bytes);
+    // Its bases are the second version's chunks, each read once: more than none, no more
+    // than that version stored.
+    let read = field(&third, "delta_base_read_bytes");
+    assert!(
+        read > 0 && read <= whole.added_bytes,
+        "read {read} bytes of bases; the version before stored {}",
+        whole.added_bytes
+    );
+    // Not --json: the summary line names the deltas (the chunks are mostly changed, so "0% of
+    // chunks already stored" alone would read as if each had been stored whole).
     let out = repo
         .cmd(["ingest", "--name", "db.sql"])
-        .stdin_bytes(versions[2].clone())
+        .stdin_bytes(versions[3].clone())
         .run()
         .ok()
         .stderr_has(&["stored as deltas against the previous version", " saved)"]);
     let snaps = repo.cmd(["snapshots", "--json"]).run().ok().json();
-    let third = snaps.as_array().unwrap().last().unwrap()["id"]
+    let fourth = snaps.as_array().unwrap().last().unwrap()["id"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(
-        repo.cat(&third, "db.sql") == versions[2],
+        repo.cat(&fourth, "db.sql") == versions[3],
         "{}",
         out.report()
     );
+    assert!(repo.cat(&third.snapshot, "db.sql") == versions[2]);
     assert!(repo.cat(&whole.snapshot, "db.sql") == versions[1]);
-    // Every delta in the repository is the third version's, against the second (the newest
-    // earlier version), which was stored whole.
-    assert!(stats(&repo)["delta_chunks"].as_u64().unwrap() > 0);
 }
 
 #[test]
