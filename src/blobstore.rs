@@ -9,6 +9,7 @@
 //! It never hands out a byte that failed verification: a relocated blob is verified exactly
 //! like one read where its chunk list said.
 
+use crate::base_copies::BaseCopies;
 use crate::chunklist::ChunkRef;
 use crate::codec;
 use crate::crypto::Keys;
@@ -30,6 +31,15 @@ pub struct BlobStore {
     relocations: Mutex<Loaded>,
     /// Damage this process recorded already (`healed_or_recorded`): one record per blob.
     recorded: Mutex<std::collections::HashSet<(BlobKind, BlobId, PackId, u64)>>,
+    /// Local copies of sealed full chunks, for an ingest's delta bases (object storage only).
+    copies: std::sync::OnceLock<Arc<BaseCopies>>,
+}
+
+/// Where `BlobStore::read_base_for_ingest` found a base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaseFrom {
+    Repository,
+    LocalCopy,
 }
 
 /// The relocation tables as last listed: their file names and merged content.
@@ -46,7 +56,19 @@ impl BlobStore {
             keys,
             relocations: Mutex::new(Loaded::default()),
             recorded: Mutex::new(Default::default()),
+            copies: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keep local copies of full chunks for ingests' delta bases in `copies` (a repository in
+    /// object storage: see `crate::base_copies`). Set once; later calls are ignored.
+    pub fn keep_base_copies(&self, copies: BaseCopies) {
+        let _ = self.copies.set(Arc::new(copies));
+    }
+
+    /// The local copies of full chunks, when this repository keeps them.
+    pub fn base_copies(&self) -> Option<&Arc<BaseCopies>> {
+        self.copies.get()
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
@@ -68,6 +90,42 @@ impl BlobStore {
     /// for bytes that feed a delta, never for bytes handed out as a chunk.
     pub fn read_base(&self, c: &ChunkRef) -> Result<Vec<u8>> {
         self.read_as(BlobKind::Chunk, c.id, &c.loc, IdCheck::AuthenticateOnly)
+    }
+
+    /// Like `read_base`, for an ingest's delta base: from its local copy when one is kept and
+    /// authenticates, else from the repository (keeping a copy). Readers (cat, the mount,
+    /// check) never use the copies: they read and verify what the repository holds.
+    pub fn read_base_for_ingest(&self, c: &ChunkRef) -> Result<(Vec<u8>, BaseFrom)> {
+        let Some(copies) = self.copies.get() else {
+            return Ok((self.read_base(c)?, BaseFrom::Repository));
+        };
+        let open = |sealed: Vec<u8>| {
+            let check = IdCheck::AuthenticateOnly;
+            pack::open_blob_owned_as(&self.keys, BlobKind::Chunk, c.id, &c.loc, sealed, check)
+        };
+        if let Some(sealed) = copies.get(&c.id) {
+            match open(sealed) {
+                Ok(data) => return Ok((data, BaseFrom::LocalCopy)),
+                Err(e) => {
+                    log::warn!(
+                        "the local copy of chunk {} in {} is damaged ({e}); removed, and the \
+                         chunk read from the repository instead",
+                        c.id.short(),
+                        copies.dir().display()
+                    );
+                    copies.remove(&c.id);
+                }
+            }
+        }
+        // The plain path first, keeping what it read; anything unusual (a moved or damaged
+        // blob) is left to `read_base`, which knows relocations and records damage.
+        if let Ok(sealed) = self.read_sealed(&c.loc) {
+            if let Ok(data) = open(sealed.clone()) {
+                copies.put(&c.id, &sealed);
+                return Ok((data, BaseFrom::Repository));
+            }
+        }
+        Ok((self.read_base(c)?, BaseFrom::Repository))
     }
 
     fn read_as(

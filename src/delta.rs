@@ -24,7 +24,7 @@
 //! bases. So rebuilding any chunk reads at most 1 + `MAX_BASES` blobs, whatever the number of
 //! versions. This module never writes anything.
 
-use crate::blobstore::BlobStore;
+use crate::blobstore::{BaseFrom, BlobStore};
 use crate::chunklist::{Block, ChunkRef, MAX_BASES};
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
@@ -83,8 +83,13 @@ type Inflight = Arc<OnceLock<Loaded>>;
 pub struct BaseCache {
     blobs: Arc<BlobStore>,
     budget: usize,
+    /// An ingest's cache: bases come from the local copies when the repository keeps them
+    /// (`BlobStore::read_base_for_ingest`).
+    for_ingest: bool,
     /// Stored bytes of the bases read from the repository so far (`read_bytes`).
     read: std::sync::atomic::AtomicU64,
+    /// Stored bytes of the bases read from local copies so far (`local_bytes`).
+    local: std::sync::atomic::AtomicU64,
     inner: Mutex<(Plaintexts, usize)>,
     inflight: Mutex<HashMap<BlobId, Inflight>>,
 }
@@ -94,7 +99,9 @@ impl BaseCache {
         BaseCache {
             blobs,
             budget,
+            for_ingest: false,
             read: std::sync::atomic::AtomicU64::new(0),
+            local: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new((lru::LruCache::unbounded(), 0)),
             inflight: Mutex::new(HashMap::new()),
         }
@@ -113,8 +120,17 @@ impl BaseCache {
                 if let Some(hit) = lock(&self.inner).0.get(&c.id) {
                     return Ok(hit.clone());
                 }
-                let data = Arc::new(self.blobs.read_base(c).map_err(LoadError::from)?);
-                self.read.fetch_add(
+                let (data, from) = match self.for_ingest {
+                    true => self.blobs.read_base_for_ingest(c),
+                    false => self.blobs.read_base(c).map(|d| (d, BaseFrom::Repository)),
+                }
+                .map_err(LoadError::from)?;
+                let data = Arc::new(data);
+                let counter = match from {
+                    BaseFrom::Repository => &self.read,
+                    BaseFrom::LocalCopy => &self.local,
+                };
+                counter.fetch_add(
                     u64::from(c.loc.stored_len),
                     std::sync::atomic::Ordering::Relaxed,
                 );
@@ -150,6 +166,11 @@ impl BaseCache {
     /// a nightly delta ingest reads most of the previous version's changed chunks.
     pub fn read_bytes(&self) -> u64 {
         self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stored bytes of the bases read from local copies instead (`crate::base_copies`).
+    pub fn local_bytes(&self) -> u64 {
+        self.local.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Read and verify any chunk (a delta is rebuilt with bases from this cache).
@@ -427,7 +448,10 @@ impl BaseFinder {
     /// A finder over the old version whose chunk lists are `lists` (covering `size` bytes).
     pub fn new(blobs: Arc<BlobStore>, lists: Vec<ChunkListRef>, size: u64) -> BaseFinder {
         BaseFinder {
-            cache: BaseCache::new(blobs.clone(), INGEST_BASE_CACHE),
+            cache: BaseCache {
+                for_ingest: true,
+                ..BaseCache::new(blobs.clone(), INGEST_BASE_CACHE)
+            },
             blobs,
             lists,
             size,

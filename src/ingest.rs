@@ -99,6 +99,9 @@ pub struct ObjectReport {
     /// Stored bytes of the previous version's chunks read from the repository as delta bases
     /// (downloaded, on object storage).
     pub delta_base_read_bytes: u64,
+    /// Stored bytes of delta bases read from this machine's local copies instead (object
+    /// storage only: `crate::base_copies`).
+    pub delta_base_local_bytes: u64,
     /// Members in the stream's member table (0: not split).
     pub members: u64,
     /// Empty for a stream that was stopped before it ended.
@@ -172,7 +175,13 @@ pub fn ingest(
     let abort = Arc::new(
         Alarm::new().map_err(|e| Error::io("cannot create a pipe to stop the streams", e))?,
     );
-    let sink = Sink::new(repo, index)?;
+    let mut sink = Sink::new(repo, index)?;
+    // The full chunks stored now are the next version's delta bases: on object storage a
+    // local copy of each spares that ingest their download (`crate::base_copies`).
+    let copies = repo.blobs.base_copies().filter(|_| {
+        opts.delta && repo.config.delta_enabled() && repo.config.compression != Compression::None
+    });
+    sink.copies = copies.cloned();
     let jobs = opts.jobs.max(1);
     let tee = &opts.tee;
 
@@ -229,6 +238,9 @@ pub fn ingest(
     }
     // Finish packs even on failure: their chunks are durable and reusable by the next ingest.
     let (stats, finish_result) = sink.finish();
+    if copies.is_some() {
+        repo.trim_base_copies();
+    }
     // The root cause first: a storage failure explains the streams that stopped because of it,
     // and a stream's own failure explains the others that were stopped in sympathy.
     finish_result?;
@@ -261,6 +273,7 @@ pub fn ingest(
                 delta_chunks: st.delta_chunks,
                 delta_saved_bytes: st.delta_saved_bytes,
                 delta_base_read_bytes: st.delta_base_read_bytes,
+                delta_base_local_bytes: st.delta_base_local_bytes,
                 members: o.members.as_ref().map_or(0, |m| m.count),
                 blake3: o.blake3.clone(),
                 complete: o.complete,
@@ -289,6 +302,7 @@ pub fn ingest(
                 delta_chunks: 0,
                 delta_saved_bytes: 0,
                 delta_base_read_bytes: 0,
+                delta_base_local_bytes: 0,
                 members: 0,
                 blake3: String::new(),
                 complete: false,
@@ -683,7 +697,7 @@ fn ingest_one(
     };
     let (chunk_lists, chunks) = assembled?;
     if let Some(f) = finder {
-        sink.note_base_reads(&name, f.cache.read_bytes());
+        sink.note_base_reads(&name, f.cache.read_bytes(), f.cache.local_bytes());
     }
     let (hasher, checker) =
         digest.ok_or_else(|| Error::StreamFailed("the digest thread panicked".into()))?;
@@ -818,7 +832,12 @@ fn seal_chunk(
             0,
         ),
     };
+    // A chunk that did not compress is never searched for a delta (nor one against it).
+    let base_candidate = bases.is_none() && !encoder.last_was_stored();
     keys.seal_in_place(BlobKind::Chunk, &id.0, &mut sealed);
+    if let Some(copies) = sink.copies.as_ref().filter(|_| base_candidate) {
+        copies.put(&id, &sealed);
+    }
     Ok(Sealed::New {
         seq: job.seq,
         id,
@@ -1163,12 +1182,16 @@ struct ObjectStats {
     delta_chunks: u64,
     delta_saved_bytes: u64,
     delta_base_read_bytes: u64,
+    delta_base_local_bytes: u64,
 }
 
 /// Shared by all streams of one ingest: the open pack, the blobs stored in this session, and
 /// the finisher thread that makes full packs durable and then indexes them.
 struct Sink<'a> {
     repo: &'a Repository,
+    /// Where the full chunks stored are copied for the next version's delta bases (object
+    /// storage with deltas on; see `crate::base_copies`).
+    copies: Option<Arc<crate::base_copies::BaseCopies>>,
     index: Index,
     /// Blobs a read found damaged, where (`damaged/`): the index's entry for such a blob is
     /// not trusted while it points there, so the blob is stored afresh (issue 14, finding 7).
@@ -1203,13 +1226,13 @@ struct Finisher {
 }
 
 impl<'a> Sink<'a> {
-    /// Record the stored bytes of the delta bases stream `object` read.
-    fn note_base_reads(&self, object: &str, bytes: u64) {
+    /// Record the stored bytes of the delta bases stream `object` read: from the repository,
+    /// and from local copies.
+    fn note_base_reads(&self, object: &str, read: u64, local: u64) {
         let mut st = lock(&self.state);
-        st.stats
-            .entry(object.to_string())
-            .or_default()
-            .delta_base_read_bytes += bytes;
+        let s = st.stats.entry(object.to_string()).or_default();
+        s.delta_base_read_bytes += read;
+        s.delta_base_local_bytes += local;
     }
 
     fn new(repo: &'a Repository, index: &Index) -> Result<Sink<'a>> {
@@ -1264,6 +1287,7 @@ impl<'a> Sink<'a> {
         }
         Ok(Sink {
             repo,
+            copies: None,
             index: index.clone(),
             damaged: crate::blobstore::damaged_blobs(repo.storage.as_ref(), &repo.keys)?,
             state,

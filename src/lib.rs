@@ -3,6 +3,7 @@
 //! The library holds all logic; `main.rs` and `cli.rs` only parse arguments and print.
 //! See src/FORMAT.md for the on-disk format.
 
+pub mod base_copies;
 pub mod blobstore;
 pub mod check;
 pub mod chunker;

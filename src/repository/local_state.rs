@@ -213,6 +213,33 @@ impl Repository {
         Ok(self.local_state_dir()?.join("index"))
     }
 
+    /// For a repository in object storage: keep local copies of the full chunks ingests store
+    /// and download, for later ingests' delta bases (`crate::base_copies`), in `bases` in
+    /// the cache. Nothing is written until an ingest keeps a copy.
+    pub(super) fn keep_base_copies(&self) {
+        if self.storage.local_dir().is_some() {
+            return;
+        }
+        if let Ok(dir) = cache_dir_for(&self.config.id, &self.path.to_string_lossy()) {
+            let copies = crate::base_copies::BaseCopies::new(dir.join("bases"));
+            self.blobs.keep_base_copies(copies);
+        }
+    }
+
+    /// Trim the local copies of delta bases to what `SLUICE_CACHE_MAX_SIZE` leaves after the
+    /// rest of this repository's cache (its index): the budget every cache shares.
+    pub fn trim_base_copies(&self) {
+        let (Some(copies), Some(limit)) = (self.blobs.base_copies(), max_size()) else {
+            return;
+        };
+        let Ok(dir) = self.local_state_dir() else {
+            return;
+        };
+        let copies_usage = copies.usage();
+        let rest = disk_usage(&dir).saturating_sub(copies_usage);
+        copies.trim(limit.saturating_sub(rest));
+    }
+
     /// The folder of this host's lock files: `REPO/locks`, or `locks` in the cache.
     pub(super) fn lock_dir(&self) -> Result<PathBuf> {
         Ok(self.local_state_dir()?.join("locks"))

@@ -360,7 +360,7 @@ impl Repository {
                     );
                 }
                 let keys = Arc::new(keys);
-                return Ok(Repository {
+                let repo = Repository {
                     path: path.to_path_buf(),
                     blobs: BlobStore::new(storage.clone(), keys.clone()),
                     storage,
@@ -369,7 +369,9 @@ impl Repository {
                     keys,
                     master,
                     key_id: key.id,
-                });
+                };
+                repo.keep_base_copies();
+                return Ok(repo);
             }
         }
         if !foreign.is_empty() {

@@ -651,3 +651,103 @@ fn a_bucket_shares_chunking_with_a_local_repository() {
         back.check_ok(true);
     }
 }
+
+/// A later version takes its delta bases from this machine's local copies of the chunks the
+/// ingest before it stored (nothing downloaded); a machine without copies downloads the bases
+/// once and keeps them; a damaged copy is noticed, replaced by the repository's chunk, and
+/// every version still reads back exactly.
+#[test]
+fn delta_bases_come_from_local_copies_and_a_damaged_copy_is_read_again() {
+    for server in servers() {
+        let repo = S3Repo::init_with(&server, "s3-base-copies", &["--chunk-size", "64K"]);
+        let who = server.name;
+        let versions = super::delta::dump_versions(17, 30_000, 4);
+        let field = |o: &Output, k: &str| o.json()["objects"][0][k].as_u64().unwrap_or_default();
+        let first = repo.ingest("db.sql", &versions[0]);
+        assert_eq!(field(&first, "delta_base_read_bytes"), 0, "{who}");
+        let second = repo.ingest("db.sql", &versions[1]);
+        assert!(
+            field(&second, "delta_chunks") > 0,
+            "{who}{}",
+            second.report()
+        );
+        assert_eq!(
+            field(&second, "delta_base_read_bytes"),
+            0,
+            "{who}: bases downloaded although the first ingest kept copies{}",
+            second.report()
+        );
+        assert!(field(&second, "delta_base_local_bytes") > 0, "{who}");
+        // The copies are sealed blobs: none of the dump's text is in them.
+        let copies = copy_files(&repo.cache);
+        assert!(!copies.is_empty(), "{who}: no local copies");
+        for c in &copies {
+            let bytes = std::fs::read(c).unwrap();
+            assert!(
+                !bytes
+                    .windows(12)
+                    .any(|w| w == b"INSERT INTO " || w == b"COPY public."),
+                "{who}: plaintext in {}",
+                c.display()
+            );
+        }
+        // Another machine has no copies: it downloads the bases, and keeps them.
+        let other = repo.dir.join("cache-b");
+        let third = repo.ingest_on(&other, "db.sql", &versions[2]);
+        assert!(field(&third, "delta_chunks") > 0, "{who}{}", third.report());
+        assert!(field(&third, "delta_base_read_bytes") > 0, "{who}");
+        assert_eq!(field(&third, "delta_base_local_bytes"), 0, "{who}");
+        assert!(!copy_files(&other).is_empty(), "{who}: nothing kept");
+        // Every copy of the first machine damaged: each is noticed, read from the bucket
+        // instead and kept again; the deltas made are right.
+        for c in &copies {
+            let mut bytes = std::fs::read(c).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x40;
+            std::fs::write(c, bytes).unwrap();
+        }
+        let fourth = repo.ingest("db.sql", &versions[3]);
+        assert!(
+            field(&fourth, "delta_chunks") > 0,
+            "{who}{}",
+            fourth.report()
+        );
+        assert!(field(&fourth, "delta_base_read_bytes") > 0, "{who}");
+        assert!(
+            fourth.stderr.contains("is damaged"),
+            "{who}: a damaged copy went unmentioned{}",
+            fourth.report()
+        );
+        let snaps = repo.snapshot_ids();
+        assert_eq!(snaps.len(), 4, "{who}");
+        for (s, v) in snaps.iter().zip(&versions) {
+            assert!(repo.cat(s, "db.sql") == *v, "{who}: {s} does not read back");
+        }
+        let fifth = repo.ingest("db.sql", &versions[3]);
+        assert_eq!(field(&fifth, "added_bytes"), 0, "{who}");
+    }
+}
+
+/// The local copies of delta bases under an XDG_CACHE_HOME (`sluice/<id>/bases/xx/<id>`).
+fn copy_files(cache: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(repos) = std::fs::read_dir(cache.join("sluice")) else {
+        return out;
+    };
+    for r in repos.flatten() {
+        for shard in std::fs::read_dir(r.path().join("bases"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for f in std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}

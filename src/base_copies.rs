@@ -1,0 +1,205 @@
+//! Local copies of sealed full chunks of a repository in object storage, kept for the delta
+//! bases of the next ingest of the same streams.
+//!
+//! Why: a later version of a stream is compared with the previous version's chunks
+//! (crate::delta), and with the repository in a bucket every one of them was downloaded
+//! again each night: three nights of a 1.08 GB dump with 1% of rows changed read the whole
+//! 320.6 MB its first night stored, to add 1.0-1.6 MB. Ingest keeps a copy of each full
+//! chunk it stores (`put`) and of each base it downloads, and reads bases from here first.
+//!
+//! The copies are the blobs exactly as sealed in the packs (encrypted and authenticated under
+//! the chunk's id), so nothing here is plaintext and nothing here is trusted: a copy that
+//! does not authenticate is removed and the base read from the repository. Only bases of
+//! chunks the repository's index holds are ever looked up (the base finder asks the index
+//! first), so a delta never depends on a chunk that exists only here.
+//!
+//! Files: `<cache>/bases/<first 2 hex digits>/<chunk id>`, each written to a temporary name
+//! and renamed. Everything is best effort: a copy that cannot be written or read costs a
+//! download, never an ingest. `trim` keeps them within a byte budget, least recently used
+//! (by modification time, set again on every use) removed first.
+
+use crate::ids::BlobId;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+pub struct BaseCopies {
+    dir: PathBuf,
+}
+
+impl BaseCopies {
+    /// Copies under `dir` (made when the first copy is written).
+    pub fn new(dir: PathBuf) -> BaseCopies {
+        BaseCopies { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: &BlobId) -> PathBuf {
+        let hex = id.to_hex();
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    /// The sealed copy of chunk `id`, if one is kept; marked as used now.
+    pub fn get(&self, id: &BlobId) -> Option<Vec<u8>> {
+        let path = self.path(id);
+        let bytes = std::fs::read(&path).ok()?;
+        if let Ok(f) = std::fs::File::options().write(true).open(&path) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+        Some(bytes)
+    }
+
+    /// Keep `sealed` as the copy of chunk `id` (unless one is kept already).
+    pub fn put(&self, id: &BlobId, sealed: &[u8]) {
+        let path = self.path(id);
+        if path.exists() {
+            return;
+        }
+        if let Err(e) = self.write(&path, sealed) {
+            log::debug!("no local copy of chunk {} kept: {e}", id.short());
+        }
+    }
+
+    fn write(&self, path: &Path, sealed: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let parent = path.parent().unwrap_or(&self.dir);
+        // 0700 like the rest of the cache: file names are chunk ids, this user's business.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+        let tmp = parent.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ));
+        let written = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, sealed))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Remove the copy of chunk `id` (it did not authenticate).
+    pub fn remove(&self, id: &BlobId) {
+        let _ = std::fs::remove_file(self.path(id));
+    }
+
+    /// Bytes the copies take on disk.
+    pub fn usage(&self) -> u64 {
+        self.files().iter().map(|f| f.2).sum()
+    }
+
+    /// Remove the least recently used copies until the rest take at most `budget` bytes, and
+    /// temporary files left by a process that died.
+    pub fn trim(&self, budget: u64) {
+        let mut files = self.files();
+        let mut total: u64 = files.iter().map(|f| f.2).sum();
+        if total <= budget {
+            return;
+        }
+        files.sort_by_key(|f| f.1);
+        let mut removed = 0u64;
+        for (path, _, size) in files {
+            if total <= budget {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= size;
+                removed += size;
+            }
+        }
+        log::info!(
+            "removed {removed} bytes of local copies of delta bases from {} (they exceeded \
+             their share of SLUICE_CACHE_MAX_SIZE, {budget} bytes)",
+            self.dir.display()
+        );
+    }
+
+    /// Every copy: (path, last use, bytes on disk). A temporary file is listed as used at
+    /// the epoch (the first to go) once it is an hour old; younger ones may be being written.
+    fn files(&self) -> Vec<(PathBuf, SystemTime, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        let Ok(shards) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
+        let now = SystemTime::now();
+        for shard in shards.flatten() {
+            let Ok(entries) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let Ok(m) = e.metadata() else {
+                    continue;
+                };
+                let used = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                let used = match e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    false => used,
+                    true if now
+                        .duration_since(used)
+                        .is_ok_and(|age| age.as_secs() > 3600) =>
+                    {
+                        SystemTime::UNIX_EPOCH
+                    }
+                    true => continue,
+                };
+                out.push((e.path(), used, m.blocks() * 512));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> BlobId {
+        BlobId([n; 32])
+    }
+
+    #[test]
+    fn copies_are_kept_read_removed_and_trimmed_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let copies = BaseCopies::new(dir.path().join("bases"));
+        assert_eq!(copies.get(&id(1)), None);
+        copies.put(&id(1), &[1u8; 10_000]);
+        copies.put(&id(2), &[2u8; 10_000]);
+        copies.put(&id(3), &[3u8; 10_000]);
+        assert_eq!(copies.get(&id(2)).as_deref(), Some(&[2u8; 10_000][..]));
+        // A second put does not replace the copy.
+        copies.put(&id(2), &[9u8; 10]);
+        assert_eq!(copies.get(&id(2)).map(|v| v.len()), Some(10_000));
+        // 1 is the least recently used, then 3; 2 was just read.
+        let old = SystemTime::now() - std::time::Duration::from_secs(100);
+        let older = SystemTime::now() - std::time::Duration::from_secs(200);
+        for (n, t) in [(1, older), (3, old)] {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(copies.path(&id(n)))
+                .unwrap();
+            f.set_modified(t).unwrap();
+        }
+        let one = copies.usage() / 3;
+        copies.trim(one * 2);
+        assert_eq!(
+            copies.get(&id(1)),
+            None,
+            "the least recently used copy stays"
+        );
+        assert!(copies.get(&id(2)).is_some() && copies.get(&id(3)).is_some());
+        copies.remove(&id(3));
+        assert_eq!(copies.get(&id(3)), None);
+        copies.trim(0);
+        assert_eq!(copies.usage(), 0);
+    }
+}
