@@ -24,12 +24,49 @@ use std::time::SystemTime;
 
 pub struct BaseCopies {
     dir: PathBuf,
+    /// Copies written since the free space was last looked at, and whether it was short.
+    since_checked: std::sync::atomic::AtomicU32,
+    short_of_space: std::sync::atomic::AtomicBool,
 }
+
+/// Free space a copy must leave on the cache's file system: the index lives there too, and an
+/// ingest must never fail because copies filled the disk.
+const KEEP_FREE: u64 = 1 << 30;
+
+/// Copies written between two looks at the free space (each at most a chunk, 8 MiB).
+const CHECK_EVERY: u32 = 16;
 
 impl BaseCopies {
     /// Copies under `dir` (made when the first copy is written).
     pub fn new(dir: PathBuf) -> BaseCopies {
-        BaseCopies { dir }
+        BaseCopies {
+            dir,
+            since_checked: std::sync::atomic::AtomicU32::new(0),
+            short_of_space: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the file system of the copies has less than KEEP_FREE bytes (or 5% of it)
+    /// free, looked at every CHECK_EVERY copies.
+    fn short_of_space(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self
+            .since_checked
+            .fetch_add(1, Relaxed)
+            .is_multiple_of(CHECK_EVERY)
+        {
+            let short =
+                free_space(&self.dir).is_some_and(|(free, total)| free < KEEP_FREE.max(total / 20));
+            if short && !self.short_of_space.load(Relaxed) {
+                log::info!(
+                    "no more local copies of delta bases kept in {}: its file system is nearly \
+                     full",
+                    self.dir.display()
+                );
+            }
+            self.short_of_space.store(short, Relaxed);
+        }
+        self.short_of_space.load(Relaxed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -54,7 +91,7 @@ impl BaseCopies {
     /// Keep `sealed` as the copy of chunk `id` (unless one is kept already).
     pub fn put(&self, id: &BlobId, sealed: &[u8]) {
         let path = self.path(id);
-        if path.exists() {
+        if path.exists() || self.short_of_space() {
             return;
         }
         if let Err(e) = self.write(&path, sealed) {
@@ -159,6 +196,27 @@ impl BaseCopies {
     }
 }
 
+/// (Bytes free to an unprivileged user, bytes in all) of the file system holding `dir` or,
+/// while it does not exist yet, its nearest existing parent.
+// The statvfs fields are u64 here but narrower on other platforms: the casts are kept.
+#[allow(clippy::unnecessary_cast)]
+fn free_space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = dir.ancestors().find(|p| p.exists())?;
+    let path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `st` points to
+    // writable memory of the size of a `statvfs`, which the call fills when it returns 0 (the
+    // only case in which it is read).
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    let block = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * block, st.f_blocks as u64 * block))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +259,12 @@ mod tests {
         assert_eq!(copies.get(&id(3)), None);
         copies.trim(0);
         assert_eq!(copies.usage(), 0);
+    }
+
+    #[test]
+    fn free_space_is_read_from_the_nearest_existing_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (free, total) = free_space(&dir.path().join("not/yet")).unwrap();
+        assert!(total > 0 && free <= total, "{free} of {total}");
     }
 }

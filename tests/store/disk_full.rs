@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// A tmpfs of a given size mounted on a fresh directory, unmounted (and removed) on drop.
-struct Tmpfs {
-    mnt: PathBuf,
+pub(crate) struct Tmpfs {
+    pub(crate) mnt: PathBuf,
     _dir: TestDir,
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
+    pub(crate) fn mount(size: &str) -> Tmpfs {
         let dir = TestDir::new("tmpfs");
         let mnt = dir.join("mnt");
         std::fs::create_dir(&mnt).unwrap();

@@ -10,7 +10,7 @@ mod corruption;
 mod crash;
 mod dedup;
 pub(crate) mod delta;
-mod disk_full;
+pub(crate) mod disk_full;
 mod errors;
 mod heal;
 mod keys;

@@ -728,6 +728,34 @@ fn delta_bases_come_from_local_copies_and_a_damaged_copy_is_read_again() {
     }
 }
 
+/// A cache on a nearly full file system keeps no copies (the index shares it, and an ingest
+/// must not fail because copies filled it): the bases are downloaded instead.
+#[test]
+fn no_copies_are_kept_on_a_nearly_full_cache() {
+    // Less than the 1 GiB a copy must leave free.
+    let fs = super::disk_full::Tmpfs::mount("64m");
+    let cache = fs.mnt.join("cache");
+    for server in servers() {
+        let repo = S3Repo::init_with(&server, "s3-copies-full", &["--chunk-size", "64K"]);
+        let who = server.name;
+        let versions = super::delta::dump_versions(18, 30_000, 2);
+        repo.ingest_on(&cache, "db.sql", &versions[0]);
+        let second = repo.ingest_on(&cache, "db.sql", &versions[1]);
+        let field = |k: &str| second.json()["objects"][0][k].as_u64().unwrap_or_default();
+        assert!(field("delta_chunks") > 0, "{who}{}", second.report());
+        assert!(field("delta_base_read_bytes") > 0, "{who}");
+        assert_eq!(field("delta_base_local_bytes"), 0, "{who}");
+        assert!(copy_files(&cache).is_empty(), "{who}: copies kept");
+        assert!(
+            repo.cmd_on(&cache, ["cat", "latest", "db.sql"])
+                .run()
+                .ok()
+                .stdout
+                == versions[1]
+        );
+    }
+}
+
 /// The local copies of delta bases under an XDG_CACHE_HOME (`sluice/<id>/bases/xx/<id>`).
 fn copy_files(cache: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
