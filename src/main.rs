@@ -23,6 +23,18 @@ mod streams_file;
 /// Warnings from library code (the mount's refresh, for instance) as `sluice: warning: ...`.
 struct StderrLog;
 
+/// Set by a background mount that writes to a log file (`mount --log-file`): every line
+/// then begins with its time, as a log file's lines must.
+static LOG_TIMES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The time to begin a log line with (`2026-12-07T17:30:00Z `), or nothing.
+fn log_time() -> String {
+    match LOG_TIMES.load(std::sync::atomic::Ordering::Relaxed) {
+        true => format!("{} ", sluice::time::format_utc(sluice::time::now().0)),
+        false => String::new(),
+    }
+}
+
 impl log::Log for StderrLog {
     fn enabled(&self, m: &log::Metadata) -> bool {
         m.level() <= log::Level::Warn
@@ -30,7 +42,12 @@ impl log::Log for StderrLog {
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) && !benign(r) {
             use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "sluice: warning: {}", r.args());
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}sluice: warning: {}",
+                log_time(),
+                r.args()
+            );
         }
     }
     fn flush(&self) {}

@@ -450,6 +450,11 @@ pub struct MountArgs {
     /// refresh is a billed LIST request). Looking into the mount refreshes no more often.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub refresh: Option<u64>,
+    /// Append the background mount's warnings and errors to this file, each line with its
+    /// time (UTC): a damaged chunk read, and how and when the mount ended. Without it a
+    /// mount in the background has nowhere to say them (--foreground says them on stderr).
+    #[arg(long, value_name = "FILE", conflicts_with = "foreground")]
+    pub log_file: Option<PathBuf>,
     /// Internal: the daemon child of `sluice mount`.
     #[arg(long, hide = true)]
     pub daemon_child: bool,

@@ -93,6 +93,12 @@ pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
     if let Some(secs) = a.refresh {
         cmd.arg("--refresh").arg(secs.to_string());
     }
+    if let Some(log) = &a.log_file {
+        // Opened here first: a log that cannot be written is said now, in one line, rather
+        // than lost by a daemon with no terminal.
+        open_log(log).with_context(|| format!("cannot open the log file {}", log.display()))?;
+        cmd.arg("--log-file").arg(absolute(log));
+    }
     if cli.quiet {
         cmd.arg("--quiet");
     }
@@ -252,7 +258,17 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
             drop(handle);
             return Ok(1);
         }
-        silence_stdio();
+        redirect_stdio(a.log_file.as_deref());
+        if a.log_file.is_some() {
+            crate::LOG_TIMES.store(true, std::sync::atomic::Ordering::Relaxed);
+            eprintln!(
+                "{}sluice: mounted {} at {} (pid {})",
+                crate::log_time(),
+                repo_abs.display(),
+                mnt.display(),
+                std::process::id()
+            );
+        }
     } else {
         eprintln!("mounted at {}; Ctrl-C to unmount", mnt.display());
     }
@@ -281,18 +297,59 @@ fn serve(repo: Repository, mnt: &Path, a: &MountArgs, daemon: Option<()>) -> Res
             mnt_owned.display()
         );
     });
-    handle.wait().context("the mount ended with an error")?;
+    let ended = handle.wait();
+    if daemon.is_some() {
+        // Said here, with its time: in the background this is the log's last word.
+        return Ok(match ended {
+            Ok(()) => {
+                if a.log_file.is_some() {
+                    eprintln!("{}sluice: unmounted {}", crate::log_time(), mnt.display());
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!(
+                    "{}sluice: error: the mount at {} ended with an error: {e}",
+                    crate::log_time(),
+                    mnt.display()
+                );
+                1
+            }
+        });
+    }
+    ended.context("the mount ended with an error")?;
     Ok(0)
 }
 
-/// The daemon has no terminal: point stdout and stderr at /dev/null so a later write cannot fail.
-fn silence_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 onto the standard descriptors with a descriptor we own and keep open.
-        unsafe {
+/// The mount's log file, opened for appending (made 0600 if missing: warnings name streams
+/// and snapshots).
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// The daemon has no terminal: point stdout at /dev/null, and stderr at the log file if one
+/// was given (`--log-file`), else at /dev/null too, so that a later write cannot fail.
+fn redirect_stdio(log: Option<&Path>) {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null");
+    let err = match log.map(open_log) {
+        Some(Ok(f)) => Ok(f),
+        // Opened a moment ago by the parent; if it cannot be now, nowhere is left to say so.
+        Some(Err(_)) | None => std::fs::OpenOptions::new().write(true).open("/dev/null"),
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 onto the standard descriptors with descriptors we own and keep open for
+    // the call; the originals are closed when `null` and `err` drop, the duplicates stay.
+    unsafe {
+        if let Ok(null) = &null {
             libc::dup2(null.as_raw_fd(), 1);
-            libc::dup2(null.as_raw_fd(), 2);
+        }
+        if let Ok(err) = &err {
+            libc::dup2(err.as_raw_fd(), 2);
         }
     }
 }

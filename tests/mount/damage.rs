@@ -109,6 +109,15 @@ fn damaged_chunk_gives_eio_only_where_it_is_read_and_the_mount_stays_up() {
             "cat (round {round}): {err}"
         );
     }
+    // The daemon said why, with the time, in its log (`mount --log-file`).
+    let log = mnt.log_text();
+    assert!(
+        log.lines().any(|l| l.starts_with("20")
+            && l.contains(" sluice: warning: read of ")
+            && l.contains("target.bin")
+            && l.contains("authentication failed")),
+        "no warning for the damaged chunk in the mount's log:\n{log}"
+    );
 
     // The rest of the file: everything outside the pages the damaged chunk touches. (The
     // kernel reads whole pages, so the page holding the chunk's first or last byte is

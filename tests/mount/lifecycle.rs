@@ -43,8 +43,25 @@ fn unmount_leaves_nothing_behind_and_cleans_a_killed_mount() {
     assert_eq!(
         mnt.umount(),
         Ended::Exited(0),
-        "daemon exit after sluice umount"
+        "daemon exit after sluice umount; its log:\n{}",
+        mnt.log_text()
     );
+    // Its log: when it was mounted and when it ended, each line with its time.
+    let log = mnt.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains(" sluice: mounted ") && lines[0].contains(&format!("(pid {pid})")),
+        "{log}"
+    );
+    assert!(lines[1].contains(" sluice: unmounted "), "{log}");
+    for l in &lines {
+        assert!(
+            l.starts_with("20") && l.as_bytes().get(19) == Some(&b'Z'),
+            "no time: {l}"
+        );
+    }
+    std::fs::remove_file(mnt.log.as_ref().unwrap()).unwrap();
     assert_eq!(
         proc_state(pid),
         None,
@@ -91,7 +108,8 @@ fn unmount_leaves_nothing_behind_and_cleans_a_killed_mount() {
     assert_eq!(
         reap(pid, HANG_LIMIT),
         Ended::Exited(0),
-        "daemon after the last file closed"
+        "daemon after the last file closed; its log:\n{}",
+        mnt.log_text()
     );
     mnt.set_reaped();
     no_mount_process(&path);
@@ -372,4 +390,34 @@ fn a_mount_whose_parent_is_gone_unmounts_quietly_instead_of_panicking() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "{stderr}");
     plain_dir_again(&mnt);
+}
+
+/// A `--log-file` that cannot be written is refused before anything is mounted (a daemon
+/// would have nowhere to say so), and it is only for a mount in the background.
+#[test]
+fn a_log_file_that_cannot_be_written_mounts_nothing() {
+    let repo = small_chunk_repo("mount-bad-log");
+    repo.ingest("a.txt", b"hello\n", &["--expect", "none"]);
+    let mnt = repo.dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let bad = repo.dir.join("no/such/folder/mount.log");
+    let out = repo
+        .cmd(["mount".as_ref(), repo.path.as_os_str(), mnt.as_os_str()])
+        .args(["--log-file".as_ref(), bad.as_os_str()])
+        .run()
+        .fails();
+    let err = out.error_line();
+    assert!(
+        err.contains("cannot open the log file") && err.contains("mount.log"),
+        "{}",
+        out.report()
+    );
+    assert!(!mounted(&mnt), "mounted despite the bad log file");
+    no_mount_process(&mnt);
+    repo.cmd(["mount".as_ref(), repo.path.as_os_str(), mnt.as_os_str()])
+        .args(["--foreground", "--log-file", "x.log"])
+        .run()
+        .code_is(2)
+        .stderr_has(&["--log-file", "--foreground"]);
+    assert!(!mounted(&mnt));
 }

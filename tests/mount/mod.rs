@@ -197,6 +197,8 @@ pub struct Mount {
     pub pid: i32,
     /// What `sluice mount` printed.
     pub mount_output: Output,
+    /// The daemon's `--log-file`, when the mount was made with one.
+    pub log: Option<PathBuf>,
     reaped: bool,
 }
 
@@ -211,13 +213,25 @@ impl Mount {
         Mount::at(repo, &mnt.canonicalize().expect("canonical mnt"))
     }
 
-    /// `sluice mount REPO MNT` on an existing, canonical `mnt`.
+    /// `sluice mount --log-file <repo dir>/mount.log REPO MNT` on an existing, canonical `mnt`.
     #[track_caller]
     pub fn at(repo: &Repo, mnt: &Path) -> Mount {
-        Mount::run(
-            repo.cmd(["mount".as_ref(), repo.path.as_os_str(), mnt.as_os_str()]),
+        let log = repo.dir.join("mount.log");
+        let mut m = Mount::run(
+            repo.cmd(["mount".as_ref(), repo.path.as_os_str(), mnt.as_os_str()])
+                .args(["--log-file".as_ref(), log.as_os_str()]),
             mnt,
-        )
+        );
+        m.log = Some(log);
+        m
+    }
+
+    /// What the daemon wrote to its log file so far (for messages: "" without one).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .unwrap_or_default()
     }
 
     /// Run `cmd` (a `sluice mount` command line that mounts on `mnt`) and own the result.
@@ -233,6 +247,7 @@ impl Mount {
             mnt: mnt.to_path_buf(),
             pid: pids.first().copied().unwrap_or(0),
             mount_output: out,
+            log: None,
             reaped: false,
         };
         assert!(
