@@ -7,7 +7,10 @@
 #   - sluice and restic: ingest (backup --stdin) and a cold restore (cat / dump) to/from the
 #     same bucket; sluice/restic and sluice/ceiling ratios (targets >= 1.5x and >= 0.8);
 #   - sluice into a local directory, for its S3 figures against its local ones;
-#   - a cold `cat` through a mount of the S3 repository against `sluice cat` (target >= 0.8x).
+#   - a cold `cat` through a mount of the S3 repository against `sluice cat` (target >= 0.8x);
+#   - the SQL dump's second version (sql2.sql) ingested by sluice and restic into the same
+#     repositories, and by sluice into a second repository whose local copies of delta bases
+#     were removed before (README "Offsite": the bases are then downloaded from the bucket).
 # Only one `weed mini` can run on a machine (its non-S3 ports are fixed): the phase is
 # skipped, with a warning, when one is already running.
 # Environment: BENCH_S3_PORT (default 8633) and BENCH_S3_MOTO_PORT (default 5377) for the
@@ -118,7 +121,34 @@ s3_phase() {
                     warn "sluice mount of the S3 repository failed: $(tail -n 3 "$WORK/logs/s3-mount.log")"
                 fi
             fi
+            if [[ $name == sql ]]; then
+                say "  sql: $tool ingest of the second version on S3"
+                warm "$IN/sql2.sql"
+                cmd_ingest "$tool" "$repo" "$name" v2
+                run_timed "$IN/sql2.sql" "$WORK/logs/s3-ingest2-$tool.out" "s3-ingest2-$tool.log" "${CMD[@]}" &&
+                    S[${tool}_up2]=$T_SECS
+                [[ $tool == sluice ]] && S[sluice_read2]=$(ingest_field "$WORK/logs/s3-ingest2-$tool.out" delta_base_read_bytes)
+            fi
         done
+        if [[ $name == sql ]] && has_tool sluice; then
+            # The same two versions into another repository, its local copies of delta bases
+            # removed in between: what a second machine, or a cache trimmed below the
+            # stream's size, pays.
+            local repo_b="$url/sluice-$name-nocopies"
+            say "  sql: sluice, second version with its bases downloaded"
+            cmd_init sluice "$repo_b"
+            "${CMD[@]}" >/dev/null 2>"$WORK/logs/s3-init-b.log" || die "sluice init on S3 failed (see $WORK/logs/s3-init-b.log)"
+            warm "$f"
+            cmd_ingest sluice "$repo_b" "$name" v1
+            run_timed "$f" "$WORK/logs/s3-ingest-b.out" s3-ingest-b.log "${CMD[@]}" || true
+            rm -rf "$XDG_CACHE_HOME"/sluice/*/bases
+            warm "$IN/sql2.sql"
+            cmd_ingest sluice "$repo_b" "$name" v2
+            run_timed "$IN/sql2.sql" "$WORK/logs/s3-ingest2-b.out" s3-ingest2-b.log "${CMD[@]}" &&
+                S[sluice_up2_nocopies]=$T_SECS
+            S[sluice_read2_nocopies]=$(ingest_field "$WORK/logs/s3-ingest2-b.out" delta_base_read_bytes)
+            S[bytes_sql2]=$(stat -c %s "$IN/sql2.sql")
+        fi
         if has_tool sluice; then
             local local_repo=$WORK/repos/s3-local-$name
             rm -rf "$local_repo"
@@ -166,6 +196,16 @@ s3_phase() {
         md=$(rate "mount_$name" "$name")
         out "| $name | $ceil_d | $sd | $rd | $(ratio "$sd" "$rd") | $(ratio "$sd" "$ceil_d") | $ld | $(ratio "$sd" "$ld") | $md | $(ratio "$md" "$sd") |"
     done
+    out ""
+    out "Second version of the SQL dump (sql2.sql), ingested after the first, MB/s:"
+    out ""
+    out "| sluice, bases from local copies | sluice, bases downloaded | restic | sluice/restic | base bytes downloaded by sluice: with copies / without |"
+    out "| ---: | ---: | ---: | ---: | ---: |"
+    local s2 n2 r2
+    s2=$(rate sluice_up2 sql2)
+    n2=$(rate sluice_up2_nocopies sql2)
+    r2=$(rate restic_up2 sql2)
+    out "| $s2 | $n2 | $r2 | $(ratio "$s2" "$r2") | $(mb "$(v sluice_read2)") / $(mb "$(v sluice_read2_nocopies)") MB |"
     out ""
     out "- phase took $(($(date +%s) - t_phase)) s; load average at its end: $(cut -d' ' -f1-3 /proc/loadavg)"
     out ""

@@ -353,6 +353,18 @@ cmd_restore() { # tool repo name version
     borg) CMD=(borg extract --stdout "$2::$4") ;;
     esac
 }
+# ingest_field JSON-FILE FIELD: a number from the first stream of a sluice ingest --json
+# output (empty if there is none).
+ingest_field() {
+    python3 -c '
+import json, sys
+for line in reversed(open(sys.argv[1]).read().splitlines()):
+    line = line.strip()
+    if line.startswith("{"):
+        print(json.loads(line)["objects"][0][sys.argv[2]]); break
+' "$1" "$2" 2>/dev/null || true
+}
+
 # after a sluice ingest: remember the snapshot id printed by --json
 note_snapshot() { # repo version json-file
     local id
