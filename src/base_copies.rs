@@ -27,6 +27,9 @@ pub struct BaseCopies {
     /// Copies written since the free space was last looked at, and whether it was short.
     since_checked: std::sync::atomic::AtomicU32,
     short_of_space: std::sync::atomic::AtomicBool,
+    /// Bytes the copies may take (`start`; unlimited until then), and about what they take.
+    budget: std::sync::atomic::AtomicU64,
+    used: std::sync::atomic::AtomicU64,
 }
 
 /// Free space a copy must leave on the cache's file system: the index lives there too, and an
@@ -43,7 +46,30 @@ impl BaseCopies {
             dir,
             since_checked: std::sync::atomic::AtomicU32::new(0),
             short_of_space: std::sync::atomic::AtomicBool::new(false),
+            budget: std::sync::atomic::AtomicU64::new(u64::MAX),
+            used: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// At the start of an ingest: the copies may take `budget` bytes, and a copy that does
+    /// not fit is not written (`trim` at the end makes room for the next ingest, removing
+    /// the copies this one did not use first). Why not only trim: a stream stored larger
+    /// than the budget would fill the disk with copies for the length of the ingest.
+    pub fn start(&self, budget: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.used.store(self.usage(), Relaxed);
+        self.budget.store(budget, Relaxed);
+    }
+
+    /// Whether a copy of `len` bytes fits the budget; if so, counted as used.
+    fn fits(&self, len: u64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let budget = self.budget.load(Relaxed);
+        self.used
+            .fetch_update(Relaxed, Relaxed, |used| {
+                used.checked_add(len).filter(|&total| total <= budget)
+            })
+            .is_ok()
     }
 
     /// Whether the file system of the copies has less than KEEP_FREE bytes (or 5% of it)
@@ -91,11 +117,13 @@ impl BaseCopies {
     /// Keep `sealed` as the copy of chunk `id` (unless one is kept already).
     pub fn put(&self, id: &BlobId, sealed: &[u8]) {
         let path = self.path(id);
-        if path.exists() || self.short_of_space() {
+        if path.exists() || self.short_of_space() || !self.fits(sealed.len() as u64) {
             return;
         }
         if let Err(e) = self.write(&path, sealed) {
             log::debug!("no local copy of chunk {} kept: {e}", id.short());
+            self.used
+                .fetch_sub(sealed.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -259,6 +287,21 @@ mod tests {
         assert_eq!(copies.get(&id(3)), None);
         copies.trim(0);
         assert_eq!(copies.usage(), 0);
+    }
+
+    #[test]
+    fn no_copy_is_written_past_the_budget_of_an_ingest() {
+        let dir = tempfile::tempdir().unwrap();
+        let copies = BaseCopies::new(dir.path().join("bases"));
+        copies.put(&id(1), &[1u8; 10_000]);
+        let one = copies.usage();
+        // Room for two more of the same size.
+        copies.start(3 * one);
+        for n in 2..=6 {
+            copies.put(&id(n), &[n; 10_000]);
+        }
+        assert_eq!(copies.usage(), 3 * one);
+        assert!(copies.get(&id(3)).is_some() && copies.get(&id(4)).is_none());
     }
 
     #[test]

@@ -181,6 +181,9 @@ pub fn ingest(
     let copies = repo.blobs.base_copies().filter(|_| {
         opts.delta && repo.config.delta_enabled() && repo.config.compression != Compression::None
     });
+    if copies.is_some() {
+        repo.start_base_copies();
+    }
     sink.copies = copies.cloned();
     let jobs = opts.jobs.max(1);
     let tee = &opts.tee;

@@ -226,18 +226,32 @@ impl Repository {
         }
     }
 
-    /// Trim the local copies of delta bases to what `SLUICE_CACHE_MAX_SIZE` leaves after the
-    /// rest of this repository's cache (its index): the budget every cache shares.
+    /// What the local copies of delta bases may take: what `SLUICE_CACHE_MAX_SIZE` leaves
+    /// after the rest of this repository's cache (its index), the budget every cache shares;
+    /// None without a limit.
+    fn base_copies_budget(&self, copies: &crate::base_copies::BaseCopies) -> Option<u64> {
+        let limit = max_size()?;
+        let dir = self.local_state_dir().ok()?;
+        let rest = disk_usage(&dir).saturating_sub(copies.usage());
+        Some(limit.saturating_sub(rest))
+    }
+
+    /// Before an ingest: no copy of a delta base is written past their budget.
+    pub fn start_base_copies(&self) {
+        if let Some(copies) = self.blobs.base_copies() {
+            copies.start(self.base_copies_budget(copies).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// After an ingest: trim the local copies of delta bases to their budget, the least
+    /// recently used (those this ingest did not read or write) first.
     pub fn trim_base_copies(&self) {
-        let (Some(copies), Some(limit)) = (self.blobs.base_copies(), max_size()) else {
+        let Some(copies) = self.blobs.base_copies() else {
             return;
         };
-        let Ok(dir) = self.local_state_dir() else {
-            return;
-        };
-        let copies_usage = copies.usage();
-        let rest = disk_usage(&dir).saturating_sub(copies_usage);
-        copies.trim(limit.saturating_sub(rest));
+        if let Some(budget) = self.base_copies_budget(copies) {
+            copies.trim(budget);
+        }
     }
 
     /// The folder of this host's lock files: `REPO/locks`, or `locks` in the cache.
