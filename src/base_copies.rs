@@ -15,8 +15,9 @@
 //!
 //! Files: `<cache>/bases/<first 2 hex digits>/<chunk id>`, each written to a temporary name
 //! and renamed. Everything is best effort: a copy that cannot be written or read costs a
-//! download, never an ingest. `trim` keeps them within a byte budget, least recently used
-//! (by modification time, set again on every use) removed first.
+//! download, never an ingest. An ingest writes none past a byte budget (`start`), and `trim`
+//! brings them back within it afterwards, least recently used (by modification time, set
+//! again on every use) removed first.
 
 use crate::ids::BlobId;
 use std::path::{Path, PathBuf};
@@ -163,8 +164,8 @@ impl BaseCopies {
         self.files().iter().map(|f| f.2).sum()
     }
 
-    /// Remove the least recently used copies until the rest take at most `budget` bytes, and
-    /// temporary files left by a process that died.
+    /// Remove the least recently used copies until the rest take at most `budget` bytes
+    /// (temporary files an hour old, left by a process that died, go first).
     pub fn trim(&self, budget: u64) {
         let mut files = self.files();
         let mut total: u64 = files.iter().map(|f| f.2).sum();
