@@ -78,6 +78,9 @@ pub struct IngestOptions {
     /// Store changed chunks as deltas against the previous version of their stream, when the
     /// repository does (`IngestOptions::delta` false: `ingest --no-delta`).
     pub delta: bool,
+    /// Take delta bases from the newest complete version of this stream name instead of the
+    /// stream's own (`ingest --delta-from`: names that change every night).
+    pub delta_from: Option<String>,
 }
 
 /// See `IngestOptions::edit_snapshot`.
@@ -458,9 +461,22 @@ fn ingest_one(
     let params = repo.config.chunker;
     let name = spec.name.clone();
     let finder = match opts.delta {
-        true => base_finder(repo, &name, &opts.host)?,
+        true => base_finder(
+            repo,
+            opts.delta_from.as_deref().unwrap_or(&name),
+            &opts.host,
+        )?,
         false => None,
     };
+    if let (Some(from), None) = (&opts.delta_from, &finder) {
+        if opts.delta && repo.config.delta_enabled() && compression != Compression::None {
+            log::warn!(
+                "--delta-from {from:?}: no complete version of that stream from host {:?} in \
+                 this repository; {name} is stored without deltas",
+                opts.host
+            );
+        }
+    }
     let finder = finder.as_ref();
 
     // The whole-stream digest and the completeness check run on their own thread: the reader

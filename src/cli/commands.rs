@@ -369,7 +369,16 @@ fn stream_specs(a: &IngestArgs, expect: Expect) -> Result<Vec<StreamSpec>> {
             });
         }
     }
+    if let Some(from) = &a.delta_from {
+        sluice::snapshot::validate_name(from).map_err(|e| usage(format!("--delta-from: {e}")))?;
+    }
     if !specs.is_empty() {
+        if a.delta_from.is_some() {
+            return Err(usage(
+                "--delta-from names the base of a single stream: use it with --name, not \
+                 --exec/--streams",
+            ));
+        }
         if a.name.is_some() || !a.command.is_empty() {
             return Err(usage(
                 "use either --name [-- COMMAND] or --exec/--streams, not both",
@@ -577,6 +586,7 @@ fn ingest_cmd(cli: &Cli, a: &IngestArgs) -> Result<i32> {
             edit_snapshot: None,
             split: !a.no_split,
             delta: !a.no_delta,
+            delta_from: a.delta_from.clone(),
         },
     );
     running.store(false, Ordering::Relaxed);
@@ -1490,6 +1500,7 @@ fn copy_cmd(cli: &Cli, a: &CopyArgs) -> Result<i32> {
             edit_snapshot: None,
             split: true,
             delta: true,
+            delta_from: None,
         };
         let copied = sluice::copy::copy_snapshot(&src, &dst, &session.index, s, template)?;
         let r = &copied.report;

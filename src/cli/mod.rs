@@ -284,6 +284,11 @@ pub struct IngestArgs {
     /// Its chunks are stored whole, and later ingests may use them as bases.
     #[arg(long)]
     pub no_delta: bool,
+    /// Take delta bases from the newest complete version of stream NAME (from this host)
+    /// instead of this stream's own previous version: for a stream whose name changes every
+    /// night (a date in it), which otherwise never has a previous version. One stream only.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_delta")]
+    pub delta_from: Option<String>,
     /// Pass the stream through to stdout while storing it.
     #[arg(long)]
     pub tee: bool,

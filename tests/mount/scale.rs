@@ -55,6 +55,7 @@ fn build(repo: &crate::support::Repo) -> Vec<(String, String, usize)> {
                 edit_snapshot: None,
                 split: true,
                 delta: true,
+                delta_from: None,
             },
         )
         .expect("ingest");

@@ -392,6 +392,66 @@ fn ingest_no_delta_stores_one_version_whole_and_the_next_uses_it_as_base() {
     assert!(repo.cat(&whole.snapshot, "db.sql") == versions[1]);
 }
 
+/// A stream whose name changes every night (a date in it) has no previous version of its own:
+/// `--delta-from` names the stream to take bases from. A name with no version says so and
+/// stores the stream whole; a bad name is refused.
+#[test]
+fn delta_from_takes_bases_from_another_stream_name() {
+    let repo = repo("delta-from", &[]);
+    let versions = dump_versions(5, 30_000, 3);
+    let field = |i: &Ingested, k: &str| i.json["objects"][0][k].as_u64().unwrap();
+    let first = repo.ingest("shop-2026-12-05.sql", &versions[0], &[]);
+    // Without it: no previous version of this name, stored whole.
+    let alone = repo.ingest("shop-2026-12-06.sql", &versions[1], &[]);
+    assert_eq!(field(&alone, "delta_chunks"), 0);
+    let with = repo.ingest(
+        "shop-2026-12-07.sql",
+        &versions[2],
+        &["--delta-from", "shop-2026-12-06.sql"],
+    );
+    assert!(field(&with, "delta_chunks") > 0, "{}", with.json);
+    assert!(
+        with.added_bytes * 5 < alone.added_bytes,
+        "--delta-from: {} bytes added, {} without",
+        with.added_bytes,
+        alone.added_bytes
+    );
+    for (name, v, s) in [
+        ("shop-2026-12-05.sql", &versions[0], &first),
+        ("shop-2026-12-06.sql", &versions[1], &alone),
+        ("shop-2026-12-07.sql", &versions[2], &with),
+    ] {
+        assert!(
+            repo.cat(&s.snapshot, name) == *v,
+            "{name} does not read back"
+        );
+    }
+    // A name with no version: one warning, the stream stored whole.
+    let out = repo
+        .cmd([
+            "ingest",
+            "--json",
+            "--name",
+            "other.sql",
+            "--delta-from",
+            "shop.sql",
+        ])
+        .stdin_bytes(versions[2].clone())
+        .run()
+        .ok()
+        .stderr_has(&["--delta-from \"shop.sql\": no complete version"]);
+    assert_eq!(out.json()["objects"][0]["delta_chunks"].as_u64(), Some(0));
+    repo.cmd(["ingest", "--name", "x.sql", "--delta-from", "../x"])
+        .stdin_bytes(b"x".to_vec())
+        .run()
+        .fails()
+        .stderr_has(&["--delta-from"]);
+    repo.cmd(["ingest", "--exec", "a=echo a", "--delta-from", "shop.sql"])
+        .run()
+        .fails()
+        .stderr_has(&["--delta-from names the base of a single stream"]);
+}
+
 #[test]
 fn a_damaged_base_fails_every_dependent_chunk_loudly() {
     let repo = repo("delta-damaged-base", &[]);
