@@ -913,6 +913,33 @@ pub fn previous_version<'a>(
         .map(|(_, o)| o)
 }
 
+/// For a stream `name` with no previous version: the newest complete stream from `host` whose
+/// name differs from it only in its digits (`shop-2026-12-06.sql` for `shop-2026-12-07.sql`),
+/// if there is one. Why: a name with the date in it never has a previous version, so every
+/// night is stored whole; saying so once is cheaper than a user finding out from the bill.
+pub fn similar_name<'a>(
+    snaps: &'a [crate::snapshot::Snapshot],
+    name: &str,
+    host: &str,
+) -> Option<&'a str> {
+    let shape = |n: &str| -> String { n.chars().filter(|c| !c.is_ascii_digit()).collect() };
+    if !name.chars().any(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let want = shape(name);
+    snaps
+        .iter()
+        .filter(|s| s.host == host)
+        .flat_map(|s| {
+            s.objects
+                .iter()
+                .filter(|o| o.complete && o.size > 0 && o.name != name && shape(&o.name) == want)
+                .map(move |o| ((s.time, s.time_nanos), o.name.as_str()))
+        })
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, n)| n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1350,5 +1377,55 @@ mod tests {
         assert_eq!(previous_version(&snaps, "db", "b").map(|o| o.size), Some(4));
         assert!(previous_version(&snaps, "db", "c").is_none());
         assert!(previous_version(&snaps, "other", "a").is_none());
+    }
+
+    #[test]
+    fn a_name_that_differs_only_in_its_digits_is_similar() {
+        use crate::snapshot::{Object, Snapshot};
+        let snap = |time, host: &str, name: &str, complete| Snapshot {
+            id: crate::ids::SnapshotId::random(),
+            time,
+            time_nanos: 0,
+            host: host.into(),
+            tags: Vec::new(),
+            complete: true,
+            objects: vec![Object {
+                name: name.into(),
+                size: 10,
+                blake3: String::new(),
+                complete,
+                chunks: 0,
+                chunk_lists: Vec::new(),
+                producer: None,
+                format: None,
+                problem: None,
+                started: 0,
+                ended: 0,
+                members: None,
+            }],
+            original: None,
+        };
+        let snaps = vec![
+            snap(1, "a", "shop-2026-12-05.sql", true),
+            snap(2, "a", "shop-2026-12-06.sql", true),
+            snap(3, "a", "shop-2026-12-07.sql", false),
+            snap(4, "b", "shop-2026-12-08.sql", true),
+            snap(5, "a", "shop.sql", true),
+        ];
+        let similar = |name, host| similar_name(&snaps, name, host);
+        // The newest complete one from this host.
+        assert_eq!(
+            similar("shop-2026-12-09.sql", "a"),
+            Some("shop-2026-12-06.sql")
+        );
+        assert_eq!(
+            similar("shop-2026-12-09.sql", "b"),
+            Some("shop-2026-12-08.sql")
+        );
+        // Never itself; never a name without digits; other shapes are not similar.
+        assert_eq!(similar("shop-2026-12-08.sql", "b"), None);
+        assert_eq!(similar("shop.sql", "a"), None);
+        assert_eq!(similar("shop-2026-12-09.sql.gz", "a"), None);
+        assert_eq!(similar("shop-2026-12-09.sql", "c"), None);
     }
 }

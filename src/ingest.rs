@@ -465,9 +465,11 @@ fn ingest_one(
             repo,
             opts.delta_from.as_deref().unwrap_or(&name),
             &opts.host,
+            opts.delta_from.is_none() && !opts.quiet,
         )?,
         false => None,
     };
+
     if let (Some(from), None) = (&opts.delta_from, &finder) {
         if opts.delta && repo.config.delta_enabled() && compression != Compression::None {
             log::warn!(
@@ -764,12 +766,28 @@ fn ingest_one(
 
 /// The delta base finder for stream `name`: over the newest complete earlier version of it
 /// from this host, when the repository stores deltas and compresses at all.
-fn base_finder(repo: &Repository, name: &str, host: &str) -> Result<Option<BaseFinder>> {
+///
+/// `hint`: when there is none, but a stream whose name differs only in its digits has one
+/// (`shop-2026-12-06.sql` for `shop-2026-12-07.sql`), say how to take bases from it: a date
+/// in the name stores every night whole.
+fn base_finder(
+    repo: &Repository,
+    name: &str,
+    host: &str,
+    hint: bool,
+) -> Result<Option<BaseFinder>> {
     if !repo.config.delta_enabled() || repo.config.compression == Compression::None {
         return Ok(None);
     }
     let snaps = repo.snapshots()?;
     let Some(old) = crate::delta::previous_version(&snaps, name, host) else {
+        if let Some(like) = crate::delta::similar_name(&snaps, name, host).filter(|_| hint) {
+            log::warn!(
+                "{name} has no earlier version to store its changes against, so it is stored \
+                 whole; {like} looks like one: keep the same --name every night (each \
+                 snapshot records its time), or pass --delta-from {like}"
+            );
+        }
         return Ok(None);
     };
     let mut finder = BaseFinder::new(repo.blobs.clone(), old.chunk_lists.clone(), old.size);

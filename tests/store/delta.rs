@@ -401,9 +401,25 @@ fn delta_from_takes_bases_from_another_stream_name() {
     let versions = dump_versions(5, 30_000, 3);
     let field = |i: &Ingested, k: &str| i.json["objects"][0][k].as_u64().unwrap();
     let first = repo.ingest("shop-2026-12-05.sql", &versions[0], &[]);
-    // Without it: no previous version of this name, stored whole.
-    let alone = repo.ingest("shop-2026-12-06.sql", &versions[1], &[]);
+    // Without it: no previous version of this name, stored whole, and a line says what to do
+    // (not with --quiet).
+    let out = repo
+        .cmd(["ingest", "--json", "--name", "shop-2026-12-06.sql"])
+        .stdin_bytes(versions[1].clone())
+        .run()
+        .ok()
+        .stderr_has(&[
+            "shop-2026-12-06.sql has no earlier version",
+            "pass --delta-from shop-2026-12-05.sql",
+        ]);
+    let alone = Ingested::from_output(&out);
     assert_eq!(field(&alone, "delta_chunks"), 0);
+    let quiet = repo
+        .cmd(["-q", "ingest", "--name", "shop-2026-12-04.sql"])
+        .stdin_bytes(versions[0].clone())
+        .run()
+        .ok();
+    assert!(quiet.stderr.is_empty(), "{}", quiet.report());
     let with = repo.ingest(
         "shop-2026-12-07.sql",
         &versions[2],
