@@ -117,14 +117,25 @@ impl BaseCopies {
 
     /// Keep `sealed` as the copy of chunk `id` (unless one is kept already).
     pub fn put(&self, id: &BlobId, sealed: &[u8]) {
+        use std::sync::atomic::Ordering::Relaxed;
         let path = self.path(id);
-        if path.exists() || self.short_of_space() || !self.fits(sealed.len() as u64) {
+        // Counted as `usage` counts, in blocks on disk: 4 KiB ones until the file says.
+        let guess = (sealed.len() as u64).div_ceil(4096) * 4096;
+        if path.exists() || self.short_of_space() || !self.fits(guess) {
             return;
         }
-        if let Err(e) = self.write(&path, sealed) {
-            log::debug!("no local copy of chunk {} kept: {e}", id.short());
-            self.used
-                .fetch_sub(sealed.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        match self.write(&path, sealed) {
+            Ok(()) => {
+                use std::os::unix::fs::MetadataExt;
+                if let Ok(m) = std::fs::metadata(&path) {
+                    self.used.fetch_add(m.blocks() * 512, Relaxed);
+                    self.used.fetch_sub(guess, Relaxed);
+                }
+            }
+            Err(e) => {
+                log::debug!("no local copy of chunk {} kept: {e}", id.short());
+                self.used.fetch_sub(guess, Relaxed);
+            }
         }
     }
 
