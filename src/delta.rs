@@ -1340,11 +1340,10 @@ mod tests {
         assert!(staggers.windows(2).all(|w| w[0] < w[1]));
     }
 
-    #[test]
-    fn the_previous_version_is_the_newest_complete_one_from_this_host() {
-        use crate::snapshot::{Object, Snapshot};
-        let obj = |size, complete| Object {
-            name: "db".into(),
+    /// A complete-or-not stream `name` of `size` bytes with no chunks, for snapshot lists.
+    fn object(name: &str, size: u64, complete: bool) -> crate::snapshot::Object {
+        crate::snapshot::Object {
+            name: name.into(),
             size,
             blake3: String::new(),
             complete,
@@ -1356,8 +1355,12 @@ mod tests {
             started: 0,
             ended: 0,
             members: None,
-        };
-        let snap = |time, host: &str, o| Snapshot {
+        }
+    }
+
+    /// A snapshot of `host` at `time` holding `o`.
+    fn snapshot(time: i64, host: &str, o: crate::snapshot::Object) -> crate::snapshot::Snapshot {
+        crate::snapshot::Snapshot {
             id: crate::ids::SnapshotId::random(),
             time,
             time_nanos: 0,
@@ -1366,12 +1369,16 @@ mod tests {
             complete: true,
             objects: vec![o],
             original: None,
-        };
+        }
+    }
+
+    #[test]
+    fn the_previous_version_is_the_newest_complete_one_from_this_host() {
         let snaps = vec![
-            snap(1, "a", obj(1, true)),
-            snap(2, "a", obj(2, true)),
-            snap(3, "a", obj(3, false)),
-            snap(4, "b", obj(4, true)),
+            snapshot(1, "a", object("db", 1, true)),
+            snapshot(2, "a", object("db", 2, true)),
+            snapshot(3, "a", object("db", 3, false)),
+            snapshot(4, "b", object("db", 4, true)),
         ];
         assert_eq!(previous_version(&snaps, "db", "a").map(|o| o.size), Some(2));
         assert_eq!(previous_version(&snaps, "db", "b").map(|o| o.size), Some(4));
@@ -1381,36 +1388,12 @@ mod tests {
 
     #[test]
     fn a_name_that_differs_only_in_its_digits_is_similar() {
-        use crate::snapshot::{Object, Snapshot};
-        let snap = |time, host: &str, name: &str, complete| Snapshot {
-            id: crate::ids::SnapshotId::random(),
-            time,
-            time_nanos: 0,
-            host: host.into(),
-            tags: Vec::new(),
-            complete: true,
-            objects: vec![Object {
-                name: name.into(),
-                size: 10,
-                blake3: String::new(),
-                complete,
-                chunks: 0,
-                chunk_lists: Vec::new(),
-                producer: None,
-                format: None,
-                problem: None,
-                started: 0,
-                ended: 0,
-                members: None,
-            }],
-            original: None,
-        };
         let snaps = vec![
-            snap(1, "a", "shop-2026-12-05.sql", true),
-            snap(2, "a", "shop-2026-12-06.sql", true),
-            snap(3, "a", "shop-2026-12-07.sql", false),
-            snap(4, "b", "shop-2026-12-08.sql", true),
-            snap(5, "a", "shop.sql", true),
+            snapshot(1, "a", object("shop-2026-12-05.sql", 10, true)),
+            snapshot(2, "a", object("shop-2026-12-06.sql", 10, true)),
+            snapshot(3, "a", object("shop-2026-12-07.sql", 10, false)),
+            snapshot(4, "b", object("shop-2026-12-08.sql", 10, true)),
+            snapshot(5, "a", object("shop.sql", 10, true)),
         ];
         let similar = |name, host| similar_name(&snaps, name, host);
         // The newest complete one from this host.
