@@ -460,25 +460,18 @@ fn ingest_one(
     let compression = repo.config.compression;
     let params = repo.config.chunker;
     let name = spec.name.clone();
-    let finder = match opts.delta {
-        true => base_finder(
-            repo,
-            opts.delta_from.as_deref().unwrap_or(&name),
-            &opts.host,
-            opts.delta_from.is_none() && !opts.quiet,
-        )?,
-        false => None,
-    };
-
-    if let (Some(from), None) = (&opts.delta_from, &finder) {
-        if opts.delta && repo.config.delta_enabled() && compression != Compression::None {
-            log::warn!(
-                "--delta-from {from:?}: no complete version of that stream from host {:?} in \
-                 this repository; {name} is stored without deltas",
-                opts.host
-            );
+    let finder = match (opts.delta, &opts.delta_from) {
+        (false, _) => None,
+        (true, Some(from)) => base_finder(repo, from, &opts.host, NoBase::WarnFor(&name))?,
+        (true, None) => {
+            let said = if opts.quiet {
+                NoBase::Quiet
+            } else {
+                NoBase::HintSimilar
+            };
+            base_finder(repo, &name, &opts.host, said)?
         }
-    }
+    };
     let finder = finder.as_ref();
 
     // The whole-stream digest and the completeness check run on their own thread: the reader
@@ -764,29 +757,47 @@ fn ingest_one(
     Ok((object, t0.elapsed().as_secs_f64()))
 }
 
+/// What `base_finder` says when the stream it takes bases from has no version.
+enum NoBase<'a> {
+    Quiet,
+    /// When a stream whose name differs only in its digits has one (`shop-2026-12-06.sql`
+    /// for `shop-2026-12-07.sql`), say how to take bases from it: a date in the name stores
+    /// every night whole.
+    HintSimilar,
+    /// Bases were asked from this stream by `--delta-from` for stream `.0`: a typo, or a
+    /// stream of another host, would silently store it whole.
+    WarnFor(&'a str),
+}
+
 /// The delta base finder for stream `name`: over the newest complete earlier version of it
 /// from this host, when the repository stores deltas and compresses at all.
-///
-/// `hint`: when there is none, but a stream whose name differs only in its digits has one
-/// (`shop-2026-12-06.sql` for `shop-2026-12-07.sql`), say how to take bases from it: a date
-/// in the name stores every night whole.
+/// `if_none` says what to say when there is none.
 fn base_finder(
     repo: &Repository,
     name: &str,
     host: &str,
-    hint: bool,
+    if_none: NoBase,
 ) -> Result<Option<BaseFinder>> {
     if !repo.config.delta_enabled() || repo.config.compression == Compression::None {
         return Ok(None);
     }
     let snaps = repo.snapshots()?;
     let Some(old) = crate::delta::previous_version(&snaps, name, host) else {
-        if let Some(like) = crate::delta::similar_name(&snaps, name, host).filter(|_| hint) {
-            log::warn!(
-                "{name} has no earlier version to store its changes against, so it is stored \
-                 whole; {like} looks like one: keep the same --name every night (each \
-                 snapshot records its time), or pass --delta-from {like}"
-            );
+        match if_none {
+            NoBase::Quiet => {}
+            NoBase::HintSimilar => {
+                if let Some(like) = crate::delta::similar_name(&snaps, name, host) {
+                    log::warn!(
+                        "{name} has no earlier version to store its changes against, so it is \
+                         stored whole; {like} looks like one: keep the same --name every night \
+                         (each snapshot records its time), or pass --delta-from {like}"
+                    );
+                }
+            }
+            NoBase::WarnFor(stream) => log::warn!(
+                "--delta-from {name:?}: no complete version of that stream from host {host:?} \
+                 in this repository; {stream} is stored without deltas"
+            ),
         }
         return Ok(None);
     };

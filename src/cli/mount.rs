@@ -335,21 +335,23 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
 /// The daemon has no terminal: point stdout at /dev/null, and stderr at the log file if one
 /// was given (`--log-file`), else at /dev/null too, so that a later write cannot fail.
 fn redirect_stdio(log: Option<&Path>) {
-    let null = std::fs::OpenOptions::new().write(true).open("/dev/null");
-    let err = match log.map(open_log) {
-        Some(Ok(f)) => Ok(f),
-        // Opened a moment ago by the parent; if it cannot be now, nowhere is left to say so.
-        Some(Err(_)) | None => std::fs::OpenOptions::new().write(true).open("/dev/null"),
-    };
     use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .ok();
+    // Opened a moment ago by the parent; if it cannot be now, nowhere is left to say so.
+    let log = log.and_then(|l| open_log(l).ok());
+    let out = null.as_ref().map(|f| f.as_raw_fd());
+    let err = log.as_ref().map(|f| f.as_raw_fd()).or(out);
     // SAFETY: dup2 onto the standard descriptors with descriptors we own and keep open for
-    // the call; the originals are closed when `null` and `err` drop, the duplicates stay.
+    // the call; the originals are closed when `null` and `log` drop, the duplicates stay.
     unsafe {
-        if let Ok(null) = &null {
-            libc::dup2(null.as_raw_fd(), 1);
+        if let Some(fd) = out {
+            libc::dup2(fd, 1);
         }
-        if let Ok(err) = &err {
-            libc::dup2(err.as_raw_fd(), 2);
+        if let Some(fd) = err {
+            libc::dup2(fd, 2);
         }
     }
 }

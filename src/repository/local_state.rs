@@ -232,7 +232,18 @@ impl Repository {
     fn base_copies_budget(&self, copies: &crate::base_copies::BaseCopies) -> Option<u64> {
         let limit = max_size()?;
         let dir = self.local_state_dir().ok()?;
-        let rest = disk_usage(&dir).saturating_sub(copies.usage());
+        // The rest of the cache, without walking the copies (`start` and `trim` do).
+        let rest: u64 = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path() != copies.dir())
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => disk_usage(&e.path()),
+                Ok(m) => std::os::unix::fs::MetadataExt::blocks(&m) * 512,
+                Err(_) => 0,
+            })
+            .sum();
         Some(limit.saturating_sub(rest))
     }
 
