@@ -1795,6 +1795,21 @@ fn stats(cli: &Cli, json: bool) -> Result<i32> {
     );
     println!("deduplication        {:.2}x", s.dedup_ratio);
     println!("compression          {:.2}x", s.compression_ratio);
+    // Deltas count in `compression` (a chunk stored as a delta is stored small); this line
+    // says how much of that they did, which a user tuning `--no-delta` wants to see.
+    if s.delta_chunks > 0 {
+        println!(
+            "deltas               {} chunks ({}) stored in {}, ~{} saved",
+            s.delta_chunks,
+            bytes(s.delta_plain_bytes),
+            bytes(s.delta_stored_bytes),
+            bytes(s.delta_saved_bytes)
+        );
+    } else if !repo.config.delta_enabled() {
+        println!("deltas               off (sluice init --no-delta)");
+    } else {
+        println!("deltas               none yet (made from the second version of a stream on)");
+    }
     println!(
         "overall              {:.2}x",
         if s.pack_bytes == 0 {

@@ -153,6 +153,9 @@ fn many_versions_cost_their_changes_and_read_back() {
     let st = stats(&repo);
     assert!(st["delta_chunks"].as_u64().unwrap() > 0, "{st}");
     assert!(st["delta_saved_bytes"].as_u64().unwrap() > later, "{st}");
+    // The table form says what the deltas did, with the JSON's count.
+    let line = format!("deltas               {} chunks (", st["delta_chunks"]);
+    repo.cmd(["stats"]).run().ok().stdout_has(&[&line, "saved"]);
     let json = repo
         .cmd(["ingest", "--json", "--name", "db.sql"])
         .stdin_bytes(versions[6].clone())
@@ -334,6 +337,10 @@ fn no_delta_repository_stores_full_chunks() {
         snaps[1].added_bytes
     );
     assert_eq!(stats(&repo)["delta_chunks"].as_u64(), Some(0));
+    repo.cmd(["stats"])
+        .run()
+        .ok()
+        .stdout_has(&["deltas               off (sluice init --no-delta)"]);
     assert_all_read_back(&repo, &versions, &snaps);
 }
 

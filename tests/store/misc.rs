@@ -68,10 +68,12 @@ fn stats_add_up() {
     assert!((dedup - 2.0).abs() < 1e-9, "{s}");
     assert!(s["compression_ratio"].as_f64().unwrap() > 2.0, "{s}");
     // The table form prints the same figures.
-    repo.cmd(["stats"])
-        .run()
-        .ok()
-        .stdout_has(&["deduplication", "2.00x", "compression"]);
+    repo.cmd(["stats"]).run().ok().stdout_has(&[
+        "deduplication",
+        "2.00x",
+        "compression",
+        "deltas               none yet",
+    ]);
 }
 
 /// `ls --json` and `snapshots --json` describe time the same way: `time` in UTC, `unix_time`.
