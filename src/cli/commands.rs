@@ -1614,6 +1614,14 @@ pub(crate) fn run_prune(
                 String::new()
             }
         );
+        if r.bytes_kept_as_bases > 0 {
+            eprintln!(
+                "prune: ~{} of the data kept is there only as delta bases: chunks of versions no snapshot keeps, \
+                 which kept versions are stored as deltas against (freed once those are stored \
+                 whole again or forgotten)",
+                bytes(r.bytes_kept_as_bases)
+            );
+        }
         if r.packs_waiting > 0 {
             eprintln!(
                 "prune: {} pack(s), {}, wait for writers that were running and may still use them: {}; run `sluice prune` again after they finish",

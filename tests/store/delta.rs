@@ -516,11 +516,28 @@ fn prune_keeps_the_bases_of_kept_deltas() {
     let repo = repo("delta-prune", &[]);
     let versions = dump_versions(4, 40_000, 3);
     let snaps = ingest_all(&repo, &versions);
+    let kept_as_bases = || {
+        repo.cmd(["prune", "--dry-run", "--json"]).run().ok().json()["bytes_kept_as_bases"]
+            .as_u64()
+            .expect("bytes_kept_as_bases")
+    };
+    // Every version kept: the first holds its chunks itself.
+    assert_eq!(kept_as_bases(), 0);
     // The first version holds every base; forget it (and the second) and prune.
     repo.cmd(["forget", &snaps[0].snapshot, &snaps[1].snapshot])
         .run()
         .ok();
-    repo.cmd(["prune"]).run().ok();
+    // What the forgotten first version still holds is said: most of it is bases now.
+    let held = kept_as_bases();
+    assert!(
+        held > snaps[0].added_bytes / 2 && held <= snaps[0].added_bytes,
+        "{held} of {}",
+        snaps[0].added_bytes
+    );
+    repo.cmd(["prune"])
+        .run()
+        .ok()
+        .stderr_has(&["of the data kept is there only as delta bases"]);
     assert_eq!(repo.cat(&snaps[2].snapshot, "db.sql"), versions[2]);
     repo.check_ok(true);
     // A later version still finds its bases through the index after the prune.
