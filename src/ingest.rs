@@ -789,7 +789,7 @@ fn base_finder(
                 if let Some(like) = crate::delta::similar_name(&snaps, name, host) {
                     log::warn!(
                         "{name} has no earlier version to store its changes against, so it is \
-                         stored whole; {like} looks like one: keep the same --name every night \
+                         stored without deltas; {like} looks like one: keep the same --name every night \
                          (each snapshot records its time), or pass --delta-from {like}"
                     );
                 }
