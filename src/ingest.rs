@@ -13,7 +13,7 @@
 use crate::chunker::StreamChunker;
 use crate::chunklist::{self, ChunkRef, BLOCK_CHUNKS};
 use crate::codec::{Compression, Encoder, Estimate};
-use crate::completeness::{Checker, Expect, Outcome};
+use crate::completeness::{Checker, Expect, Outcome, Verdict};
 use crate::crypto::Keys;
 use crate::delta::{BaseFinder, Found, Placed, ShiftReport};
 use crate::error::{Error, Result};
@@ -426,6 +426,9 @@ impl Sealed {
     }
 }
 
+/// Ingest one stream, as a pipeline: open its source, choose where its delta bases come from,
+/// run its threads (reader, digest, sealers; this thread assembles), settle its producer's
+/// fate, and build its object.
 fn ingest_one(
     repo: &Repository,
     sink: &Sink,
@@ -436,21 +439,7 @@ fn ingest_one(
 ) -> Result<Ingested> {
     let started = crate::time::now().0;
     let t0 = Instant::now();
-    let (mut producer, reader): (Option<Producer>, Box<dyn Read + Send>) = match spec.source {
-        Source::Stdin => (
-            None,
-            Box::new(FdReader::stdin(opts.stall_timeout)?.stopped_by(abort.clone())),
-        ),
-        Source::Reader(r) => (None, r),
-        Source::Command(cmd) => {
-            let terminal = opts
-                .terminal_to_producer
-                .then(crate::terminal::Terminal::foreground)
-                .flatten();
-            let (p, r) = Producer::spawn(cmd, opts.quiet, opts.stall_timeout, terminal)?;
-            (Some(p), Box::new(r.stopped_by(abort.clone())))
-        }
-    };
+    let (producer, reader) = open_source(spec.source, opts, abort)?;
     let workers = opts.workers.max(1);
     let (job_tx, job_rx) = sync_channel::<Job>(workers + 1);
     let (res_tx, res_rx) = sync_channel::<Result<Sealed>>(workers * 2 + 2);
@@ -460,18 +449,7 @@ fn ingest_one(
     let compression = repo.config.compression;
     let params = repo.config.chunker;
     let name = spec.name.clone();
-    let finder = match (opts.delta, &opts.delta_from) {
-        (false, _) => None,
-        (true, Some(from)) => base_finder(repo, from, &opts.host, NoBase::WarnFor(&name))?,
-        (true, None) => {
-            let said = if opts.quiet {
-                NoBase::Quiet
-            } else {
-                NoBase::HintSimilar
-            };
-            base_finder(repo, &name, &opts.host, said)?
-        }
-    };
+    let finder = choose_base_finder(repo, &name, opts)?;
     let finder = finder.as_ref();
 
     // The whole-stream digest and the completeness check run on their own thread: the reader
@@ -479,166 +457,31 @@ fn ingest_one(
     // streams, and checking a gzip stream means inflating it.
     let (hash_tx, hash_rx) = sync_channel::<Arc<Vec<u8>>>(workers + 2);
     let expect = spec.expect;
-    let split = opts.split
-        && matches!(
-            expect,
-            Expect::Auto
-                | Expect::Format(
-                    crate::completeness::Format::Tar | crate::completeness::Format::Xbstream
-                )
-        );
+    let split = opts.split && may_hold_members(expect);
 
     let (read_result, assembled, digest) = std::thread::scope(|s| {
         let digest_thread = spawn_in(s, "sluice-digest", move || {
-            let mut hasher = blake3::Hasher::new();
-            let mut checker = Checker::new(expect);
-            for chunk in hash_rx {
-                hasher.update(&chunk);
-                checker.feed(&chunk);
-            }
-            (hasher, checker)
+            digest_and_check(expect, hash_rx)
         });
-        let table_name = name.as_str();
-        let reader_thread = spawn_in(s, "sluice-read", move || -> Result<(u64, Table)> {
-            let gear = crate::chunker::Gear::for_repo(&params, keys)?;
-            let mut chunker = StreamChunker::new(reader, params, gear);
-            // Follows the tar or xbstream framing in the bytes read: where to cut, and the
-            // member table.
-            let splitter = std::cell::RefCell::new(split.then(Splitter::default));
-            let mut table = TableStore::new(table_name)?;
-            // Chunks are placed in the previous version here, in stream order (delta.rs).
-            let mut placer = finder.map(BaseFinder::placer);
-            let mut total = 0u64;
-            let mut seq = 0u64;
-            let mut chunked = 0u64;
-            let mut tee_err = None;
-            loop {
-                if abort.is_raised() {
-                    return Err(Error::StreamStopped(STOPPED.into()));
-                }
-                interrupted()?;
-                let next = chunker.next_chunk_cut(
-                    &mut |b| {
-                        if let Some(sp) = splitter.borrow_mut().as_mut() {
-                            sp.feed(b);
-                        }
-                        total += b.len() as u64;
-                        opts.progress.fetch_add(b.len() as u64, Ordering::Relaxed);
-                        if let Some(w) = lock(tee).as_mut() {
-                            if tee_err.is_none() {
-                                if let Err(e) = w.write_all(b) {
-                                    tee_err = Some(e);
-                                }
-                            }
-                        }
-                    },
-                    &mut |at| {
-                        splitter
-                            .borrow_mut()
-                            .as_mut()
-                            .and_then(|sp| sp.next_cut(at))
-                    },
-                );
-                if let Some(sp) = splitter.borrow_mut().as_mut() {
-                    for piece in sp.take_pieces() {
-                        table.piece(keys, sink, &piece)?;
-                    }
-                }
-                if let Some(e) = tee_err.take() {
-                    if e.kind() != std::io::ErrorKind::BrokenPipe {
-                        return Err(Error::io("cannot write the --tee output", e));
-                    }
-                }
-                match next {
-                    Ok(Some(data)) => {
-                        let data = Arc::new(data);
-                        // `total` counts bytes read, which run ahead of the chunks.
-                        let offset = chunked;
-                        chunked += data.len() as u64;
-                        let len = data.len() as u64;
-                        let placed = match (placer.as_mut(), finder) {
-                            (Some(p), Some(f)) => {
-                                let sp = splitter.borrow();
-                                let known = old_place_of_member(sp.as_ref(), f, offset, len);
-                                Some(p.place(seq, offset, len, known))
-                            }
-                            _ => None,
-                        };
-                        let job = Job {
-                            seq,
-                            offset,
-                            data: data.clone(),
-                            placed,
-                        };
-                        if hash_tx.send(data).is_err() || job_tx.send(job).is_err() {
-                            // The assembler stopped on an error; it reports it.
-                            break;
-                        }
-                        seq += 1;
-                    }
-                    Ok(None) => break,
-                    // Stopped on purpose: say why, not how the read ended.
-                    Err(_) if abort.is_raised() => {
-                        return Err(Error::StreamStopped(STOPPED.into()))
-                    }
-                    Err(e) => {
-                        interrupted()?;
-                        return Err(Error::StreamFailed(format!(
-                            "reading the stream failed after {total} bytes: {e}"
-                        )));
-                    }
-                }
-            }
-            if let Some(w) = lock(tee).as_mut() {
-                let _ = w.flush();
-            }
-            let members = match splitter.into_inner().map(Splitter::finish) {
-                Some(Ok(end)) => {
-                    if let Some(piece) = &end.last {
-                        table.piece(keys, sink, piece)?;
-                    }
-                    table.finish(keys, sink, end.count, end.bytes, end.format)?
-                }
-                Some(Err(why)) => {
-                    log::debug!("{table_name:?} is stored without a member table: {why}");
-                    None
-                }
-                None => None,
-            };
-            Ok((total, members))
+        let stream_reader = StreamReader {
+            keys,
+            sink,
+            params,
+            split,
+            table_name: name.as_str(),
+            finder,
+            abort,
+            progress: &opts.progress,
+            tee,
+        };
+        let reader_thread = spawn_in(s, "sluice-read", move || {
+            stream_reader.run(reader, hash_tx, job_tx)
         });
         for _ in 0..workers {
             let res_tx = res_tx.clone();
             let job_rx = job_rx.clone();
             spawn_in(s, "sluice-seal", move || {
-                // However this thread ends, the chunks it would have taken are not its to
-                // report any more: placing must not wait for them.
-                struct Abandon<'a>(Option<&'a BaseFinder>);
-                impl Drop for Abandon<'_> {
-                    fn drop(&mut self) {
-                        if let Some(f) = self.0 {
-                            f.abandon();
-                        }
-                    }
-                }
-                let _abandon = Abandon(finder);
-                let mut encoder = match Encoder::new(compression) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let _ = res_tx.send(Err(e));
-                        return;
-                    }
-                };
-                loop {
-                    let job = match lock(&job_rx).recv() {
-                        Ok(j) => j,
-                        Err(_) => break,
-                    };
-                    let r = seal_chunk(keys, sink, &mut encoder, finder, job);
-                    if res_tx.send(r).is_err() {
-                        break;
-                    }
-                }
+                seal_worker(keys, sink, compression, finder, job_rx, res_tx)
             });
         }
         drop(res_tx);
@@ -659,67 +502,424 @@ fn ingest_one(
     });
 
     // The producer's fate is part of the stream's: wait for it in every case.
-    let mut provenance = None;
-    let mut exit = Exit::default();
-    let mut stopped_by_us = false;
-    if let Some(mut p) = producer.take() {
-        if read_result.is_err() || assembled.is_err() {
-            stopped_by_us = p.stop();
-        }
-        let command = p.spec.display();
-        let (e, stderr_tail) = p.wait()?;
-        exit = e.clone();
-        provenance = Some(Provenance {
-            command,
-            exit_code: e.code,
-            signal: e.signal,
-            stderr_tail,
-        });
-    }
-    let (total, members) = match read_result {
-        Ok(r) => r,
-        // Our own storage failure stopped the reader: that failure is the news.
-        Err(Error::StreamStopped(_)) if assembled.is_err() => {
-            return Err(assembled
-                .err()
-                .unwrap_or_else(|| Error::StreamStopped(STOPPED.into())));
-        }
-        Err(e) => {
-            if let (Some(p), Error::StreamFailed(_) | Error::StreamStopped(_)) = (&provenance, &e) {
-                // A stream stopped because another failed stays so, whatever its producer did.
-                let same_kind = |m: String| match e {
-                    Error::StreamStopped(_) => Error::StreamStopped(m),
-                    _ => Error::StreamFailed(m),
-                };
-                if stopped_by_us {
-                    // Its SIGKILL is ours, not the cause: say what was, and that we stopped it.
-                    return Err(same_kind(format!(
-                        "{e}; the producer `{}` was stopped",
-                        p.command
-                    )));
-                }
-                if !exit.success() {
-                    return Err(same_kind(format!(
-                        "producer `{}` {}; {e}",
-                        p.command,
-                        exit.describe()
-                    )));
-                }
-            }
-            return Err(e);
-        }
-    };
-    let (chunk_lists, chunks) = assembled?;
+    let fate = ProducerFate::settle(producer, read_result.is_err() || assembled.is_err())?;
+    let (read, assembled) = fate.explain(read_result, assembled)?;
     if let Some(f) = finder {
         sink.note_base_reads(&name, f.cache.read_bytes(), f.cache.local_bytes());
     }
+    let object = build_object(repo, spec.name, started, read, assembled, digest, fate)?;
+    Ok((object, t0.elapsed().as_secs_f64()))
+}
+
+/// What the reader thread hands back: the bytes read, and the stream's member table if it
+/// was split.
+type ReadOut = (u64, Table);
+
+/// What the assembler hands back: the stream's chunk lists and its number of chunks.
+type Assembled = (Vec<ChunkListRef>, u64);
+
+/// Where the stream's bytes come from, and its producer when a command writes them (the
+/// stream stops it on failure and records how it ended). The readers sluice opens stop once
+/// `abort` is raised: a failure elsewhere must not wait on a source that says nothing.
+fn open_source(
+    source: Source,
+    opts: &IngestOptions,
+    abort: &Arc<Alarm>,
+) -> Result<(Option<Producer>, Box<dyn Read + Send>)> {
+    let opened: (Option<Producer>, Box<dyn Read + Send>) = match source {
+        Source::Stdin => (
+            None,
+            Box::new(FdReader::stdin(opts.stall_timeout)?.stopped_by(abort.clone())),
+        ),
+        Source::Reader(r) => (None, r),
+        Source::Command(cmd) => {
+            let terminal = opts
+                .terminal_to_producer
+                .then(crate::terminal::Terminal::foreground)
+                .flatten();
+            let (p, r) = Producer::spawn(cmd, opts.quiet, opts.stall_timeout, terminal)?;
+            (Some(p), Box::new(r.stopped_by(abort.clone())))
+        }
+    };
+    Ok(opened)
+}
+
+/// The delta base finder for stream `name`: None with deltas off (`--no-delta`), and when
+/// `base_finder` finds no base. Bases come from the stream `--delta-from` names, when given:
+/// the user asked for it by name, so its having no version is warned about. Otherwise from the
+/// stream's own previous version, with a hint (unless quiet) when only a similarly named
+/// stream has one.
+fn choose_base_finder(
+    repo: &Repository,
+    name: &str,
+    opts: &IngestOptions,
+) -> Result<Option<BaseFinder>> {
+    match (opts.delta, &opts.delta_from) {
+        (false, _) => Ok(None),
+        (true, Some(from)) => base_finder(repo, from, &opts.host, NoBase::WarnFor(name)),
+        (true, None) => {
+            let said = if opts.quiet {
+                NoBase::Quiet
+            } else {
+                NoBase::HintSimilar
+            };
+            base_finder(repo, name, &opts.host, said)
+        }
+    }
+}
+
+/// Whether a stream with this `--expect` may be a tar or xbstream, the containers whose
+/// framing the reader can follow to split them into members (`Auto`: whatever is detected).
+fn may_hold_members(expect: Expect) -> bool {
+    matches!(
+        expect,
+        Expect::Auto
+            | Expect::Format(
+                crate::completeness::Format::Tar | crate::completeness::Format::Xbstream
+            )
+    )
+}
+
+/// The digest thread's body: the whole-stream BLAKE3 and the completeness checker, fed every
+/// chunk in stream order until the reader drops its sender.
+fn digest_and_check(expect: Expect, hash_rx: Receiver<Arc<Vec<u8>>>) -> (blake3::Hasher, Checker) {
+    let mut hasher = blake3::Hasher::new();
+    let mut checker = Checker::new(expect);
+    for chunk in hash_rx {
+        hasher.update(&chunk);
+        checker.feed(&chunk);
+    }
+    (hasher, checker)
+}
+
+/// The reader thread of one stream, and what it shares with the rest of the ingest. It sees
+/// the bytes as they are read, before any other thread: it chunks them, follows the
+/// container's framing (where to cut, and the member table), places each chunk in the
+/// previous version in stream order, counts progress and passes the bytes through to `--tee`.
+struct StreamReader<'a> {
+    keys: &'a Keys,
+    sink: &'a Sink<'a>,
+    params: crate::chunker::ChunkerParams,
+    /// Follow the tar or xbstream framing: cut at member data, and build the member table.
+    split: bool,
+    /// The stream's name, which its member table is stored under.
+    table_name: &'a str,
+    finder: Option<&'a BaseFinder>,
+    abort: &'a Arc<Alarm>,
+    /// `IngestOptions::progress`.
+    progress: &'a AtomicU64,
+    tee: &'a Mutex<Option<Box<dyn std::io::Write + Send>>>,
+}
+
+impl StreamReader<'_> {
+    /// Read `reader` to its end (or until the ingest stops), sending each chunk to the digest
+    /// thread (`hash_tx`) and to the sealers (`job_tx`); returns the bytes read and the member
+    /// table. Returning drops both senders, which is what ends the digest thread and the
+    /// sealers.
+    fn run(
+        self,
+        reader: Box<dyn Read + Send>,
+        hash_tx: SyncSender<Arc<Vec<u8>>>,
+        job_tx: SyncSender<Job>,
+    ) -> Result<ReadOut> {
+        let StreamReader {
+            keys,
+            sink,
+            params,
+            split,
+            table_name,
+            finder,
+            abort,
+            progress,
+            tee,
+        } = self;
+        let gear = crate::chunker::Gear::for_repo(&params, keys)?;
+        let mut chunker = StreamChunker::new(reader, params, gear);
+        // Follows the tar or xbstream framing in the bytes read: where to cut, and the
+        // member table.
+        let splitter = std::cell::RefCell::new(split.then(Splitter::default));
+        let mut table = TableStore::new(table_name)?;
+        // Chunks are placed in the previous version here, in stream order (delta.rs).
+        let mut placer = finder.map(BaseFinder::placer);
+        let mut total = 0u64;
+        let mut seq = 0u64;
+        let mut chunked = 0u64;
+        let mut tee_err = None;
+        loop {
+            if abort.is_raised() {
+                return Err(Error::StreamStopped(STOPPED.into()));
+            }
+            interrupted()?;
+            let next = chunker.next_chunk_cut(
+                &mut |b| {
+                    if let Some(sp) = splitter.borrow_mut().as_mut() {
+                        sp.feed(b);
+                    }
+                    total += b.len() as u64;
+                    progress.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    if let Some(w) = lock(tee).as_mut() {
+                        if tee_err.is_none() {
+                            if let Err(e) = w.write_all(b) {
+                                tee_err = Some(e);
+                            }
+                        }
+                    }
+                },
+                &mut |at| {
+                    splitter
+                        .borrow_mut()
+                        .as_mut()
+                        .and_then(|sp| sp.next_cut(at))
+                },
+            );
+            if let Some(sp) = splitter.borrow_mut().as_mut() {
+                for piece in sp.take_pieces() {
+                    table.piece(keys, sink, &piece)?;
+                }
+            }
+            if let Some(e) = tee_err.take() {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(Error::io("cannot write the --tee output", e));
+                }
+            }
+            match next {
+                Ok(Some(data)) => {
+                    let data = Arc::new(data);
+                    // `total` counts bytes read, which run ahead of the chunks.
+                    let offset = chunked;
+                    chunked += data.len() as u64;
+                    let len = data.len() as u64;
+                    let placed = match (placer.as_mut(), finder) {
+                        (Some(p), Some(f)) => {
+                            let sp = splitter.borrow();
+                            let known = old_place_of_member(sp.as_ref(), f, offset, len);
+                            Some(p.place(seq, offset, len, known))
+                        }
+                        _ => None,
+                    };
+                    let job = Job {
+                        seq,
+                        offset,
+                        data: data.clone(),
+                        placed,
+                    };
+                    if hash_tx.send(data).is_err() || job_tx.send(job).is_err() {
+                        // The assembler stopped on an error; it reports it.
+                        break;
+                    }
+                    seq += 1;
+                }
+                Ok(None) => break,
+                // Stopped on purpose: say why, not how the read ended.
+                Err(_) if abort.is_raised() => return Err(Error::StreamStopped(STOPPED.into())),
+                Err(e) => {
+                    interrupted()?;
+                    return Err(Error::StreamFailed(format!(
+                        "reading the stream failed after {total} bytes: {e}"
+                    )));
+                }
+            }
+        }
+        if let Some(w) = lock(tee).as_mut() {
+            let _ = w.flush();
+        }
+        let members = finish_member_table(keys, sink, table_name, splitter.into_inner(), table)?;
+        Ok((total, members))
+    }
+}
+
+/// The member table once the stream has ended: its last piece and its chunk lists stored.
+/// None when the stream was not split, or when its framing could not be followed to the end:
+/// the stream is then stored plain, which is no failure of the ingest.
+fn finish_member_table(
+    keys: &Keys,
+    sink: &Sink,
+    table_name: &str,
+    splitter: Option<Splitter>,
+    mut table: TableStore,
+) -> Result<Table> {
+    let members = match splitter.map(Splitter::finish) {
+        Some(Ok(end)) => {
+            if let Some(piece) = &end.last {
+                table.piece(keys, sink, piece)?;
+            }
+            table.finish(keys, sink, end.count, end.bytes, end.format)?
+        }
+        Some(Err(why)) => {
+            log::debug!("{table_name:?} is stored without a member table: {why}");
+            None
+        }
+        None => None,
+    };
+    Ok(members)
+}
+
+/// A sealing thread's body: seal the chunks it takes from the shared job queue and send the
+/// results to the assembler, until the reader stops sending or the assembler stops
+/// listening. It owns its handles on both channels: once every sealer has ended, the
+/// reader's sends fail and the assembler's receive ends, so neither waits forever.
+fn seal_worker(
+    keys: &Keys,
+    sink: &Sink,
+    compression: Compression,
+    finder: Option<&BaseFinder>,
+    job_rx: Arc<Mutex<Receiver<Job>>>,
+    res_tx: SyncSender<Result<Sealed>>,
+) {
+    // However this thread ends, the chunks it would have taken are not its to
+    // report any more: placing must not wait for them.
+    struct Abandon<'a>(Option<&'a BaseFinder>);
+    impl Drop for Abandon<'_> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0 {
+                f.abandon();
+            }
+        }
+    }
+    let _abandon = Abandon(finder);
+    let mut encoder = match Encoder::new(compression) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = res_tx.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let job = match lock(&job_rx).recv() {
+            Ok(j) => j,
+            Err(_) => break,
+        };
+        let r = seal_chunk(keys, sink, &mut encoder, finder, job);
+        if res_tx.send(r).is_err() {
+            break;
+        }
+    }
+}
+
+/// What became of a stream's producer (nothing, for standard input or a caller's reader).
+struct ProducerFate {
+    /// The command, how it exited and the tail of its stderr, for the stream's object.
+    provenance: Option<Provenance>,
+    exit: Exit,
+    /// We stopped it while it still ran: a signal it died of is ours, not the cause.
+    stopped_by_us: bool,
+}
+
+impl ProducerFate {
+    /// Stop the producer if the stream failed (`stop`), then wait for it: how it ended is
+    /// part of the stream's record, and can explain the stream's failure.
+    fn settle(producer: Option<Producer>, stop: bool) -> Result<ProducerFate> {
+        let mut provenance = None;
+        let mut exit = Exit::default();
+        let mut stopped_by_us = false;
+        if let Some(mut p) = producer {
+            if stop {
+                stopped_by_us = p.stop();
+            }
+            let command = p.spec.display();
+            let (e, stderr_tail) = p.wait()?;
+            exit = e.clone();
+            provenance = Some(Provenance {
+                command,
+                exit_code: e.code,
+                signal: e.signal,
+                stderr_tail,
+            });
+        }
+        Ok(ProducerFate {
+            provenance,
+            exit,
+            stopped_by_us,
+        })
+    }
+
+    /// The reader's and the assembler's results, or the one error that explains the stream's
+    /// failure: of several, the one that caused the others, with what the producer did
+    /// when that is part of the story.
+    fn explain(
+        &self,
+        read_result: Result<ReadOut>,
+        assembled: Result<Assembled>,
+    ) -> Result<(ReadOut, Assembled)> {
+        let read = match read_result {
+            Ok(r) => r,
+            // Our own storage failure stopped the reader: that failure is the news.
+            Err(Error::StreamStopped(_)) if assembled.is_err() => {
+                return Err(assembled
+                    .err()
+                    .unwrap_or_else(|| Error::StreamStopped(STOPPED.into())));
+            }
+            Err(e) => {
+                if let (Some(p), Error::StreamFailed(_) | Error::StreamStopped(_)) =
+                    (&self.provenance, &e)
+                {
+                    // A stream stopped because another failed stays so, whatever its producer did.
+                    let same_kind = |m: String| match e {
+                        Error::StreamStopped(_) => Error::StreamStopped(m),
+                        _ => Error::StreamFailed(m),
+                    };
+                    if self.stopped_by_us {
+                        // Its SIGKILL is ours, not the cause: say what was, and that we stopped it.
+                        return Err(same_kind(format!(
+                            "{e}; the producer `{}` was stopped",
+                            p.command
+                        )));
+                    }
+                    if !self.exit.success() {
+                        return Err(same_kind(format!(
+                            "producer `{}` {}; {e}",
+                            p.command,
+                            self.exit.describe()
+                        )));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        Ok((read, assembled?))
+    }
+}
+
+/// The stream's object for the snapshot: complete unless its producer failed or the
+/// completeness check found it incomplete (`problem` says which), and with its member table
+/// only when that table can be trusted.
+fn build_object(
+    repo: &Repository,
+    name: String,
+    started: i64,
+    (total, members): ReadOut,
+    (chunk_lists, chunks): Assembled,
+    digest: Option<(blake3::Hasher, Checker)>,
+    fate: ProducerFate,
+) -> Result<Object> {
     let (hasher, checker) =
         digest.ok_or_else(|| Error::StreamFailed("the digest thread panicked".into()))?;
     let verdict = checker.finish();
+    let problem = stream_problem(&fate, &verdict);
+    let members = accepted_member_table(repo, members, &verdict, problem.as_deref())?;
+    Ok(Object {
+        name,
+        size: total,
+        blake3: hasher.finalize().to_hex().to_string(),
+        complete: problem.is_none(),
+        chunks,
+        chunk_lists,
+        producer: fate.provenance,
+        format: verdict.format.map(|f| f.name().to_string()),
+        problem,
+        started,
+        ended: crate::time::now().0,
+        members,
+    })
+}
+
+/// What is wrong with the stream, if anything: its producer's failure first, else why the
+/// completeness check found it incomplete.
+fn stream_problem(fate: &ProducerFate, verdict: &Verdict) -> Option<String> {
     let mut problem = None;
-    if let Some(p) = &provenance {
-        if !exit.success() {
-            problem = Some(format!("producer `{}` {}", p.command, exit.describe()));
+    if let Some(p) = &fate.provenance {
+        if !fate.exit.success() {
+            problem = Some(format!("producer `{}` {}", p.command, fate.exit.describe()));
         }
     }
     if problem.is_none() {
@@ -727,6 +927,18 @@ fn ingest_one(
             problem = Some(why.clone());
         }
     }
+    problem
+}
+
+/// The member table read from the stream, if its object may keep it; keeping one first
+/// makes sure the repository's format announces member tables (an older sluice's prune
+/// would delete the table's chunks).
+fn accepted_member_table(
+    repo: &Repository,
+    members: Table,
+    verdict: &Verdict,
+    problem: Option<&str>,
+) -> Result<Table> {
     // The member table describes a whole, valid tar or xbstream only: a stream that merely looked like one
     // is stored plain (its verdict says why).
     let members = match (members, &verdict.outcome, verdict.format) {
@@ -740,21 +952,7 @@ fn ingest_one(
         }
         _ => None,
     };
-    let object = Object {
-        name: spec.name,
-        size: total,
-        blake3: hasher.finalize().to_hex().to_string(),
-        complete: problem.is_none(),
-        chunks,
-        chunk_lists,
-        producer: provenance,
-        format: verdict.format.map(|f| f.name().to_string()),
-        problem,
-        started,
-        ended: crate::time::now().0,
-        members,
-    };
-    Ok((object, t0.elapsed().as_secs_f64()))
+    Ok(members)
 }
 
 /// What `base_finder` says when the stream it takes bases from has no version.
