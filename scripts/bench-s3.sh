@@ -127,7 +127,15 @@ s3_phase() {
                 cmd_ingest "$tool" "$repo" "$name" v2
                 run_timed "$IN/sql2.sql" "$WORK/logs/s3-ingest2-$tool.out" "s3-ingest2-$tool.log" "${CMD[@]}" &&
                     S[${tool}_up2]=$T_SECS
-                [[ $tool == sluice ]] && S[sluice_read2]=$(ingest_field "$WORK/logs/s3-ingest2-$tool.out" delta_base_read_bytes)
+                if [[ $tool == sluice ]]; then
+                    S[sluice_read2]=$(ingest_field "$WORK/logs/s3-ingest2-$tool.out" delta_base_read_bytes)
+                    note_snapshot "$repo" v2 "$WORK/logs/s3-ingest2-$tool.out"
+                fi
+                # Its cold restore: for sluice, deltas and the bases they are rebuilt from,
+                # read from the bucket (ingest's local copies are never used to restore).
+                drop_caches
+                cmd_restore "$tool" "$repo" "$name" v2
+                time_cmd "s3-restore2-$tool.log" "${CMD[@]}" && S[${tool}_down2]=$T_SECS
             fi
         done
         if [[ $name == sql ]] && has_tool sluice; then
@@ -206,6 +214,16 @@ s3_phase() {
     n2=$(rate sluice_up2_nocopies sql2)
     r2=$(rate restic_up2 sql2)
     out "| $s2 | $n2 | $r2 | $(ratio "$s2" "$r2") | $(mb "$(v sluice_read2)") / $(mb "$(v sluice_read2_nocopies)") MB |"
+    out ""
+    out "Its cold restore, MB/s (sluice rebuilds the deltas from bases it reads from the bucket):"
+    out ""
+    out "| sluice cat, second version | sluice cat, first version | second/first (target 0.7x) | restic dump, second version | sluice/restic |"
+    out "| ---: | ---: | ---: | ---: | ---: |"
+    local sd2 sd1 rd2
+    sd2=$(rate sluice_down2 sql2)
+    sd1=$(rate sluice_down_sql sql)
+    rd2=$(rate restic_down2 sql2)
+    out "| $sd2 | $sd1 | $(ratio "$sd2" "$sd1") | $rd2 | $(ratio "$sd2" "$rd2") |"
     out ""
     out "- phase took $(($(date +%s) - t_phase)) s; load average at its end: $(cut -d' ' -f1-3 /proc/loadavg)"
     out ""
