@@ -442,6 +442,10 @@ pub struct BaseFinder {
     /// The chunker's largest chunk: a chunk of this length was cut by its length, not by its
     /// content, so its end says nothing about where the old boundaries are.
     pub max_chunk: Option<u64>,
+    /// The name of the stream the old version is of, for `warn_unreadable`.
+    pub old_name: String,
+    /// Whether `warn_unreadable` has spoken.
+    warned_unreadable: std::sync::atomic::AtomicBool,
 }
 
 impl BaseFinder {
@@ -464,7 +468,26 @@ impl BaseFinder {
             reported: Condvar::new(),
             members: None,
             max_chunk: None,
+            old_name: String::new(),
+            warned_unreadable: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Say, once per ingest, that part of the old version could not be read for a chunk's
+    /// bases (`what` says where and why); that chunk and any others like it are stored whole.
+    /// The old version is the newest backup of the stream: damage to it must be heard of at
+    /// the next ingest, on the cron job's output, not on the day it is restored.
+    pub fn warn_unreadable(&self, what: std::fmt::Arguments) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.warned_unreadable.swap(true, Relaxed) {
+            log::debug!("{what}");
+            return;
+        }
+        log::warn!(
+            "{what}; such chunks are stored whole (later ones not listed). The previous version \
+             of {:?} may be damaged: run `sluice check --read-data`",
+            self.old_name
+        );
     }
 
     /// The placer of the new stream's chunks (one per stream).

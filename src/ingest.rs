@@ -1001,6 +1001,7 @@ fn base_finder(
     };
     let mut finder = BaseFinder::new(repo.blobs.clone(), old.chunk_lists.clone(), old.size);
     finder.max_chunk = Some(u64::from(repo.config.chunker.max_size));
+    finder.old_name = name.to_string();
     // A container's members are placed where the same member's bytes were (their order
     // and interleaving change from one version to the next). Without its table the
     // running shift still works, so a table that cannot be read only costs that.
@@ -1196,17 +1197,20 @@ fn try_delta(
         Ok(b) if !b.bases.is_empty() => b,
         Ok(_) => return None,
         Err(e) => {
-            log::debug!("no delta for the chunk at {}: {e}", job.offset);
+            f.warn_unreadable(format_args!(
+                "the previous version around offset {} cannot be read for delta bases ({e})",
+                job.offset
+            ));
             return None;
         }
     };
     let prefix = match f.cache.prefix(&found.bases) {
         Ok(p) => p,
         Err(e) => {
-            log::warn!(
-                "a delta base of the chunk at offset {} cannot be read ({e}); it is stored whole",
+            f.warn_unreadable(format_args!(
+                "a delta base of the chunk at offset {} cannot be read ({e})",
                 job.offset
-            );
+            ));
             return None;
         }
     };

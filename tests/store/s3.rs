@@ -214,6 +214,19 @@ impl S3Repo {
         self.cmd(["cat", snap, name]).run().ok().stdout
     }
 
+    /// The repository's objects, reached straight from this test process (not through the
+    /// sluice binary): to list or delete them as a server-side rule or a person would.
+    pub fn storage(&self) -> sluice::storage_opendal::OpenDalStorage {
+        use sluice::storage_opendal::{OpenDalStorage, S3Location};
+        // The same values for every test: setting them while other tests run is harmless.
+        std::env::set_var("AWS_ACCESS_KEY_ID", &self.server.key_id);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", &self.server.secret);
+        let loc = S3Location::parse(&self.url)
+            .expect("an s3 address")
+            .expect("valid");
+        OpenDalStorage::new(loc).expect("storage")
+    }
+
     #[track_caller]
     pub fn snapshot_ids(&self) -> Vec<String> {
         let o = self.cmd(["snapshots", "--json"]).run().ok();
@@ -725,6 +738,61 @@ fn delta_bases_come_from_local_copies_and_a_damaged_copy_is_read_again() {
         }
         let fifth = repo.ingest("db.sql", &versions[3]);
         assert_eq!(field(&fifth, "added_bytes"), 0, "{who}");
+    }
+}
+
+/// Packs deleted from the bucket behind sluice's back (a lifecycle rule that expires old
+/// objects) while this machine still has local copies of their chunks: the next ingest stores
+/// no delta against what the bucket lost (every later version would be unreadable), says in
+/// one line that the previous version may be damaged, and its own snapshot reads back. (Here
+/// the previous version's chunk lists went with its chunks; `blobstore`'s unit test
+/// `a_local_copy_is_not_used_for_a_chunk_its_repository_lost` covers a copy whose chunk alone
+/// is gone.)
+#[test]
+fn a_base_deleted_from_the_bucket_is_not_used_from_its_local_copy() {
+    use sluice::storage::{FileKind, Storage};
+    for server in servers() {
+        let repo = S3Repo::init_with(&server, "s3-copies-gone", &["--chunk-size", "64K"]);
+        let who = server.name;
+        let versions = super::delta::dump_versions(19, 30_000, 2);
+        let field = |o: &Output, k: &str| o.json()["objects"][0][k].as_u64().unwrap_or_default();
+        repo.ingest("db.sql", &versions[0]);
+        assert!(
+            !copy_files(&repo.cache).is_empty(),
+            "{who}: no local copies"
+        );
+        let bucket = repo.storage();
+        let packs = bucket.list(FileKind::Pack).expect("list packs");
+        assert!(!packs.is_empty(), "{who}");
+        for p in &packs {
+            bucket.remove(FileKind::Pack, p).expect("delete a pack");
+        }
+        let second = repo.ingest("db.sql", &versions[1]);
+        assert_eq!(
+            field(&second, "delta_chunks"),
+            0,
+            "{who}: deltas against bases the bucket lost{}",
+            second.report()
+        );
+        assert_eq!(field(&second, "delta_base_local_bytes"), 0, "{who}");
+        let said: Vec<&str> = second
+            .stderr
+            .lines()
+            .filter(|l| l.contains("may be damaged"))
+            .collect();
+        assert!(
+            said.len() == 1 && said[0].contains("is missing"),
+            "{who}: the missing bases are not said once{}",
+            second.report()
+        );
+        let snap = second.json()["snapshot"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            repo.cat(&snap, "db.sql") == versions[1],
+            "{who}: the new version does not read back"
+        );
     }
 }
 
