@@ -33,9 +33,6 @@ pub struct BlobStore {
     recorded: Mutex<std::collections::HashSet<(BlobKind, BlobId, PackId, u64)>>,
     /// Local copies of sealed full chunks, for an ingest's delta bases (object storage only).
     copies: std::sync::OnceLock<Arc<BaseCopies>>,
-    /// The size of each pack a local copy's chunk lies in, as the repository said once per
-    /// process (None: missing, or it could not say): see `base_still_stored`.
-    base_packs: Mutex<HashMap<PackId, Option<u64>>>,
 }
 
 /// Where `BlobStore::read_base_for_ingest` found a base.
@@ -60,7 +57,6 @@ impl BlobStore {
             relocations: Mutex::new(Loaded::default()),
             recorded: Mutex::new(Default::default()),
             copies: std::sync::OnceLock::new(),
-            base_packs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -107,13 +103,7 @@ impl BlobStore {
             let check = IdCheck::AuthenticateOnly;
             pack::open_blob_owned_as(&self.keys, BlobKind::Chunk, c.id, &c.loc, sealed, check)
         };
-        // A delta made from a copy depends on the repository's blob, which the copy must not
-        // outlive unnoticed (see `base_still_stored`).
-        let copy = match self.base_still_stored(c) {
-            true => copies.get(&c.id),
-            false => None,
-        };
-        if let Some(sealed) = copy {
+        if let Some(sealed) = copies.get(&c.id) {
             match open(sealed) {
                 Ok(data) => return Ok((data, BaseFrom::LocalCopy)),
                 Err(e) => {
@@ -136,34 +126,6 @@ impl BlobStore {
             }
         }
         Ok((self.read_base(c)?, BaseFrom::Repository))
-    }
-
-    /// Whether the repository still holds the full chunk `c` (its pack there and long enough
-    /// for it, or the chunk moved by prune to a pack that is). An ingest that reads a base
-    /// from its local copy stores deltas that readers rebuild from the repository's blob:
-    /// without this, a pack deleted behind sluice's back (an object-storage lifecycle rule
-    /// that expires old objects, a hand-made clean-up) would go unnoticed night after night,
-    /// every new version stored against bases that no longer exist. When it is gone the
-    /// base is read from the repository, which fails and says so, and the chunk is stored
-    /// whole. One size request per pack and process; truncation past the chunk counts as
-    /// gone; damage inside the pack is for `check --read-data` to find.
-    fn base_still_stored(&self, c: &ChunkRef) -> bool {
-        let known = lock(&self.base_packs).get(&c.loc.pack).copied();
-        let size = match known {
-            Some(size) => size,
-            None => {
-                let size = self.storage.size(FileKind::Pack, &c.loc.pack.to_hex()).ok();
-                lock(&self.base_packs).insert(c.loc.pack, size);
-                size
-            }
-        };
-        if size.is_some_and(|n| n >= c.loc.offset + u64::from(c.loc.stored_len)) {
-            return true;
-        }
-        matches!(
-            self.relocated(BlobKind::Chunk, c.id, c.loc.pack),
-            Ok(Some(_))
-        )
     }
 
     fn read_as(
@@ -731,45 +693,5 @@ mod tests {
             read_relocation_file(&storage, &keys, &name),
             Err(Error::Corrupt(_))
         ));
-    }
-
-    /// A delta base read from its local copy must still be in the repository: a copy of a
-    /// chunk whose pack was deleted (or cut short) is not used, and the read fails instead.
-    #[test]
-    fn a_local_copy_is_not_used_for_a_chunk_its_repository_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let mem = Arc::new(MemStorage::default());
-        let storage: Arc<dyn Storage> = mem.clone();
-        let keys = Arc::new(Keys::derive(&MasterSecret([7; 32])));
-        let mut enc = codec::Encoder::new(codec::Compression::Zstd { level: 3 }).expect("encoder");
-        let plain = b"INSERT INTO t VALUES (1, 'row');\n".repeat(2000);
-        let id = BlobId([3; 32]);
-        let sealed = keys.seal(BlobKind::Chunk, &id.0, &enc.encode(&plain));
-        let mut w = pack::PackWriter::create(storage.as_ref()).unwrap();
-        let loc = w.append(BlobKind::Chunk, id, &sealed, plain.len()).unwrap();
-        w.finish(&keys, &mut enc).unwrap();
-        let chunk = ChunkRef::full(id, loc);
-        // One process: an ingest, with copies.
-        let ingest = || {
-            let b = BlobStore::new(storage.clone(), keys.clone());
-            b.keep_base_copies(BaseCopies::new(dir.path().join("bases")));
-            b
-        };
-        let first = ingest();
-        assert_eq!(
-            first.read_base_for_ingest(&chunk).unwrap(),
-            (plain.clone(), BaseFrom::Repository)
-        );
-        assert_eq!(
-            ingest().read_base_for_ingest(&chunk).unwrap(),
-            (plain.clone(), BaseFrom::LocalCopy)
-        );
-        // Cut short before the chunk's end, then gone: the copy is there, but not used.
-        let name = loc.pack.to_hex();
-        mem.edit(FileKind::Pack, &name, |b| b.truncate(b.len() / 2));
-        assert!(ingest().read_base_for_ingest(&chunk).is_err());
-        storage.remove(FileKind::Pack, &name).unwrap();
-        assert!(ingest().read_base_for_ingest(&chunk).is_err());
-        assert!(first.base_copies().unwrap().get(&id).is_some());
     }
 }

@@ -743,11 +743,10 @@ fn delta_bases_come_from_local_copies_and_a_damaged_copy_is_read_again() {
 
 /// Packs deleted from the bucket behind sluice's back (a lifecycle rule that expires old
 /// objects) while this machine still has local copies of their chunks: the next ingest stores
-/// no delta against what the bucket lost (every later version would be unreadable), says in
-/// one line that the previous version may be damaged, and its own snapshot reads back. (Here
-/// the previous version's chunk lists went with its chunks; `blobstore`'s unit test
-/// `a_local_copy_is_not_used_for_a_chunk_its_repository_lost` covers a copy whose chunk alone
-/// is gone.)
+/// no delta against what the bucket lost (every later version would be unreadable: the index
+/// drops the chunks of packs the bucket no longer lists when a writer opens it, and only
+/// chunks it holds are bases), says in one line that the previous version may be damaged, and
+/// its own snapshot reads back.
 #[test]
 fn a_base_deleted_from_the_bucket_is_not_used_from_its_local_copy() {
     use sluice::storage::{FileKind, Storage};
