@@ -170,6 +170,22 @@ impl BaseCopies {
         let _ = std::fs::remove_file(self.path(id));
     }
 
+    /// Remove the copies of chunks `keep` refuses that were last used before `before` (a
+    /// copy written or read since may serve an ingest running now); the bytes removed.
+    pub fn retain(&self, before: SystemTime, keep: impl Fn(&BlobId) -> bool) -> u64 {
+        let mut removed = 0;
+        for (path, used, size) in self.files() {
+            let id = path
+                .file_name()
+                .and_then(|n| BlobId::from_hex(&n.to_string_lossy()).ok());
+            let Some(id) = id else { continue };
+            if used < before && !keep(&id) && std::fs::remove_file(&path).is_ok() {
+                removed += size;
+            }
+        }
+        removed
+    }
+
     /// Bytes the copies take on disk.
     pub fn usage(&self) -> u64 {
         self.files().iter().map(|f| f.2).sum()
@@ -263,6 +279,36 @@ mod tests {
 
     fn id(n: u8) -> BlobId {
         BlobId([n; 32])
+    }
+
+    #[test]
+    fn retain_removes_only_old_copies_of_chunks_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let copies = BaseCopies::new(dir.path().join("bases"));
+        for n in 1..=3 {
+            copies.put(&id(n), &[n; 5000]);
+        }
+        let before = SystemTime::now();
+        // 1 and 2 were last used before `before`; 3 is used after it (an ingest running now).
+        let old = before - std::time::Duration::from_secs(100);
+        for n in [1, 2] {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(copies.path(&id(n)))
+                .unwrap();
+            f.set_modified(old).unwrap();
+        }
+        let later = before + std::time::Duration::from_secs(5);
+        let f = std::fs::File::options()
+            .write(true)
+            .open(copies.path(&id(3)))
+            .unwrap();
+        f.set_modified(later).unwrap();
+        let removed = copies.retain(before, |i| *i == id(2));
+        assert!(removed >= 5000, "{removed}");
+        assert_eq!(copies.get(&id(1)), None);
+        assert!(copies.get(&id(2)).is_some());
+        assert!(copies.get(&id(3)).is_some());
     }
 
     #[test]

@@ -429,6 +429,7 @@ pub fn prune(
     // 72 MiB peak every command has from the passphrase's Argon2id).
     let mut held_directly = Bloom::new(expected);
     progress("reading chunk lists");
+    let walked_at = std::time::SystemTime::now();
     walk_references(repo, &snaps, |_, c, held| {
         referenced.insert(&c.id);
         if held == Held::Directly {
@@ -486,6 +487,16 @@ pub fn prune(
         report.bytes_freed = condemned.iter().chain(&to_repack).map(|(_, s)| s).sum();
         report.packs_repacked = to_repack.len();
         return Ok(report);
+    }
+
+    // This machine's local copies of delta bases (object storage) of chunks no snapshot
+    // references: no ingest will ask for them again, and they would hold the copies' share
+    // of the cache until trimmed, least recently used first, after the copies that serve.
+    if let Some(copies) = repo.blobs.base_copies() {
+        let removed = copies.retain(walked_at, |id| referenced.contains(id));
+        if removed > 0 {
+            log::info!("removed {removed} bytes of local copies of delta bases no snapshot needs");
+        }
     }
 
     if !to_repack.is_empty() {

@@ -795,6 +795,44 @@ fn a_base_deleted_from_the_bucket_is_not_used_from_its_local_copy() {
     }
 }
 
+/// Prune removes this machine's local copies of chunks no snapshot references any more, and
+/// keeps those of the versions it keeps: the next version still takes its bases from them.
+#[test]
+fn prune_removes_the_copies_of_forgotten_chunks_only() {
+    for server in servers() {
+        let repo = S3Repo::init_with(&server, "s3-copies-prune", &["--chunk-size", "64K"]);
+        let who = server.name;
+        let kept = super::delta::dump_versions(20, 30_000, 2);
+        let gone = super::delta::dump_versions(21, 20_000, 1);
+        repo.ingest("db.sql", &kept[0]);
+        let with_kept = copy_files(&repo.cache).len();
+        let other = repo.ingest("other.sql", &gone[0]);
+        let all = copy_files(&repo.cache).len();
+        assert!(all > with_kept, "{who}: other.sql left no copies");
+        let snap = other.json()["snapshot"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        repo.cmd(["forget", &snap]).run().ok();
+        repo.cmd(["prune"]).run().ok();
+        assert_eq!(
+            copy_files(&repo.cache).len(),
+            with_kept,
+            "{who}: prune left the forgotten stream's copies, or took others"
+        );
+        let second = repo.ingest("db.sql", &kept[1]);
+        let field = |k: &str| second.json()["objects"][0][k].as_u64().unwrap_or_default();
+        assert!(field("delta_chunks") > 0, "{who}{}", second.report());
+        assert_eq!(
+            field("delta_base_read_bytes"),
+            0,
+            "{who}{}",
+            second.report()
+        );
+        assert!(repo.cat("latest", "db.sql") == kept[1], "{who}");
+    }
+}
+
 /// A cache on a nearly full file system keeps no copies (the index shares it, and an ingest
 /// must not fail because copies filled it): the bases are downloaded instead.
 #[test]
