@@ -490,8 +490,8 @@ pub fn prune(
     }
 
     // This machine's local copies of delta bases (object storage) of chunks no snapshot
-    // references: no ingest will ask for them again, and they would hold the copies' share
-    // of the cache until trimmed, least recently used first, after the copies that serve.
+    // references: no later ingest takes them as bases (one running now downloads what it
+    // still wants), and they would hold the copies' share of the cache until trimmed.
     if let Some(copies) = repo.blobs.base_copies() {
         let removed = copies.retain(walked_at, |id| referenced.contains(id));
         if removed > 0 {
