@@ -426,14 +426,15 @@ pub fn prune(
     let mut referenced = Bloom::new(expected);
     // Only to tell the user what deltas keep (`bytes_kept_as_bases`): as much memory again
     // as `referenced` (measured: 30 -> 46 MiB held with 5 million chunks kept, under the
-    // 72 MiB peak every command has from the passphrase's Argon2id).
-    let mut held_directly = Bloom::new(expected);
+    // 72 MiB peak every command has from the passphrase's Argon2id). Not made for a
+    // repository made with `init --no-delta`, which holds no delta.
+    let mut held_directly = repo.config.delta_enabled().then(|| Bloom::new(expected));
     progress("reading chunk lists");
     let walked_at = std::time::SystemTime::now();
     walk_references(repo, &snaps, |_, c, held| {
         referenced.insert(&c.id);
-        if held == Held::Directly {
-            held_directly.insert(&c.id);
+        if let (Held::Directly, Some(d)) = (held, held_directly.as_mut()) {
+            d.insert(&c.id);
         }
     })?;
     failpoint::hold("prune-after-walk");
@@ -470,11 +471,13 @@ pub fn prune(
             .filter(|e| referenced.contains(&e.id))
             .map(|e| e.stored_len as u64)
             .sum();
-        report.bytes_kept_as_bases += entries
-            .iter()
-            .filter(|e| referenced.contains(&e.id) && !held_directly.contains(&e.id))
-            .map(|e| e.stored_len as u64)
-            .sum::<u64>();
+        if let Some(d) = &held_directly {
+            report.bytes_kept_as_bases += entries
+                .iter()
+                .filter(|e| referenced.contains(&e.id) && !d.contains(&e.id))
+                .map(|e| e.stored_len as u64)
+                .sum::<u64>();
+        }
         if used == 0 {
             condemned.push((p, size));
         } else if (total - used) as f64 > opts.max_unused * total as f64 {
