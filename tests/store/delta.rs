@@ -548,6 +548,55 @@ fn prune_keeps_the_bases_of_kept_deltas() {
     repo.check_ok(true);
 }
 
+/// A pack that holds bases of kept deltas beside chunks no snapshot needs is repacked: the
+/// bases move to a new pack while the kept version's chunk lists still name their old
+/// places. Its deltas must still rebuild byte for byte (cat, check --read-data), and the
+/// next version must still find them as bases and store its own deltas against them.
+#[test]
+fn repacked_bases_still_serve_their_deltas() {
+    let repo = repo("delta-repack", &[]);
+    let versions = dump_versions(21, 40_000, 3);
+    // The first night's stream is the dump and then a table nobody keeps (other rows): its
+    // one data pack holds both, so once it is forgotten that pack is mixed.
+    let mut first = versions[0].clone();
+    first.extend_from_slice(&dump_versions(22, 40_000, 1)[0]);
+    let one = repo.ingest("db.sql", &first, &[]);
+    let two = repo.ingest("db.sql", &versions[1], &[]);
+    assert!(
+        two.json["objects"][0]["delta_chunks"].as_u64() > Some(0),
+        "{}",
+        two.json
+    );
+    assert!(two.added_bytes * 5 < one.added_bytes);
+    repo.cmd(["forget", &one.snapshot]).run().ok();
+    let r = repo
+        .cmd(["prune", "--max-unused", "0%", "--json"])
+        .run()
+        .ok()
+        .json();
+    assert!(
+        r["packs_repacked"].as_u64() >= Some(1),
+        "nothing repacked: {r}"
+    );
+    assert!(r["bytes_kept_as_bases"].as_u64() > Some(0), "{r}");
+    assert!(
+        repo.cat(&two.snapshot, "db.sql") == versions[1],
+        "a delta whose bases were repacked does not read back"
+    );
+    repo.check_ok(true);
+    // The moved bases serve the next version: it is stored as deltas, and reads back.
+    let three = repo.ingest("db.sql", &versions[2], &[]);
+    assert!(
+        three.json["objects"][0]["delta_chunks"].as_u64() > Some(0),
+        "{}",
+        three.json
+    );
+    assert!(three.added_bytes * 5 < one.added_bytes);
+    assert!(repo.cat(&three.snapshot, "db.sql") == versions[2]);
+    assert!(repo.cat(&two.snapshot, "db.sql") == versions[1]);
+    repo.check_ok(true);
+}
+
 #[test]
 fn repair_index_keeps_deltas_usable() {
     let repo = repo("delta-repair", &[]);
