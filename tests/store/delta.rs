@@ -475,10 +475,14 @@ fn delta_from_takes_bases_from_another_stream_name() {
         .stderr_has(&["--delta-from names the base of a single stream"]);
 }
 
+/// A damaged base fails every chunk rebuilt from it loudly (`cat` exits 3 having written only
+/// true bytes; `check` names the dependent version), and the next night is not hit: its
+/// ingest, the first to read the damaged base, says so once (naming `check --read-data`),
+/// stores those chunks whole, and reads back.
 #[test]
 fn a_damaged_base_fails_every_dependent_chunk_loudly() {
     let repo = repo("delta-damaged-base", &[]);
-    let versions = dump_versions(3, 40_000, 2);
+    let versions = dump_versions(3, 40_000, 3);
     let first = repo.ingest("db.sql", &versions[0], &[]);
     let pack = largest_pack(&repo);
     let second = repo.ingest("db.sql", &versions[1], &[]);
@@ -488,6 +492,23 @@ fn a_damaged_base_fails_every_dependent_chunk_loudly() {
     );
     let len = std::fs::metadata(&pack).unwrap().len();
     flip_byte(&pack, len / 2);
+    let o = repo
+        .cmd(["ingest", "--json", "--name", "db.sql"])
+        .stdin_bytes(versions[2].clone())
+        .run()
+        .ok();
+    let third = crate::support::Ingested::from_output(&o);
+    assert_eq!(
+        o.stderr.matches("cannot be read").count(),
+        1,
+        "one warning expected{}",
+        o.report()
+    );
+    assert!(o.stderr.contains("check --read-data"), "{}", o.report());
+    assert!(
+        repo.cat(&third.snapshot, "db.sql") == versions[2],
+        "the night after the damage does not read back"
+    );
     let out = repo
         .cmd(["cat", &second.snapshot, "db.sql"])
         .run()
@@ -508,6 +529,10 @@ fn a_damaged_base_fails_every_dependent_chunk_loudly() {
     assert!(
         text.contains(&second.snapshot[..8]) && text.contains("is a delta and its base"),
         "check does not name the dependent version's damage:\n{text}"
+    );
+    assert!(
+        !text.contains(&third.snapshot[..8]),
+        "the night after the damage is damaged too:\n{text}"
     );
 }
 
