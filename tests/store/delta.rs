@@ -573,6 +573,28 @@ fn prune_keeps_the_bases_of_kept_deltas() {
     repo.check_ok(true);
 }
 
+/// Forget `snapshot`, a first night whose pack mixes bases of later versions' deltas with
+/// chunks no kept snapshot needs, and prune so that its pack is repacked (the bases move).
+pub fn forget_and_repack_bases(repo: &Repo, snapshot: &str) {
+    repo.cmd(["forget", snapshot]).run().ok();
+    let r = repo
+        .cmd(["prune", "--max-unused", "0%", "--json"])
+        .run()
+        .ok()
+        .json();
+    assert!(
+        r["packs_repacked"].as_u64() >= Some(1),
+        "nothing repacked: {r}"
+    );
+    assert!(r["bytes_kept_as_bases"].as_u64() > Some(0), "{r}");
+}
+
+#[track_caller]
+fn assert_has_deltas(i: &Ingested) {
+    let n = i.json["objects"][0]["delta_chunks"].as_u64();
+    assert!(n > Some(0), "no chunk stored as a delta: {}", i.json);
+}
+
 /// A pack that holds bases of kept deltas beside chunks no snapshot needs is repacked: the
 /// bases move to a new pack while the kept version's chunk lists still name their old
 /// places. Its deltas must still rebuild byte for byte (cat, check --read-data), and the
@@ -587,23 +609,9 @@ fn repacked_bases_still_serve_their_deltas() {
     first.extend_from_slice(&dump_versions(22, 40_000, 1)[0]);
     let one = repo.ingest("db.sql", &first, &[]);
     let two = repo.ingest("db.sql", &versions[1], &[]);
-    assert!(
-        two.json["objects"][0]["delta_chunks"].as_u64() > Some(0),
-        "{}",
-        two.json
-    );
+    assert_has_deltas(&two);
     assert!(two.added_bytes * 5 < one.added_bytes);
-    repo.cmd(["forget", &one.snapshot]).run().ok();
-    let r = repo
-        .cmd(["prune", "--max-unused", "0%", "--json"])
-        .run()
-        .ok()
-        .json();
-    assert!(
-        r["packs_repacked"].as_u64() >= Some(1),
-        "nothing repacked: {r}"
-    );
-    assert!(r["bytes_kept_as_bases"].as_u64() > Some(0), "{r}");
+    forget_and_repack_bases(&repo, &one.snapshot);
     assert!(
         repo.cat(&two.snapshot, "db.sql") == versions[1],
         "a delta whose bases were repacked does not read back"
@@ -611,11 +619,7 @@ fn repacked_bases_still_serve_their_deltas() {
     repo.check_ok(true);
     // The moved bases serve the next version: it is stored as deltas, and reads back.
     let three = repo.ingest("db.sql", &versions[2], &[]);
-    assert!(
-        three.json["objects"][0]["delta_chunks"].as_u64() > Some(0),
-        "{}",
-        three.json
-    );
+    assert_has_deltas(&three);
     assert!(three.added_bytes * 5 < one.added_bytes);
     assert!(repo.cat(&three.snapshot, "db.sql") == versions[2]);
     assert!(repo.cat(&two.snapshot, "db.sql") == versions[1]);
