@@ -665,6 +665,11 @@ fn a_bucket_shares_chunking_with_a_local_repository() {
     }
 }
 
+/// Number `k` of the first object in an ingest's `--json` report (0 when absent).
+fn object_number(o: &Output, k: &str) -> u64 {
+    o.json()["objects"][0][k].as_u64().unwrap_or_default()
+}
+
 /// A later version takes its delta bases from this machine's local copies of the chunks the
 /// ingest before it stored (nothing downloaded); a machine without copies downloads the bases
 /// once and keeps them; a damaged copy is noticed, replaced by the repository's chunk, and
@@ -675,22 +680,24 @@ fn delta_bases_come_from_local_copies_and_a_damaged_copy_is_read_again() {
         let repo = S3Repo::init_with(&server, "s3-base-copies", &["--chunk-size", "64K"]);
         let who = server.name;
         let versions = super::delta::dump_versions(17, 30_000, 4);
-        let field = |o: &Output, k: &str| o.json()["objects"][0][k].as_u64().unwrap_or_default();
         let first = repo.ingest("db.sql", &versions[0]);
-        assert_eq!(field(&first, "delta_base_read_bytes"), 0, "{who}");
+        assert_eq!(object_number(&first, "delta_base_read_bytes"), 0, "{who}");
         let second = repo.ingest("db.sql", &versions[1]);
         assert!(
-            field(&second, "delta_chunks") > 0,
+            object_number(&second, "delta_chunks") > 0,
             "{who}{}",
             second.report()
         );
         assert_eq!(
-            field(&second, "delta_base_read_bytes"),
+            object_number(&second, "delta_base_read_bytes"),
             0,
             "{who}: bases downloaded although the first ingest kept copies{}",
             second.report()
         );
-        assert!(field(&second, "delta_base_local_bytes") > 0, "{who}");
+        assert!(
+            object_number(&second, "delta_base_local_bytes") > 0,
+            "{who}"
+        );
         // The copies are sealed blobs: none of the dump's text is in them.
         let copies = copy_files(&repo.cache);
         assert!(!copies.is_empty(), "{who}: no local copies");
@@ -707,9 +714,13 @@ fn delta_bases_come_from_local_copies_and_a_damaged_copy_is_read_again() {
         // Another machine has no copies: it downloads the bases, and keeps them.
         let other = repo.dir.join("cache-b");
         let third = repo.ingest_on(&other, "db.sql", &versions[2]);
-        assert!(field(&third, "delta_chunks") > 0, "{who}{}", third.report());
-        assert!(field(&third, "delta_base_read_bytes") > 0, "{who}");
-        assert_eq!(field(&third, "delta_base_local_bytes"), 0, "{who}");
+        assert!(
+            object_number(&third, "delta_chunks") > 0,
+            "{who}{}",
+            third.report()
+        );
+        assert!(object_number(&third, "delta_base_read_bytes") > 0, "{who}");
+        assert_eq!(object_number(&third, "delta_base_local_bytes"), 0, "{who}");
         assert!(!copy_files(&other).is_empty(), "{who}: nothing kept");
         // Every copy of the first machine damaged: each is noticed, read from the bucket
         // instead and kept again; the deltas made are right.
@@ -721,11 +732,11 @@ fn delta_bases_come_from_local_copies_and_a_damaged_copy_is_read_again() {
         }
         let fourth = repo.ingest("db.sql", &versions[3]);
         assert!(
-            field(&fourth, "delta_chunks") > 0,
+            object_number(&fourth, "delta_chunks") > 0,
             "{who}{}",
             fourth.report()
         );
-        assert!(field(&fourth, "delta_base_read_bytes") > 0, "{who}");
+        assert!(object_number(&fourth, "delta_base_read_bytes") > 0, "{who}");
         assert!(
             fourth.stderr.contains("is damaged"),
             "{who}: a damaged copy went unmentioned{}",
@@ -737,7 +748,7 @@ fn delta_bases_come_from_local_copies_and_a_damaged_copy_is_read_again() {
             assert!(repo.cat(s, "db.sql") == *v, "{who}: {s} does not read back");
         }
         let fifth = repo.ingest("db.sql", &versions[3]);
-        assert_eq!(field(&fifth, "added_bytes"), 0, "{who}");
+        assert_eq!(object_number(&fifth, "added_bytes"), 0, "{who}");
     }
 }
 
@@ -754,7 +765,6 @@ fn a_base_deleted_from_the_bucket_is_not_used_from_its_local_copy() {
         let repo = S3Repo::init_with(&server, "s3-copies-gone", &["--chunk-size", "64K"]);
         let who = server.name;
         let versions = super::delta::dump_versions(19, 30_000, 2);
-        let field = |o: &Output, k: &str| o.json()["objects"][0][k].as_u64().unwrap_or_default();
         repo.ingest("db.sql", &versions[0]);
         assert!(
             !copy_files(&repo.cache).is_empty(),
@@ -768,12 +778,12 @@ fn a_base_deleted_from_the_bucket_is_not_used_from_its_local_copy() {
         }
         let second = repo.ingest("db.sql", &versions[1]);
         assert_eq!(
-            field(&second, "delta_chunks"),
+            object_number(&second, "delta_chunks"),
             0,
             "{who}: deltas against bases the bucket lost{}",
             second.report()
         );
-        assert_eq!(field(&second, "delta_base_local_bytes"), 0, "{who}");
+        assert_eq!(object_number(&second, "delta_base_local_bytes"), 0, "{who}");
         let said: Vec<&str> = second
             .stderr
             .lines()
